@@ -1,0 +1,101 @@
+/** What the emulator saw: the evidence tests use for "no double charge" and "the cap held". */
+export interface EmulatorStats {
+  /** Submit requests received, whatever their answer. */
+  submits: number;
+  /** Jobs created by submits (including those whose answer was then dropped). */
+  accepted: number;
+  /** Synchronous `fal.run` requests received. */
+  runs: number;
+  statusCalls: number;
+  streamCalls: number;
+  resultCalls: number;
+  /** Jobs that reached COMPLETED, whatever the outcome. */
+  completed: number;
+  /** Completed jobs that ran inference (output or model error); server errors and cancels are not billed, as on fal. */
+  billed: number;
+  /** Billed jobs per input fingerprint (endpoint + input, canonical JSON, sha256). */
+  billedByFingerprint: Record<string, number>;
+  /** Billed jobs beyond the first for the same input: what a client paid twice. */
+  duplicateBilled: number;
+  inQueue: number;
+  inProgress: number;
+  maxInProgress: number;
+  /** Accepted jobs whose result was not yet fetched (nor cancelled). */
+  outstanding: number;
+  maxOutstanding: number;
+  /** Cancel requests that were accepted (CANCELLATION_REQUESTED). */
+  cancels: number;
+  uploads: number;
+  /** Faults injected, by `kind@op` (request faults) or kind (job faults). */
+  faults: Record<string, number>;
+  authFailures: number;
+}
+
+export function emptyStats(): EmulatorStats {
+  return {
+    submits: 0,
+    accepted: 0,
+    runs: 0,
+    statusCalls: 0,
+    streamCalls: 0,
+    resultCalls: 0,
+    completed: 0,
+    billed: 0,
+    billedByFingerprint: {},
+    duplicateBilled: 0,
+    inQueue: 0,
+    inProgress: 0,
+    maxInProgress: 0,
+    outstanding: 0,
+    maxOutstanding: 0,
+    cancels: 0,
+    uploads: 0,
+    faults: {},
+    authFailures: 0,
+  };
+}
+
+/** Mutable counters behind the stats; `snapshot()` copies them for callers. */
+export class StatsRecorder {
+  #stats: EmulatorStats = emptyStats();
+
+  get live(): EmulatorStats {
+    return this.#stats;
+  }
+
+  reset(keepGauges: { inQueue: number; inProgress: number; outstanding: number }): void {
+    this.#stats = { ...emptyStats(), ...keepGauges, maxInProgress: keepGauges.inProgress, maxOutstanding: keepGauges.outstanding };
+  }
+
+  count(name: 'submits' | 'accepted' | 'runs' | 'statusCalls' | 'streamCalls' | 'resultCalls' | 'cancels' | 'uploads' | 'authFailures'): void {
+    this.#stats[name] += 1;
+  }
+
+  fault(label: string): void {
+    this.#stats.faults[label] = (this.#stats.faults[label] ?? 0) + 1;
+  }
+
+  billed(fingerprint: string): void {
+    const s = this.#stats;
+    s.billed += 1;
+    const previous = s.billedByFingerprint[fingerprint] ?? 0;
+    if (previous > 0) s.duplicateBilled += 1;
+    s.billedByFingerprint[fingerprint] = previous + 1;
+  }
+
+  gauge(name: 'inQueue' | 'inProgress' | 'outstanding', delta: number): void {
+    const s = this.#stats;
+    s[name] += delta;
+    if (name === 'inProgress' && s.inProgress > s.maxInProgress) s.maxInProgress = s.inProgress;
+    if (name === 'outstanding' && s.outstanding > s.maxOutstanding) s.maxOutstanding = s.outstanding;
+  }
+
+  completed(): void {
+    this.#stats.completed += 1;
+  }
+
+  snapshot(): EmulatorStats {
+    const s = this.#stats;
+    return { ...s, billedByFingerprint: { ...s.billedByFingerprint }, faults: { ...s.faults } };
+  }
+}

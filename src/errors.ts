@@ -1,0 +1,214 @@
+/**
+ * The error taxonomy. Every error falbatch raises on purpose is a FalbatchError with a stable
+ * `code`; the CLI maps codes to exit statuses and prints only the message (never a stack) for
+ * them. Messages name the item (file, CSV line, column, endpoint, request id) and say what to do.
+ */
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'FAL_KEY_MISSING'
+  | 'MANIFEST_UNREADABLE'
+  | 'MANIFEST_INVALID'
+  | 'REDIS_UNAVAILABLE'
+  | 'BATCH_NOT_FOUND'
+  | 'OUTPUT_UNWRITABLE'
+  | 'FAL_HTTP'
+  | 'FAL_TRANSPORT'
+  | 'FAL_TIMEOUT'
+  | 'FAL_PROTOCOL'
+  | 'INTERRUPTED';
+
+export interface FalbatchErrorOptions {
+  cause?: unknown;
+}
+
+export class FalbatchError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options: FalbatchErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A setting (flag or environment variable) has a value falbatch cannot use. */
+export class ConfigError extends FalbatchError {
+  constructor(message: string, options: FalbatchErrorOptions = {}) {
+    super('CONFIG_INVALID', message, options);
+  }
+}
+
+/** No fal credentials and no emulator: nothing can be called. */
+export class MissingCredentialsError extends FalbatchError {
+  constructor() {
+    super(
+      'FAL_KEY_MISSING',
+      'FAL_KEY is not set, so falbatch cannot call fal.ai. Create a key at https://fal.ai/dashboard/keys ' +
+        'and export FAL_KEY=..., or try everything locally first with --emulate (a built-in fal emulator, no credits spent).',
+    );
+  }
+}
+
+/** The manifest as a whole cannot be used (unreadable, no header, a required column missing, --strict). */
+export class ManifestError extends FalbatchError {
+  readonly file: string;
+  readonly line: number | undefined;
+  readonly column: string | undefined;
+
+  constructor(
+    code: 'MANIFEST_UNREADABLE' | 'MANIFEST_INVALID',
+    message: string,
+    where: { file: string; line?: number; column?: string },
+    options: FalbatchErrorOptions = {},
+  ) {
+    super(code, message, options);
+    this.file = where.file;
+    this.line = where.line;
+    this.column = where.column;
+  }
+}
+
+export class RedisUnavailableError extends FalbatchError {
+  constructor(message: string, options: FalbatchErrorOptions = {}) {
+    super('REDIS_UNAVAILABLE', message, options);
+  }
+}
+
+export class BatchNotFoundError extends FalbatchError {
+  constructor(batch: string) {
+    super(
+      'BATCH_NOT_FOUND',
+      `No batch named "${batch}" in this Redis namespace. Run \`falbatch status\` to list the batches ` +
+        '(and check REDIS_URL and --prefix point where the batch was enqueued).',
+    );
+  }
+}
+
+export class OutputError extends FalbatchError {
+  constructor(message: string, options: FalbatchErrorOptions = {}) {
+    super('OUTPUT_UNWRITABLE', message, options);
+  }
+}
+
+/** Stopped by a signal before the work was done; what was done is kept. */
+export class InterruptedError extends FalbatchError {
+  constructor(message: string) {
+    super('INTERRUPTED', message);
+  }
+}
+
+/** What fal's answer said, kept for classification and for the row's error column. */
+export interface FalHttpErrorDetails {
+  status: number;
+  endpoint: string;
+  operation: FalOperation;
+  /** Parsed JSON body, or the text body, or undefined. */
+  body: unknown;
+  requestId: string | undefined;
+  /** From `Retry-After` (seconds or an HTTP date), in milliseconds. */
+  retryAfterMs: number | undefined;
+  /** `X-Fal-Error-Type` header or the body's `error_type`. */
+  errorType: string | undefined;
+  /** `X-Fal-Request-Timeout-Type` (`user` for a start-timeout expiry). */
+  timeoutType: string | undefined;
+  /** `X-Fal-Retryable` when fal says. */
+  retryable: boolean | undefined;
+}
+
+export type FalOperation = 'submit' | 'status' | 'stream' | 'result' | 'cancel' | 'run' | 'upload';
+
+/** fal answered with a non-2xx status. */
+export class FalHttpError extends FalbatchError implements FalHttpErrorDetails {
+  readonly status: number;
+  readonly endpoint: string;
+  readonly operation: FalOperation;
+  readonly body: unknown;
+  readonly requestId: string | undefined;
+  readonly retryAfterMs: number | undefined;
+  readonly errorType: string | undefined;
+  readonly timeoutType: string | undefined;
+  readonly retryable: boolean | undefined;
+
+  constructor(details: FalHttpErrorDetails) {
+    super('FAL_HTTP', describeFalHttpError(details));
+    this.status = details.status;
+    this.endpoint = details.endpoint;
+    this.operation = details.operation;
+    this.body = details.body;
+    this.requestId = details.requestId;
+    this.retryAfterMs = details.retryAfterMs;
+    this.errorType = details.errorType;
+    this.timeoutType = details.timeoutType;
+    this.retryable = details.retryable;
+  }
+}
+
+/** The request never got an HTTP answer: connection refused or reset, DNS, socket closed. */
+export class FalTransportError extends FalbatchError {
+  readonly operation: FalOperation;
+  readonly endpoint: string;
+  /** ECONNRESET, UND_ERR_SOCKET, ...: the lowest system code found. */
+  readonly transportCode: string | undefined;
+
+  constructor(operation: FalOperation, endpoint: string, transportCode: string | undefined, detail: string) {
+    // The original error is deliberately not kept as `cause`: @fal-ai/client walks the cause chain
+    // for transport codes and would retry on its own, and falbatch owns every retry (see fal/README).
+    super('FAL_TRANSPORT', `${operation} ${endpoint}: no answer from fal (${transportCode ?? detail})`);
+    this.operation = operation;
+    this.endpoint = endpoint;
+    this.transportCode = transportCode;
+  }
+}
+
+/** A deadline of falbatch's own passed (per-call time-out or the wait budget of a request). */
+export class FalTimeoutError extends FalbatchError {
+  readonly operation: FalOperation;
+  readonly requestId: string | undefined;
+
+  constructor(operation: FalOperation, message: string, requestId?: string) {
+    super('FAL_TIMEOUT', message);
+    this.operation = operation;
+    this.requestId = requestId;
+  }
+}
+
+/** fal answered 2xx with something that is not what its protocol promises. */
+export class FalProtocolError extends FalbatchError {
+  constructor(message: string) {
+    super('FAL_PROTOCOL', message);
+  }
+}
+
+function describeFalHttpError(d: FalHttpErrorDetails): string {
+  const where = `${d.operation} ${d.endpoint}${d.requestId ? ` (request ${d.requestId})` : ''}`;
+  return `${where}: fal answered ${d.status}${d.errorType ? ` ${d.errorType}` : ''}: ${falDetailText(d.body)}`;
+}
+
+/** fal's error bodies carry `detail` as a string or a Pydantic list; render either for a person. */
+export function falDetailText(body: unknown): string {
+  if (body === undefined || body === null || body === '') return 'no details';
+  if (typeof body === 'string') return body.slice(0, 500);
+  if (typeof body !== 'object') return String(body);
+  const record = body as Record<string, unknown>;
+  const detail = record['detail'] ?? record['message'] ?? record['error'];
+  if (typeof detail === 'string') return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((item) => {
+        if (typeof item !== 'object' || item === null) return String(item);
+        const entry = item as Record<string, unknown>;
+        const loc = Array.isArray(entry['loc']) ? entry['loc'].filter((p) => p !== 'body').join('.') : '';
+        return `${loc ? `${loc}: ` : ''}${String(entry['msg'] ?? 'invalid')}`;
+      })
+      .join('; ');
+  }
+  return JSON.stringify(body).slice(0, 500);
+}
+
+/** Exit statuses of the CLI: documented in the README. */
+export const EXIT = {
+  ok: 0,
+  fatal: 1,
+  rowsFailed: 2,
+  interrupted: 130,
+} as const;
