@@ -1,0 +1,58 @@
+import { Command } from 'commander';
+import { integerOption } from '../../config.js';
+import { createFalEmulator } from '../../emulator/create-fal-emulator.js';
+import { ConfigError, EXIT } from '../../errors.js';
+import type { CliIo } from '../io.js';
+
+interface EmulatorFlags {
+  port?: string;
+  host?: string;
+  runners?: string;
+  latency?: string;
+  key?: string;
+  seed?: string;
+  fault?: string[];
+  retryAfter?: string;
+  locked?: boolean;
+}
+
+export function emulatorCommand(io: CliIo, exit: (code: number) => void): Command {
+  return new Command('emulator')
+    .description('Serve a local fal emulator (fal\'s queue protocol, llava-next and mantis) until stopped; prints its base URL')
+    .option('--port <port>', 'port (0 picks a free one)', '0')
+    .option('--host <host>', 'interface to bind', '127.0.0.1')
+    .option('--runners <n>', "fal's per-account concurrency: requests running at once (2 for a new account, up to 40)", '2')
+    .option('--latency <duration>', 'processing time per request: 800ms, or a range like 500..1500ms', '300..900ms')
+    .option('--key <key>', 'require Authorization: Key <key> (default: accept any)')
+    .option('--seed <n>', 'seed for latencies and faults', '1')
+    .option('--fault <spec>', 'inject a fault, KIND[@OP]=RATE[xMAX], repeatable (e.g. 503@submit=0.05, model-error=0.01)', (value: string, previous: string[] = []) => [...previous, value])
+    .option('--retry-after <seconds>', 'Retry-After sent with injected 429s', '1')
+    .option('--locked', 'start with the account locked (exhausted balance: submits answer 403)')
+    .action(async (flags: EmulatorFlags) => {
+      let emulator;
+      try {
+        emulator = await createFalEmulator({
+          port: integerOption('--port', flags.port) ?? 0,
+          host: flags.host ?? '127.0.0.1',
+          runners: integerOption('--runners', flags.runners) ?? 2,
+          latency: flags.latency ?? '300..900ms',
+          seed: integerOption('--seed', flags.seed) ?? 1,
+          faults: flags.fault ?? [],
+          retryAfterSeconds: integerOption('--retry-after', flags.retryAfter) ?? 1,
+          locked: flags.locked ?? false,
+          ...(flags.key !== undefined ? { key: flags.key } : {}),
+        });
+      } catch (error) {
+        if (error instanceof ConfigError) throw error;
+        throw new ConfigError((error as Error).message);
+      }
+      io.stdout(`${emulator.url}\n`);
+      io.stderr(`fal emulator listening; point falbatch at it with FAL_BASE_URL=${emulator.url}\nstats: ${emulator.url}/_emulator/stats — stop with Ctrl-C\n`);
+      await new Promise<void>((resolve) => {
+        if (io.signal.aborted) resolve();
+        io.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      await emulator.close();
+      exit(EXIT.ok);
+    });
+}

@@ -1,0 +1,56 @@
+import { Command } from 'commander';
+import { resolveConfig } from '../../config.js';
+import { openContext } from '../../context.js';
+import { EXIT, MissingCredentialsError } from '../../errors.js';
+import { createLogger } from '../../log.js';
+import { startWorker } from '../../worker/start-worker.js';
+import { startEmulation, type Emulation } from '../emulate.js';
+import type { CliIo } from '../io.js';
+import { logSettings, overridesFrom, withConnectionOptions, type RawFlags } from '../shared-options.js';
+
+interface WorkFlags extends RawFlags {
+  emulate?: boolean;
+}
+
+export function workCommand(io: CliIo, exit: (code: number) => void): Command {
+  return withConnectionOptions(
+    new Command('work')
+      .description('Process rows of every batch in the namespace until stopped (SIGINT/SIGTERM stop gracefully)')
+      .option('--concurrency <n>', 'fal requests in flight in this process (default 8)')
+      .option('--global-concurrency <n>', 'cap on fal requests in flight across all workers')
+      .option('--grace <duration>', 'on SIGTERM, how long rows in flight may finish before they are handed back (default 30s)')
+      .option('--wait <mode>', 'how to wait for fal: stream or poll (default stream)')
+      .option('--lock-duration <duration>', 'how soon another worker resumes the rows of a worker that died (default 30s)')
+      .option('--emulate', 'use a built-in fal emulator instead of fal.ai'),
+  ).action(async (flags: WorkFlags) => {
+    const { level, format } = logSettings(flags);
+    let config = resolveConfig(io.env, overridesFrom(flags));
+    const log = createLogger({ level, format, secrets: [config.falKey], write: io.stderr });
+    let emulation: Emulation | undefined;
+    if (flags.emulate) {
+      emulation = await startEmulation(config, log);
+      config = resolveConfig(io.env, { ...overridesFrom(flags), ...emulation.overrides });
+    } else if (config.falKey === undefined && config.falBaseUrl === undefined) {
+      throw new MissingCredentialsError();
+    }
+    try {
+      const ctx = await openContext(config, { log });
+      try {
+        const worker = await startWorker(ctx);
+        log.info(`worker started: concurrency ${config.concurrency}${config.globalConcurrency ? `, global cap ${config.globalConcurrency}` : ''}, namespace ${config.prefix}`);
+        await new Promise<void>((resolve) => {
+          if (io.signal.aborted) resolve();
+          io.signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+        log.info(`stopping: rows in flight get up to ${config.graceMs} ms to finish, then go back to the queue`);
+        await worker.close();
+        log.info('worker stopped');
+        exit(EXIT.ok);
+      } finally {
+        await ctx.close();
+      }
+    } finally {
+      await emulation?.close();
+    }
+  });
+}

@@ -1,0 +1,58 @@
+import type { Command } from 'commander';
+import { durationOption, integerOption, type ConfigOverrides, type WaitMode } from '../config.js';
+import { ConfigError } from '../errors.js';
+import type { LogFormat, LogLevel } from '../log.js';
+
+/** Flags every command that touches Redis takes. */
+export function withConnectionOptions(command: Command): Command {
+  return command
+    .option('--prefix <name>', 'Redis key namespace (env FALBATCH_PREFIX)', undefined)
+    .option('--log-level <level>', 'debug, info, warn, error or silent', 'info')
+    .option('--log-format <format>', 'text (for terminals) or json (for log pipelines)', 'text');
+}
+
+export interface RawFlags {
+  prefix?: string;
+  logLevel?: string;
+  logFormat?: string;
+  endpoint?: string;
+  concurrency?: string;
+  globalConcurrency?: string;
+  attempts?: string;
+  wait?: string;
+  grace?: string;
+  filesRoot?: string;
+  lockDuration?: string;
+  pollInterval?: string;
+  waitBudget?: string;
+  startTimeout?: string;
+}
+
+/** Flags → config overrides, each validated with a message that names the flag. */
+export function overridesFrom(flags: RawFlags): ConfigOverrides {
+  const waitMode = flags.wait;
+  if (waitMode !== undefined && waitMode !== 'stream' && waitMode !== 'poll') throw new ConfigError(`Expected --wait to be "stream" or "poll", got "${waitMode}"`);
+  const startTimeout = durationOption('--start-timeout', flags.startTimeout);
+  return {
+    prefix: flags.prefix,
+    endpoint: flags.endpoint,
+    concurrency: integerOption('--concurrency', flags.concurrency),
+    globalConcurrency: integerOption('--global-concurrency', flags.globalConcurrency),
+    attempts: integerOption('--attempts', flags.attempts),
+    waitMode: waitMode as WaitMode | undefined,
+    graceMs: durationOption('--grace', flags.grace),
+    filesRoot: flags.filesRoot,
+    lockDurationMs: durationOption('--lock-duration', flags.lockDuration),
+    pollIntervalMs: durationOption('--poll-interval', flags.pollInterval),
+    waitBudgetMs: durationOption('--wait-budget', flags.waitBudget),
+    startTimeoutSeconds: startTimeout === undefined ? undefined : startTimeout / 1000,
+  };
+}
+
+export function logSettings(flags: RawFlags): { level: LogLevel; format: LogFormat } {
+  const level = flags.logLevel ?? 'info';
+  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new ConfigError(`Expected --log-level to be debug, info, warn, error or silent, got "${level}"`);
+  const format = flags.logFormat ?? 'text';
+  if (format !== 'text' && format !== 'json') throw new ConfigError(`Expected --log-format to be text or json, got "${format}"`);
+  return { level: level as LogLevel, format };
+}

@@ -1,0 +1,231 @@
+import { ConfigError } from './errors.js';
+import { MINUTE, SECOND, parseDuration } from './time.js';
+
+/** How a worker learns that its fal request finished. */
+export type WaitMode = 'stream' | 'poll';
+
+/** Every setting falbatch has. Environment variables and flags only override these. */
+export interface Config {
+  /**
+   * Redis to use: `redis://[:password@]host:port[/db]` or `rediss://` for TLS.
+   * @default 'redis://127.0.0.1:6379' (env REDIS_URL)
+   */
+  redisUrl: string;
+  /**
+   * Key namespace in Redis. Producers and workers of the same batches must share it.
+   * @default 'falbatch' (env FALBATCH_PREFIX, flag --prefix)
+   */
+  prefix: string;
+  /** fal credentials. Never logged, stored or echoed. (env FAL_KEY, or FAL_KEY_ID:FAL_KEY_SECRET) */
+  falKey: string | undefined;
+  /**
+   * Send fal traffic to another base by the routing contract (`<base>/<host>/<path>`), e.g. the
+   * emulator or a proxy. (env FAL_BASE_URL)
+   */
+  falBaseUrl: string | undefined;
+  /**
+   * Endpoint for rows without an `endpoint` column value.
+   * @default 'fal-ai/llava-next' (flag --endpoint)
+   */
+  endpoint: string;
+  /**
+   * fal requests one worker process keeps in flight. fal runs only your account's concurrency at
+   * once (2 for a new account, up to 40) and queues the rest, so more than that only queues at
+   * fal; fewer leaves paid-for slots idle.
+   * @default 8 (flag --concurrency)
+   */
+  concurrency: number;
+  /**
+   * Cap on in-flight fal requests across every worker process on every machine (fal's limit is per
+   * account). Unset: no cap beyond each worker's own concurrency.
+   */
+  globalConcurrency: number | undefined;
+  /**
+   * Attempts per row for retryable failures (5xx, transport errors, time-outs). 429s and account
+   * pauses do not use attempts. Permanent failures (422, bad image) never retry.
+   * @default 5
+   */
+  attempts: number;
+  /** First retry delay; doubles per attempt, with full jitter, up to backoffMaxMs. @default 2s */
+  backoffBaseMs: number;
+  /** Longest retry delay. @default 2 min */
+  backoffMaxMs: number;
+  /**
+   * How to wait for a fal request: `stream` keeps one SSE connection per request and learns of
+   * completion at once; `poll` asks every pollIntervalMs. See BENCHMARKS.md for the difference.
+   * @default 'stream'
+   */
+  waitMode: WaitMode;
+  /** Poll interval in poll mode, and between stream reconnects. @default 500 ms (fal's own default) */
+  pollIntervalMs: number;
+  /** Deadline of one HTTP call to fal (submit, status, result, cancel). @default 30 s */
+  callTimeoutMs: number;
+  /**
+   * Longest a row waits for its fal request (queue + inference) before falbatch cancels it and
+   * retries. Generous: fal queues indefinitely under load.
+   * @default 15 min
+   */
+  waitBudgetMs: number;
+  /**
+   * fal's start timeout (X-Fal-Request-Timeout): fal gives up on a request not started by then.
+   * Unset by default (fal queues without limit).
+   */
+  startTimeoutSeconds: number | undefined;
+  /** How long 429s may keep a row waiting in total before it fails. @default 30 min */
+  rateLimitBudgetMs: number;
+  /** Rows per addBulk call. @default 500 */
+  enqueueChunk: number;
+  /**
+   * Backpressure: the producer pauses while this many jobs wait in the queue, so a million-row
+   * manifest does not sit in Redis all at once.
+   * @default 50,000
+   */
+  maxWaiting: number;
+  /** Largest local image inlined as a data URI. @default 10 MiB */
+  maxInlineImageBytes: number;
+  /** Folder local image paths must stay inside. Default: the manifest's folder. */
+  filesRoot: string | undefined;
+  /** SIGTERM grace: in-flight rows get this long to finish before they are handed back. @default 30 s */
+  graceMs: number;
+  /**
+   * How long a worker's claim on a row lasts without renewal (renewed every half). A row whose
+   * worker died is resumed by another worker after about this long.
+   * @default 30 s
+   */
+  lockDurationMs: number;
+}
+
+export const DEFAULT_CONFIG = {
+  redisUrl: 'redis://127.0.0.1:6379',
+  prefix: 'falbatch',
+  falKey: undefined,
+  falBaseUrl: undefined,
+  endpoint: 'fal-ai/llava-next',
+  concurrency: 8,
+  globalConcurrency: undefined,
+  attempts: 5,
+  backoffBaseMs: 2 * SECOND,
+  backoffMaxMs: 2 * MINUTE,
+  waitMode: 'stream',
+  pollIntervalMs: 500,
+  callTimeoutMs: 30 * SECOND,
+  waitBudgetMs: 15 * MINUTE,
+  startTimeoutSeconds: undefined,
+  rateLimitBudgetMs: 30 * MINUTE,
+  enqueueChunk: 500,
+  maxWaiting: 50_000,
+  maxInlineImageBytes: 10 * 1024 * 1024,
+  filesRoot: undefined,
+  graceMs: 30 * SECOND,
+  lockDurationMs: 30 * SECOND,
+} satisfies Config;
+
+/** Validated configuration: what the library runs with. */
+export type ResolvedConfig = Readonly<Config>;
+
+export type ConfigOverrides = { [K in keyof Config]?: Config[K] | undefined };
+
+/**
+ * Defaults, then the environment, then explicit overrides (flags); validated once, here, with
+ * messages that name the setting, what it expects and what it got.
+ */
+export function resolveConfig(env: Record<string, string | undefined> = {}, overrides: ConfigOverrides = {}): ResolvedConfig {
+  const fromEnv: ConfigOverrides = {
+    redisUrl: nonEmpty(env['REDIS_URL']),
+    prefix: nonEmpty(env['FALBATCH_PREFIX']),
+    falKey: nonEmpty(env['FAL_KEY']) ?? keyPair(env['FAL_KEY_ID'], env['FAL_KEY_SECRET']),
+    falBaseUrl: nonEmpty(env['FAL_BASE_URL']),
+  };
+  const merged = { ...DEFAULT_CONFIG } as Config;
+  for (const source of [fromEnv, overrides]) {
+    for (const [key, value] of Object.entries(source)) {
+      if (value !== undefined) (merged as unknown as Record<string, unknown>)[key] = value;
+    }
+  }
+  validate(merged);
+  return Object.freeze(merged);
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+function keyPair(id: string | undefined, secret: string | undefined): string | undefined {
+  return nonEmpty(id) && nonEmpty(secret) ? `${id}:${secret}` : undefined;
+}
+
+function validate(c: Config): void {
+  integer('--concurrency', c.concurrency, 1, 10_000);
+  if (c.globalConcurrency !== undefined) integer('--global-concurrency', c.globalConcurrency, 1, 100_000);
+  integer('attempts', c.attempts, 1, 1000);
+  integer('enqueueChunk', c.enqueueChunk, 1, 100_000);
+  integer('maxWaiting', c.maxWaiting, 1, 100_000_000);
+  for (const [name, value] of [
+    ['backoffBaseMs', c.backoffBaseMs],
+    ['backoffMaxMs', c.backoffMaxMs],
+    ['pollIntervalMs', c.pollIntervalMs],
+    ['callTimeoutMs', c.callTimeoutMs],
+    ['waitBudgetMs', c.waitBudgetMs],
+    ['rateLimitBudgetMs', c.rateLimitBudgetMs],
+    ['--grace', c.graceMs],
+    ['lockDurationMs', c.lockDurationMs],
+  ] as const) {
+    if (!Number.isFinite(value) || value < 0) throw new ConfigError(`Expected ${name} to be a duration ≥ 0, got ${value}`);
+  }
+  if (c.startTimeoutSeconds !== undefined && !(c.startTimeoutSeconds > 1)) {
+    throw new ConfigError(`Expected the start timeout to be more than 1 second (fal's minimum), got ${c.startTimeoutSeconds}`);
+  }
+  if (c.waitMode !== 'stream' && c.waitMode !== 'poll') throw new ConfigError(`Expected --wait to be "stream" or "poll", got "${String(c.waitMode)}"`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(c.prefix)) {
+    throw new ConfigError(`Expected --prefix to be 1-64 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${c.prefix}"`);
+  }
+  if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+(\/[\w./-]+)?$/.test(c.endpoint)) {
+    throw new ConfigError(`Expected --endpoint to be a fal endpoint id like fal-ai/llava-next, got "${c.endpoint}"`);
+  }
+  checkUrl('REDIS_URL', c.redisUrl, ['redis:', 'rediss:']);
+  if (c.falBaseUrl !== undefined) checkUrl('FAL_BASE_URL', c.falBaseUrl, ['http:', 'https:']);
+}
+
+function integer(name: string, value: number, min: number, max: number): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`Expected ${name} to be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+}
+
+function checkUrl(name: string, value: string, protocols: string[]): void {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(`Expected ${name} to be a URL (${protocols.map((p) => `${p}//…`).join(' or ')}), got "${redactUrl(value)}"`);
+  }
+  if (!protocols.includes(url.protocol)) {
+    throw new ConfigError(`Expected ${name} to start with ${protocols.map((p) => `${p}//`).join(' or ')}, got "${redactUrl(value)}"`);
+  }
+}
+
+/** A URL safe to print: the password (and a user that looks like a secret) replaced. */
+export function redactUrl(value: string): string {
+  try {
+    const url = new URL(value);
+    if (url.password) url.password = '***';
+    return url.toString();
+  } catch {
+    return value.replace(/\/\/[^@/]*@/, '//***@');
+  }
+}
+
+/** Parses a flag value that is a duration ("30s", "500ms"), naming the flag when it is not. */
+export function durationOption(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const ms = parseDuration(text);
+  if (ms === undefined) throw new ConfigError(`Expected ${flag} to be a duration like 30s or 500ms, got "${text}"`);
+  return ms;
+}
+
+/** Parses a flag value that is an integer, naming the flag when it is not. */
+export function integerOption(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^-?\d+$/.test(text.trim())) throw new ConfigError(`Expected ${flag} to be an integer, got "${text}"`);
+  return Number(text);
+}

@@ -1,0 +1,66 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { ResolvedConfig } from './config.js';
+import { createScrubber, silentLogger, type Logger } from './log.js';
+import { checkEvictionPolicy, connectRedis } from './queue/connection.js';
+import { createKeyLayout, type KeyLayout } from './queue/keys.js';
+import { createResultStore, type ResultStore } from './results/result-store.js';
+import { systemClock, type Clock } from './time.js';
+
+/** One connection to one falbatch namespace: what every library entry point works with. */
+export interface FalbatchContext {
+  readonly config: ResolvedConfig;
+  readonly redis: Redis;
+  readonly keys: KeyLayout;
+  /** The BullMQ queue rows travel on. */
+  readonly queue: Queue;
+  readonly store: ResultStore;
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** Removes secrets (FAL_KEY, Redis password) from text bound for logs, Redis or files. */
+  readonly scrub: (text: string) => string;
+  close(): Promise<void>;
+}
+
+export interface OpenContextOptions {
+  log?: Logger;
+  clock?: Clock;
+}
+
+function redisPassword(url: string): string | undefined {
+  try {
+    const parsed = new URL(url);
+    return parsed.password ? decodeURIComponent(parsed.password) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Connects to Redis (failing fast with a clear message when it is not there) and opens the queue. */
+export async function openContext(config: ResolvedConfig, options: OpenContextOptions = {}): Promise<FalbatchContext> {
+  const log = options.log ?? silentLogger;
+  const redis = await connectRedis(config.redisUrl, { log });
+  await checkEvictionPolicy(redis, log);
+  const keys = createKeyLayout(config.prefix);
+  const queue = new Queue(keys.queueName, { connection: redis, prefix: keys.bullPrefix });
+  queue.on('error', (error) => log.warn('queue error', { error: error.message }));
+  let closed: Promise<void> | undefined;
+  return {
+    config,
+    redis,
+    keys,
+    queue,
+    store: createResultStore(redis, keys),
+    log,
+    clock: options.clock ?? systemClock,
+    scrub: createScrubber([config.falKey, redisPassword(config.redisUrl)]),
+    close() {
+      closed ??= (async () => {
+        await queue.close();
+        // The connection was handed to BullMQ, which does not own it: quit it here or the process hangs.
+        await redis.quit().catch(() => redis.disconnect());
+      })();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,198 @@
+import { createFalClient, type FalClient } from '@fal-ai/client';
+import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError } from '../errors.js';
+import { systemClock, type Clock } from '../time.js';
+import { createFalFetch } from './transport.js';
+
+export type FalRequestState = 'IN_QUEUE' | 'IN_PROGRESS' | 'COMPLETED';
+
+/** A request's status as falbatch reads it. */
+export interface FalStatus {
+  state: FalRequestState;
+  queuePosition: number | undefined;
+  /** fal's `error` on a COMPLETED status: the job failed, and its result GET answers with the error. */
+  error: string | undefined;
+  errorType: string | undefined;
+  inferenceSeconds: number | undefined;
+}
+
+export interface FalCallerOptions {
+  /** FAL_KEY. Handed to the client as a function so the client never reads the environment itself. */
+  credentials: string | undefined;
+  baseUrl: string | undefined;
+  /** Injected transport (tests, proxies). Default: global fetch. */
+  fetch?: typeof fetch;
+  callTimeoutMs: number;
+  clock?: Clock;
+}
+
+export interface WaitOptions {
+  mode: 'stream' | 'poll';
+  pollIntervalMs: number;
+  /** Absolute time (clock ms) after which waiting fails with FalTimeoutError. */
+  deadline: number;
+  signal?: AbortSignal;
+  onStatus?: (status: FalStatus) => void;
+}
+
+export interface FalCaller {
+  submit(endpoint: string, input: Record<string, unknown>, options?: { startTimeoutSeconds?: number | undefined; signal?: AbortSignal }): Promise<{ requestId: string }>;
+  status(endpoint: string, requestId: string, signal?: AbortSignal): Promise<FalStatus>;
+  /** Resolves with the COMPLETED status; transient status errors are retried until the deadline. */
+  waitForCompletion(endpoint: string, requestId: string, options: WaitOptions): Promise<FalStatus>;
+  result(endpoint: string, requestId: string, signal?: AbortSignal): Promise<{ data: unknown; requestId: string }>;
+  /** fal's cancel; `already-completed` when the request had finished. */
+  cancel(endpoint: string, requestId: string): Promise<'requested' | 'already-completed'>;
+  upload(bytes: Uint8Array, contentType: string, fileName: string): Promise<string>;
+}
+
+/** Idle stream connections are re-checked with a status poll this often. */
+const STREAM_IDLE_MS = 60_000;
+
+function toStatus(body: unknown): FalStatus {
+  if (typeof body !== 'object' || body === null) throw new FalProtocolError(`fal status is not an object: ${String(body)}`);
+  const record = body as Record<string, unknown>;
+  const state = record['status'];
+  if (state !== 'IN_QUEUE' && state !== 'IN_PROGRESS' && state !== 'COMPLETED') {
+    throw new FalProtocolError(`fal status has an unknown state: ${JSON.stringify(state)}`);
+  }
+  const metrics = record['metrics'];
+  const inference = metrics && typeof metrics === 'object' ? (metrics as Record<string, unknown>)['inference_time'] : undefined;
+  const error = record['error'];
+  return {
+    state,
+    queuePosition: typeof record['queue_position'] === 'number' ? record['queue_position'] : undefined,
+    error: typeof error === 'string' ? error : error && typeof error === 'object' ? JSON.stringify(error) : undefined,
+    errorType: typeof record['error_type'] === 'string' ? record['error_type'] : undefined,
+    inferenceSeconds: typeof inference === 'number' ? inference : undefined,
+  };
+}
+
+/** Transient for a read of a request's state: worth asking again, the request itself is unharmed. */
+function isTransientRead(error: unknown): boolean {
+  if (error instanceof FalTransportError || error instanceof FalTimeoutError || error instanceof FalProtocolError) return true;
+  if (error instanceof FalHttpError) return error.status === 429 || error.status === 408 || error.status >= 500;
+  return false;
+}
+
+/**
+ * falbatch's door to fal: the only module that imports @fal-ai/client. It keeps the request id in
+ * the caller's hands (submit, then wait, then result), so a crashed worker resumes a paid request
+ * instead of paying again.
+ */
+export function createFalCaller(options: FalCallerOptions): FalCaller {
+  const clock = options.clock ?? systemClock;
+  // Status streams wrap every failure in a generic ApiError(500); keep the real one by signal.
+  const streamErrors = new WeakMap<AbortSignal, Error>();
+  const client: FalClient = createFalClient({
+    credentials: () => options.credentials,
+    suppressLocalCredentialsWarning: true,
+    fetch: createFalFetch(
+      { baseUrl: options.baseUrl, ...(options.fetch ? { fetch: options.fetch } : {}), callTimeoutMs: options.callTimeoutMs, now: () => clock.now() },
+      (signal, error) => {
+        if (signal) streamErrors.set(signal, error);
+      },
+    ),
+  });
+
+  const status = async (endpoint: string, requestId: string, signal?: AbortSignal): Promise<FalStatus> =>
+    toStatus(await client.queue.status(endpoint, { requestId, logs: false, ...(signal ? { abortSignal: signal } : {}) }));
+
+  /** One stream connection: resolves with the last status seen when the server closes it or it goes idle. */
+  const streamOnce = async (endpoint: string, requestId: string, wait: WaitOptions): Promise<FalStatus | undefined> => {
+    const stream = await client.queue.streamStatus(endpoint, { requestId, logs: false });
+    let last: FalStatus | undefined;
+    let idle = new AbortController();
+    const abort = (): void => stream.abort();
+    // Nothing guarantees fal sends events while a request waits: an idle connection is dropped and
+    // the waiter asks for the status instead, so a half-dead socket never holds a row.
+    const armIdle = (): void => {
+      idle.abort();
+      idle = new AbortController();
+      clock.sleep(Math.max(0, Math.min(STREAM_IDLE_MS, wait.deadline - clock.now())), idle.signal).then(abort, () => undefined);
+    };
+    wait.signal?.addEventListener('abort', abort, { once: true });
+    armIdle();
+    stream.on('data', (data) => {
+      try {
+        last = toStatus(data);
+        wait.onStatus?.(last);
+      } catch {
+        // A malformed event: the status poll after the stream decides.
+      }
+      armIdle();
+    });
+    try {
+      await stream.done();
+      return last;
+    } catch (error) {
+      throw streamErrors.get(stream.signal) ?? error;
+    } finally {
+      idle.abort();
+      wait.signal?.removeEventListener('abort', abort);
+    }
+  };
+
+  return {
+    async submit(endpoint, input, submitOptions = {}) {
+      const body = (await client.queue.submit(endpoint, {
+        input,
+        ...(submitOptions.startTimeoutSeconds !== undefined ? { startTimeout: submitOptions.startTimeoutSeconds } : {}),
+        ...(submitOptions.signal ? { abortSignal: submitOptions.signal } : {}),
+      })) as unknown as Record<string, unknown>;
+      const requestId = body?.['request_id'];
+      if (typeof requestId !== 'string' || requestId === '') throw new FalProtocolError(`fal accepted a submit to ${endpoint} without a request_id`);
+      return { requestId };
+    },
+
+    status,
+
+    async waitForCompletion(endpoint, requestId, wait) {
+      let failures = 0;
+      for (;;) {
+        wait.signal?.throwIfAborted();
+        if (clock.now() >= wait.deadline) {
+          throw new FalTimeoutError('status', `${endpoint} request ${requestId} did not complete within its wait budget`, requestId);
+        }
+        try {
+          if (wait.mode === 'stream') {
+            const streamed = await streamOnce(endpoint, requestId, wait);
+            if (streamed?.state === 'COMPLETED') return streamed;
+          }
+          // Poll mode, or a stream that ended early: ask once.
+          const current = await status(endpoint, requestId, wait.signal);
+          wait.onStatus?.(current);
+          if (current.state === 'COMPLETED') return current;
+          failures = 0;
+        } catch (error) {
+          if (wait.signal?.aborted || !isTransientRead(error)) throw error;
+          failures++;
+          const retryAfter = error instanceof FalHttpError ? error.retryAfterMs : undefined;
+          const backoff = Math.min(wait.pollIntervalMs * 2 ** Math.min(failures, 6), 30_000);
+          await clock.sleep(Math.min(Math.max(retryAfter ?? 0, backoff), Math.max(0, wait.deadline - clock.now())), wait.signal);
+          continue;
+        }
+        await clock.sleep(Math.min(wait.pollIntervalMs, Math.max(0, wait.deadline - clock.now())), wait.signal);
+      }
+    },
+
+    async result(endpoint, requestId, signal) {
+      const { data, requestId: answeredId } = await client.queue.result(endpoint, { requestId, ...(signal ? { abortSignal: signal } : {}) });
+      return { data, requestId: answeredId || requestId };
+    },
+
+    async cancel(endpoint, requestId) {
+      try {
+        await client.queue.cancel(endpoint, { requestId });
+        return 'requested';
+      } catch (error) {
+        if (error instanceof FalHttpError && error.status === 400) return 'already-completed';
+        throw error;
+      }
+    },
+
+    async upload(bytes, contentType, fileName) {
+      const file = new File([bytes], fileName, { type: contentType });
+      return client.storage.upload(file);
+    },
+  };
+}

@@ -1,0 +1,45 @@
+/**
+ * falbatch: run a fal.ai vision-language endpoint over a whole CSV manifest, durably.
+ * manifest → queue → worker → fal → results. The CLI is a thin shell over these functions.
+ */
+export { resolveConfig, DEFAULT_CONFIG, redactUrl } from './config.js';
+export type { Config, ConfigOverrides, ResolvedConfig, WaitMode } from './config.js';
+export { openContext } from './context.js';
+export type { FalbatchContext, OpenContextOptions } from './context.js';
+export {
+  BatchNotFoundError,
+  ConfigError,
+  EXIT,
+  FalbatchError,
+  FalHttpError,
+  FalProtocolError,
+  FalTimeoutError,
+  FalTransportError,
+  InterruptedError,
+  ManifestError,
+  MissingCredentialsError,
+  OutputError,
+  RedisUnavailableError,
+} from './errors.js';
+export type { ErrorCode } from './errors.js';
+export { createFalCaller } from './fal/fal-caller.js';
+export type { FalCaller, FalCallerOptions, FalStatus } from './fal/fal-caller.js';
+export { ENDPOINTS } from './fal/endpoints.js';
+export type { EndpointSpec } from './fal/endpoints.js';
+export { createRoutedFetch, routeFalUrl } from './fal/routing.js';
+export { createLogger, silentLogger } from './log.js';
+export type { Logger, LogFormat, LogLevel } from './log.js';
+export { enqueueManifest, defaultBatchName } from './queue/enqueue.js';
+export type { EnqueueOptions, EnqueueSummary, EnqueueProgress, Rejection } from './queue/enqueue.js';
+export { exportResults, OUTPUT_COLUMNS } from './results/export.js';
+export type { ExportOptions, ExportSummary, OutputFormat } from './results/export.js';
+export type { RowResult, RowStatus, ExportStatus } from './results/row-result.js';
+export { getStatus, listBatches, waitForBatch } from './ops/status.js';
+export type { BatchStatus, WaitForBatchOptions } from './ops/status.js';
+export { pauseQueue, pausedReason, resumeQueue } from './ops/control.js';
+export { runBatch } from './run-batch.js';
+export type { RunBatchOptions, RunBatchSummary } from './run-batch.js';
+export { startWorker } from './worker/start-worker.js';
+export type { StartWorkerOptions, WorkerHandle } from './worker/start-worker.js';
+export { systemClock, SECOND, MINUTE, HOUR } from './time.js';
+export type { Clock } from './time.js';

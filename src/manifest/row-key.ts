@@ -1,0 +1,26 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * A row's content fingerprint: endpoint, prompt, parameters and the images' identities (bytes for
+ * local files and data URIs, the URL otherwise). Equal fingerprints are the same paid call.
+ */
+export function rowFingerprint(endpoint: string, prompt: string, imageIdentities: readonly string[], params: Readonly<Record<string, number>>): string {
+  const sortedParams = Object.keys(params)
+    .sort()
+    .map((name) => [name, params[name]]);
+  return createHash('sha256')
+    .update(JSON.stringify([endpoint, prompt, imageIdentities, sortedParams]))
+    .digest('hex')
+    .slice(0, 32);
+}
+
+/** Longest `id` a manifest row may carry. */
+export const MAX_ID_LENGTH = 200;
+
+/** BullMQ job id for a row: batch and row key, with `:` (not allowed by BullMQ) escaped. */
+export function jobIdFor(batch: string, key: string): string {
+  return `${batch}/${encodeURIComponent(key)}`;
+}
+
+/** Batch names: safe in Redis keys, job ids and file names. */
+export const BATCH_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;

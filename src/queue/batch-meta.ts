@@ -1,0 +1,45 @@
+import type { Redis } from 'ioredis';
+import type { KeyLayout } from './keys.js';
+
+/** What a batch remembers of itself (HASH `batch:<name>:meta`). */
+export interface BatchMeta {
+  name: string;
+  /** The manifest's path when it was last enqueued. */
+  manifest: string;
+  createdAt: number;
+  updatedAt: number;
+  defaultEndpoint: string;
+  /** Manifest rows (rejected ones included) at the last complete enqueue. */
+  rows: number;
+  rejected: number;
+  /** Names of the carried-through columns, in order. */
+  extras: string[];
+}
+
+export async function readBatchMeta(redis: Redis, keys: KeyLayout, batch: string): Promise<BatchMeta | undefined> {
+  const raw = await redis.hgetall(keys.batch(batch).meta);
+  if (!raw['name']) return undefined;
+  return {
+    name: raw['name'],
+    manifest: raw['manifest'] ?? '',
+    createdAt: Number(raw['created_at'] ?? 0),
+    updatedAt: Number(raw['updated_at'] ?? 0),
+    defaultEndpoint: raw['default_endpoint'] ?? '',
+    rows: Number(raw['rows'] ?? 0),
+    rejected: Number(raw['rejected'] ?? 0),
+    extras: raw['extras'] ? (JSON.parse(raw['extras']) as string[]) : [],
+  };
+}
+
+export function metaFields(meta: Partial<BatchMeta>): Record<string, string> {
+  const fields: Record<string, string> = {};
+  if (meta.name !== undefined) fields['name'] = meta.name;
+  if (meta.manifest !== undefined) fields['manifest'] = meta.manifest;
+  if (meta.createdAt !== undefined) fields['created_at'] = String(meta.createdAt);
+  if (meta.updatedAt !== undefined) fields['updated_at'] = String(meta.updatedAt);
+  if (meta.defaultEndpoint !== undefined) fields['default_endpoint'] = meta.defaultEndpoint;
+  if (meta.rows !== undefined) fields['rows'] = String(meta.rows);
+  if (meta.rejected !== undefined) fields['rejected'] = String(meta.rejected);
+  if (meta.extras !== undefined) fields['extras'] = JSON.stringify(meta.extras);
+  return fields;
+}

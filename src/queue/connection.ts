@@ -1,0 +1,77 @@
+import { Redis } from 'ioredis';
+import { redactUrl } from '../config.js';
+import { RedisUnavailableError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+export interface ConnectOptions {
+  /** How long the first connection may take before falbatch gives up with a clear message. @default 5 s */
+  connectTimeoutMs?: number;
+  log?: Logger;
+  /** Name shown in `CLIENT LIST`, for operators. */
+  name?: string;
+}
+
+/**
+ * The only place that creates Redis clients. The first connection must succeed quickly (or the
+ * command fails naming the URL and how to start Redis); after that the client reconnects forever,
+ * queueing commands meanwhile, so a Redis restart mid-run costs a pause, not the run.
+ */
+export async function connectRedis(url: string, options: ConnectOptions = {}): Promise<Redis> {
+  const timeout = options.connectTimeoutMs ?? 5000;
+  const redis = new Redis(url, {
+    // BullMQ workers require it; for everyone else it means "wait for the reconnect, don't fail".
+    maxRetriesPerRequest: null,
+    lazyConnect: true,
+    connectionName: options.name ?? 'falbatch',
+    retryStrategy: (times: number) => Math.min(200 * times, 5000),
+  });
+  let lastError: Error | undefined;
+  const onError = (error: Error): void => {
+    lastError = error;
+  };
+  redis.on('error', onError);
+  try {
+    await withTimeout(redis.connect(), timeout);
+    await withTimeout(redis.ping(), timeout);
+  } catch (error) {
+    redis.disconnect();
+    const reason = (lastError ?? (error as Error)).message;
+    throw new RedisUnavailableError(
+      `Cannot reach Redis at ${redactUrl(url)} (${reason}). Start one with \`docker compose up -d redis\` ` +
+        '(from the falbatch folder) or `redis-server`, or point REDIS_URL at yours (redis://[:password@]host:port[/db], rediss:// for TLS).',
+    );
+  }
+  redis.off('error', onError);
+  redis.on('error', (error: Error) => options.log?.warn('redis connection error; reconnecting', { error: error.message }));
+  return redis;
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * BullMQ loses jobs when Redis evicts keys. Says so, loudly, when the server may evict;
+ * stays quiet where CONFIG is not allowed (managed Redis).
+ */
+export async function checkEvictionPolicy(redis: Redis, log: Logger): Promise<void> {
+  try {
+    const reply = (await redis.config('GET', 'maxmemory-policy')) as unknown as string[];
+    const policy = reply[1];
+    if (policy && policy !== 'noeviction') {
+      log.warn(`Redis maxmemory-policy is "${policy}": under memory pressure Redis may delete queued jobs and results. Set it to noeviction (CONFIG SET maxmemory-policy noeviction, or in redis.conf).`);
+    }
+  } catch {
+    // CONFIG disabled: nothing to check.
+  }
+}

@@ -1,0 +1,314 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { basename, dirname, extname, resolve } from 'node:path';
+import type { JobsOptions } from 'bullmq';
+import pLimit from 'p-limit';
+import type { FalbatchContext } from '../context.js';
+import { ConfigError, ManifestError } from '../errors.js';
+import { mapColumns, type ColumnMap } from '../manifest/columns.js';
+import { LocalImageReader } from '../manifest/local-image.js';
+import { readRecords, type RawRecord } from '../manifest/read-records.js';
+import { BATCH_NAME, jobIdFor } from '../manifest/row-key.js';
+import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
+import { SECOND } from '../time.js';
+import { metaFields } from './batch-meta.js';
+import { encodeRowEntry, type RowEntry } from './batch-rows.js';
+import type { RowJobData } from './row-job.js';
+
+export interface EnqueueOptions {
+  /** Path of the CSV manifest. Local image paths in it resolve against its folder (or `filesRoot`). */
+  manifest: string;
+  /** Batch name. Default: the manifest's name plus a hash of its content and settings. */
+  batch?: string | undefined;
+  /** Abort on the first bad row, before anything is enqueued. */
+  strict?: boolean;
+  onProgress?: (progress: EnqueueProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface EnqueueProgress {
+  batch: string;
+  rows: number;
+  added: number;
+  present: number;
+  rejected: number;
+}
+
+export interface Rejection {
+  line: number;
+  reason: string;
+}
+
+export interface EnqueueSummary extends EnqueueProgress {
+  manifest: string;
+  /** Rows whose key another row of this manifest already has (identical content): called once, answered for all. */
+  shared: number;
+  /** Rows whose id was enqueued before with other inputs: the earlier result is kept. */
+  changed: Rejection[];
+  /** The first 1,000 rejections (all of them are in the batch's export). */
+  rejections: Rejection[];
+}
+
+const LEASE_MS = 60 * SECOND;
+const REPORTED_REJECTIONS = 1000;
+const FILE_READS_AT_ONCE = 8;
+
+/** `jobs-3fa9c2d1`: the manifest's name, then a hash of its bytes and of what changes its rows' meaning. */
+export async function defaultBatchName(file: string, defaultEndpoint: string, filesRoot: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  hash.update(`\0${defaultEndpoint}\0${filesRoot}`);
+  const stem = basename(file, extname(file)).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 60) || 'manifest';
+  return `${stem}-${hash.digest('hex').slice(0, 8)}`;
+}
+
+async function checkReadable(file: string): Promise<void> {
+  try {
+    const info = await stat(file);
+    if (!info.isFile()) throw new Error('not a file');
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message;
+    throw new ManifestError('MANIFEST_UNREADABLE', `Cannot read manifest ${file}: ${reason}.`, { file }, { cause: error });
+  }
+}
+
+type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedRow };
+
+/**
+ * Streams the manifest as validated rows, in chunks. Ids are checked for repeats in Redis (a hash
+ * per enqueue run), so memory stays flat however many rows the manifest has.
+ */
+async function* validatedChunks(
+  ctx: FalbatchContext,
+  file: string,
+  run: string,
+  idsKey: string,
+  onHeader: (columns: ColumnMap, header: string[]) => void,
+): AsyncGenerator<Verdict[]> {
+  const { config } = ctx;
+  const reader = new LocalImageReader(config.filesRoot ? resolve(config.filesRoot) : dirname(file), config.maxInlineImageBytes);
+  const limit = pLimit(FILE_READS_AT_ONCE);
+  let columns: ColumnMap | undefined;
+  let pending: RawRecord[] = [];
+
+  const settle = async (records: RawRecord[]): Promise<Verdict[]> => {
+    const map = columns as ColumnMap;
+    const verdicts = await Promise.all(
+      records.map((record) =>
+        'error' in record
+          ? Promise.resolve<Verdict>({
+              ok: false,
+              rejected: { line: record.line, reason: record.error, id: undefined, endpoint: '', imageDisplay: '', prompt: '', extras: map.extras.map(() => '') },
+            })
+          : limit(() => validateRow(record, { columns: map, defaultEndpoint: config.endpoint, images: reader })),
+      ),
+    );
+    // A repeated id: the later row is rejected, naming the line of the first.
+    const withIds = verdicts.flatMap((v, i) => (v.ok && v.row.id !== undefined ? [i] : []));
+    if (withIds.length > 0) {
+      const pipeline = ctx.redis.pipeline();
+      for (const i of withIds) {
+        const row = (verdicts[i] as { row: ManifestRow }).row;
+        pipeline.hsetnx(idsKey, row.id as string, String(row.line));
+        pipeline.hget(idsKey, row.id as string);
+      }
+      pipeline.pexpire(idsKey, 24 * 3600 * SECOND);
+      const replies = (await pipeline.exec()) ?? [];
+      withIds.forEach((i, n) => {
+        const [, added] = replies[n * 2] ?? [];
+        const [, firstLine] = replies[n * 2 + 1] ?? [];
+        const row = (verdicts[i] as { row: ManifestRow }).row;
+        if (added === 0) {
+          verdicts[i] = {
+            ok: false,
+            rejected: {
+              line: row.line,
+              reason: `id "${row.id}" appears again (first on line ${String(firstLine)}); ids must be unique`,
+              id: row.id,
+              endpoint: row.endpoint,
+              imageDisplay: row.imageDisplay,
+              prompt: row.prompt,
+              extras: row.extras,
+            },
+          };
+        }
+      });
+    }
+    return verdicts;
+  };
+
+  let source;
+  try {
+    source = createReadStream(file);
+  } catch (error) {
+    throw new ManifestError('MANIFEST_UNREADABLE', `Cannot read manifest ${file}: ${(error as Error).message}.`, { file }, { cause: error });
+  }
+  void run;
+  for await (const record of readRecords(source)) {
+    if (!columns) {
+      if ('error' in record) {
+        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row is not valid CSV: ${record.error}.`, { file, line: record.line });
+      }
+      columns = mapColumns(record.fields, file);
+      onHeader(columns, record.fields);
+      continue;
+    }
+    if ('fields' in record && record.fields.every((f) => f.trim() === '')) continue;
+    pending.push(record);
+    if (pending.length >= ctx.config.enqueueChunk) {
+      const chunk = pending;
+      pending = [];
+      yield await settle(chunk);
+    }
+  }
+  if (!columns) throw new ManifestError('MANIFEST_INVALID', `${file} is empty: expected a header row with image_url and prompt columns.`, { file, line: 1 });
+  if (pending.length > 0) yield await settle(pending);
+}
+
+function entryOf(verdict: Verdict): RowEntry {
+  if (verdict.ok) {
+    const { row } = verdict;
+    return { line: row.line, key: row.key, imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras };
+  }
+  const { rejected } = verdict;
+  return {
+    line: rejected.line,
+    key: rejected.id ?? '',
+    imageDisplay: rejected.imageDisplay,
+    prompt: rejected.prompt,
+    endpoint: rejected.endpoint,
+    extras: rejected.extras,
+    rejected: rejected.reason,
+  };
+}
+
+/** Job options every row job gets: its identity, attempts with falbatch's backoff, and cleanup. */
+export function rowJobOptions(ctx: FalbatchContext, batch: string, key: string): JobsOptions {
+  return {
+    jobId: jobIdFor(batch, key),
+    attempts: ctx.config.attempts,
+    backoff: { type: 'falbatch' },
+    // Redis holds every result in the batch's results hash: finished jobs themselves are not needed.
+    removeOnComplete: true,
+    removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+  };
+}
+
+async function waitForRoom(ctx: FalbatchContext, signal: AbortSignal | undefined): Promise<void> {
+  while ((await ctx.queue.getWaitingCount()) >= ctx.config.maxWaiting) {
+    await ctx.clock.sleep(SECOND, signal);
+  }
+}
+
+/**
+ * Streams a manifest into the batch's queue: validates rows (rejecting bad ones with their line),
+ * adds a job per new row key (a row already present in the batch, or already ended, adds nothing),
+ * and records what export needs (row order, keys, carried columns) in Redis.
+ */
+export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueueSummary> {
+  const { redis, keys, clock, config } = ctx;
+  const file = resolve(options.manifest);
+  await checkReadable(file);
+  const filesRoot = config.filesRoot ? resolve(config.filesRoot) : dirname(file);
+  const batch = options.batch ?? (await defaultBatchName(file, config.endpoint, filesRoot));
+  if (!BATCH_NAME.test(batch)) {
+    throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
+  }
+  const batchKeys = keys.batch(batch);
+
+  if (options.strict) {
+    const run = randomUUID();
+    try {
+      for await (const chunk of validatedChunks(ctx, file, run, batchKeys.idsSeen(run), () => undefined)) {
+        const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok);
+        if (bad) {
+          throw new ManifestError('MANIFEST_INVALID', `${file}: line ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
+            file,
+            line: bad.rejected.line,
+          });
+        }
+      }
+    } finally {
+      await redis.del(batchKeys.idsSeen(run));
+    }
+  }
+
+  const run = randomUUID();
+  const summary: EnqueueSummary = { batch, manifest: file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changed: [], rejections: [] };
+  const now = clock.now();
+  await redis
+    .multi()
+    .set(batchKeys.enqueuing, run, 'PX', LEASE_MS)
+    .hsetnx(batchKeys.meta, 'name', batch)
+    .hsetnx(batchKeys.meta, 'created_at', String(now))
+    .zadd(keys.batches, 'NX', now, batch)
+    .exec();
+  const draft = batchKeys.rowsDraft(run);
+  let extras: string[] = [];
+  try {
+    for await (const chunk of validatedChunks(ctx, file, run, batchKeys.idsSeen(run), (columns) => {
+      extras = columns.extras.map((e) => e.name);
+    })) {
+      options.signal?.throwIfAborted();
+      summary.rows += chunk.length;
+      const write = redis.pipeline();
+      write.rpush(draft, ...chunk.map((v) => encodeRowEntry(entryOf(v))));
+      write.pexpire(draft, 24 * 3600 * SECOND);
+      write.pexpire(batchKeys.enqueuing, LEASE_MS);
+      await write.exec();
+
+      const distinct = new Map<string, ManifestRow>();
+      for (const verdict of chunk) {
+        if (!verdict.ok) {
+          summary.rejected++;
+          if (summary.rejections.length < REPORTED_REJECTIONS) summary.rejections.push({ line: verdict.rejected.line, reason: verdict.rejected.reason });
+          continue;
+        }
+        if (distinct.has(verdict.row.key)) summary.shared++;
+        else distinct.set(verdict.row.key, verdict.row);
+      }
+      const rows = [...distinct.values()];
+      if (rows.length === 0) continue;
+      const known = await redis.hmget(batchKeys.keys, ...rows.map((r) => r.key));
+      const fresh: ManifestRow[] = [];
+      rows.forEach((row, i) => {
+        const fingerprint = known[i];
+        if (fingerprint === null || fingerprint === undefined) {
+          fresh.push(row);
+          return;
+        }
+        summary.present++;
+        if (fingerprint !== row.fingerprint && summary.changed.length < REPORTED_REJECTIONS) {
+          summary.changed.push({ line: row.line, reason: `id "${row.key}" was enqueued in batch ${batch} before with other inputs; its earlier result is kept (use a new --batch to redo it)` });
+        }
+      });
+      if (fresh.length > 0) {
+        await waitForRoom(ctx, options.signal);
+        await ctx.queue.addBulk(
+          fresh.map((row) => {
+            const data: RowJobData = { b: batch, k: row.key, e: row.endpoint, f: row.fingerprint, in: row.input };
+            return { name: row.endpoint, data, opts: rowJobOptions(ctx, batch, row.key) };
+          }),
+        );
+        // Only after the jobs exist: a crash between the two re-adds them next time, which BullMQ ignores.
+        await redis.hset(batchKeys.keys, Object.fromEntries(fresh.map((row) => [row.key, row.fingerprint])));
+        summary.added += fresh.length;
+      }
+      options.onProgress?.({ batch, rows: summary.rows, added: summary.added, present: summary.present, rejected: summary.rejected });
+    }
+    const finish = redis.multi();
+    if (summary.rows > 0) finish.rename(draft, batchKeys.rows);
+    else finish.del(batchKeys.rows);
+    finish.hset(batchKeys.meta, metaFields({ manifest: file, updatedAt: clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, extras }));
+    finish.del(batchKeys.idsSeen(run));
+    await finish.exec();
+  } catch (error) {
+    await redis.del(draft, batchKeys.idsSeen(run)).catch(() => undefined);
+    throw error;
+  } finally {
+    // Release the lease only if it is still ours.
+    if ((await redis.get(batchKeys.enqueuing).catch(() => null)) === run) await redis.del(batchKeys.enqueuing).catch(() => undefined);
+  }
+  return summary;
+}

@@ -1,0 +1,69 @@
+/**
+ * The Redis key layout: the one place that knows it. Every key of a queue, BullMQ's and ours,
+ * carries the same hash tag `{<queue>}`, so all of them land in one Redis Cluster slot and
+ * multi-key scripts keep working when a deployment moves to Cluster.
+ *
+ *   <prefix>:{<queue>}:<bullmq keys…>            BullMQ (wait, active, job hashes, …)
+ *   <prefix>:{<queue>}:batches                   ZSET batch name → created (ms)
+ *   <prefix>:{<queue>}:ledger                    HASH row fingerprint → final outcome (paid answers, reused across batches)
+ *   <prefix>:{<queue>}:paused                    STRING why the queue is paused (account-level fal error)
+ *   <prefix>:{<queue>}:batch:<name>:meta         HASH settings and counters of the batch
+ *   <prefix>:{<queue>}:batch:<name>:rows         LIST one entry per manifest row, in manifest order
+ *   <prefix>:{<queue>}:batch:<name>:keys         HASH row key → fingerprint, for every row key enqueued
+ *   <prefix>:{<queue>}:batch:<name>:results      HASH row key → result (the source of truth for export)
+ *   <prefix>:{<queue>}:batch:<name>:counts       HASH status → number of row keys ended so
+ *   <prefix>:{<queue>}:batch:<name>:enqueuing    STRING lease held while a producer writes the batch
+ */
+export interface BatchKeys {
+  meta: string;
+  rows: string;
+  keys: string;
+  results: string;
+  counts: string;
+  enqueuing: string;
+  /** Rows list being written by one enqueue run, renamed over `rows` when it completes. */
+  rowsDraft(run: string): string;
+  /** Ids seen by one enqueue run, to reject a repeated id. */
+  idsSeen(run: string): string;
+}
+
+export interface KeyLayout {
+  /** BullMQ `prefix` option. */
+  readonly bullPrefix: string;
+  /** BullMQ queue name (carries the hash tag). */
+  readonly queueName: string;
+  readonly batches: string;
+  readonly ledger: string;
+  readonly paused: string;
+  batch(name: string): BatchKeys;
+  /** BullMQ's hash for a job id. */
+  job(jobId: string): string;
+}
+
+export const DEFAULT_QUEUE = 'jobs';
+
+export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): KeyLayout {
+  const queueName = `{${queue}}`;
+  const base = `${prefix}:${queueName}`;
+  return {
+    bullPrefix: prefix,
+    queueName,
+    batches: `${base}:batches`,
+    ledger: `${base}:ledger`,
+    paused: `${base}:paused`,
+    batch(name) {
+      const at = `${base}:batch:${name}`;
+      return {
+        meta: `${at}:meta`,
+        rows: `${at}:rows`,
+        keys: `${at}:keys`,
+        results: `${at}:results`,
+        counts: `${at}:counts`,
+        enqueuing: `${at}:enqueuing`,
+        rowsDraft: (run) => `${at}:rows:draft:${run}`,
+        idsSeen: (run) => `${at}:ids:${run}`,
+      };
+    },
+    job: (jobId) => `${base}:${jobId}`,
+  };
+}

@@ -1,0 +1,23 @@
+/**
+ * A row's BullMQ job data. Short names: a million of these sit in Redis.
+ * `rid`/`sub` are written (job.updateData) right after submit and before waiting, so a worker that
+ * picks the job up after a crash resumes the paid request instead of submitting it again.
+ */
+export interface RowJobData {
+  /** Batch name. */
+  b: string;
+  /** Row key within the batch. */
+  k: string;
+  /** fal endpoint id. */
+  e: string;
+  /** Content fingerprint (ledger key). */
+  f: string;
+  /** The fal input, as sent. */
+  in: Record<string, unknown>;
+  /** fal request_id of the request in flight, if any. */
+  rid?: string;
+  /** When that request was submitted (ms). */
+  sub?: number;
+  /** When the row first met a 429 (ms), to bound how long rate limits may hold it. */
+  rl?: number;
+}

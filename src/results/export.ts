@@ -1,0 +1,141 @@
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, extname, resolve } from 'node:path';
+import { stringify } from 'csv-stringify/sync';
+import type { FalbatchContext } from '../context.js';
+import { BatchNotFoundError, OutputError } from '../errors.js';
+import { readBatchMeta } from '../queue/batch-meta.js';
+import { decodeRowEntry, type RowEntry } from '../queue/batch-rows.js';
+import type { ExportStatus, RowResult } from './row-result.js';
+
+/** Output columns, in order; the manifest's extra columns follow. */
+export const OUTPUT_COLUMNS = ['id', 'status', 'output', 'error', 'attempts', 'request_id', 'endpoint', 'image_url', 'prompt', 'latency_ms'] as const;
+
+export type OutputFormat = 'csv' | 'jsonl';
+
+export interface ExportOptions {
+  batch: string;
+  /** File to write (`.csv` or `.jsonl`); written to a temp file and renamed, so it is never half-written. */
+  out: string;
+}
+
+export interface ExportSummary {
+  batch: string;
+  out: string;
+  format: OutputFormat;
+  rows: number;
+  ok: number;
+  failed: number;
+  rejected: number;
+  pending: number;
+}
+
+const PAGE = 1000;
+
+export function outputFormat(out: string): OutputFormat {
+  const extension = extname(out).toLowerCase();
+  if (extension === '.csv') return 'csv';
+  if (extension === '.jsonl' || extension === '.ndjson') return 'jsonl';
+  throw new OutputError(`Cannot tell the format of --out ${out}: name the file .csv or .jsonl.`);
+}
+
+type OutputRow = Record<string, string | number | boolean | null>;
+
+function outputRow(entry: RowEntry, result: RowResult | undefined, extras: readonly string[]): { row: OutputRow; status: ExportStatus } {
+  const status: ExportStatus = entry.rejected !== undefined ? 'rejected' : (result?.status ?? 'pending');
+  const row: OutputRow = {
+    id: entry.key,
+    status,
+    output: result?.output ?? '',
+    error: entry.rejected !== undefined ? `line ${entry.line}: ${entry.rejected}` : (result?.error ?? ''),
+    attempts: result?.attempts ?? 0,
+    request_id: result?.request_id ?? '',
+    endpoint: entry.endpoint,
+    image_url: entry.imageDisplay,
+    prompt: entry.prompt,
+    latency_ms: result?.latency_ms ?? null,
+  };
+  extras.forEach((name, i) => {
+    row[name] = entry.extras[i] ?? '';
+  });
+  return { row, status };
+}
+
+/** Extra columns keep their names unless one collides with an output column; then it gets `manifest_`. */
+function extraNames(extras: readonly string[]): string[] {
+  return extras.map((name) => ((OUTPUT_COLUMNS as readonly string[]).includes(name.toLowerCase()) ? `manifest_${name}` : name));
+}
+
+async function write(stream: WriteStream, text: string): Promise<void> {
+  if (!stream.write(text)) await new Promise<void>((resolveDrain, reject) => {
+    stream.once('drain', resolveDrain);
+    stream.once('error', reject);
+  });
+}
+
+/**
+ * Writes one line per manifest row, in manifest order, from what Redis holds (so it works on any
+ * machine, without the manifest): finished rows with their output or error, rejected rows with
+ * their reason, rows still running as pending.
+ */
+export async function exportResults(ctx: FalbatchContext, options: ExportOptions): Promise<ExportSummary> {
+  const format = outputFormat(options.out);
+  const out = resolve(options.out);
+  const meta = await readBatchMeta(ctx.redis, ctx.keys, options.batch);
+  if (!meta) throw new BatchNotFoundError(options.batch);
+  try {
+    const folder = await stat(dirname(out));
+    if (!folder.isDirectory()) throw new Error('not a folder');
+  } catch {
+    throw new OutputError(`Cannot write ${out}: the folder ${dirname(out)} does not exist.`);
+  }
+  const keys = ctx.keys.batch(options.batch);
+  const extras = extraNames(meta.extras);
+  const columns = [...OUTPUT_COLUMNS, ...extras];
+  const temp = resolve(dirname(out), `.${basename(out)}.${randomBytes(4).toString('hex')}.tmp`);
+  const summary: ExportSummary = { batch: options.batch, out, format, rows: 0, ok: 0, failed: 0, rejected: 0, pending: 0 };
+  const stream = createWriteStream(temp, { flags: 'wx' });
+  const opened = new Promise<void>((resolveOpen, reject) => {
+    stream.once('open', () => resolveOpen());
+    stream.once('error', reject);
+  });
+  try {
+    await opened.catch((error: Error) => {
+      throw new OutputError(`Cannot write ${out}: ${error.message}`, { cause: error });
+    });
+    if (format === 'csv') await write(stream, stringify([columns]));
+    for (let start = 0; ; start += PAGE) {
+      const page = (await ctx.redis.lrange(keys.rows, start, start + PAGE - 1)).map(decodeRowEntry);
+      if (page.length === 0) break;
+      const called = page.filter((entry) => entry.rejected === undefined);
+      const results = await ctx.store.getMany(options.batch, called.map((entry) => entry.key));
+      const byKey = new Map<string, RowResult | undefined>(called.map((entry, i) => [entry.key, results[i]]));
+      const lines: OutputRow[] = [];
+      for (const entry of page) {
+        const { row, status } = outputRow(entry, entry.rejected === undefined ? byKey.get(entry.key) : undefined, extras);
+        summary.rows++;
+        summary[status]++;
+        lines.push(row);
+      }
+      const text =
+        format === 'csv'
+          ? stringify(lines, { columns })
+          : lines.map((row) => `${JSON.stringify(row)}\n`).join('');
+      await write(stream, text);
+      if (page.length < PAGE) break;
+    }
+    await new Promise<void>((resolveEnd, reject) => {
+      stream.once('error', reject);
+      stream.end(() => resolveEnd());
+    });
+    await rename(temp, out);
+  } catch (error) {
+    stream.destroy();
+    await unlink(temp).catch(() => undefined);
+    // File system trouble is an output error; anything else (Redis) goes up as it is.
+    if ((error as NodeJS.ErrnoException).syscall !== undefined) throw new OutputError(`Cannot write ${out}: ${(error as Error).message}`, { cause: error });
+    throw error;
+  }
+  return summary;
+}

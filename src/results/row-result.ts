@@ -1,0 +1,38 @@
+/** How a row ended. `rejected` and `pending` exist only in exports (never stored). */
+export type RowStatus = 'ok' | 'failed';
+export type ExportStatus = RowStatus | 'rejected' | 'pending';
+
+/** A row key's final result, as stored in Redis (the source of truth) and exported. */
+export interface RowResult {
+  status: RowStatus;
+  output?: string;
+  /** LLaVA cut the answer at max_tokens. */
+  partial?: boolean;
+  error?: string;
+  /** fal's error_type, or falbatch's error class (e.g. `validation`, `timeout`). */
+  error_type?: string;
+  /** Attempts made (0 when the answer came from an earlier batch's paid call). */
+  attempts: number;
+  request_id?: string;
+  endpoint: string;
+  /** From submit to result, ms. */
+  latency_ms?: number;
+  /** fal's metrics.inference_time, seconds: what fal bills on per-second endpoints. */
+  inference_s?: number;
+  submitted_at?: number;
+  finished_at: number;
+  /** Answered from the ledger: an identical row already paid for (in this or another batch). */
+  cached?: boolean;
+}
+
+/** What the ledger keeps of a paid call, to answer an identical row later without paying again. */
+export interface LedgerEntry {
+  status: RowStatus;
+  output?: string;
+  partial?: boolean;
+  error?: string;
+  error_type?: string;
+  request_id?: string;
+  endpoint: string;
+  finished_at: number;
+}

@@ -1,0 +1,55 @@
+import type { FalbatchContext } from './context.js';
+import type { FalCaller } from './fal/fal-caller.js';
+import { enqueueManifest, type EnqueueOptions, type EnqueueSummary } from './queue/enqueue.js';
+import { exportResults, type ExportSummary } from './results/export.js';
+import { getStatus, waitForBatch, type BatchStatus } from './ops/status.js';
+import { startWorker } from './worker/start-worker.js';
+
+export interface RunBatchOptions extends EnqueueOptions {
+  /** Where to write the results (`.csv` or `.jsonl`). */
+  out: string;
+  /** fal requests in flight. Default: config.concurrency. */
+  concurrency?: number;
+  fal?: FalCaller;
+  onEnqueued?: (summary: EnqueueSummary) => void;
+  onStatus?: (status: BatchStatus) => void;
+}
+
+export interface RunBatchSummary {
+  enqueue: EnqueueSummary;
+  status: BatchStatus;
+  export: ExportSummary;
+  /** The run stopped early: by a signal (`interrupted`) or because fal refused the account (`paused`). */
+  stopped: 'interrupted' | 'paused' | undefined;
+}
+
+/**
+ * The whole job in one process: enqueue the manifest, work its rows here, wait until the batch is
+ * finished (or paused, or interrupted), and export. Whatever happens, what was done stays in Redis:
+ * running the same command again picks up where this one stopped.
+ */
+export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): Promise<RunBatchSummary> {
+  const enqueue = await enqueueManifest(ctx, options);
+  options.onEnqueued?.(enqueue);
+  const worker = await startWorker(ctx, {
+    ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+    ...(options.fal ? { fal: options.fal } : {}),
+  });
+  let status: BatchStatus;
+  let stopped: RunBatchSummary['stopped'];
+  try {
+    status = await waitForBatch(ctx, enqueue.batch, {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onStatus ? { onProgress: options.onStatus } : {}),
+    });
+    if (!status.finished && status.paused !== undefined) stopped = 'paused';
+  } catch (error) {
+    if (!options.signal?.aborted) throw error;
+    stopped = 'interrupted';
+  } finally {
+    await worker.close();
+  }
+  status = await getStatus(ctx, enqueue.batch);
+  const exported = await exportResults(ctx, { batch: enqueue.batch, out: options.out });
+  return { enqueue, status, export: exported, stopped };
+}

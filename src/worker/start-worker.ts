@@ -1,0 +1,183 @@
+import { RateLimitError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import type { FalbatchContext } from '../context.js';
+import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
+import { pauseQueue } from '../ops/control.js';
+import type { RowJobData } from '../queue/row-job.js';
+import { retryDelay } from './backoff.js';
+import { classifyFalError, type Verdict } from './classify-error.js';
+import { AttemptError, processRow } from './process-row.js';
+
+export interface StartWorkerOptions {
+  /** fal requests in flight in this process. Default: config.concurrency. */
+  concurrency?: number;
+  /** The fal caller to use. Default: one built from the config (FAL_KEY, FAL_BASE_URL). */
+  fal?: FalCaller;
+}
+
+export interface WorkerHandle {
+  /**
+   * Stops taking rows, lets rows in flight finish for up to `graceMs` (default config.graceMs),
+   * then hands the rest back to the queue with their fal request ids, for any worker to resume.
+   */
+  close(graceMs?: number): Promise<void>;
+  /** Resolves when the worker has closed. */
+  readonly closed: Promise<void>;
+}
+
+/** Retryable failure carried to BullMQ's backoff strategy with fal's Retry-After, if any. */
+class RetryableRowError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterMs: number | undefined,
+  ) {
+    super(message);
+    this.name = 'RetryableRowError';
+  }
+}
+
+const SHUTDOWN = 'falbatch: worker shutting down';
+
+/**
+ * A BullMQ worker over the batch queue. This file is the only one that knows BullMQ's worker
+ * semantics (attempts, rate limits, moving jobs back); what an attempt does is in process-row.ts.
+ */
+export async function startWorker(ctx: FalbatchContext, options: StartWorkerOptions = {}): Promise<WorkerHandle> {
+  const { config, clock, log, store, keys } = ctx;
+  const fal =
+    options.fal ??
+    createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock });
+  if (config.globalConcurrency !== undefined) await ctx.queue.setGlobalConcurrency(config.globalConcurrency);
+  const deps = { fal, store, clock, config, log, scrub: ctx.scrub };
+
+  const recordFailure = async (job: Job<RowJobData>, verdict: Verdict, attempts: number): Promise<void> => {
+    const { data } = job;
+    const now = clock.now();
+    await store.record(
+      data.b,
+      data.k,
+      data.f,
+      {
+        status: 'failed',
+        error: verdict.reason,
+        error_type: verdict.errorType,
+        attempts,
+        endpoint: data.e,
+        finished_at: now,
+        ...(data.rid !== undefined ? { request_id: data.rid } : {}),
+        ...(data.sub !== undefined ? { submitted_at: data.sub, latency_ms: now - data.sub } : {}),
+      },
+      // A permanent failure (bad input) would fail again: remember it so an identical row is not paid for twice.
+      verdict.kind === 'permanent',
+    );
+    log.warn(`row failed: ${verdict.reason}`, { batch: data.b, key: data.k, attempts });
+  };
+
+  const processor = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
+    const attempt = job.attemptsMade + 1;
+    try {
+      await processRow(
+        {
+          data: job.data,
+          attempt,
+          signal,
+          saveRequest: async (patch) => {
+            const next: RowJobData = { ...job.data };
+            if (patch.rid === undefined) {
+              delete next.rid;
+              delete next.sub;
+            } else {
+              next.rid = patch.rid;
+              next.sub = patch.sub;
+            }
+            await job.updateData(next);
+          },
+        },
+        deps,
+      );
+    } catch (error) {
+      if (signal?.aborted) {
+        // Shutdown past its grace period: hand the row back; its saved request id goes with it.
+        await job.moveToWait(token);
+        throw new WaitingError();
+      }
+      const verdict = error instanceof AttemptError ? error.verdict : classifyFalError(error, 'submit');
+      switch (verdict.kind) {
+        case 'permanent':
+          await recordFailure(job, verdict, attempt);
+          throw new UnrecoverableError(verdict.reason);
+        case 'retry':
+          if (attempt >= (job.opts.attempts ?? 1)) {
+            await recordFailure(job, verdict, attempt);
+            throw new UnrecoverableError(verdict.reason);
+          }
+          log.info(`retrying row: ${verdict.reason}`, { batch: job.data.b, key: job.data.k, attempt });
+          throw new RetryableRowError(verdict.reason, verdict.retryAfterMs);
+        case 'rate-limited': {
+          const now = clock.now();
+          const since = job.data.rl ?? now;
+          if (now - since > config.rateLimitBudgetMs) {
+            await recordFailure(job, { ...verdict, reason: `${verdict.reason} (rate limited for longer than the rate-limit budget)` }, attempt);
+            throw new UnrecoverableError(verdict.reason);
+          }
+          if (job.data.rl === undefined) await job.updateData({ ...job.data, rl: now });
+          // Every worker on the queue waits, not only this one; the row keeps its attempts.
+          await ctx.queue.rateLimit(retryDelay(1, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }, verdict.retryAfterMs));
+          throw new RateLimitError();
+        }
+        case 'account':
+          log.error(`PAUSED: ${verdict.reason}`);
+          await pauseQueue(ctx, verdict.reason);
+          await job.moveToWait(token);
+          throw new WaitingError();
+      }
+    }
+  };
+
+  const worker = new Worker<RowJobData>(keys.queueName, processor, {
+    connection: ctx.redis,
+    prefix: keys.bullPrefix,
+    concurrency: options.concurrency ?? config.concurrency,
+    lockDuration: config.lockDurationMs,
+    stalledInterval: config.lockDurationMs,
+    // A stalled row resumes its saved fal request, so a crash costs nothing: let it survive any number.
+    maxStalledCount: Number.MAX_SAFE_INTEGER,
+    settings: {
+      backoffStrategy: (attemptsMade: number, _type?: string, error?: Error) =>
+        retryDelay(attemptsMade, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }, error instanceof RetryableRowError ? error.retryAfterMs : undefined),
+    },
+  });
+  worker.on('error', (error) => log.warn('worker error', { error: ctx.scrub(error.message) }));
+  worker.on('failed', (job, error) => {
+    // Safety net: a job failed outside the processor (e.g. its lock was lost) still gets a result.
+    if (!job?.finishedOn || error instanceof UnrecoverableError) return;
+    void recordFailure(job, { kind: 'permanent', reason: ctx.scrub(error.message), errorType: 'worker' }, job.attemptsMade).catch(() => undefined);
+  });
+  await worker.waitUntilReady();
+
+  let closing: Promise<void> | undefined;
+  let resolveClosed: () => void = () => undefined;
+  const closed = new Promise<void>((resolve) => {
+    resolveClosed = resolve;
+  });
+  return {
+    closed,
+    close(graceMs = config.graceMs) {
+      closing ??= (async () => {
+        const graceful = worker.close();
+        const expired = new AbortController();
+        const timer = clock.sleep(graceMs, expired.signal).then(
+          () => true,
+          () => false,
+        );
+        if (await Promise.race([graceful.then(() => false), timer])) {
+          log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`);
+          worker.cancelAllJobs(SHUTDOWN);
+          await graceful;
+        }
+        expired.abort();
+        resolveClosed();
+      })();
+      return closing;
+    },
+  };
+}
