@@ -75,6 +75,31 @@ async function checkReadable(file: string): Promise<void> {
 
 type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedRow };
 
+/** The manifest's bytes; a read error (disk, permissions) becomes a ManifestError naming the file. */
+async function* readManifest(file: string): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of createReadStream(file)) yield chunk as Buffer;
+  } catch (error) {
+    throw new ManifestError('MANIFEST_UNREADABLE', `Cannot read manifest ${file}: ${(error as Error).message}.`, { file }, { cause: error });
+  }
+}
+
+/** Reads only the header, so a manifest without its required columns leaves no trace in Redis. */
+async function checkHeader(file: string): Promise<ColumnMap> {
+  const source = readManifest(file);
+  try {
+    for await (const record of readRecords(source)) {
+      if ('error' in record) {
+        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row is not valid CSV: ${record.error}.`, { file, line: record.line });
+      }
+      return mapColumns(record.fields, file);
+    }
+  } finally {
+    await source.return(undefined);
+  }
+  throw new ManifestError('MANIFEST_INVALID', `${file} is empty: expected a header row with image_url and prompt columns.`, { file, line: 1 });
+}
+
 /**
  * Streams the manifest as validated rows, in chunks. Ids are checked for repeats in Redis (a hash
  * per enqueue run), so memory stays flat however many rows the manifest has.
@@ -82,7 +107,6 @@ type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedR
 async function* validatedChunks(
   ctx: FalbatchContext,
   file: string,
-  run: string,
   idsKey: string,
   onHeader: (columns: ColumnMap, header: string[]) => void,
 ): AsyncGenerator<Verdict[]> {
@@ -138,14 +162,7 @@ async function* validatedChunks(
     return verdicts;
   };
 
-  let source;
-  try {
-    source = createReadStream(file);
-  } catch (error) {
-    throw new ManifestError('MANIFEST_UNREADABLE', `Cannot read manifest ${file}: ${(error as Error).message}.`, { file }, { cause: error });
-  }
-  void run;
-  for await (const record of readRecords(source)) {
+  for await (const record of readRecords(readManifest(file))) {
     if (!columns) {
       if ('error' in record) {
         throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row is not valid CSV: ${record.error}.`, { file, line: record.line });
@@ -220,7 +237,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   if (options.strict) {
     const run = randomUUID();
     try {
-      for await (const chunk of validatedChunks(ctx, file, run, batchKeys.idsSeen(run), () => undefined)) {
+      for await (const chunk of validatedChunks(ctx, file, batchKeys.idsSeen(run), () => undefined)) {
         const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok);
         if (bad) {
           throw new ManifestError('MANIFEST_INVALID', `${file}: line ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
@@ -234,6 +251,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     }
   }
 
+  await checkHeader(file);
   const run = randomUUID();
   const summary: EnqueueSummary = { batch, manifest: file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changed: [], rejections: [] };
   const now = clock.now();
@@ -247,7 +265,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   const draft = batchKeys.rowsDraft(run);
   let extras: string[] = [];
   try {
-    for await (const chunk of validatedChunks(ctx, file, run, batchKeys.idsSeen(run), (columns) => {
+    for await (const chunk of validatedChunks(ctx, file, batchKeys.idsSeen(run), (columns) => {
       extras = columns.extras.map((e) => e.name);
     })) {
       options.signal?.throwIfAborted();

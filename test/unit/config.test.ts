@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG, redactUrl, resolveConfig } from '../../src/config.js';
+import { ConfigError } from '../../src/errors.js';
+
+describe('resolveConfig', () => {
+  it('takes defaults, then the environment, then flags', () => {
+    const config = resolveConfig({ REDIS_URL: 'redis://h:1/2', FAL_KEY: 'k', FALBATCH_PREFIX: 'env' }, { prefix: 'flag', concurrency: 3 });
+    expect(config).toMatchObject({ redisUrl: 'redis://h:1/2', falKey: 'k', prefix: 'flag', concurrency: 3, attempts: DEFAULT_CONFIG.attempts });
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it('builds the key from FAL_KEY_ID and FAL_KEY_SECRET when FAL_KEY is absent', () => {
+    expect(resolveConfig({ FAL_KEY_ID: 'id', FAL_KEY_SECRET: 'secret' }).falKey).toBe('id:secret');
+  });
+
+  it.each([
+    [{ concurrency: 0 }, 'Expected --concurrency to be an integer from 1 to 10000, got 0'],
+    [{ concurrency: 2.5 }, 'Expected --concurrency to be an integer from 1 to 10000, got 2.5'],
+    [{ prefix: 'a b' }, 'Expected --prefix to be 1-64 letters'],
+    [{ endpoint: 'llava' }, 'Expected --endpoint to be a fal endpoint id like fal-ai/llava-next, got "llava"'],
+    [{ redisUrl: 'http://x' }, 'Expected REDIS_URL to start with redis:// or rediss://'],
+    [{ startTimeoutSeconds: 1 }, "more than 1 second (fal's minimum)"],
+  ])('rejects %o', (overrides, message) => {
+    expect(() => resolveConfig({}, overrides)).toThrow(ConfigError);
+    expect(() => resolveConfig({}, overrides)).toThrow(message);
+  });
+
+  it('never prints a Redis password', () => {
+    expect(redactUrl('redis://user:s3cret@host:6379/1')).toBe('redis://user:***@host:6379/1');
+    expect(() => resolveConfig({ REDIS_URL: 'mysql://:s3cret@host' })).toThrow(/\*\*\*/);
+  });
+});
