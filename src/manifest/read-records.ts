@@ -13,13 +13,16 @@ export interface ReadRecordsOptions {
   maxRecordChars?: number;
 }
 
+/** Chunks of the file: a stream, or anything iterable. */
+export type ByteSource = AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>;
+
 interface Line {
   number: number;
   text: string;
 }
 
 /** Decodes bytes as UTF-8, or UTF-16 when the file starts with a UTF-16 byte order mark; BOMs are dropped. */
-async function* decode(source: AsyncIterable<Uint8Array | string>): AsyncGenerator<string> {
+async function* decode(source: ByteSource): AsyncGenerator<string> {
   let decoder: TextDecoder | undefined;
   for await (const chunk of source) {
     if (typeof chunk === 'string') {
@@ -37,7 +40,7 @@ async function* decode(source: AsyncIterable<Uint8Array | string>): AsyncGenerat
 }
 
 /** Physical lines, numbered from 1; `\r\n`, `\n` and a lone `\r` all end a line. */
-async function* lines(source: AsyncIterable<Uint8Array | string>): AsyncGenerator<Line> {
+async function* lines(source: ByteSource): AsyncGenerator<Line> {
   let pending = '';
   let number = 0;
   for await (const text of decode(source)) {
@@ -99,7 +102,7 @@ function describeCsvError(error: unknown): string {
  * (csv-parse alone miscounts lines for CRLF inside quoted fields, and after an error it stays in a
  * quoted state and swallows the rows that follow; this framing around it fixes both.)
  */
-export async function* readRecords(source: AsyncIterable<Uint8Array | string>, options: ReadRecordsOptions = {}): AsyncGenerator<RawRecord> {
+export async function* readRecords(source: ByteSource, options: ReadRecordsOptions = {}): AsyncGenerator<RawRecord> {
   const maxChars = options.maxRecordChars ?? 1024 * 1024;
   let candidate: Line[] = [];
   let chars = 0;

@@ -165,7 +165,7 @@ describe('the emulator capacity model (runners, FIFO queue, processing time) on 
     const emulator = await createFalEmulator({ runners: 2, latency: '1s', clock });
     const fal = clientFor(emulator, '');
     try {
-      const submitted = [];
+      const submitted: Array<{ request_id: string; queue_position: number }> = [];
       for (let i = 0; i < 5; i++) submitted.push(await fal.queue.submit(LLAVA, { input: { image_url: pngDataUri(String(i)), prompt: 'p' } }));
       expect(submitted.map((s) => s.queue_position)).toEqual([0, 0, 0, 1, 2]);
       const statuses = async () => Promise.all(submitted.map((s) => fal.queue.status(LLAVA, { requestId: s.request_id })));

@@ -42,7 +42,7 @@ describe('runBatch over the emulator', () => {
       ['c', 'ok', MANTIS, 'third'],
     ]);
     expect(rows[0]?.['output']).toBe(await directAnswer(h, LLAVA, { image_url: 'https://example.com/a.jpg', prompt: 'Describe A', max_tokens: 3 }));
-    expect(rows[0]?.['output'].split(' ')).toHaveLength(3);
+    expect(rows[0]?.['output']?.split(' ')).toHaveLength(3);
     expect(rows[1]?.['output']).toBe(await directAnswer(h, LLAVA, { image_url: pngDataUri('local'), prompt: 'Describe B, briefly', temperature: 0.5, top_p: 0.9 }));
     expect(rows[2]?.['output']).toBe(
       await directAnswer(h, MANTIS, { prompt: 'Compare them', images: [{ image_url: 'https://example.com/a.jpg' }, { image_url: pngDataUri('local') }] }),
