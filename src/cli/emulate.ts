@@ -72,6 +72,11 @@ async function startPrivateRedis(log: Logger): Promise<{ url: string; stop: () =
   };
 }
 
+/** The namespace emulated runs use: never the one real runs use. */
+export function emulatedPrefix(prefix: string): string {
+  return prefix.endsWith('-emulated') ? prefix : `${prefix.slice(0, 55)}-emulated`;
+}
+
 /**
  * `--emulate`: a fal emulator in this process (with a throwaway key), and, when nothing answers at
  * REDIS_URL but redis-server is installed, a private Redis for the run. Nothing reaches fal.ai.
@@ -79,14 +84,16 @@ async function startPrivateRedis(log: Logger): Promise<{ url: string; stop: () =
 export async function startEmulation(config: ResolvedConfig, log: Logger): Promise<Emulation> {
   const key = randomBytes(12).toString('hex');
   const emulator = await createFalEmulator({ key, runners: 2, latency: '200..800ms' });
-  const overrides: ConfigOverrides = { falBaseUrl: emulator.url, falKey: key };
+  // Emulated answers live in a namespace of their own: a later real run of the same manifest must
+  // not find them and take them for paid answers.
+  const overrides: ConfigOverrides = { falBaseUrl: emulator.url, falKey: key, prefix: emulatedPrefix(config.prefix) };
   let privateRedis: { url: string; stop: () => void } | undefined;
   if (!(await redisAnswers(config.redisUrl))) {
     privateRedis = await startPrivateRedis(log);
     if (privateRedis) overrides.redisUrl = privateRedis.url;
     else log.warn(`Redis at ${redactUrl(config.redisUrl)} does not answer and redis-server could not be started`);
   }
-  log.info(`emulating fal.ai at ${emulator.url}: answers are made up locally, nothing is billed`);
+  log.info(`emulating fal.ai at ${emulator.url}: answers are made up locally, nothing is billed (namespace ${overrides.prefix})`);
   return {
     overrides,
     emulator,

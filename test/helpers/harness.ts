@@ -18,14 +18,14 @@ export function redisUrl(): string {
   return inject('redisUrl');
 }
 
-/** Deletes every key under a prefix (tests own their prefix). */
+/** Deletes every key under a prefix, `-emulated` twin included (tests own their prefix). */
 export async function deletePrefix(url: string, prefix: string): Promise<void> {
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await redis.connect();
     let cursor = '0';
     do {
-      const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
       cursor = next;
       if (found.length > 0) await redis.unlink(...found);
     } while (cursor !== '0');

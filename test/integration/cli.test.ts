@@ -106,6 +106,18 @@ describe('the falbatch CLI, spawned as a process', () => {
     expect(JSON.parse(after.stdout)).toEqual([expect.objectContaining({ batch: 'split-test', ok: 6, finished: true })]);
   });
 
+  it('keeps --emulate answers apart: a later real run of the same manifest calls fal for every row', async () => {
+    const h = await createHarness();
+    const manifest = h.file('m.csv', 'id,image_url,prompt\na,https://example.com/a.jpg,one\nb,https://example.com/b.jpg,two\n');
+    const emulated = await runCliProcess(['run', manifest, '--emulate', '--out', join(h.dir, 'emulated.csv')], h.env());
+    expect(emulated.code).toBe(0);
+    expect(emulated.stdout).toContain('emulated');
+    const real = await runCliProcess(['run', manifest, '--out', join(h.dir, 'real.csv')], h.env());
+    expect(real.code).toBe(0);
+    expect(real.stdout).toContain('2 added, 0 already present');
+    expect(h.emulator.stats().billed).toBe(2);
+  });
+
   it('export and status name a batch that does not exist', async () => {
     const h = await createHarness();
     const result = await runCliProcess(['export', '--batch', 'nope', '--out', join(h.dir, 'x.csv')], h.env());
