@@ -159,23 +159,27 @@ async function waitFor(data: RowJobData, requestId: string, submittedAt: number,
 }
 
 /**
- * Reads the result of a COMPLETED request. When fal's status carried an error the result read
- * only fetches the message. Otherwise a failing read is repeated: a flaky gateway must not make a
- * paid answer look like a failed job (that would submit and pay again).
+ * Reads the result of a COMPLETED request. A failing read is repeated unless its answer is surely
+ * the job's own: a 4xx, or the server error fal's status already reported (same error_type). A flaky
+ * gateway must not make a paid answer look like a failed job: that would submit, and pay, again.
  */
 async function readResult(endpoint: string, requestId: string, status: FalStatus, signal: AbortSignal | undefined, deps: RowProcessorDeps): Promise<unknown> {
-  const reads = status.error !== undefined ? 1 : RESULT_READS;
   let lastError: unknown;
-  for (let i = 0; i < reads; i++) {
+  for (let i = 0; i < RESULT_READS; i++) {
     try {
       return (await deps.fal.result(endpoint, requestId, signal)).data;
     } catch (error) {
       lastError = error;
-      if (!isTransient(error) || i === reads - 1) break;
+      if (!isTransient(error) || isJobsOwnFailure(error, status) || i === RESULT_READS - 1) break;
       await deps.clock.sleep(500 * 2 ** i, signal);
     }
   }
   // Classified by phase: an HTTP 5xx here is the job's failure (resubmit); a transport failure or
   // time-out says nothing about the job (keep the request for the next attempt).
   throw lastError;
+}
+
+function isJobsOwnFailure(error: unknown, status: FalStatus): boolean {
+  if (!(error instanceof FalHttpError) || status.error === undefined) return false;
+  return status.errorType === undefined || error.errorType === status.errorType;
 }
