@@ -2,6 +2,7 @@ import type { FalbatchContext } from './context.js';
 import type { FalCaller } from './fal/fal-caller.js';
 import { enqueueManifest, type EnqueueOptions, type EnqueueSummary } from './queue/enqueue.js';
 import { exportResults, type ExportSummary } from './results/export.js';
+import { pausedReason, resumeQueue } from './ops/control.js';
 import { getStatus, waitForBatch, type BatchStatus } from './ops/status.js';
 import { startWorker } from './worker/start-worker.js';
 
@@ -29,6 +30,12 @@ export interface RunBatchSummary {
  * running the same command again picks up where this one stopped.
  */
 export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): Promise<RunBatchSummary> {
+  // A queue paused on a fal account error (bad key, no balance): running again is the user saying
+  // it is fixed. If it is not, the first request pauses it again, and nothing is lost either way.
+  if ((await ctx.redis.exists(ctx.keys.paused)) === 1) {
+    ctx.log.info(`resuming the queue, paused earlier: ${await pausedReason(ctx)}`);
+    await resumeQueue(ctx);
+  }
   const enqueue = await enqueueManifest(ctx, options);
   options.onEnqueued?.(enqueue);
   const worker = await startWorker(ctx, {

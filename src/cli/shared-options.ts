@@ -26,6 +26,7 @@ export interface RawFlags {
   pollInterval?: string;
   waitBudget?: string;
   startTimeout?: string;
+  callTimeout?: string;
 }
 
 /** Flags → config overrides, each validated with a message that names the flag. */
@@ -45,6 +46,7 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
     lockDurationMs: durationOption('--lock-duration', flags.lockDuration),
     pollIntervalMs: durationOption('--poll-interval', flags.pollInterval),
     waitBudgetMs: durationOption('--wait-budget', flags.waitBudget),
+    callTimeoutMs: durationOption('--call-timeout', flags.callTimeout),
     startTimeoutSeconds: startTimeout === undefined ? undefined : startTimeout / 1000,
   };
 }

@@ -103,12 +103,14 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
     let last: FalStatus | undefined;
     let idle = new AbortController();
     const abort = (): void => stream.abort();
-    // Nothing guarantees fal sends events while a request waits: an idle connection is dropped and
-    // the waiter asks for the status instead, so a half-dead socket never holds a row.
+    // fal sends the current status as soon as a stream opens: one silent past the call time-out is
+    // dead. Later, nothing guarantees events while a request waits, so a quiet stream is dropped
+    // after a minute and the waiter asks for the status instead: a half-dead socket never holds a row.
     const armIdle = (): void => {
       idle.abort();
       idle = new AbortController();
-      clock.sleep(Math.max(0, Math.min(STREAM_IDLE_MS, wait.deadline - clock.now())), idle.signal).then(abort, () => undefined);
+      const window = last === undefined ? options.callTimeoutMs : STREAM_IDLE_MS;
+      clock.sleep(Math.max(0, Math.min(window, wait.deadline - clock.now())), idle.signal).then(abort, () => undefined);
     };
     wait.signal?.addEventListener('abort', abort, { once: true });
     armIdle();
@@ -150,15 +152,14 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
       let failures = 0;
       for (;;) {
         wait.signal?.throwIfAborted();
-        if (clock.now() >= wait.deadline) {
-          throw new FalTimeoutError('status', `${endpoint} request ${requestId} did not complete within its wait budget`, requestId);
-        }
+        let delay = wait.pollIntervalMs;
         try {
           if (wait.mode === 'stream') {
             const streamed = await streamOnce(endpoint, requestId, wait);
             if (streamed?.state === 'COMPLETED') return streamed;
           }
-          // Poll mode, or a stream that ended early: ask once.
+          // Poll mode, or a stream that ended early: ask once. (Even past the deadline, a request
+          // gets this one look before it is given up: it may have finished.)
           const current = await status(endpoint, requestId, wait.signal);
           wait.onStatus?.(current);
           if (current.state === 'COMPLETED') return current;
@@ -167,11 +168,11 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
           if (wait.signal?.aborted || !isTransientRead(error)) throw error;
           failures++;
           const retryAfter = error instanceof FalHttpError ? error.retryAfterMs : undefined;
-          const backoff = Math.min(wait.pollIntervalMs * 2 ** Math.min(failures, 6), 30_000);
-          await clock.sleep(Math.min(Math.max(retryAfter ?? 0, backoff), Math.max(0, wait.deadline - clock.now())), wait.signal);
-          continue;
+          delay = Math.max(retryAfter ?? 0, Math.min(wait.pollIntervalMs * 2 ** Math.min(failures, 6), 30_000));
         }
-        await clock.sleep(Math.min(wait.pollIntervalMs, Math.max(0, wait.deadline - clock.now())), wait.signal);
+        const left = wait.deadline - clock.now();
+        if (left <= 0) throw new FalTimeoutError('status', `${endpoint} request ${requestId} did not complete within its wait budget`, requestId);
+        await clock.sleep(Math.min(delay, left), wait.signal);
       }
     },
 

@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import type { RowJobData } from '../queue/row-job.js';
 import type { ResultStore } from '../results/result-store.js';
 import type { RowResult } from '../results/row-result.js';
-import { SECOND, type Clock } from '../time.js';
+import type { Clock } from '../time.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase, type Verdict } from './classify-error.js';
 
 /** One attempt at a row, as the queue hands it over (nothing BullMQ-specific). */
@@ -138,8 +138,8 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
 
 async function waitFor(data: RowJobData, requestId: string, submittedAt: number, attempt: RowAttempt, deps: RowProcessorDeps): Promise<FalStatus> {
   const { fal, clock, config } = deps;
-  // A resumed request keeps its original budget, but always gets one real look at its status.
-  const deadline = Math.max(submittedAt + config.waitBudgetMs, clock.now() + 30 * SECOND);
+  // A resumed request keeps its original budget; even past it, it gets one look at its status.
+  const deadline = submittedAt + config.waitBudgetMs;
   try {
     return await fal.waitForCompletion(data.e, requestId, {
       mode: config.waitMode,

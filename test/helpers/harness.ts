@@ -49,6 +49,8 @@ export interface Harness {
 }
 
 export interface HarnessOptions {
+  /** A Redis of the test's own (default: the suite's shared one). */
+  redisUrl?: string;
   emulator?: FalEmulatorOptions;
   config?: ConfigOverrides;
   log?: Logger;
@@ -61,10 +63,11 @@ export interface HarnessOptions {
  */
 export async function createHarness(options: HarnessOptions = {}): Promise<Harness> {
   const prefix = `t-${randomUUID().slice(0, 12)}`;
+  const redis = options.redisUrl ?? redisUrl();
   const dir = mkdtempSync(join(tmpdir(), 'falbatch-test-'));
   const emulator = await createFalEmulator({ key: FAL_KEY, ...options.emulator });
   const config = resolveConfig(
-    { REDIS_URL: redisUrl(), FAL_KEY, FAL_BASE_URL: emulator.url },
+    { REDIS_URL: redis, FAL_KEY, FAL_BASE_URL: emulator.url },
     { prefix, backoffBaseMs: 50, backoffMaxMs: 500, pollIntervalMs: 50, ...options.config },
   );
   const ctx = await openContext(config, { log: options.log ?? silentLogger });
@@ -74,7 +77,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     for (const worker of workers) await worker.close(0);
     await ctx.close();
     await emulator.close();
-    await deletePrefix(redisUrl(), prefix);
+    await deletePrefix(redis, prefix).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
     if (leaked > 0) throw new Error(`the test left ${leaked} worker(s) open`);
   });
@@ -105,7 +108,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       return {
         PATH: process.env['PATH'] ?? '',
         HOME: process.env['HOME'] ?? '',
-        REDIS_URL: redisUrl(),
+        REDIS_URL: redis,
         FAL_KEY,
         FAL_BASE_URL: emulator.url,
         FALBATCH_PREFIX: prefix,
@@ -139,4 +142,76 @@ export async function readCsv(path: string): Promise<Array<Record<string, string
   const { parse } = await import('csv-parse/sync');
   const { readFileSync } = await import('node:fs');
   return parse(readFileSync(path, 'utf8'), { columns: true }) as Array<Record<string, string>>;
+}
+
+export interface SpawnedCli {
+  readonly child: import('node:child_process').ChildProcess;
+  /** stdout and stderr so far. */
+  output(): string;
+  readonly exited: Promise<number | null>;
+}
+
+/** Starts a long-running CLI command (work, emulator) in its own process. */
+export function spawnCli(args: string[], env: Record<string, string>): SpawnedCli {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/falbatch.js'), ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolvePromise) => child.once('close', (code, signal) => resolvePromise(code ?? (signal ? -1 : null))));
+  return { child, output: () => output, exited };
+}
+
+/** Waits until `check` holds, looking every 25 ms; fails with `what` after `timeoutMs`. */
+export async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, 25));
+  }
+}
+
+export interface PrivateRedis {
+  readonly url: string;
+  readonly port: number;
+  readonly dir: string;
+  /** Stops the server the way an operator would (SHUTDOWN: AOF flushed). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and data folder. */
+  start(): Promise<void>;
+}
+
+/**
+ * A redis-server of the test's own, in a temp folder, with the given arguments (AOF by default,
+ * fsync on every write so a restart loses nothing). Stopped when the test ends.
+ */
+export async function startPrivateRedis(extraArgs: string[] = ['--appendonly', 'yes', '--appendfsync', 'always']): Promise<PrivateRedis> {
+  const { freePort } = await import('./global-redis.js');
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'falbatch-private-redis-'));
+  let child: import('node:child_process').ChildProcess | undefined;
+  const start = async (): Promise<void> => {
+    const started = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = started;
+    await new Promise<void>((resolvePromise, reject) => {
+      let log = '';
+      started.stdout?.on('data', (chunk: Buffer) => {
+        log += chunk.toString();
+        if (log.includes('Ready to accept connections')) resolvePromise();
+      });
+      started.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${log}`)));
+    });
+  };
+  const stop = async (): Promise<void> => {
+    const running = child;
+    if (!running || running.exitCode !== null) return;
+    const exited = new Promise((resolvePromise) => running.once('exit', resolvePromise));
+    running.kill('SIGTERM');
+    await exited;
+  };
+  await start();
+  onTestFinished(async () => {
+    await stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { url: `redis://127.0.0.1:${port}`, port, dir, stop, start };
 }

@@ -29,6 +29,9 @@ export function runCommand(io: CliIo, exit: (code: number) => void): Command {
       .option('--global-concurrency <n>', 'cap on fal requests in flight across all workers')
       .option('--attempts <n>', 'attempts per row for retryable failures (default 5)')
       .option('--wait <mode>', 'how to wait for fal: stream or poll (default stream)')
+      .option('--start-timeout <duration>', "fal's start timeout: fal gives up on a request not started by then (default: none)")
+      .option('--wait-budget <duration>', 'longest a row waits for its fal request before it is cancelled and retried (default 15m)')
+      .option('--call-timeout <duration>', 'deadline of one HTTP call to fal (default 30s)')
       .option('--files-root <dir>', 'folder local image paths must stay in (default: the manifest folder)')
       .option('--strict', 'abort on the first bad row, before enqueueing anything')
       .option('--emulate', 'use a built-in fal emulator instead of fal.ai (and a private Redis if none answers)'),

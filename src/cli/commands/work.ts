@@ -20,6 +20,9 @@ export function workCommand(io: CliIo, exit: (code: number) => void): Command {
       .option('--global-concurrency <n>', 'cap on fal requests in flight across all workers')
       .option('--grace <duration>', 'on SIGTERM, how long rows in flight may finish before they are handed back (default 30s)')
       .option('--wait <mode>', 'how to wait for fal: stream or poll (default stream)')
+      .option('--start-timeout <duration>', "fal's start timeout: fal gives up on a request not started by then (default: none)")
+      .option('--wait-budget <duration>', 'longest a row waits for its fal request before it is cancelled and retried (default 15m)')
+      .option('--call-timeout <duration>', 'deadline of one HTTP call to fal (default 30s)')
       .option('--lock-duration <duration>', 'how soon another worker resumes the rows of a worker that died (default 30s)')
       .option('--emulate', 'use a built-in fal emulator instead of fal.ai'),
   ).action(async (flags: WorkFlags) => {

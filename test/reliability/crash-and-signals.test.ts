@@ -1,0 +1,123 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { enqueueManifest } from '../../src/queue/enqueue.js';
+import { exportResults } from '../../src/results/export.js';
+import { getStatus } from '../../src/ops/status.js';
+import { createHarness, readCsv, runCliProcess, spawnCli, until, type Harness } from '../helpers/harness.js';
+
+function manifestOf(h: Harness, rows: number): string {
+  const body = Array.from({ length: rows }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n');
+  return h.file('m.csv', `id,image_url,prompt\n${body}\n`);
+}
+
+async function done(h: Harness, batch: string): Promise<number> {
+  const status = await getStatus(h.ctx, batch);
+  return status.ok + status.failed;
+}
+
+describe('crash safety, with worker processes really killed', () => {
+  it('survives three SIGKILLs mid-batch: every row exactly once, at most one extra paid call per kill', async () => {
+    const rows = 120;
+    const h = await createHarness({ emulator: { runners: 8, latency: '150..450ms', seed: 2 } });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, rows) });
+    const args = ['work', '--concurrency', '8', '--lock-duration', '1s'];
+    for (let kill = 1; kill <= 3; kill++) {
+      const worker = spawnCli(args, h.env());
+      const before = await done(h, batch);
+      // Kill while requests are in flight at fal and more rows are still to do.
+      await until('rows in flight', async () => (await done(h, batch)) >= before + 10 && h.emulator.stats().inProgress > 0);
+      worker.child.kill('SIGKILL');
+      expect(await worker.exited).toBe(-1);
+    }
+    const last = spawnCli(args, h.env());
+    await until('the batch to finish', async () => (await getStatus(h.ctx, batch)).finished, 60_000);
+    last.child.kill('SIGTERM');
+    expect(await last.exited).toBe(0);
+
+    const out = join(h.dir, 'out.csv');
+    await exportResults(h.ctx, { batch, out });
+    const exported = await readCsv(out);
+    expect(exported.map((r) => r['id'])).toEqual(Array.from({ length: rows }, (_, i) => `r${i}`));
+    expect(exported.every((r) => r['status'] === 'ok')).toBe(true);
+    expect(await h.ctx.redis.hlen(h.ctx.keys.batch(batch).results)).toBe(rows);
+    const stats = h.emulator.stats();
+    expect(stats.billed).toBeLessThanOrEqual(rows + 3);
+    expect(stats.duplicateBilled).toBeLessThanOrEqual(3);
+  }, 120_000);
+
+  it('SIGTERM: the worker leaves within its grace period, hands rows back, and a new worker finishes them without paying twice', async () => {
+    const rows = 12;
+    const h = await createHarness({ emulator: { runners: 12, latency: '4s' } });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, rows) });
+    const worker = spawnCli(['work', '--concurrency', '6', '--grace', '1s'], h.env());
+    await until('six requests running at fal', () => h.emulator.stats().inProgress === 6);
+    const started = Date.now();
+    worker.child.kill('SIGTERM');
+    expect(await worker.exited).toBe(0);
+    const tookMs = Date.now() - started;
+    expect(tookMs).toBeLessThan(1000 + 2500); // grace, then closing connections
+    expect(worker.output()).toContain('grace period of 1000 ms over: handing rows in flight back to the queue');
+    // Handed back, not failed: the six rows wait again, their fal request ids saved on them.
+    const waiting = await h.ctx.queue.getJobs(['waiting'], 0, -1);
+    expect(waiting).toHaveLength(rows);
+    expect(waiting.filter((job) => typeof job.data.rid === 'string')).toHaveLength(6);
+    expect((await getStatus(h.ctx, batch)).failed).toBe(0);
+
+    const next = spawnCli(['work', '--concurrency', '12'], h.env());
+    await until('the batch to finish', async () => (await getStatus(h.ctx, batch)).finished, 30_000);
+    next.child.kill('SIGTERM');
+    expect(await next.exited).toBe(0);
+    expect(h.emulator.stats()).toMatchObject({ accepted: rows, billed: rows, duplicateBilled: 0 });
+  }, 60_000);
+
+  it('a second SIGTERM exits at once', async () => {
+    const h = await createHarness({ emulator: { runners: 4, latency: '10s' } });
+    await enqueueManifest(h.ctx, { manifest: manifestOf(h, 4) });
+    const worker = spawnCli(['work', '--concurrency', '4', '--grace', '30s'], h.env());
+    await until('four requests running at fal', () => h.emulator.stats().inProgress === 4);
+    worker.child.kill('SIGTERM');
+    await until('the graceful stop to begin', () => worker.output().includes('stopping gracefully'));
+    const started = Date.now();
+    worker.child.kill('SIGTERM');
+    expect(await worker.exited).toBe(130);
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(worker.output()).toContain('exiting now; rows in flight will be resumed by the next worker');
+  }, 30_000);
+
+  it('a bad key pauses the queue instead of failing rows; fixing the key and resuming finishes the batch', async () => {
+    const rows = 10;
+    const h = await createHarness({ emulator: { runners: 4, latency: '50ms' } });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, rows) });
+    const wrong = spawnCli(['work', '--concurrency', '4'], h.env({ FAL_KEY: 'not-the-key' }));
+    await until('the queue to pause', async () => (await getStatus(h.ctx, batch)).paused !== undefined);
+    const paused = await getStatus(h.ctx, batch);
+    expect(paused).toMatchObject({ failed: 0, ok: 0, pending: rows });
+    expect(paused.paused).toMatch(/fal rejected the credentials \(401.*Check FAL_KEY.*falbatch resume/);
+    expect(wrong.output()).toContain('PAUSED: fal rejected the credentials');
+    expect(wrong.output()).not.toContain('not-the-key');
+    wrong.child.kill('SIGTERM');
+    expect(await wrong.exited).toBe(0);
+
+    const status = await runCliProcess(['status', '--batch', batch], h.env());
+    expect(status.stdout).toContain('(PAUSED)');
+    const right = spawnCli(['work', '--concurrency', '4'], h.env());
+    const resumed = await runCliProcess(['resume'], h.env());
+    expect(resumed.stdout).toMatch(/^resumed \(it was paused: fal rejected the credentials/);
+    await until('the batch to finish', async () => (await getStatus(h.ctx, batch)).finished, 30_000);
+    right.child.kill('SIGTERM');
+    await right.exited;
+    expect(await getStatus(h.ctx, batch)).toMatchObject({ ok: rows, failed: 0, paused: undefined });
+  }, 60_000);
+
+  it('run with a bad key exits 1 saying the queue is paused and how to go on; running again with the key finishes', async () => {
+    const h = await createHarness();
+    const manifest = manifestOf(h, 3);
+    const bad = await runCliProcess(['run', manifest, '--out', join(h.dir, 'out.csv')], h.env({ FAL_KEY: 'wrong-key-1234' }));
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('the queue is paused: fal rejected the credentials (401');
+    expect(bad.stderr).not.toContain('wrong-key-1234');
+    const good = await runCliProcess(['run', manifest, '--out', join(h.dir, 'out.csv')], h.env());
+    expect(good.code).toBe(0);
+    expect(good.stdout).toContain('3 ok');
+  }, 60_000);
+});
