@@ -18,12 +18,16 @@ export interface ConnectOptions {
  */
 export async function connectRedis(url: string, options: ConnectOptions = {}): Promise<Redis> {
   const timeout = options.connectTimeoutMs ?? 5000;
+  let connected = false;
   const redis = new Redis(url, {
     // BullMQ workers require it; for everyone else it means "wait for the reconnect, don't fail".
     maxRetriesPerRequest: null,
     lazyConnect: true,
     connectionName: options.name ?? 'falbatch',
-    retryStrategy: (times: number) => Math.min(200 * times, 5000),
+    // How long disconnect() waits before destroying the socket: ioredis' 2 s kept a failed CLI alive.
+    disconnectTimeout: 300,
+    // No retries before the first connection (fail fast, say why); forever after it.
+    retryStrategy: (times: number) => (connected ? Math.min(200 * times, 5000) : null),
   });
   let lastError: Error | undefined;
   const onError = (error: Error): void => {
@@ -36,11 +40,17 @@ export async function connectRedis(url: string, options: ConnectOptions = {}): P
   } catch (error) {
     redis.disconnect();
     const reason = (lastError ?? (error as Error)).message;
+    if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(reason)) {
+      throw new RedisUnavailableError(
+        `Redis at ${redactUrl(url)} refused the credentials (${reason.replace(/\.$/, '')}). Check the user and password in REDIS_URL (redis://[user]:password@host:port[/db]).`,
+      );
+    }
     throw new RedisUnavailableError(
       `Cannot reach Redis at ${redactUrl(url)} (${reason}). Start one with \`docker compose up -d redis\` ` +
         '(from the falbatch folder) or `redis-server`, or point REDIS_URL at yours (redis://[:password@]host:port[/db], rediss:// for TLS).',
     );
   }
+  connected = true;
   redis.off('error', onError);
   redis.on('error', (error: Error) => options.log?.warn('redis connection error; reconnecting', { error: error.message }));
   return redis;
