@@ -118,6 +118,15 @@ describe('the falbatch CLI, spawned as a process', () => {
     expect(h.emulator.stats().billed).toBe(2);
   });
 
+  it('--emulate starts a private redis-server when nothing answers at REDIS_URL', async () => {
+    const h = await createHarness();
+    const manifest = h.file('m.csv', 'image_url,prompt\nhttps://example.com/a.jpg,one\n');
+    const result = await runCliProcess(['run', manifest, '--emulate', '--out', join(h.dir, 'out.csv')], h.env({ REDIS_URL: 'redis://127.0.0.1:1' }));
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/started a private redis-server on 127\.0\.0\.1:\d+ for this run/);
+    expect((await readCsv(join(h.dir, 'out.csv')))[0]).toMatchObject({ status: 'ok', output: expect.stringMatching(/^\[emulated:/) });
+  });
+
   it('export and status name a batch that does not exist', async () => {
     const h = await createHarness();
     const result = await runCliProcess(['export', '--batch', 'nope', '--out', join(h.dir, 'x.csv')], h.env());

@@ -7,7 +7,9 @@ import { createRoutedFetch } from '../../src/fal/routing.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { exportResults } from '../../src/results/export.js';
 import { runBatch } from '../../src/run-batch.js';
-import { createHarness, FAL_KEY, readCsv, type Harness } from '../helpers/harness.js';
+import { Redis } from 'ioredis';
+import { waitForBatch } from '../../src/ops/status.js';
+import { createHarness, deletePrefix, FAL_KEY, readCsv, runCliProcess, until, type Harness } from '../helpers/harness.js';
 import { pngBytes, pngDataUri } from '../helpers/images.js';
 
 const LLAVA = 'fal-ai/llava-next';
@@ -186,5 +188,47 @@ describe('runBatch over the emulator', () => {
     expect(readFileSync(previous, 'utf8')).toMatch(/^id,status,output,/);
     await expect(exportResults(h.ctx, { batch: enqueue.batch, out: join(h.dir, 'no-such-folder', 'x.csv') })).rejects.toThrow(/does not exist/);
     expect(existsSync(join(h.dir, 'no-such-folder'))).toBe(false);
+  });
+});
+
+describe('the producer', () => {
+  it('holds back while the queue is full (backpressure) and goes on as workers drain it', async () => {
+    const h = await createHarness({ emulator: { runners: 8 }, config: { maxWaiting: 40, enqueueChunk: 20 } });
+    const body = Array.from({ length: 200 }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n');
+    const manifest = h.file('m.csv', `id,image_url,prompt\n${body}\n`);
+    let finished = false;
+    let mostWaiting = 0;
+    const enqueuing = enqueueManifest(h.ctx, { manifest });
+    void enqueuing.then(() => (finished = true));
+    // No worker yet: the producer stops once the queue holds maxWaiting jobs.
+    await until('the queue to fill up', async () => (await h.ctx.queue.getWaitingCount()) >= 40);
+    for (let i = 0; i < 10; i++) {
+      mostWaiting = Math.max(mostWaiting, await h.ctx.queue.getWaitingCount());
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(finished).toBe(false);
+    expect(mostWaiting).toBeLessThan(40 + 20);
+    const worker = await h.startWorker();
+    const summary = await enqueuing;
+    expect(summary).toMatchObject({ rows: 200, added: 200 });
+    expect(await waitForBatch(h.ctx, summary.batch, { intervalMs: 50 })).toMatchObject({ ok: 200, finished: true });
+    await worker.close();
+  });
+
+  it('uses the Redis database named in REDIS_URL', async () => {
+    const h = await createHarness();
+    const manifest = h.file('m.csv', 'image_url,prompt\nhttps://example.com/a.jpg,one\n');
+    const url = new URL(h.config.redisUrl);
+    url.pathname = '/3';
+    const result = await runCliProcess(['enqueue', manifest, '--batch', 'db3'], h.env({ REDIS_URL: url.toString() }));
+    expect(result.code).toBe(0);
+    const db3 = new Redis(url.toString());
+    try {
+      expect(await db3.exists(`${h.prefix}:{jobs}:batch:db3:meta`)).toBe(1);
+      expect(await h.ctx.redis.exists(`${h.prefix}:{jobs}:batch:db3:meta`)).toBe(0);
+      await deletePrefix(url.toString(), h.prefix);
+    } finally {
+      db3.disconnect();
+    }
   });
 });

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ConfigOverrides } from '../../src/config.js';
 import type { FalEmulatorOptions } from '../../src/emulator/create-fal-emulator.js';
+import { resumeQueue } from '../../src/ops/control.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { exportResults } from '../../src/results/export.js';
 import { getStatus, waitForBatch } from '../../src/ops/status.js';
@@ -88,6 +89,19 @@ describe('429s and fal\'s concurrency', () => {
     const h = await createHarness({ emulator: { faults: ['429-no-retry-after@submit=1'] }, config: { rateLimitBudgetMs: 300 } });
     const [row] = await runRows(h, 1);
     expect(row).toMatchObject({ status: 'failed', error: expect.stringMatching(/429.*rate limited for longer than the rate-limit budget/) });
+  });
+
+  it('a locked account (exhausted balance, 403) pauses the queue; after a top-up, resuming finishes the rows', async () => {
+    const h = await createHarness({ emulator: { locked: true } });
+    const body = 'id,image_url,prompt\nr0,https://example.com/0.jpg,p\nr1,https://example.com/1.jpg,p\n';
+    const { batch } = await enqueueManifest(h.ctx, { manifest: h.file('m.csv', body) });
+    const worker = await h.startWorker();
+    const paused = await waitForBatch(h.ctx, batch, { intervalMs: 20 });
+    expect(paused).toMatchObject({ finished: false, failed: 0, paused: expect.stringMatching(/fal refused the account \(403: User is locked/) });
+    h.emulator.setLocked(false);
+    await resumeQueue(h.ctx);
+    expect(await waitForBatch(h.ctx, batch, { intervalMs: 20 })).toMatchObject({ finished: true, ok: 2, paused: undefined });
+    await worker.close();
   });
 
   it('--global-concurrency caps fal requests in flight across workers', async () => {
