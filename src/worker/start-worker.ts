@@ -14,7 +14,18 @@ export interface StartWorkerOptions {
   fal?: FalCaller;
 }
 
+/** What a worker did since it started. */
+export interface WorkerCounts {
+  ok: number;
+  /** Rows answered from an identical row already paid for (no fal call). */
+  fromLedger: number;
+  failed: number;
+  retried: number;
+  rateLimited: number;
+}
+
 export interface WorkerHandle {
+  counts(): WorkerCounts;
   /**
    * Stops taking rows, lets rows in flight finish for up to `graceMs` (default config.graceMs),
    * then hands the rest back to the queue with their fal request ids, for any worker to resume.
@@ -48,6 +59,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock });
   if (config.globalConcurrency !== undefined) await ctx.queue.setGlobalConcurrency(config.globalConcurrency);
   const deps = { fal, store, clock, config, log, scrub: ctx.scrub };
+  const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0 };
 
   const recordFailure = async (job: Job<RowJobData>, verdict: Verdict, attempts: number): Promise<void> => {
     const { data } = job;
@@ -69,13 +81,14 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       // A permanent failure (bad input) would fail again: remember it so an identical row is not paid for twice.
       verdict.kind === 'permanent',
     );
+    counts.failed++;
     log.warn(`row failed: ${verdict.reason}`, { batch: data.b, key: data.k, attempts });
   };
 
   const processor = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
     const attempt = job.attemptsMade + 1;
     try {
-      await processRow(
+      const outcome = await processRow(
         {
           data: job.data,
           attempt,
@@ -94,6 +107,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         },
         deps,
       );
+      if (outcome === 'ok') counts.ok++;
+      else if (outcome === 'from-ledger') counts.fromLedger++;
     } catch (error) {
       if (signal?.aborted) {
         // Shutdown past its grace period: hand the row back; its saved request id goes with it.
@@ -110,6 +125,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
             await recordFailure(job, verdict, attempt);
             throw new UnrecoverableError(verdict.reason);
           }
+          counts.retried++;
           log.info(`retrying row: ${verdict.reason}`, { batch: job.data.b, key: job.data.k, attempt });
           throw new RetryableRowError(verdict.reason, verdict.retryAfterMs);
         case 'rate-limited': {
@@ -119,6 +135,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
             await recordFailure(job, { ...verdict, reason: `${verdict.reason} (rate limited for longer than the rate-limit budget)` }, attempt);
             throw new UnrecoverableError(verdict.reason);
           }
+          counts.rateLimited++;
           if (job.data.rl === undefined) await job.updateData({ ...job.data, rl: now });
           // Every worker on the queue waits, not only this one; the row keeps its attempts.
           await ctx.queue.rateLimit(retryDelay(1, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }, verdict.retryAfterMs));
@@ -161,6 +178,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   });
   return {
     closed,
+    counts: () => ({ ...counts }),
     close(graceMs = config.graceMs) {
       closing ??= (async () => {
         const graceful = worker.close();

@@ -96,6 +96,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       const handle = await startWorker(ctx, workerOptions);
       const tracked: WorkerHandle = {
         closed: handle.closed,
+        counts: () => handle.counts(),
         close: async (graceMs) => {
           await handle.close(graceMs);
           workers.delete(tracked);

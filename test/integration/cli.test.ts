@@ -101,7 +101,7 @@ describe('the falbatch CLI, spawned as a process', () => {
       worker.kill('SIGTERM');
     }
     expect(await exited).toBe(0);
-    expect(workerLog).toContain('worker stopped');
+    expect(workerLog).toContain('worker stopped: 6 ok, 0 failed');
     const after = await runCliProcess(['status', '--json'], h.env());
     expect(JSON.parse(after.stdout)).toEqual([expect.objectContaining({ batch: 'split-test', ok: 6, finished: true })]);
   });

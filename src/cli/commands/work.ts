@@ -41,13 +41,27 @@ export function workCommand(io: CliIo, exit: (code: number) => void): Command {
       try {
         const worker = await startWorker(ctx);
         log.info(`worker started: concurrency ${config.concurrency}${config.globalConcurrency ? `, global cap ${config.globalConcurrency}` : ''}, namespace ${config.prefix}`);
+        // Every 30 s, what happened since the last report (nothing when idle).
+        let reported = worker.counts();
+        const progress = setInterval(() => {
+          const now = worker.counts();
+          const ok = now.ok - reported.ok;
+          const failed = now.failed - reported.failed;
+          const cached = now.fromLedger - reported.fromLedger;
+          const retried = now.retried - reported.retried;
+          if (ok + failed + cached + retried > 0) log.info(`last 30s: ${ok} ok, ${failed} failed, ${cached} answered from earlier paid calls, ${retried} retried`);
+          reported = now;
+        }, 30_000);
+        progress.unref();
         await new Promise<void>((resolve) => {
           if (io.signal.aborted) resolve();
           io.signal.addEventListener('abort', () => resolve(), { once: true });
         });
+        clearInterval(progress);
         log.info(`stopping: rows in flight get up to ${config.graceMs} ms to finish, then go back to the queue`);
         await worker.close();
-        log.info('worker stopped');
+        const total = worker.counts();
+        log.info(`worker stopped: ${total.ok} ok, ${total.failed} failed, ${total.fromLedger} answered from earlier paid calls`);
         exit(EXIT.ok);
       } finally {
         await ctx.close();
