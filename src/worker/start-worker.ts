@@ -78,8 +78,9 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         ...(data.rid !== undefined ? { request_id: data.rid } : {}),
         ...(data.sub !== undefined ? { submitted_at: data.sub, latency_ms: now - data.sub } : {}),
       },
-      // A permanent failure (bad input) would fail again: remember it so an identical row is not paid for twice.
-      verdict.kind === 'permanent',
+      // Failures stay out of the ledger: a later batch may retry an identical row (the image may be
+      // reachable by then). Within this batch the row has ended and is not called again.
+      false,
     );
     counts.failed++;
     log.warn(`row failed: ${verdict.reason}`, { batch: data.b, key: data.k, attempts });

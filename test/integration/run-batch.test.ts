@@ -155,6 +155,19 @@ describe('runBatch over the emulator', () => {
     expect(h.emulator.stats().submits).toBe(2);
   });
 
+  it('tries a failed row again in a later batch (only answers are reused across batches), but not in its own', async () => {
+    const h = await createHarness();
+    const base = 'id,image_url,prompt\nbad,https://images.invalid/x.png,p\n';
+    const manifest = h.file('m.csv', base);
+    await runBatch(h.ctx, { manifest, out: join(h.dir, 'first.csv') });
+    await runBatch(h.ctx, { manifest, out: join(h.dir, 'again.csv') });
+    expect(h.emulator.stats().submits).toBe(1);
+    writeFileSync(manifest, `${base}good,https://example.com/x.png,p\n`);
+    const edited = await runBatch(h.ctx, { manifest, out: join(h.dir, 'edited.csv') });
+    expect(edited.export).toMatchObject({ ok: 1, failed: 1 });
+    expect(h.emulator.stats().submits).toBe(3);
+  });
+
   it('exports in manifest order whatever order rows finish in, as CSV or JSONL, with data URIs abbreviated', async () => {
     const h = await createHarness({ emulator: { runners: 8, latency: '10..300ms', seed: 3 } });
     const count = 24;
