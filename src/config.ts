@@ -158,7 +158,7 @@ function validate(c: Config): void {
   integer('--concurrency', c.concurrency, 1, 10_000);
   if (c.globalConcurrency !== undefined) integer('--global-concurrency', c.globalConcurrency, 1, 100_000);
   integer('attempts', c.attempts, 1, 1000);
-  integer('enqueueChunk', c.enqueueChunk, 1, 100_000);
+  integer('enqueueChunk', c.enqueueChunk, 1, 5000);
   integer('maxWaiting', c.maxWaiting, 1, 100_000_000);
   for (const [name, value] of [
     ['backoffBaseMs', c.backoffBaseMs],
@@ -204,15 +204,32 @@ function checkUrl(name: string, value: string, protocols: string[]): void {
   }
 }
 
-/** A URL safe to print: the password (and a user that looks like a secret) replaced. */
+/** A URL safe to print: the password (in the user part or a `password=` parameter) replaced. */
 export function redactUrl(value: string): string {
   try {
     const url = new URL(value);
     if (url.password) url.password = '***';
-    return url.toString();
+    if (url.searchParams.has('password')) url.searchParams.set('password', '***');
+    return url.toString().replace('password=%2A%2A%2A', 'password=***');
   } catch {
-    return value.replace(/\/\/[^@/]*@/, '//***@');
+    return value.replace(/\/\/[^@/]*@/, '//***@').replace(/([?&]password=)[^&]*/i, '$1***');
   }
+}
+
+/** The Redis password in a URL, wherever ioredis would read it from. */
+export function redisPassword(url: string): string | undefined {
+  try {
+    const parsed = new URL(url);
+    const password = parsed.password ? decodeURIComponent(parsed.password) : parsed.searchParams.get('password');
+    return password || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Values that must never be written anywhere: the fal key and the Redis password. */
+export function secretsOf(config: Pick<Config, 'falKey' | 'redisUrl'>): string[] {
+  return [config.falKey, redisPassword(config.redisUrl)].filter((s): s is string => s !== undefined);
 }
 
 /** Parses a flag value that is a duration ("30s", "500ms"), naming the flag when it is not. */

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { ResolvedConfig } from './config.js';
+import { secretsOf, type ResolvedConfig } from './config.js';
 import { createScrubber, silentLogger, type Logger } from './log.js';
 import { checkEvictionPolicy, connectRedis } from './queue/connection.js';
 import { createKeyLayout, type KeyLayout } from './queue/keys.js';
@@ -27,15 +27,6 @@ export interface OpenContextOptions {
   clock?: Clock;
 }
 
-function redisPassword(url: string): string | undefined {
-  try {
-    const parsed = new URL(url);
-    return parsed.password ? decodeURIComponent(parsed.password) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Connects to Redis (failing fast with a clear message when it is not there) and opens the queue. */
 export async function openContext(config: ResolvedConfig, options: OpenContextOptions = {}): Promise<FalbatchContext> {
   const log = options.log ?? silentLogger;
@@ -53,7 +44,7 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     store: createResultStore(redis, keys),
     log,
     clock: options.clock ?? systemClock,
-    scrub: createScrubber([config.falKey, redisPassword(config.redisUrl)]),
+    scrub: createScrubber(secretsOf(config)),
     close() {
       closed ??= (async () => {
         await queue.close();

@@ -1,7 +1,7 @@
 import type { FalbatchContext } from './context.js';
 import type { FalCaller } from './fal/fal-caller.js';
 import { enqueueManifest, type EnqueueOptions, type EnqueueSummary } from './queue/enqueue.js';
-import { exportResults, type ExportSummary } from './results/export.js';
+import { checkOutput, exportResults, type ExportSummary } from './results/export.js';
 import { pausedReason, resumeQueue } from './ops/control.js';
 import { getStatus, waitForBatch, type BatchStatus } from './ops/status.js';
 import { startWorker } from './worker/start-worker.js';
@@ -36,14 +36,24 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
     ctx.log.info(`resuming the queue, paused earlier: ${await pausedReason(ctx)}`);
     await resumeQueue(ctx);
   }
-  const enqueue = await enqueueManifest(ctx, options);
-  options.onEnqueued?.(enqueue);
+  // Before anything is paid for: the results must have somewhere to go.
+  await checkOutput(options.out);
+  // The worker starts first: rows are worked while the rest of the manifest streams in, and the
+  // producer's backpressure (it pauses while too many rows wait) always has someone draining.
   const worker = await startWorker(ctx, {
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
     ...(options.fal ? { fal: options.fal } : {}),
   });
+  let enqueue: EnqueueSummary;
   let status: BatchStatus;
   let stopped: RunBatchSummary['stopped'];
+  try {
+    enqueue = await enqueueManifest(ctx, options);
+  } catch (error) {
+    await worker.close();
+    throw error;
+  }
+  options.onEnqueued?.(enqueue);
   try {
     status = await waitForBatch(ctx, enqueue.batch, {
       ...(options.signal ? { signal: options.signal } : {}),

@@ -42,10 +42,20 @@ async function startPrivateRedis(log: Logger): Promise<{ url: string; stop: () =
   const dir = mkdtempSync(join(tmpdir(), 'falbatch-redis-'));
   let child: ChildProcess;
   try {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+    // Its own process group: a Ctrl-C meant for falbatch must not kill the Redis the run still needs
+    // to finish gracefully. falbatch stops it itself, on close or on exit.
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+      stdio: 'ignore',
+      detached: true,
+    });
   } catch {
     return undefined;
   }
+  const stop = (): void => {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', stop);
   const started = await new Promise<boolean>((resolve) => {
     child.once('error', () => resolve(false));
     const url = `redis://127.0.0.1:${port}`;
@@ -58,16 +68,16 @@ async function startPrivateRedis(log: Logger): Promise<{ url: string; stop: () =
     void probe();
   });
   if (!started) {
-    child.kill();
-    rmSync(dir, { recursive: true, force: true });
+    stop();
+    process.off('exit', stop);
     return undefined;
   }
   log.info(`started a private redis-server on 127.0.0.1:${port} for this run (it goes away with the run; the results file stays)`);
   return {
     url: `redis://127.0.0.1:${port}`,
     stop: () => {
-      child.kill('SIGTERM');
-      rmSync(dir, { recursive: true, force: true });
+      stop();
+      process.off('exit', stop);
     },
   };
 }

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { redisPassword } from '../config.js';
 import { EXIT, FalbatchError } from '../errors.js';
+import { createScrubber } from '../log.js';
 import { emulatorCommand } from './commands/emulator.js';
 import { enqueueCommand } from './commands/enqueue.js';
 import { exportCommand } from './commands/export.js';
@@ -45,15 +47,17 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       // Help and version exit 0; a usage mistake is a bad configuration (commander printed why).
       return error.exitCode === 0 ? EXIT.ok : EXIT.fatal;
     }
+    // Last line of defence: whatever is printed here passes the secret scrubber too.
+    const scrub = createScrubber([io.env['FAL_KEY'], redisPassword(io.env['REDIS_URL'] ?? '')]);
     if (error instanceof FalbatchError) {
-      io.stderr(`falbatch: ${error.message}\n`);
+      io.stderr(`falbatch: ${scrub(error.message)}\n`);
       return error.code === 'INTERRUPTED' ? EXIT.interrupted : EXIT.fatal;
     }
     if (io.signal.aborted) {
       io.stderr('falbatch: interrupted\n');
       return EXIT.interrupted;
     }
-    io.stderr(`falbatch: unexpected error (this is a bug; please report it with the lines below)\n${(error as Error)?.stack ?? String(error)}\n`);
+    io.stderr(`falbatch: unexpected error (this is a bug; please report it with the lines below)\n${scrub((error as Error)?.stack ?? String(error))}\n`);
     return EXIT.fatal;
   }
 }

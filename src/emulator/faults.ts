@@ -22,6 +22,7 @@ export type RequestFaultKind =
   | '503'
   | '504'
   | 'drop' // the request is carried out, then the connection is cut before the answer
+  | 'truncate' // the request is carried out, then the answer breaks off halfway through its body
   | 'hang'; // the request is never answered
 
 /** Faults that decide how an accepted job ends. */
@@ -33,7 +34,7 @@ export type JobFaultKind =
 
 export type FaultKind = RequestFaultKind | JobFaultKind;
 
-const REQUEST_FAULTS: readonly RequestFaultKind[] = ['429', '429-no-retry-after', '500', '502', '503', '504', 'drop', 'hang'];
+const REQUEST_FAULTS: readonly RequestFaultKind[] = ['429', '429-no-retry-after', '500', '502', '503', '504', 'drop', 'truncate', 'hang'];
 const JOB_FAULTS: readonly JobFaultKind[] = ['job-error', 'model-error', 'user-timeout', 'stuck'];
 
 export interface RequestFault {

@@ -25,6 +25,13 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(payload);
 }
 
+/** Sends the status, the headers and half the body, then cuts the connection. */
+export function sendTruncated(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const payload = Buffer.from(JSON.stringify(body));
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': payload.length, ...headers });
+  res.write(payload.subarray(0, Math.floor(payload.length / 2)), () => res.destroy());
+}
+
 /** JSON with sorted keys, so equal inputs fingerprint equally whatever their key order. */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_key, v: unknown) => {

@@ -38,6 +38,8 @@ export interface EmulatedRequest {
   readonly jobFault: JobFaultKind | undefined;
   readonly startTimeoutMs: number | undefined;
   readonly abort: AbortController;
+  /** Cancels the start-timeout timer once the request starts or ends. */
+  readonly started: AbortController;
   readonly listeners: Set<() => void>;
 }
 
@@ -113,6 +115,7 @@ export class RequestQueue {
       jobFault,
       startTimeoutMs,
       abort: new AbortController(),
+      started: new AbortController(),
       listeners: new Set(),
     };
     this.#requests.set(request.id, request);
@@ -166,7 +169,10 @@ export class RequestQueue {
 
   close(): void {
     this.#closed = true;
-    for (const request of this.#requests.values()) request.abort.abort();
+    for (const request of this.#requests.values()) {
+      request.abort.abort();
+      request.started.abort();
+    }
   }
 
   /** Queued requests someone streams the status of: they hear about every position change. */
@@ -203,6 +209,7 @@ export class RequestQueue {
     stats.gauge('inQueue', -1);
     stats.gauge('inProgress', 1);
     request.state = 'IN_PROGRESS';
+    request.started.abort();
     this.#watchedQueued.delete(request);
     request.startedAt = clock.now();
     this.#notify(request);
@@ -263,6 +270,7 @@ export class RequestQueue {
     if (request.state === 'COMPLETED') return;
     const { clock, stats } = this.#opts;
     request.state = 'COMPLETED';
+    request.started.abort();
     request.completedAt = clock.now();
     request.outcome = outcome;
     request.input = undefined;
@@ -286,7 +294,7 @@ export class RequestQueue {
   }
 
   #armStartTimeout(request: EmulatedRequest, ms: number): void {
-    this.#opts.clock.sleep(ms, request.abort.signal).then(
+    this.#opts.clock.sleep(ms, request.started.signal).then(
       () => {
         if (request.state !== 'IN_QUEUE') return;
         this.#removeQueued(request);

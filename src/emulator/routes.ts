@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { EmulatedOperation, FaultPlan, RequestFault } from './faults.js';
-import { BodyTooLargeError, canonicalJson, readBody, sendJson } from './http-io.js';
+import { BodyTooLargeError, canonicalJson, readBody, sendJson, sendTruncated } from './http-io.js';
 import { EMULATED_MODELS, resolveImageReference } from './models.js';
 import type { EmulatedRequest, RequestQueue } from './request-queue.js';
 import type { StatsRecorder } from './stats.js';
@@ -88,13 +88,14 @@ export class EmulatorRoutes {
     return false;
   }
 
-  /** Answers with the fault, or returns false when none was drawn. `drop` is applied by the caller after the work. */
+  /** Answers with the fault (`answered`), or returns it for the caller to apply after the work (`drop`, `truncate`), or undefined. */
   #requestFault(res: ServerResponse, op: EmulatedOperation, key: string): RequestFault | 'answered' | undefined {
     const fault = this.#deps.faults.forRequest(op, key);
     if (!fault) return undefined;
     this.#deps.stats.fault(`${fault.kind}@${op}`);
     switch (fault.kind) {
       case 'drop':
+      case 'truncate':
         return fault;
       case 'hang':
         // Never answered: the socket stays open until the client gives up or the emulator closes.
@@ -155,17 +156,8 @@ export class EmulatorRoutes {
     const startTimeoutMs = typeof timeoutHeader === 'string' && Number(timeoutHeader) > 0 ? Number(timeoutHeader) * 1000 : undefined;
     const request = queue.submit(model, input, fingerprint, `${fingerprint}#${nth}`, startTimeoutMs);
     stats.count('accepted');
-    if (fault?.kind === 'drop') {
-      res.socket?.destroy();
-      return;
-    }
     const urls = requestUrls(base, endpoint, request.id);
-    sendJson(
-      res,
-      200,
-      { status: 'IN_QUEUE', request_id: request.id, ...urls, queue_position: queue.position(request) },
-      { 'x-fal-request-id': request.id },
-    );
+    answer(res, fault, 200, { status: 'IN_QUEUE', request_id: request.id, ...urls, queue_position: queue.position(request) }, { 'x-fal-request-id': request.id });
   }
 
   #statusBody(request: EmulatedRequest, urls: RequestUrls, logs: boolean): Record<string, unknown> {
@@ -188,12 +180,7 @@ export class EmulatorRoutes {
     this.#deps.stats.count('statusCalls');
     const fault = this.#requestFault(res, 'status', `${request.id}#${request.calls++}`);
     if (fault === 'answered') return;
-    if (fault?.kind === 'drop') {
-      res.socket?.destroy();
-      return;
-    }
-    const body = this.#statusBody(request, urls, logs);
-    sendJson(res, request.state === 'COMPLETED' ? 200 : 202, body, { 'x-fal-request-id': request.id });
+    answer(res, fault, request.state === 'COMPLETED' ? 200 : 202, this.#statusBody(request, urls, logs), { 'x-fal-request-id': request.id });
   }
 
   #stream(req: IncomingMessage, res: ServerResponse, request: EmulatedRequest, urls: RequestUrls, logs: boolean): void {
@@ -214,10 +201,13 @@ export class EmulatorRoutes {
         last = text;
         res.write(`data: ${text}\n\n`);
       }
-      if (request.state === 'COMPLETED') {
+      if (fault?.kind === 'drop' || fault?.kind === 'truncate') {
+        // A stream cut after its first event, as a proxy dropping long connections would.
         unsubscribe();
-        if (fault?.kind === 'drop') res.destroy();
-        else res.end();
+        res.destroy();
+      } else if (request.state === 'COMPLETED') {
+        unsubscribe();
+        res.end();
       }
     };
     const unsubscribe = this.#deps.queue.subscribe(request, send);
@@ -232,26 +222,18 @@ export class EmulatorRoutes {
     if (request.state !== 'COMPLETED' || !request.outcome) {
       return sendJson(res, 400, { detail: 'Request is still in progress' }, { 'x-fal-request-id': request.id });
     }
-    if (fault?.kind === 'drop') {
-      res.socket?.destroy();
-      return;
-    }
-    this.#deps.queue.markResultFetched(request);
+    if (fault === undefined) this.#deps.queue.markResultFetched(request);
     const { httpStatus, body, headers } = request.outcome;
-    sendJson(res, httpStatus, body, { ...headers, 'x-fal-request-id': request.id });
+    answer(res, fault, httpStatus, body, { ...headers, 'x-fal-request-id': request.id });
   }
 
   #cancel(res: ServerResponse, request: EmulatedRequest): void {
     const fault = this.#requestFault(res, 'cancel', `${request.id}#${request.calls++}`);
     if (fault === 'answered') return;
-    const answer = this.#deps.queue.cancel(request);
-    if (answer === 'already-completed') return sendJson(res, 400, { status: 'ALREADY_COMPLETED' });
+    const cancelled = this.#deps.queue.cancel(request);
+    if (cancelled === 'already-completed') return sendJson(res, 400, { status: 'ALREADY_COMPLETED' });
     this.#deps.stats.count('cancels');
-    if (fault?.kind === 'drop') {
-      res.socket?.destroy();
-      return;
-    }
-    sendJson(res, 202, { status: 'CANCELLATION_REQUESTED' });
+    answer(res, fault, 202, { status: 'CANCELLATION_REQUESTED' });
   }
 
   async #run(req: IncomingMessage, res: ServerResponse, target: Target): Promise<void> {
@@ -281,13 +263,9 @@ export class EmulatorRoutes {
       });
     });
     queue.markResultFetched(request);
-    if (fault?.kind === 'drop') {
-      res.socket?.destroy();
-      return;
-    }
     const outcome = request.outcome;
     if (!outcome) return sendJson(res, 500, { detail: 'no outcome', error_type: 'internal_error' });
-    sendJson(res, outcome.httpStatus, outcome.body, { ...outcome.headers, 'x-fal-request-id': request.id });
+    answer(res, fault, outcome.httpStatus, outcome.body, { ...outcome.headers, 'x-fal-request-id': request.id });
   }
 
   async #rest(req: IncomingMessage, res: ServerResponse, target: Target, base: string): Promise<void> {
@@ -370,6 +348,13 @@ export class EmulatorRoutes {
   /** The model's view of an image reference; files uploaded here are looked up by their bytes. */
   resolveImage = (url: string): ReturnType<typeof resolveImageReference> =>
     resolveImageReference(url, (parsed) => this.#deps.files.lookupUrl(parsed)?.bytes);
+}
+
+/** Answers, unless a `drop` or `truncate` fault was drawn for this request: then it cuts the answer. */
+function answer(res: ServerResponse, fault: RequestFault | undefined, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (fault?.kind === 'drop') res.socket?.destroy();
+  else if (fault?.kind === 'truncate') sendTruncated(res, status, body, headers);
+  else sendJson(res, status, body, headers);
 }
 
 const NO_INPUT = Symbol('no input');

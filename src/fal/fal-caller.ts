@@ -47,6 +47,8 @@ export interface FalCaller {
 
 /** Idle stream connections are re-checked with a status poll this often. */
 const STREAM_IDLE_MS = 60_000;
+/** Broken streams in a row after which one wait falls back to polling. */
+const STREAM_FAILURES_BEFORE_POLLING = 3;
 
 function toStatus(body: unknown): FalStatus {
   if (typeof body !== 'object' || body === null) throw new FalProtocolError(`fal status is not an object: ${String(body)}`);
@@ -121,7 +123,9 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
       } catch {
         // A malformed event: the status poll after the stream decides.
       }
-      armIdle();
+      // Done: no need to wait for the server to close the stream.
+      if (last?.state === 'COMPLETED') abort();
+      else armIdle();
     });
     try {
       await stream.done();
@@ -150,16 +154,25 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
 
     async waitForCompletion(endpoint, requestId, wait) {
       let failures = 0;
+      let streamFailures = 0;
       for (;;) {
         wait.signal?.throwIfAborted();
         let delay = wait.pollIntervalMs;
-        try {
-          if (wait.mode === 'stream') {
+        // A stream is only a faster way to hear the news: whatever breaks it (a cut, a proxy that
+        // does not carry SSE, a 404 from a router), the status read below is the judge. After
+        // three broken streams in a row this wait polls instead.
+        if (wait.mode === 'stream' && streamFailures < STREAM_FAILURES_BEFORE_POLLING) {
+          try {
             const streamed = await streamOnce(endpoint, requestId, wait);
             if (streamed?.state === 'COMPLETED') return streamed;
+            streamFailures = 0;
+          } catch (error) {
+            if (wait.signal?.aborted) throw error;
+            streamFailures++;
           }
-          // Poll mode, or a stream that ended early: ask once. (Even past the deadline, a request
-          // gets this one look before it is given up: it may have finished.)
+        }
+        try {
+          // Even past the deadline, a request gets this one look before it is given up: it may have finished.
           const current = await status(endpoint, requestId, wait.signal);
           wait.onStatus?.(current);
           if (current.state === 'COMPLETED') return current;

@@ -104,7 +104,22 @@ export function createFalFetch(options: FalTransportOptions, onError?: (signal: 
       }
       return fail(new FalTransportError(what.operation, what.endpoint, transportCode(error), (error as Error).message));
     }
-    if (response.ok) return response;
+    if (response.ok) {
+      if (isStream) return response;
+      // Read the whole answer here: a connection cut mid-body would otherwise surface inside the
+      // client as a TypeError with a transport code, which the client retries (resubmitting).
+      let bytes: ArrayBuffer;
+      try {
+        bytes = await response.arrayBuffer();
+      } catch (error) {
+        if (callerSignal?.aborted) throw error;
+        if (timeout?.aborted) {
+          return fail(new FalTimeoutError(what.operation, `${what.operation} ${what.endpoint}: fal's answer did not arrive within ${options.callTimeoutMs} ms`, what.requestId));
+        }
+        return fail(new FalTransportError(what.operation, what.endpoint, transportCode(error), `answer cut off: ${(error as Error).message}`));
+      }
+      return new Response(bytes, { status: response.status, statusText: response.statusText, headers: response.headers });
+    }
     const body = await readErrorBody(response);
     const record = body && typeof body === 'object' ? (body as Record<string, unknown>) : {};
     const retryable = response.headers.get('x-fal-retryable');

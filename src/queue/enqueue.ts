@@ -51,13 +51,17 @@ export interface EnqueueSummary extends EnqueueProgress {
 }
 
 const LEASE_MS = 60 * SECOND;
+/** Most characters of row text (inline data URIs included) one chunk holds. */
+const CHUNK_CHARS = 16 * 1024 * 1024;
+/** Most rows with local images (each up to maxInlineImageBytes once read) one chunk holds. */
+const CHUNK_LOCAL_IMAGES = 16;
 const REPORTED_REJECTIONS = 1000;
 const FILE_READS_AT_ONCE = 8;
 
 /** `jobs-3fa9c2d1`: the manifest's name, then a hash of its bytes and of what changes its rows' meaning. */
 export async function defaultBatchName(file: string, defaultEndpoint: string, filesRoot: string): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  for await (const chunk of readManifest(file)) hash.update(chunk);
   hash.update(`\0${defaultEndpoint}\0${filesRoot}`);
   const stem = basename(file, extname(file)).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 60) || 'manifest';
   return `${stem}-${hash.digest('hex').slice(0, 8)}`;
@@ -115,6 +119,8 @@ async function* validatedChunks(
   const limit = pLimit(FILE_READS_AT_ONCE);
   let columns: ColumnMap | undefined;
   let pending: RawRecord[] = [];
+  let pendingChars = 0;
+  let pendingLocal = 0;
 
   const settle = async (records: RawRecord[]): Promise<Verdict[]> => {
     const map = columns as ColumnMap;
@@ -143,7 +149,8 @@ async function* validatedChunks(
         const [, added] = replies[n * 2] ?? [];
         const [, firstLine] = replies[n * 2 + 1] ?? [];
         const row = (verdicts[i] as { row: ManifestRow }).row;
-        if (added === 0) {
+        // (A command resent after a reconnect finds its own line: that is no repeat.)
+        if (added === 0 && String(firstLine) !== String(row.line)) {
           verdicts[i] = {
             ok: false,
             rejected: {
@@ -173,9 +180,17 @@ async function* validatedChunks(
     }
     if ('fields' in record && record.fields.every((f) => f.trim() === '')) continue;
     pending.push(record);
-    if (pending.length >= ctx.config.enqueueChunk) {
+    if ('fields' in record) {
+      pendingChars += record.fields.reduce((sum, f) => sum + f.length, 0);
+      if (!/^(https?:|data:)/i.test((record.fields[columns.known.image_url ?? 0] ?? '').trim())) pendingLocal++;
+    }
+    // A chunk is bounded by rows, and by the image bytes it will hold: inline data and local files
+    // become data URIs, so a few big images weigh more than thousands of URLs.
+    if (pending.length >= ctx.config.enqueueChunk || pendingChars >= CHUNK_CHARS || pendingLocal >= CHUNK_LOCAL_IMAGES) {
       const chunk = pending;
       pending = [];
+      pendingChars = 0;
+      pendingLocal = 0;
       yield await settle(chunk);
     }
   }
@@ -200,6 +215,22 @@ function entryOf(verdict: Verdict): RowEntry {
   };
 }
 
+// Appends a chunk to the draft rows list only where it belongs: a resend after a reconnect (whose
+// first try had landed) finds the list already longer and adds nothing, so no row is listed twice.
+const APPEND_ROWS = `
+if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
+end
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return redis.call('LLEN', KEYS[1])
+`;
+
+async function appendRows(redis: FalbatchContext['redis'], draft: string, at: number, entries: string[]): Promise<void> {
+  if (!('falbatchAppendRows' in redis)) redis.defineCommand('falbatchAppendRows', { numberOfKeys: 1, lua: APPEND_ROWS });
+  const length = await (redis as unknown as { falbatchAppendRows: (key: string, ...args: Array<string | number>) => Promise<number> }).falbatchAppendRows(draft, at, ...entries);
+  if (length !== at + entries.length) throw new Error(`rows list ${draft} has ${length} entries, expected ${at + entries.length}: another enqueue of the same run?`);
+}
+
 /** Job options every row job gets: its identity, attempts with falbatch's backoff, and cleanup. */
 export function rowJobOptions(ctx: FalbatchContext, batch: string, key: string): JobsOptions {
   return {
@@ -212,8 +243,9 @@ export function rowJobOptions(ctx: FalbatchContext, batch: string, key: string):
   };
 }
 
-async function waitForRoom(ctx: FalbatchContext, signal: AbortSignal | undefined): Promise<void> {
+async function waitForRoom(ctx: FalbatchContext, lease: string, signal: AbortSignal | undefined): Promise<void> {
   while ((await ctx.queue.getWaitingCount()) >= ctx.config.maxWaiting) {
+    await ctx.redis.pexpire(lease, LEASE_MS);
     await ctx.clock.sleep(SECOND, signal);
   }
 }
@@ -270,11 +302,8 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     })) {
       options.signal?.throwIfAborted();
       summary.rows += chunk.length;
-      const write = redis.pipeline();
-      write.rpush(draft, ...chunk.map((v) => encodeRowEntry(entryOf(v))));
-      write.pexpire(draft, 24 * 3600 * SECOND);
-      write.pexpire(batchKeys.enqueuing, LEASE_MS);
-      await write.exec();
+      await appendRows(redis, draft, summary.rows - chunk.length, chunk.map((v) => encodeRowEntry(entryOf(v))));
+      await redis.pexpire(batchKeys.enqueuing, LEASE_MS);
 
       const distinct = new Map<string, ManifestRow>();
       for (const verdict of chunk) {
@@ -302,7 +331,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
         }
       });
       if (fresh.length > 0) {
-        await waitForRoom(ctx, options.signal);
+        await waitForRoom(ctx, batchKeys.enqueuing, options.signal);
         await ctx.queue.addBulk(
           fresh.map((row) => {
             const data: RowJobData = { b: batch, k: row.key, e: row.endpoint, f: row.fingerprint, in: row.input };

@@ -7,6 +7,7 @@
  *   <prefix>:{<queue>}:batches                   ZSET batch name → created (ms)
  *   <prefix>:{<queue>}:ledger                    HASH row fingerprint → final outcome (paid answers, reused across batches)
  *   <prefix>:{<queue>}:paused                    STRING why the queue is paused (account-level fal error)
+ *   <prefix>:{<queue>}:inflight:<fingerprint>    STRING the row calling fal for this input right now (others wait)
  *   <prefix>:{<queue>}:batch:<name>:meta         HASH settings and counters of the batch
  *   <prefix>:{<queue>}:batch:<name>:rows         LIST one entry per manifest row, in manifest order
  *   <prefix>:{<queue>}:batch:<name>:keys         HASH row key → fingerprint, for every row key enqueued
@@ -35,6 +36,7 @@ export interface KeyLayout {
   readonly batches: string;
   readonly ledger: string;
   readonly paused: string;
+  inflight(fingerprint: string): string;
   batch(name: string): BatchKeys;
   /** BullMQ's hash for a job id. */
   job(jobId: string): string;
@@ -51,6 +53,7 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
     batches: `${base}:batches`,
     ledger: `${base}:ledger`,
     paused: `${base}:paused`,
+    inflight: (fingerprint) => `${base}:inflight:${fingerprint}`,
     batch(name) {
       const at = `${base}:batch:${name}`;
       return {

@@ -18,6 +18,11 @@ export interface RowJobData {
   rid?: string;
   /** When that request was submitted (ms). */
   sub?: number;
-  /** When the row first met a 429 (ms), to bound how long rate limits may hold it. */
+  /** Attempts whose result reads failed while fal reported the job completed without error. */
+  rf?: number;
+  /** When the row first met a 429 (ms) since its last submit, to bound how long rate limits may hold it. */
   rl?: number;
 }
+
+/** The part of a row's job data that changes while it runs. */
+export type RowRequestState = Pick<RowJobData, 'rid' | 'sub' | 'rf' | 'rl'>;

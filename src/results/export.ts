@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
@@ -68,10 +69,18 @@ function extraNames(extras: readonly string[]): string[] {
 }
 
 async function write(stream: WriteStream, text: string): Promise<void> {
-  if (!stream.write(text)) await new Promise<void>((resolveDrain, reject) => {
-    stream.once('drain', resolveDrain);
-    stream.once('error', reject);
-  });
+  if (!stream.write(text)) await once(stream, 'drain');
+}
+
+/** Fails early, before a batch is paid for, when `out` cannot take the results. */
+export async function checkOutput(out: string): Promise<void> {
+  outputFormat(out);
+  const folder = dirname(resolve(out));
+  try {
+    if (!(await stat(folder)).isDirectory()) throw new Error('not a folder');
+  } catch {
+    throw new OutputError(`Cannot write ${resolve(out)}: the folder ${folder} does not exist.`);
+  }
 }
 
 /**
@@ -84,12 +93,7 @@ export async function exportResults(ctx: FalbatchContext, options: ExportOptions
   const out = resolve(options.out);
   const meta = await readBatchMeta(ctx.redis, ctx.keys, options.batch);
   if (!meta) throw new BatchNotFoundError(options.batch);
-  try {
-    const folder = await stat(dirname(out));
-    if (!folder.isDirectory()) throw new Error('not a folder');
-  } catch {
-    throw new OutputError(`Cannot write ${out}: the folder ${dirname(out)} does not exist.`);
-  }
+  await checkOutput(out);
   const keys = ctx.keys.batch(options.batch);
   const extras = extraNames(meta.extras);
   const columns = [...OUTPUT_COLUMNS, ...extras];

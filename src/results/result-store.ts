@@ -13,6 +13,12 @@ end
 return 0
 `;
 
+// Release a claim only if it is still ours (it may have expired and been taken since).
+const RELEASE_CLAIM = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
 type RecordCommand = (results: string, counts: string, ledger: string, key: string, json: string, status: string, fingerprint: string, ledgerJson: string) => Promise<number>;
 
 export interface ResultStore {
@@ -21,6 +27,12 @@ export interface ResultStore {
   get(batch: string, key: string): Promise<RowResult | undefined>;
   getMany(batch: string, keys: readonly string[]): Promise<Array<RowResult | undefined>>;
   ledger(fingerprint: string): Promise<LedgerEntry | undefined>;
+  /**
+   * Claims the right to call fal for an input (true), unless another row holds it (false).
+   * `resume`: the owner resumes its own request and takes the claim back whatever its state.
+   */
+  claim(fingerprint: string, owner: string, ttlMs: number, resume: boolean): Promise<boolean>;
+  release(fingerprint: string, owner: string): Promise<void>;
 }
 
 function parse<T>(json: string | null | undefined): T | undefined {
@@ -33,8 +45,12 @@ function parse<T>(json: string | null | undefined): T | undefined {
 }
 
 export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
-  if (!('falbatchRecordResult' in redis)) redis.defineCommand('falbatchRecordResult', { numberOfKeys: 3, lua: RECORD_RESULT });
-  const recordCommand = (redis as unknown as { falbatchRecordResult: RecordCommand }).falbatchRecordResult.bind(redis);
+  if (!('falbatchRecordResult' in redis)) {
+    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 3, lua: RECORD_RESULT });
+    redis.defineCommand('falbatchReleaseClaim', { numberOfKeys: 1, lua: RELEASE_CLAIM });
+  }
+  const commands = redis as unknown as { falbatchRecordResult: RecordCommand; falbatchReleaseClaim: (key: string, owner: string) => Promise<number> };
+  const recordCommand = commands.falbatchRecordResult.bind(redis);
   return {
     async record(batch, key, fingerprint, result, remember) {
       const batchKeys = keys.batch(batch);
@@ -72,6 +88,19 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
     },
     async ledger(fingerprint) {
       return parse<LedgerEntry>(await redis.hget(keys.ledger, fingerprint));
+    },
+    async claim(fingerprint, owner, ttlMs, resume) {
+      const key = keys.inflight(fingerprint);
+      if (resume) {
+        await redis.set(key, owner, 'PX', ttlMs);
+        return true;
+      }
+      if ((await redis.set(key, owner, 'PX', ttlMs, 'NX')) === 'OK') return true;
+      // A row run again after a crash between claim and submit finds its own claim.
+      return (await redis.get(key)) === owner;
+    },
+    async release(fingerprint, owner) {
+      await commands.falbatchReleaseClaim.call(redis, keys.inflight(fingerprint), owner);
     },
   };
 }

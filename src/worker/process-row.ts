@@ -3,10 +3,10 @@ import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError } fr
 import { ENDPOINTS } from '../fal/endpoints.js';
 import type { FalCaller, FalStatus } from '../fal/fal-caller.js';
 import type { Logger } from '../log.js';
-import type { RowJobData } from '../queue/row-job.js';
+import type { RowJobData, RowRequestState } from '../queue/row-job.js';
 import type { ResultStore } from '../results/result-store.js';
 import type { RowResult } from '../results/row-result.js';
-import type { Clock } from '../time.js';
+import { MINUTE, type Clock } from '../time.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase, type Verdict } from './classify-error.js';
 
 /** One attempt at a row, as the queue hands it over (nothing BullMQ-specific). */
@@ -15,8 +15,8 @@ export interface RowAttempt {
   /** 1-based attempt number. */
   attempt: number;
   signal: AbortSignal | undefined;
-  /** Persists the request id (or its removal) on the job before anything else happens. */
-  saveRequest(patch: { rid: string; sub: number } | { rid: undefined; sub: undefined }): Promise<void>;
+  /** Persists the row's request state on the job (fields left out are removed) before going on. */
+  saveState(state: RowRequestState): Promise<void>;
 }
 
 export interface RowProcessorDeps {
@@ -41,10 +41,21 @@ export class AttemptError extends Error {
   }
 }
 
-export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger';
+/**
+ * - `ok`: answered by fal and stored; `from-ledger`: an identical row was already paid for;
+ * - `already-ended`: the row had a final result (a duplicate delivery);
+ * - `twin-in-flight`: an identical row is being called right now: wait for its answer, don't pay twice.
+ */
+export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger' | 'twin-in-flight';
 
-/** Result reads before a row concludes its fal job failed (when fal's status did not say so). */
+/** Result reads, within one attempt, before a read failure is handed to the queue. */
 const RESULT_READS = 3;
+/**
+ * Attempts whose result reads all failed with a server error while fal's status reported no error,
+ * before the job is taken for failed and submitted again. Spread over the backoff between attempts,
+ * this tells a failed job from a gateway that is flaky for a while.
+ */
+const RESULT_STRIKES = 2;
 
 function isTransient(error: unknown): boolean {
   if (error instanceof FalTransportError || error instanceof FalTimeoutError || error instanceof FalProtocolError) return true;
@@ -60,34 +71,20 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   const { data } = attempt;
   const { fal, store, clock, config } = deps;
   if (await store.get(data.b, data.k)) return 'already-ended';
-  const paid = await store.ledger(data.f);
-  if (paid) {
-    const { status, output, partial, error, error_type, request_id } = paid;
-    await store.record(
-      data.b,
-      data.k,
-      data.f,
-      {
-        status,
-        attempts: 0,
-        endpoint: data.e,
-        finished_at: clock.now(),
-        cached: true,
-        ...(output !== undefined ? { output } : {}),
-        ...(partial ? { partial } : {}),
-        ...(error !== undefined ? { error } : {}),
-        ...(error_type !== undefined ? { error_type } : {}),
-        ...(request_id !== undefined ? { request_id } : {}),
-      },
-      false,
-    );
-    return 'from-ledger';
+  if (await answerFromLedger(data, deps)) return 'from-ledger';
+
+  // One paid call per distinct input at a time, across rows and batches: the others wait for its answer.
+  const owner = `${data.b}/${data.k}`;
+  const claimFor = config.waitBudgetMs + 2 * MINUTE;
+  if (!(await store.claim(data.f, owner, claimFor, data.rid !== undefined))) {
+    // Between the ledger check and the claim, the twin may have finished.
+    return (await answerFromLedger(data, deps)) ? 'from-ledger' : 'twin-in-flight';
   }
 
   let phase: AttemptPhase = 'submit';
   let requestId = data.rid;
   let submittedAt = data.sub ?? clock.now();
-  let saved = requestId !== undefined;
+  let status: FalStatus | undefined;
   try {
     if (!requestId) {
       // The submit is not aborted with the attempt: once fal may have accepted it, its id must be
@@ -95,20 +92,18 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
       const startTimeout = config.startTimeoutSeconds === undefined ? {} : { startTimeoutSeconds: config.startTimeoutSeconds };
       ({ requestId } = await fal.submit(data.e, data.in, startTimeout));
       submittedAt = clock.now();
-      await attempt.saveRequest({ rid: requestId, sub: submittedAt });
-      saved = true;
+      await attempt.saveState({ rid: requestId, sub: submittedAt });
       attempt.signal?.throwIfAborted();
     } else {
       deps.log.debug('resuming fal request', { batch: data.b, key: data.k, request_id: requestId });
     }
 
     phase = 'wait';
-    const status = await waitFor(data, requestId, submittedAt, attempt, deps);
+    status = await waitFor(data, requestId, submittedAt, attempt, deps);
 
     phase = 'result';
     const body = await readResult(data.e, requestId, status, attempt.signal, deps);
-    const spec = ENDPOINTS.get(data.e);
-    const answer = spec?.readOutput(body);
+    const answer = ENDPOINTS.get(data.e)?.readOutput(body);
     if (!answer) throw new UnexpectedOutputError(data.e, body);
     const finishedAt = clock.now();
     const result: RowResult = {
@@ -124,16 +119,55 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
       finished_at: finishedAt,
     };
     await store.record(data.b, data.k, data.f, result, true);
+    await store.release(data.f, owner);
     return 'ok';
   } catch (error) {
-    if (error instanceof AttemptError) throw error;
-    if (attempt.signal?.aborted) throw error;
-    const verdict = classifyFalError(error, phase);
-    const scrubbed = { ...verdict, reason: deps.scrub(verdict.reason) } as Verdict;
-    // The request is gone or failed at fal: forget it, so the next attempt submits anew.
-    if (scrubbed.kind === 'retry' && scrubbed.resubmit && saved) await attempt.saveRequest({ rid: undefined, sub: undefined });
-    throw new AttemptError(phase, scrubbed);
+    if (error instanceof AttemptError || attempt.signal?.aborted) throw error;
+    let verdict = classifyFalError(error, phase);
+    verdict = { ...verdict, reason: deps.scrub(verdict.reason) } as Verdict;
+    const saved = requestId !== undefined && phase !== 'submit';
+    if (verdict.kind === 'retry' && verdict.resubmit && phase === 'result' && status?.error === undefined && requestId !== undefined) {
+      // fal said the job completed without error, yet its result does not come: take the job for
+      // failed only after RESULT_STRIKES attempts, seconds apart; until then keep the request.
+      const strikes = (data.rf ?? 0) + 1;
+      if (strikes < RESULT_STRIKES) {
+        await attempt.saveState({ rid: requestId, sub: submittedAt, rf: strikes });
+        verdict = { ...verdict, resubmit: false, reason: `${verdict.reason} (the result will be read again)` };
+      }
+    }
+    const resubmit = verdict.kind === 'retry' && verdict.resubmit;
+    // The request is gone or failed at fal: forget it, so the next attempt submits anew. (A row that
+    // fails for good keeps it: its request id goes into the result.)
+    if (saved && resubmit) await attempt.saveState({});
+    const keepsRequest = saved && verdict.kind !== 'permanent' && !resubmit;
+    // The claim goes with the request: kept while this row will resume it, released otherwise.
+    if (!keepsRequest) await store.release(data.f, owner);
+    throw new AttemptError(phase, verdict);
   }
+}
+
+/** Answers the row from the ledger when an identical row's answer was already paid for. */
+async function answerFromLedger(data: RowJobData, deps: RowProcessorDeps): Promise<boolean> {
+  const paid = await deps.store.ledger(data.f);
+  if (paid?.status !== 'ok') return false;
+  const { output, partial, request_id } = paid;
+  await deps.store.record(
+    data.b,
+    data.k,
+    data.f,
+    {
+      status: 'ok',
+      attempts: 0,
+      endpoint: data.e,
+      finished_at: deps.clock.now(),
+      cached: true,
+      ...(output !== undefined ? { output } : {}),
+      ...(partial ? { partial } : {}),
+      ...(request_id !== undefined ? { request_id } : {}),
+    },
+    false,
+  );
+  return true;
 }
 
 async function waitFor(data: RowJobData, requestId: string, submittedAt: number, attempt: RowAttempt, deps: RowProcessorDeps): Promise<FalStatus> {
@@ -148,11 +182,16 @@ async function waitFor(data: RowJobData, requestId: string, submittedAt: number,
       ...(attempt.signal ? { signal: attempt.signal } : {}),
     });
   } catch (error) {
-    if (error instanceof FalTimeoutError && error.operation === 'status') {
-      // Out of budget: cancel at fal so the abandoned request stops (and stops costing), then submit anew.
-      await fal.cancel(data.e, requestId).catch((cancelError: unknown) =>
-        deps.log.warn('could not cancel a timed-out fal request', { request_id: requestId, error: (cancelError as Error).message }),
-      );
+    if (!(error instanceof FalTimeoutError && error.operation === 'status')) throw error;
+    // Out of budget: cancel at fal so the abandoned request stops (and stops costing), then submit anew.
+    const cancelled = await fal.cancel(data.e, requestId).catch((cancelError: unknown) => {
+      deps.log.warn('could not cancel a timed-out fal request', { request_id: requestId, error: (cancelError as Error).message });
+      return 'failed' as const;
+    });
+    if (cancelled === 'already-completed') {
+      // It finished (and was paid for) in the meantime: read it rather than submit again.
+      const status = await fal.status(data.e, requestId, attempt.signal);
+      if (status.state === 'COMPLETED') return status;
     }
     throw error;
   }
@@ -174,8 +213,6 @@ async function readResult(endpoint: string, requestId: string, status: FalStatus
       await deps.clock.sleep(500 * 2 ** i, signal);
     }
   }
-  // Classified by phase: an HTTP 5xx here is the job's failure (resubmit); a transport failure or
-  // time-out says nothing about the job (keep the request for the next attempt).
   throw lastError;
 }
 

@@ -1,4 +1,4 @@
-import { RateLimitError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
 import { pauseQueue } from '../ops/control.js';
@@ -94,23 +94,22 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
           data: job.data,
           attempt,
           signal,
-          saveRequest: async (patch) => {
-            const next: RowJobData = { ...job.data };
-            if (patch.rid === undefined) {
-              delete next.rid;
-              delete next.sub;
-            } else {
-              next.rid = patch.rid;
-              next.sub = patch.sub;
-            }
-            await job.updateData(next);
+          saveState: async (state) => {
+            const { rid: _rid, sub: _sub, rf: _rf, rl: _rl, ...row } = job.data;
+            await job.updateData({ ...row, ...state });
           },
         },
         deps,
       );
       if (outcome === 'ok') counts.ok++;
       else if (outcome === 'from-ledger') counts.fromLedger++;
+      else if (outcome === 'twin-in-flight') {
+        // An identical row is being called: come back when its answer is likely in the ledger.
+        await job.moveToDelayed(clock.now() + Math.max(4 * config.pollIntervalMs, 200), token);
+        throw new DelayedError();
+      }
     } catch (error) {
+      if (error instanceof DelayedError) throw error;
       if (signal?.aborted) {
         // Shutdown past its grace period: hand the row back; its saved request id goes with it.
         await job.moveToWait(token);
@@ -159,6 +158,9 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     stalledInterval: config.lockDurationMs,
     // A stalled row resumes its saved fal request, so a crash costs nothing: let it survive any number.
     maxStalledCount: Number.MAX_SAFE_INTEGER,
+    // BullMQ honours queue.rateLimit() (a 429 from fal) only on workers that have a limiter; this
+    // one never trips by itself, it only lets every worker see the queue-wide pause.
+    limiter: { max: Number.MAX_SAFE_INTEGER, duration: 1000 },
     settings: {
       backoffStrategy: (attemptsMade: number, _type?: string, error?: Error) =>
         retryDelay(attemptsMade, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }, error instanceof RetryableRowError ? error.retryAfterMs : undefined),

@@ -127,6 +127,45 @@ describe('the falbatch CLI, spawned as a process', () => {
     expect((await readCsv(join(h.dir, 'out.csv')))[0]).toMatchObject({ status: 'ok', output: expect.stringMatching(/^\[emulated:/) });
   });
 
+  it('Ctrl-C on run --emulate stops gracefully: the private Redis survives the signal until falbatch is done with it', async () => {
+    const h = await createHarness();
+    const manifest = h.file('m.csv', `image_url,prompt\n${Array.from({ length: 30 }, (_, i) => `https://example.com/${i}.jpg,p${i}`).join('\n')}\n`);
+    const out = join(h.dir, 'out.csv');
+    // Its own process group, as in a terminal: SIGINT goes to the whole group.
+    const child = spawn(process.execPath, [join(ROOT, 'bin/falbatch.js'), 'run', manifest, '--emulate', '--out', out], {
+      env: h.env({ REDIS_URL: 'redis://127.0.0.1:1' }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+    const port = await new Promise<string>((resolve) => {
+      const look = (): void => {
+        const match = /private redis-server on 127\.0\.0\.1:(\d+)/.exec(output);
+        if (match?.[1] && /\d+ added/.test(output)) resolve(match[1]);
+        else setTimeout(look, 20);
+      };
+      look();
+    });
+    process.kill(-(child.pid as number), 'SIGINT');
+    expect(await exited).toBe(130);
+    expect(output).toContain('interrupted; rows done so far are in');
+    expect((await readCsv(out)).length).toBe(30);
+    // And the private Redis is gone with the run.
+    const { Socket } = await import('node:net');
+    const refused = await new Promise<boolean>((resolve) => {
+      const socket = new Socket();
+      socket.once('error', () => resolve(true));
+      socket.connect(Number(port), '127.0.0.1', () => {
+        socket.destroy();
+        resolve(false);
+      });
+    });
+    expect(refused).toBe(true);
+  });
+
   it('export and status name a batch that does not exist', async () => {
     const h = await createHarness();
     const result = await runCliProcess(['export', '--batch', 'nope', '--out', join(h.dir, 'x.csv')], h.env());

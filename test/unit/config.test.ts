@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, redactUrl, resolveConfig } from '../../src/config.js';
+import { DEFAULT_CONFIG, redactUrl, resolveConfig, secretsOf } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 
 describe('resolveConfig', () => {
@@ -27,6 +27,8 @@ describe('resolveConfig', () => {
 
   it('never prints a Redis password', () => {
     expect(redactUrl('redis://user:s3cret@host:6379/1')).toBe('redis://user:***@host:6379/1');
+    expect(redactUrl('redis://host:6379/0?password=s3cret&db=1')).toBe('redis://host:6379/0?password=***&db=1');
+    expect(secretsOf({ falKey: 'k-123', redisUrl: 'redis://host/0?password=s3cret' })).toEqual(['k-123', 's3cret']);
     expect(() => resolveConfig({ REDIS_URL: 'mysql://:s3cret@host' })).toThrow(/\*\*\*/);
   });
 });

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { resolveConfig } from '../../config.js';
+import { resolveConfig, secretsOf } from '../../config.js';
 import { openContext } from '../../context.js';
 import { EXIT } from '../../errors.js';
 import { createLogger } from '../../log.js';
@@ -27,7 +27,7 @@ export function enqueueCommand(io: CliIo, exit: (code: number) => void): Command
       .option('--json', 'print the summary as JSON'),
   ).action(async (manifest: string, flags: EnqueueFlags) => {
     const config = resolveConfig(io.env, overridesFrom(flags));
-    const log = createLogger({ ...logSettings(flags), secrets: [config.falKey], write: io.stderr });
+    const log = createLogger({ ...logSettings(flags), secrets: secretsOf(config), write: io.stderr });
     const ctx = await openContext(config, { log });
     try {
       const summary = await enqueueManifest(ctx, { manifest, batch: flags.batch, strict: flags.strict ?? false, signal: io.signal });

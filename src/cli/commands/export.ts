@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { resolveConfig } from '../../config.js';
+import { resolveConfig, secretsOf } from '../../config.js';
 import { openContext } from '../../context.js';
 import { ConfigError, EXIT } from '../../errors.js';
 import { createLogger } from '../../log.js';
@@ -27,7 +27,7 @@ export function exportCommand(io: CliIo, exit: (code: number) => void): Command 
     const { wait, ...connection } = flags;
     const waitFirst = wait !== undefined;
     const config = resolveConfig(io.env, overridesFrom(connection));
-    const log = createLogger({ ...logSettings(flags), secrets: [config.falKey], write: io.stderr });
+    const log = createLogger({ ...logSettings(flags), secrets: secretsOf(config), write: io.stderr });
     const ctx = await openContext(config, { log });
     try {
       const batch = flags.batch as string;

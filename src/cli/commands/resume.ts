@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { resolveConfig } from '../../config.js';
+import { resolveConfig, secretsOf } from '../../config.js';
 import { openContext } from '../../context.js';
 import { EXIT } from '../../errors.js';
 import { createLogger } from '../../log.js';
@@ -12,7 +12,7 @@ export function resumeCommand(io: CliIo, exit: (code: number) => void): Command 
     new Command('resume').description('Resume a queue that falbatch paused on an account-level fal error (bad key, no balance)'),
   ).action(async (flags: RawFlags) => {
     const config = resolveConfig(io.env, overridesFrom(flags));
-    const log = createLogger({ ...logSettings(flags), secrets: [config.falKey], write: io.stderr });
+    const log = createLogger({ ...logSettings(flags), secrets: secretsOf(config), write: io.stderr });
     const ctx = await openContext(config, { log });
     try {
       const reason = await pausedReason(ctx);

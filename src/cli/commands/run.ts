@@ -1,6 +1,6 @@
 import { basename, extname, resolve } from 'node:path';
 import { Command } from 'commander';
-import { resolveConfig } from '../../config.js';
+import { resolveConfig, secretsOf } from '../../config.js';
 import { openContext } from '../../context.js';
 import { EXIT, MissingCredentialsError } from '../../errors.js';
 import { createLogger } from '../../log.js';
@@ -38,7 +38,7 @@ export function runCommand(io: CliIo, exit: (code: number) => void): Command {
   ).action(async (manifest: string, flags: RunFlags) => {
     const { level, format } = logSettings(flags);
     let config = resolveConfig(io.env, overridesFrom(flags));
-    const log = createLogger({ level, format, secrets: [config.falKey], write: io.stderr });
+    const log = createLogger({ level, format, secrets: secretsOf(config), write: io.stderr });
     let emulation: Emulation | undefined;
     if (flags.emulate) {
       emulation = await startEmulation(config, log);

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { resolveConfig } from '../../config.js';
+import { resolveConfig, secretsOf } from '../../config.js';
 import { openContext } from '../../context.js';
 import { EXIT } from '../../errors.js';
 import { createLogger } from '../../log.js';
@@ -21,7 +21,7 @@ export function statusCommand(io: CliIo, exit: (code: number) => void): Command 
       .option('--json', 'print JSON'),
   ).action(async (flags: StatusFlags) => {
     const config = resolveConfig(io.env, overridesFrom(flags));
-    const log = createLogger({ ...logSettings(flags), secrets: [config.falKey], write: io.stderr });
+    const log = createLogger({ ...logSettings(flags), secrets: secretsOf(config), write: io.stderr });
     const ctx = await openContext(config, { log });
     try {
       const statuses = flags.batch !== undefined ? [await getStatus(ctx, flags.batch)] : await listBatches(ctx);
