@@ -58,6 +58,8 @@ export function emptyStats(): EmulatorStats {
 /** Mutable counters behind the stats; `snapshot()` copies them for callers. */
 export class StatsRecorder {
   #stats: EmulatorStats = emptyStats();
+  /** Kept as a Map (an object with 100,000s of keys is slow); copied out by snapshot(). */
+  #billed = new Map<string, number>();
 
   get live(): EmulatorStats {
     return this.#stats;
@@ -65,6 +67,7 @@ export class StatsRecorder {
 
   reset(keepGauges: { inQueue: number; inProgress: number; outstanding: number }): void {
     this.#stats = { ...emptyStats(), ...keepGauges, maxInProgress: keepGauges.inProgress, maxOutstanding: keepGauges.outstanding };
+    this.#billed = new Map();
   }
 
   count(name: 'submits' | 'accepted' | 'runs' | 'statusCalls' | 'streamCalls' | 'resultCalls' | 'cancels' | 'uploads' | 'authFailures'): void {
@@ -78,9 +81,9 @@ export class StatsRecorder {
   billed(fingerprint: string): void {
     const s = this.#stats;
     s.billed += 1;
-    const previous = s.billedByFingerprint[fingerprint] ?? 0;
+    const previous = this.#billed.get(fingerprint) ?? 0;
     if (previous > 0) s.duplicateBilled += 1;
-    s.billedByFingerprint[fingerprint] = previous + 1;
+    this.#billed.set(fingerprint, previous + 1);
   }
 
   gauge(name: 'inQueue' | 'inProgress' | 'outstanding', delta: number): void {
@@ -96,6 +99,6 @@ export class StatsRecorder {
 
   snapshot(): EmulatorStats {
     const s = this.#stats;
-    return { ...s, billedByFingerprint: { ...s.billedByFingerprint }, faults: { ...s.faults } };
+    return { ...s, billedByFingerprint: Object.fromEntries(this.#billed), faults: { ...s.faults } };
   }
 }
