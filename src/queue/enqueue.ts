@@ -1,12 +1,11 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { basename, dirname, extname, resolve } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { dirname, resolve } from 'node:path';
 import type { JobsOptions } from 'bullmq';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import { ConfigError, ManifestError } from '../errors.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
+import { checkHeader, checkReadable, defaultBatchName, readManifest } from '../manifest/manifest-file.js';
 import { LocalImageReader } from '../manifest/local-image.js';
 import { readRecords, type RawRecord } from '../manifest/read-records.js';
 import { BATCH_NAME, jobIdFor } from '../manifest/row-key.js';
@@ -58,51 +57,7 @@ const CHUNK_LOCAL_IMAGES = 16;
 const REPORTED_REJECTIONS = 1000;
 const FILE_READS_AT_ONCE = 8;
 
-/** `jobs-3fa9c2d1`: the manifest's name, then a hash of its bytes and of what changes its rows' meaning. */
-export async function defaultBatchName(file: string, defaultEndpoint: string, filesRoot: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of readManifest(file)) hash.update(chunk);
-  hash.update(`\0${defaultEndpoint}\0${filesRoot}`);
-  const stem = basename(file, extname(file)).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 60) || 'manifest';
-  return `${stem}-${hash.digest('hex').slice(0, 8)}`;
-}
-
-async function checkReadable(file: string): Promise<void> {
-  try {
-    const info = await stat(file);
-    if (!info.isFile()) throw new Error('not a file');
-  } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message;
-    throw new ManifestError('MANIFEST_UNREADABLE', `Cannot read manifest ${file}: ${reason}.`, { file }, { cause: error });
-  }
-}
-
 type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedRow };
-
-/** The manifest's bytes; a read error (disk, permissions) becomes a ManifestError naming the file. */
-async function* readManifest(file: string): AsyncGenerator<Buffer> {
-  try {
-    for await (const chunk of createReadStream(file)) yield chunk as Buffer;
-  } catch (error) {
-    throw new ManifestError('MANIFEST_UNREADABLE', `Cannot read manifest ${file}: ${(error as Error).message}.`, { file }, { cause: error });
-  }
-}
-
-/** Reads only the header, so a manifest without its required columns leaves no trace in Redis. */
-async function checkHeader(file: string): Promise<ColumnMap> {
-  const source = readManifest(file);
-  try {
-    for await (const record of readRecords(source)) {
-      if ('error' in record) {
-        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row is not valid CSV: ${record.error}.`, { file, line: record.line });
-      }
-      return mapColumns(record.fields, file);
-    }
-  } finally {
-    await source.return(undefined);
-  }
-  throw new ManifestError('MANIFEST_INVALID', `${file} is empty: expected a header row with image_url and prompt columns.`, { file, line: 1 });
-}
 
 /**
  * Streams the manifest as validated rows, in chunks. Ids are checked for repeats in Redis (a hash
