@@ -39,10 +39,14 @@ export function mapColumns(header: string[], file: string): ColumnMap {
   const missing = REQUIRED_COLUMNS.filter((column) => known[column] === undefined);
   if (missing.length > 0) {
     const found = header.map((h) => `"${h.trim()}"`).join(', ') || '(none)';
+    const separator = header.length === 1 ? [';', '\t', '|'].find((s) => header[0]?.includes(s)) : undefined;
+    const hint = separator
+      ? ` The header looks separated by ${separator === '\t' ? 'tabs' : `"${separator}"`}: falbatch reads comma-separated CSV (save the file as CSV with commas).`
+      : '';
     throw new ManifestError(
       'MANIFEST_INVALID',
       `${file}: the header (line 1) has no ${missing.map((m) => `"${m}"`).join(' or ')} column. Found: ${found}. ` +
-        `A manifest needs image_url and prompt columns; id, endpoint, max_tokens, temperature and top_p are optional.`,
+        `A manifest needs image_url and prompt columns; id, endpoint, max_tokens, temperature and top_p are optional.${hint}`,
       { file, line: 1, column: missing[0] as string },
     );
   }

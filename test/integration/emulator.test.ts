@@ -170,6 +170,10 @@ describe('the emulator capacity model (runners, FIFO queue, processing time) on 
       expect(submitted.map((s) => s.queue_position)).toEqual([0, 0, 0, 1, 2]);
       const statuses = async () => Promise.all(submitted.map((s) => fal.queue.status(LLAVA, { requestId: s.request_id })));
       expect((await statuses()).map((s) => s.status)).toEqual(['IN_PROGRESS', 'IN_PROGRESS', 'IN_QUEUE', 'IN_QUEUE', 'IN_QUEUE']);
+      // A result asked for too early: 400, as fal answers.
+      const early = (await fal.queue.result(LLAVA, { requestId: submitted[0]!.request_id }).catch((e: unknown) => e)) as ApiError<{ detail: string }>;
+      expect(early.status).toBe(400);
+      expect(early.body.detail).toMatch(/in progress/);
 
       const stream = await fal.queue.streamStatus(LLAVA, { requestId: submitted[4]!.request_id });
       const seen: Array<string> = [];
