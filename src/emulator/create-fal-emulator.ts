@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { parseDurationRange, systemClock, type Clock, type DurationRange } from '../time.js';
 import { FaultPlan, formatFaultSpec, parseFaultSpec, type FaultSpec } from './faults.js';
 import { FileStore } from './file-store.js';
+import type { Quirk } from './quirks.js';
 import { RequestQueue } from './request-queue.js';
 import { EmulatorRoutes } from './routes.js';
 import { StatsRecorder, type EmulatorStats } from './stats.js';
@@ -29,6 +30,8 @@ export interface FalEmulatorOptions {
   retryAfterSeconds?: number;
   /** Start with the account locked (exhausted balance): submits answer 403. */
   locked?: boolean;
+  /** Ways to differ from the defaults that fal's protocol allows (see quirks.ts), to test clients against. */
+  quirks?: ReadonlyArray<Quirk>;
   /** Time source for runners and start time-outs. Default: the system clock. */
   clock?: Clock;
   /** Finished requests remembered for status/result lookups. Default 200,000. */
@@ -94,6 +97,7 @@ export async function createFalEmulator(options: FalEmulatorOptions = {}): Promi
     key: () => key,
     locked: () => locked,
     retryAfterSeconds: options.retryAfterSeconds ?? 1,
+    quirks: new Set(options.quirks ?? []),
     onAdmin: (action, body) => {
       switch (action) {
         case 'GET stats':

@@ -6,6 +6,7 @@ import { EMULATED_MODELS, resolveImageReference } from './models.js';
 import type { EmulatedRequest, RequestQueue } from './request-queue.js';
 import type { StatsRecorder } from './stats.js';
 import type { FileStore } from './file-store.js';
+import type { Quirk } from './quirks.js';
 
 const JSON_LIMIT = 32 * 1024 * 1024;
 const UPLOAD_LIMIT = 256 * 1024 * 1024;
@@ -24,6 +25,7 @@ export interface RouteDeps {
   key: () => string | undefined;
   locked: () => boolean;
   retryAfterSeconds: number;
+  quirks: ReadonlySet<Quirk>;
   onAdmin: (action: string, body: Record<string, unknown>) => unknown;
 }
 
@@ -101,7 +103,7 @@ export class EmulatorRoutes {
         // Never answered: the socket stays open until the client gives up or the emulator closes.
         return 'answered';
       case '429':
-        sendJson(res, 429, { detail: 'Too many requests: the rate limit for this key is exceeded' }, { 'retry-after': String(this.#deps.retryAfterSeconds) });
+        sendJson(res, 429, { detail: 'Too many requests: the rate limit for this key is exceeded' }, { 'retry-after': this.#retryAfter() });
         return 'answered';
       case '429-no-retry-after':
         sendJson(res, 429, { detail: 'Too many requests: the rate limit for this key is exceeded' });
@@ -112,6 +114,17 @@ export class EmulatorRoutes {
         return 'answered';
       }
     }
+  }
+
+  #retryAfter(): string {
+    const seconds = this.#deps.retryAfterSeconds;
+    // An HTTP date has whole seconds: round up, so the wait is never shorter than asked.
+    return this.#deps.quirks.has('retry-after-date') ? new Date(Math.ceil(Date.now() / 1000 + seconds) * 1000).toUTCString() : String(seconds);
+  }
+
+  /** The request-id header, unless the no-request-id-header quirk is on. */
+  #idHeader(id: string): Record<string, string> {
+    return this.#deps.quirks.has('no-request-id-header') ? {} : { 'x-fal-request-id': id };
   }
 
   async #queueRoute(req: IncomingMessage, res: ServerResponse, target: Target, base: string): Promise<void> {
@@ -152,12 +165,16 @@ export class EmulatorRoutes {
     this.#submitsByFingerprint.set(fingerprint, nth);
     const fault = this.#requestFault(res, 'submit', `${fingerprint}#${nth}`);
     if (fault === 'answered') return;
+    if (this.#deps.quirks.has('validate-on-submit')) {
+      const checked = model.run(input, this.resolveImage);
+      if ('issues' in checked) return sendJson(res, 422, { detail: checked.issues });
+    }
     const timeoutHeader = req.headers['x-fal-request-timeout'];
     const startTimeoutMs = typeof timeoutHeader === 'string' && Number(timeoutHeader) > 0 ? Number(timeoutHeader) * 1000 : undefined;
     const request = queue.submit(model, input, fingerprint, `${fingerprint}#${nth}`, startTimeoutMs);
     stats.count('accepted');
     const urls = requestUrls(base, endpoint, request.id);
-    answer(res, fault, 200, { status: 'IN_QUEUE', request_id: request.id, ...urls, queue_position: queue.position(request) }, { 'x-fal-request-id': request.id });
+    answer(res, fault, 200, { status: 'IN_QUEUE', request_id: request.id, ...urls, queue_position: queue.position(request) }, this.#idHeader(request.id));
   }
 
   #statusBody(request: EmulatedRequest, urls: RequestUrls, logs: boolean): Record<string, unknown> {
@@ -168,7 +185,7 @@ export class EmulatorRoutes {
     if (request.state === 'COMPLETED') {
       const outcome = request.outcome;
       body['metrics'] = outcome?.inferenceSeconds === undefined ? {} : { inference_time: outcome.inferenceSeconds };
-      if (outcome?.error) {
+      if (outcome?.error && !this.#deps.quirks.has('no-completed-error')) {
         body['error'] = outcome.error.message;
         body['error_type'] = outcome.error.type;
       }
@@ -180,19 +197,24 @@ export class EmulatorRoutes {
     this.#deps.stats.count('statusCalls');
     const fault = this.#requestFault(res, 'status', `${request.id}#${request.calls++}`);
     if (fault === 'answered') return;
-    answer(res, fault, request.state === 'COMPLETED' ? 200 : 202, this.#statusBody(request, urls, logs), { 'x-fal-request-id': request.id });
+    const running = this.#deps.quirks.has('status-200') ? 200 : 202;
+    answer(res, fault, request.state === 'COMPLETED' ? 200 : running, this.#statusBody(request, urls, logs), this.#idHeader(request.id));
   }
 
   #stream(req: IncomingMessage, res: ServerResponse, request: EmulatedRequest, urls: RequestUrls, logs: boolean): void {
     this.#deps.stats.count('streamCalls');
+    if (this.#deps.quirks.has('no-stream')) return sendJson(res, 404, { detail: 'Not Found' });
     const fault = this.#requestFault(res, 'stream', `${request.id}#${request.calls++}`);
     if (fault === 'answered') return;
     res.writeHead(200, {
       'content-type': 'text/event-stream',
       'cache-control': 'no-cache',
       connection: 'keep-alive',
-      'x-fal-request-id': request.id,
+      ...this.#idHeader(request.id),
     });
+    const stayOpen = this.#deps.quirks.has('stream-stays-open');
+    const keepAlive = stayOpen ? setInterval(() => res.write(': keep-alive\n\n'), 200) : undefined;
+    req.once('close', () => clearInterval(keepAlive));
     let last = '';
     const send = (): void => {
       const body = this.#statusBody(request, urls, logs);
@@ -207,7 +229,7 @@ export class EmulatorRoutes {
         res.destroy();
       } else if (request.state === 'COMPLETED') {
         unsubscribe();
-        res.end();
+        if (!stayOpen) res.end();
       }
     };
     const unsubscribe = this.#deps.queue.subscribe(request, send);
@@ -220,11 +242,11 @@ export class EmulatorRoutes {
     const fault = this.#requestFault(res, 'result', `${request.id}#${request.calls++}`);
     if (fault === 'answered') return;
     if (request.state !== 'COMPLETED' || !request.outcome) {
-      return sendJson(res, 400, { detail: 'Request is still in progress' }, { 'x-fal-request-id': request.id });
+      return sendJson(res, 400, { detail: 'Request is still in progress' }, this.#idHeader(request.id));
     }
     if (fault === undefined) this.#deps.queue.markResultFetched(request);
     const { httpStatus, body, headers } = request.outcome;
-    answer(res, fault, httpStatus, body, { ...headers, 'x-fal-request-id': request.id });
+    answer(res, fault, httpStatus, body, { ...headers, ...this.#idHeader(request.id) });
   }
 
   #cancel(res: ServerResponse, request: EmulatedRequest): void {
@@ -265,7 +287,7 @@ export class EmulatorRoutes {
     queue.markResultFetched(request);
     const outcome = request.outcome;
     if (!outcome) return sendJson(res, 500, { detail: 'no outcome', error_type: 'internal_error' });
-    answer(res, fault, outcome.httpStatus, outcome.body, { ...outcome.headers, 'x-fal-request-id': request.id });
+    answer(res, fault, outcome.httpStatus, outcome.body, { ...outcome.headers, ...this.#idHeader(request.id) });
   }
 
   async #rest(req: IncomingMessage, res: ServerResponse, target: Target, base: string): Promise<void> {

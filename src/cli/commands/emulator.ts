@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { integerOption } from '../../config.js';
 import { createFalEmulator } from '../../emulator/create-fal-emulator.js';
+import { parseQuirk, QUIRKS } from '../../emulator/quirks.js';
 import { ConfigError, EXIT } from '../../errors.js';
 import type { CliIo } from '../io.js';
 
@@ -14,6 +15,7 @@ interface EmulatorFlags {
   fault?: string[];
   retryAfter?: string;
   locked?: boolean;
+  quirk?: string[];
 }
 
 export function emulatorCommand(io: CliIo, exit: (code: number) => void): Command {
@@ -28,6 +30,7 @@ export function emulatorCommand(io: CliIo, exit: (code: number) => void): Comman
     .option('--fault <spec>', 'inject a fault, KIND[@OP]=RATE[xMAX], repeatable (e.g. 503@submit=0.05, model-error=0.01)', (value: string, previous: string[] = []) => [...previous, value])
     .option('--retry-after <seconds>', 'Retry-After sent with injected 429s', '1')
     .option('--locked', 'start with the account locked (exhausted balance: submits answer 403)')
+    .option('--quirk <name>', `differ from the defaults as fal's protocol allows, repeatable: ${Object.keys(QUIRKS).join(', ')}`, (value: string, previous: string[] = []) => [...previous, value])
     .action(async (flags: EmulatorFlags) => {
       let emulator;
       try {
@@ -40,6 +43,7 @@ export function emulatorCommand(io: CliIo, exit: (code: number) => void): Comman
           faults: flags.fault ?? [],
           retryAfterSeconds: integerOption('--retry-after', flags.retryAfter) ?? 1,
           locked: flags.locked ?? false,
+          quirks: (flags.quirk ?? []).map(parseQuirk),
           ...(flags.key !== undefined ? { key: flags.key } : {}),
         });
       } catch (error) {
