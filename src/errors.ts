@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'FAL_TRANSPORT'
   | 'FAL_TIMEOUT'
   | 'FAL_PROTOCOL'
+  | 'QUEUE_PAUSED'
   | 'INTERRUPTED';
 
 export interface FalbatchErrorOptions {
@@ -87,6 +88,16 @@ export class BatchNotFoundError extends FalbatchError {
 export class OutputError extends FalbatchError {
   constructor(message: string, options: FalbatchErrorOptions = {}) {
     super('OUTPUT_UNWRITABLE', message, options);
+  }
+}
+
+/** The queue is paused (fal refused the account): a producer waiting for room would wait for ever. */
+export class QueuePausedError extends FalbatchError {
+  constructor(reason: string) {
+    super(
+      'QUEUE_PAUSED',
+      `The queue is paused: ${reason} The rows read so far are enqueued; after fixing it, run \`falbatch resume\` and enqueue (or run) again: nothing already enqueued is added twice.`,
+    );
   }
 }
 

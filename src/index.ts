@@ -19,6 +19,7 @@ export {
   ManifestError,
   MissingCredentialsError,
   OutputError,
+  QueuePausedError,
   RedisUnavailableError,
 } from './errors.js';
 export type { ErrorCode } from './errors.js';

@@ -10,6 +10,10 @@ export const QUIRKS = {
   'no-completed-error': "a failed job's COMPLETED status says nothing of the failure",
   /** The status stream stays open after COMPLETED, with keep-alive comments. */
   'stream-stays-open': 'the status stream stays open after COMPLETED (keep-alive comments)',
+  /** The status stream sends keep-alive comments only, never an event (a proxy that buffers SSE). */
+  'stream-silent': 'the status stream sends only keep-alive comments',
+  /** The status stream's first event is not JSON. */
+  'stream-bad-event': "the status stream's first event is not JSON",
   /** No status stream at all: 404 (a router that does not carry SSE). */
   'no-stream': 'the status stream answers 404',
   /** Answers carry no `x-fal-request-id` header. */

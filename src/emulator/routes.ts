@@ -212,9 +212,16 @@ export class EmulatorRoutes {
       connection: 'keep-alive',
       ...this.#idHeader(request.id),
     });
-    const stayOpen = this.#deps.quirks.has('stream-stays-open');
+    const quirks = this.#deps.quirks;
+    const stayOpen = quirks.has('stream-stays-open') || quirks.has('stream-silent');
     const keepAlive = stayOpen ? setInterval(() => res.write(': keep-alive\n\n'), 200) : undefined;
-    req.once('close', () => clearInterval(keepAlive));
+    this.#deps.stats.gauge('openStreams', 1);
+    res.once('close', () => {
+      clearInterval(keepAlive);
+      this.#deps.stats.gauge('openStreams', -1);
+    });
+    if (quirks.has('stream-bad-event')) res.write('data: {not json\n\n');
+    if (quirks.has('stream-silent')) return;
     let last = '';
     const send = (): void => {
       const body = this.#statusBody(request, urls, logs);

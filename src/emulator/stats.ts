@@ -26,6 +26,8 @@ export interface EmulatorStats {
   /** Cancel requests that were accepted (CANCELLATION_REQUESTED). */
   cancels: number;
   uploads: number;
+  /** Status stream connections open right now (a client that leaves them open leaks). */
+  openStreams: number;
   /** Faults injected, by `kind@op` (request faults) or kind (job faults). */
   faults: Record<string, number>;
   authFailures: number;
@@ -50,6 +52,7 @@ export function emptyStats(): EmulatorStats {
     maxOutstanding: 0,
     cancels: 0,
     uploads: 0,
+    openStreams: 0,
     faults: {},
     authFailures: 0,
   };
@@ -66,7 +69,8 @@ export class StatsRecorder {
   }
 
   reset(keepGauges: { inQueue: number; inProgress: number; outstanding: number }): void {
-    this.#stats = { ...emptyStats(), ...keepGauges, maxInProgress: keepGauges.inProgress, maxOutstanding: keepGauges.outstanding };
+    const openStreams = this.#stats.openStreams;
+    this.#stats = { ...emptyStats(), ...keepGauges, openStreams, maxInProgress: keepGauges.inProgress, maxOutstanding: keepGauges.outstanding };
     this.#billed = new Map();
   }
 
@@ -86,7 +90,7 @@ export class StatsRecorder {
     this.#billed.set(fingerprint, previous + 1);
   }
 
-  gauge(name: 'inQueue' | 'inProgress' | 'outstanding', delta: number): void {
+  gauge(name: 'inQueue' | 'inProgress' | 'outstanding' | 'openStreams', delta: number): void {
     const s = this.#stats;
     s[name] += delta;
     if (name === 'inProgress' && s.inProgress > s.maxInProgress) s.maxInProgress = s.inProgress;

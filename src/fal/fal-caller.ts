@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createFalClient, type FalClient } from '@fal-ai/client';
 import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError } from '../errors.js';
 import { systemClock, type Clock } from '../time.js';
@@ -49,14 +50,17 @@ export interface FalCaller {
 const STREAM_IDLE_MS = 60_000;
 /** Broken streams in a row after which one wait falls back to polling. */
 const STREAM_FAILURES_BEFORE_POLLING = 3;
+/** Status reads answered 404 that are read again before the request is taken for gone. */
+const NOT_FOUND_READS = 2;
 
 function toStatus(body: unknown): FalStatus {
   if (typeof body !== 'object' || body === null) throw new FalProtocolError(`fal status is not an object: ${String(body)}`);
   const record = body as Record<string, unknown>;
-  const state = record['status'];
-  if (state !== 'IN_QUEUE' && state !== 'IN_PROGRESS' && state !== 'COMPLETED') {
-    throw new FalProtocolError(`fal status has an unknown state: ${JSON.stringify(state)}`);
-  }
+  const raw = record['status'];
+  if (typeof raw !== 'string') throw new FalProtocolError(`fal status has no state: ${JSON.stringify(body).slice(0, 200)}`);
+  // fal knows three states. Another one (a server's CANCELLED, say) is taken as "finished": the
+  // result read then says what happened (an error, or 400 if it is in fact still running).
+  const state: FalRequestState = raw === 'IN_QUEUE' || raw === 'IN_PROGRESS' ? raw : 'COMPLETED';
   const metrics = record['metrics'];
   const inference = metrics && typeof metrics === 'object' ? (metrics as Record<string, unknown>)['inference_time'] : undefined;
   const error = record['error'];
@@ -85,15 +89,21 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
   const clock = options.clock ?? systemClock;
   // Status streams wrap every failure in a generic ApiError(500); keep the real one by signal.
   const streamErrors = new WeakMap<AbortSignal, Error>();
+  // The connection of the stream being opened in this async context: closed by falbatch when done.
+  const streamConnection = new AsyncLocalStorage<AbortSignal>();
   const client: FalClient = createFalClient({
     credentials: () => options.credentials,
     suppressLocalCredentialsWarning: true,
-    fetch: createFalFetch(
-      { baseUrl: options.baseUrl, ...(options.fetch ? { fetch: options.fetch } : {}), callTimeoutMs: options.callTimeoutMs, now: () => clock.now() },
-      (signal, error) => {
+    fetch: createFalFetch({
+      baseUrl: options.baseUrl,
+      ...(options.fetch ? { fetch: options.fetch } : {}),
+      callTimeoutMs: options.callTimeoutMs,
+      now: () => clock.now(),
+      onError: (signal, error) => {
         if (signal) streamErrors.set(signal, error);
       },
-    ),
+      extraSignal: () => streamConnection.getStore(),
+    }),
   });
 
   const status = async (endpoint: string, requestId: string, signal?: AbortSignal): Promise<FalStatus> =>
@@ -101,10 +111,15 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
 
   /** One stream connection: resolves with the last status seen when the server closes it or it goes idle. */
   const streamOnce = async (endpoint: string, requestId: string, wait: WaitOptions): Promise<FalStatus | undefined> => {
-    const stream = await client.queue.streamStatus(endpoint, { requestId, logs: false });
+    const connection = new AbortController();
+    const stream = await streamConnection.run(connection.signal, () => client.queue.streamStatus(endpoint, { requestId, logs: false }));
     let last: FalStatus | undefined;
+    let finished = false;
     let idle = new AbortController();
-    const abort = (): void => stream.abort();
+    const abort = (): void => {
+      stream.abort();
+      connection.abort();
+    };
     // fal sends the current status as soon as a stream opens: one silent past the call time-out is
     // dead. Later, nothing guarantees events while a request waits, so a quiet stream is dropped
     // after a minute and the waiter asks for the status instead: a half-dead socket never holds a row.
@@ -114,9 +129,11 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
       const window = last === undefined ? options.callTimeoutMs : STREAM_IDLE_MS;
       clock.sleep(Math.max(0, Math.min(window, wait.deadline - clock.now())), idle.signal).then(abort, () => undefined);
     };
+    if (wait.signal?.aborted) abort();
     wait.signal?.addEventListener('abort', abort, { once: true });
     armIdle();
     stream.on('data', (data) => {
+      if (finished) return;
       try {
         last = toStatus(data);
         wait.onStatus?.(last);
@@ -133,7 +150,10 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
     } catch (error) {
       throw streamErrors.get(stream.signal) ?? error;
     } finally {
+      finished = true;
       idle.abort();
+      // Close the connection whatever happened (the client leaves it open after a bad event).
+      connection.abort();
       wait.signal?.removeEventListener('abort', abort);
     }
   };
@@ -155,6 +175,7 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
     async waitForCompletion(endpoint, requestId, wait) {
       let failures = 0;
       let streamFailures = 0;
+      let notFound = 0;
       for (;;) {
         wait.signal?.throwIfAborted();
         let delay = wait.pollIntervalMs;
@@ -165,7 +186,8 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
           try {
             const streamed = await streamOnce(endpoint, requestId, wait);
             if (streamed?.state === 'COMPLETED') return streamed;
-            streamFailures = 0;
+            // A stream that said nothing useful (only keep-alives, or a buffering proxy) is broken too.
+            streamFailures = streamed === undefined ? streamFailures + 1 : 0;
           } catch (error) {
             if (wait.signal?.aborted) throw error;
             streamFailures++;
@@ -178,7 +200,9 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
           if (current.state === 'COMPLETED') return current;
           failures = 0;
         } catch (error) {
-          if (wait.signal?.aborted || !isTransientRead(error)) throw error;
+          // A 404 may be a replica that has not seen the request yet: only a repeated one means it is gone.
+          const notFoundYet = error instanceof FalHttpError && error.status === 404 && notFound++ < NOT_FOUND_READS;
+          if (wait.signal?.aborted || !(isTransientRead(error) || notFoundYet)) throw error;
           failures++;
           const retryAfter = error instanceof FalHttpError ? error.retryAfterMs : undefined;
           delay = Math.max(retryAfter ?? 0, Math.min(wait.pollIntervalMs * 2 ** Math.min(failures, 6), 30_000));

@@ -1,4 +1,4 @@
-import { FalHttpError, FalTimeoutError, FalTransportError, type FalOperation } from '../errors.js';
+import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError, type FalOperation } from '../errors.js';
 import { routeFalUrl } from './routing.js';
 
 export interface FalTransportOptions {
@@ -10,6 +10,16 @@ export interface FalTransportOptions {
   callTimeoutMs: number;
   /** Wall clock for Retry-After given as an HTTP date. Default Date.now. */
   now?: () => number;
+  /**
+   * Sees the original error of a request whose failure the client wraps (status streams turn every
+   * failure into a generic ApiError 500), keyed by the signal the client passed.
+   */
+  onError?: (signal: AbortSignal | undefined, error: Error) => void;
+  /**
+   * An extra signal for the request being made now: lets the caller close a status stream's
+   * connection itself (the client cannot, once its stream has errored).
+   */
+  extraSignal?: () => AbortSignal | undefined;
 }
 
 /** Which fal operation a URL is, for messages and classification. */
@@ -68,6 +78,22 @@ function transportCode(error: unknown): string | undefined {
 }
 
 /**
+ * The client parses a body as JSON only when its content type says so; a server that sends JSON as
+ * text/plain (or with no type) would hand falbatch a string. Such a body is labelled JSON again.
+ */
+function jsonHeaders(headers: Headers, bytes: ArrayBuffer): Headers {
+  if ((headers.get('content-type') ?? '').includes('application/json') || bytes.byteLength === 0) return headers;
+  try {
+    JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return headers;
+  }
+  const fixed = new Headers(headers);
+  fixed.set('content-type', 'application/json');
+  return fixed;
+}
+
+/**
  * The one `fetch` @fal-ai/client gets. It applies the routing contract, puts a deadline on each call,
  * and turns every failure into a falbatch error *before* the client sees a Response: a non-2xx
  * answer becomes FalHttpError, a dead connection FalTransportError, a missed deadline
@@ -78,7 +104,7 @@ function transportCode(error: unknown): string | undefined {
  * `onError` lets a caller see the original error of a request whose failure the client wraps
  * (status streams turn every failure into a generic ApiError 500).
  */
-export function createFalFetch(options: FalTransportOptions, onError?: (signal: AbortSignal | undefined, error: Error) => void): typeof fetch {
+export function createFalFetch(options: FalTransportOptions): typeof fetch {
   const inner = options.fetch ?? globalThis.fetch;
   return async (input, init) => {
     const rawUrl = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
@@ -89,9 +115,10 @@ export function createFalFetch(options: FalTransportOptions, onError?: (signal: 
     const isStream = (headers.get('accept') ?? '').includes('text/event-stream');
     const callerSignal = init?.signal ?? undefined;
     const timeout = isStream ? undefined : AbortSignal.timeout(options.callTimeoutMs);
-    const signal = timeout ? (callerSignal ? AbortSignal.any([callerSignal, timeout]) : timeout) : callerSignal;
+    const signals = [callerSignal, timeout, options.extraSignal?.()].filter((s): s is AbortSignal => s !== undefined);
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
     const fail = (error: Error): never => {
-      onError?.(callerSignal, error);
+      options.onError?.(callerSignal, error);
       throw error;
     };
     let response: Response;
@@ -105,7 +132,13 @@ export function createFalFetch(options: FalTransportOptions, onError?: (signal: 
       return fail(new FalTransportError(what.operation, what.endpoint, transportCode(error), (error as Error).message));
     }
     if (response.ok) {
-      if (isStream) return response;
+      if (isStream) {
+        if ((response.headers.get('content-type') ?? '').includes('text/event-stream')) return response;
+        // Not SSE: the client would read it as raw bytes with no error handling (a crash when the
+        // connection then breaks). A broken stream: the waiter reads the status instead.
+        await response.body?.cancel().catch(() => undefined);
+        return fail(new FalProtocolError(`${what.endpoint}: the status stream answered ${response.headers.get('content-type') ?? 'no content type'}, not text/event-stream`));
+      }
       // Read the whole answer here: a connection cut mid-body would otherwise surface inside the
       // client as a TypeError with a transport code, which the client retries (resubmitting).
       let bytes: ArrayBuffer;
@@ -118,7 +151,7 @@ export function createFalFetch(options: FalTransportOptions, onError?: (signal: 
         }
         return fail(new FalTransportError(what.operation, what.endpoint, transportCode(error), `answer cut off: ${(error as Error).message}`));
       }
-      return new Response(bytes, { status: response.status, statusText: response.statusText, headers: response.headers });
+      return new Response(bytes, { status: response.status, statusText: response.statusText, headers: jsonHeaders(response.headers, bytes) });
     }
     const body = await readErrorBody(response);
     const record = body && typeof body === 'object' ? (body as Record<string, unknown>) : {};

@@ -3,7 +3,8 @@ import { dirname, resolve } from 'node:path';
 import type { JobsOptions } from 'bullmq';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
-import { ConfigError, ManifestError } from '../errors.js';
+import { ConfigError, ManifestError, QueuePausedError } from '../errors.js';
+import { pausedReason } from '../ops/control.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { checkHeader, checkReadable, defaultBatchName, readManifest } from '../manifest/manifest-file.js';
 import { LocalImageReader } from '../manifest/local-image.js';
@@ -198,9 +199,40 @@ export function rowJobOptions(ctx: FalbatchContext, batch: string, key: string):
   };
 }
 
-async function waitForRoom(ctx: FalbatchContext, lease: string, signal: AbortSignal | undefined): Promise<void> {
+interface Lease {
+  key: string;
+  run: string;
+  /** Keys of the run that must live as long as it does. */
+  keepAlive: string[];
+}
+
+// Renews a producer's lease only while it is still its own, and keeps the run's keys alive with it.
+const RENEW_LEASE = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], 86400000) end
+return 1
+`;
+
+async function renewLease(ctx: FalbatchContext, lease: Lease): Promise<void> {
+  const redis = ctx.redis;
+  if (!('falbatchRenewLease' in redis)) redis.defineCommand('falbatchRenewLease', { lua: RENEW_LEASE });
+  const renew = (redis as unknown as { falbatchRenewLease: (numberOfKeys: number, ...args: Array<string | number>) => Promise<number> }).falbatchRenewLease;
+  const keys = [lease.key, ...lease.keepAlive];
+  if ((await renew.call(redis, keys.length, ...keys, lease.run, LEASE_MS)) !== 1) {
+    throw new ConfigError(`Lost the lease on ${lease.key}: another producer took over this batch (this one stalled for over ${LEASE_MS / SECOND} s). Enqueue again.`);
+  }
+}
+
+/**
+ * Backpressure: waits while the queue holds maxWaiting jobs. A paused queue (fal refused the
+ * account) drains nothing, so waiting would be for ever: the producer stops and says so.
+ */
+async function waitForRoom(ctx: FalbatchContext, lease: Lease, signal: AbortSignal | undefined): Promise<void> {
   while ((await ctx.queue.getWaitingCount()) >= ctx.config.maxWaiting) {
-    await ctx.redis.pexpire(lease, LEASE_MS);
+    const reason = await pausedReason(ctx);
+    if (reason !== undefined) throw new QueuePausedError(reason);
+    await renewLease(ctx, lease);
     await ctx.clock.sleep(SECOND, signal);
   }
 }
@@ -242,14 +274,15 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   const run = randomUUID();
   const summary: EnqueueSummary = { batch, manifest: file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changed: [], rejections: [] };
   const now = clock.now();
-  await redis
-    .multi()
-    .set(batchKeys.enqueuing, run, 'PX', LEASE_MS)
-    .hsetnx(batchKeys.meta, 'name', batch)
-    .hsetnx(batchKeys.meta, 'created_at', String(now))
-    .zadd(keys.batches, 'NX', now, batch)
-    .exec();
+  // One producer per batch at a time: two would each rename their rows list over the other's.
+  if ((await redis.set(batchKeys.enqueuing, run, 'PX', LEASE_MS, 'NX')) !== 'OK') {
+    throw new ConfigError(
+      `Batch ${batch} is being enqueued by another producer right now. Wait for it to finish (a producer that died lets go within ${LEASE_MS / SECOND} s), or use another --batch.`,
+    );
+  }
+  await redis.multi().hsetnx(batchKeys.meta, 'name', batch).hsetnx(batchKeys.meta, 'created_at', String(now)).zadd(keys.batches, 'NX', now, batch).exec();
   const draft = batchKeys.rowsDraft(run);
+  const lease: Lease = { key: batchKeys.enqueuing, run, keepAlive: [draft, batchKeys.idsSeen(run)] };
   let extras: string[] = [];
   try {
     for await (const chunk of validatedChunks(ctx, file, batchKeys.idsSeen(run), (columns) => {
@@ -258,7 +291,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
       options.signal?.throwIfAborted();
       summary.rows += chunk.length;
       await appendRows(redis, draft, summary.rows - chunk.length, chunk.map((v) => encodeRowEntry(entryOf(v))));
-      await redis.pexpire(batchKeys.enqueuing, LEASE_MS);
+      await renewLease(ctx, lease);
 
       const distinct = new Map<string, ManifestRow>();
       for (const verdict of chunk) {
@@ -286,7 +319,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
         }
       });
       if (fresh.length > 0) {
-        await waitForRoom(ctx, batchKeys.enqueuing, options.signal);
+        await waitForRoom(ctx, lease, options.signal);
         await ctx.queue.addBulk(
           fresh.map((row) => {
             const data: RowJobData = { b: batch, k: row.key, e: row.endpoint, f: row.fingerprint, in: row.input };

@@ -20,9 +20,11 @@ export interface RowJobData {
   sub?: number;
   /** Attempts whose result reads failed while fal reported the job completed without error. */
   rf?: number;
-  /** When the row first met a 429 (ms) since its last submit, to bound how long rate limits may hold it. */
+  /** Start of the row's current run of 429s (ms), to bound how long rate limits may hold it. */
   rl?: number;
+  /** Its latest 429 (ms): a long gap since then starts a new run. */
+  rla?: number;
 }
 
 /** The part of a row's job data that changes while it runs. */
-export type RowRequestState = Pick<RowJobData, 'rid' | 'sub' | 'rf' | 'rl'>;
+export type RowRequestState = Pick<RowJobData, 'rid' | 'sub' | 'rf' | 'rl' | 'rla'>;

@@ -19,6 +19,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
+// Take a claim over from an owner that is gone, unless someone else did first.
+const TAKE_OVER_CLAIM = `
+local current = redis.call('GET', KEYS[1])
+if current == false or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+`;
+
 type RecordCommand = (results: string, counts: string, ledger: string, key: string, json: string, status: string, fingerprint: string, ledgerJson: string) => Promise<number>;
 
 export interface ResultStore {
@@ -28,10 +38,12 @@ export interface ResultStore {
   getMany(batch: string, keys: readonly string[]): Promise<Array<RowResult | undefined>>;
   ledger(fingerprint: string): Promise<LedgerEntry | undefined>;
   /**
-   * Claims the right to call fal for an input (true), unless another row holds it (false).
-   * `resume`: the owner resumes its own request and takes the claim back whatever its state.
+   * Claims the right to call fal for an input, unless another row holds it (then its owner is
+   * returned). `resume`: the owner resumes its own request and takes the claim back regardless.
    */
-  claim(fingerprint: string, owner: string, ttlMs: number, resume: boolean): Promise<boolean>;
+  claim(fingerprint: string, owner: string, ttlMs: number, resume: boolean): Promise<{ mine: true } | { mine: false; owner: string }>;
+  /** Takes the claim from `from` (gone without an answer), unless another row took it first. */
+  takeOver(fingerprint: string, from: string, to: string, ttlMs: number): Promise<boolean>;
   release(fingerprint: string, owner: string): Promise<void>;
 }
 
@@ -48,8 +60,13 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
   if (!('falbatchRecordResult' in redis)) {
     redis.defineCommand('falbatchRecordResult', { numberOfKeys: 3, lua: RECORD_RESULT });
     redis.defineCommand('falbatchReleaseClaim', { numberOfKeys: 1, lua: RELEASE_CLAIM });
+    redis.defineCommand('falbatchTakeOverClaim', { numberOfKeys: 1, lua: TAKE_OVER_CLAIM });
   }
-  const commands = redis as unknown as { falbatchRecordResult: RecordCommand; falbatchReleaseClaim: (key: string, owner: string) => Promise<number> };
+  const commands = redis as unknown as {
+    falbatchRecordResult: RecordCommand;
+    falbatchReleaseClaim: (key: string, owner: string) => Promise<number>;
+    falbatchTakeOverClaim: (key: string, from: string, to: string, ttlMs: number) => Promise<number>;
+  };
   const recordCommand = commands.falbatchRecordResult.bind(redis);
   return {
     async record(batch, key, fingerprint, result, remember) {
@@ -93,11 +110,17 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
       const key = keys.inflight(fingerprint);
       if (resume) {
         await redis.set(key, owner, 'PX', ttlMs);
-        return true;
+        return { mine: true };
       }
-      if ((await redis.set(key, owner, 'PX', ttlMs, 'NX')) === 'OK') return true;
-      // A row run again after a crash between claim and submit finds its own claim.
-      return (await redis.get(key)) === owner;
+      if ((await redis.set(key, owner, 'PX', ttlMs, 'NX')) === 'OK') return { mine: true };
+      const current = await redis.get(key);
+      // A row run again after a crash between claim and submit finds its own claim; and a claim that
+      // expired in between is free again.
+      if (current === owner || current === null) return (await commands.falbatchTakeOverClaim.call(redis, key, current ?? '', owner, ttlMs)) === 1 ? { mine: true } : { mine: false, owner: (await redis.get(key)) ?? '' };
+      return { mine: false, owner: current };
+    },
+    async takeOver(fingerprint, from, to, ttlMs) {
+      return (await commands.falbatchTakeOverClaim.call(redis, keys.inflight(fingerprint), from, to, ttlMs)) === 1;
     },
     async release(fingerprint, owner) {
       await commands.falbatchReleaseClaim.call(redis, keys.inflight(fingerprint), owner);

@@ -6,7 +6,8 @@ import type { Logger } from '../log.js';
 import type { RowJobData, RowRequestState } from '../queue/row-job.js';
 import type { ResultStore } from '../results/result-store.js';
 import type { RowResult } from '../results/row-result.js';
-import { MINUTE, type Clock } from '../time.js';
+import { HOUR, type Clock } from '../time.js';
+import { jobIdFor } from '../manifest/row-key.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase, type Verdict } from './classify-error.js';
 
 /** One attempt at a row, as the queue hands it over (nothing BullMQ-specific). */
@@ -26,6 +27,8 @@ export interface RowProcessorDeps {
   config: Pick<ResolvedConfig, 'waitMode' | 'pollIntervalMs' | 'waitBudgetMs' | 'startTimeoutSeconds'>;
   log: Logger;
   scrub: (text: string) => string;
+  /** Whether the row (job id) holding an input's claim can still finish: queued, waiting, running or delayed. */
+  rowAlive(owner: string): Promise<boolean>;
 }
 
 /** An attempt failed; the verdict says what the queue should do about it. */
@@ -47,6 +50,9 @@ export class AttemptError extends Error {
  * - `twin-in-flight`: an identical row is being called right now: wait for its answer, don't pay twice.
  */
 export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger' | 'twin-in-flight';
+
+/** A claim outlives its row only this long if nobody releases it (crashes are handled by liveness). */
+const CLAIM_TTL = 24 * HOUR;
 
 /** Result reads, within one attempt, before a read failure is handed to the queue. */
 const RESULT_READS = 3;
@@ -73,12 +79,19 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   if (await store.get(data.b, data.k)) return 'already-ended';
   if (await answerFromLedger(data, deps)) return 'from-ledger';
 
-  // One paid call per distinct input at a time, across rows and batches: the others wait for its answer.
-  const owner = `${data.b}/${data.k}`;
-  const claimFor = config.waitBudgetMs + 2 * MINUTE;
-  if (!(await store.claim(data.f, owner, claimFor, data.rid !== undefined))) {
-    // Between the ledger check and the claim, the twin may have finished.
-    return (await answerFromLedger(data, deps)) ? 'from-ledger' : 'twin-in-flight';
+  // One paid call per distinct input at a time, across rows and batches: the others wait for its
+  // answer, for as long as the row holding the claim can still give one (the TTL is a backstop).
+  const owner = jobIdFor(data.b, data.k);
+  const claim = await store.claim(data.f, owner, CLAIM_TTL, data.rid !== undefined);
+  if (!claim.mine) {
+    if ((await deps.rowAlive(claim.owner)) || !(await store.takeOver(data.f, claim.owner, owner, CLAIM_TTL))) {
+      return (await answerFromLedger(data, deps)) ? 'from-ledger' : 'twin-in-flight';
+    }
+  }
+  // The twin may have recorded its answer and let go just before this row claimed.
+  if (data.rid === undefined && (await answerFromLedger(data, deps))) {
+    await store.release(data.f, owner);
+    return 'from-ledger';
   }
 
   let phase: AttemptPhase = 'submit';
@@ -184,15 +197,13 @@ async function waitFor(data: RowJobData, requestId: string, submittedAt: number,
   } catch (error) {
     if (!(error instanceof FalTimeoutError && error.operation === 'status')) throw error;
     // Out of budget: cancel at fal so the abandoned request stops (and stops costing), then submit anew.
-    const cancelled = await fal.cancel(data.e, requestId).catch((cancelError: unknown) => {
+    await fal.cancel(data.e, requestId).catch((cancelError: unknown) => {
       deps.log.warn('could not cancel a timed-out fal request', { request_id: requestId, error: (cancelError as Error).message });
-      return 'failed' as const;
     });
-    if (cancelled === 'already-completed') {
-      // It finished (and was paid for) in the meantime: read it rather than submit again.
-      const status = await fal.status(data.e, requestId, attempt.signal);
-      if (status.state === 'COMPLETED') return status;
-    }
+    // Whatever the cancel answered (servers differ), look once more: a request that finished in the
+    // meantime was paid for, and is read rather than submitted again.
+    const last = await fal.status(data.e, requestId, attempt.signal).catch(() => undefined);
+    if (last?.state === 'COMPLETED') return last;
     throw error;
   }
 }

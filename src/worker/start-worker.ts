@@ -3,6 +3,8 @@ import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
 import { pauseQueue } from '../ops/control.js';
 import type { RowJobData } from '../queue/row-job.js';
+import { jobIdFor } from '../manifest/row-key.js';
+import { MINUTE } from '../time.js';
 import { retryDelay } from './backoff.js';
 import { classifyFalError, type Verdict } from './classify-error.js';
 import { AttemptError, processRow } from './process-row.js';
@@ -47,6 +49,8 @@ class RetryableRowError extends Error {
 }
 
 const SHUTDOWN = 'falbatch: worker shutting down';
+/** A row whose last 429 is older than this starts a new run of 429s. */
+const RATE_LIMIT_RUN_GAP = 5 * MINUTE;
 
 /**
  * A BullMQ worker over the batch queue. This file is the only one that knows BullMQ's worker
@@ -58,7 +62,11 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     options.fal ??
     createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock });
   if (config.globalConcurrency !== undefined) await ctx.queue.setGlobalConcurrency(config.globalConcurrency);
-  const deps = { fal, store, clock, config, log, scrub: ctx.scrub };
+  const rowAlive = async (jobId: string): Promise<boolean> => {
+    const state = await ctx.queue.getJobState(jobId);
+    return state !== 'completed' && state !== 'failed' && state !== 'unknown';
+  };
+  const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive };
   const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0 };
 
   const recordFailure = async (job: Job<RowJobData>, verdict: Verdict, attempts: number): Promise<void> => {
@@ -82,6 +90,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       // reachable by then). Within this batch the row has ended and is not called again.
       false,
     );
+    // Identical rows waiting on this one may go on now (the ledger keeps answers only).
+    await store.release(data.f, jobIdFor(data.b, data.k));
     counts.failed++;
     log.warn(`row failed: ${verdict.reason}`, { batch: data.b, key: data.k, attempts });
   };
@@ -95,7 +105,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
           attempt,
           signal,
           saveState: async (state) => {
-            const { rid: _rid, sub: _sub, rf: _rf, rl: _rl, ...row } = job.data;
+            const { rid: _rid, sub: _sub, rf: _rf, rl: _rl, rla: _rla, ...row } = job.data;
             await job.updateData({ ...row, ...state });
           },
         },
@@ -130,13 +140,16 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
           throw new RetryableRowError(verdict.reason, verdict.retryAfterMs);
         case 'rate-limited': {
           const now = clock.now();
-          const since = job.data.rl ?? now;
+          // Only an unbroken run of 429s counts against the budget: a long gap since the last one
+          // (the row waited in the queue, or the queue was paused) starts a new run.
+          const { rl, rla } = job.data;
+          const since = rl !== undefined && rla !== undefined && now - rla <= RATE_LIMIT_RUN_GAP ? rl : now;
           if (now - since > config.rateLimitBudgetMs) {
             await recordFailure(job, { ...verdict, reason: `${verdict.reason} (rate limited for longer than the rate-limit budget)` }, attempt);
             throw new UnrecoverableError(verdict.reason);
           }
           counts.rateLimited++;
-          if (job.data.rl === undefined) await job.updateData({ ...job.data, rl: now });
+          await job.updateData({ ...job.data, rl: since, rla: now });
           // Every worker on the queue waits, not only this one; the row keeps its attempts.
           await ctx.queue.rateLimit(retryDelay(1, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }, verdict.retryAfterMs));
           throw new RateLimitError();

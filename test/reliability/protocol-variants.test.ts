@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { QUIRKS, type Quirk } from '../../src/emulator/quirks.js';
 import { runBatch } from '../../src/run-batch.js';
-import { createHarness, readCsv } from '../helpers/harness.js';
+import { createHarness, readCsv, until } from '../helpers/harness.js';
 
 const MANIFEST = [
   'id,image_url,prompt,endpoint',
@@ -18,11 +18,15 @@ const MANIFEST = [
  * a 429, every row must end right and nothing be paid twice.
  */
 describe('protocol variants a faithful fal server may have', () => {
-  const variants: Array<[string, Quirk[]]> = [...(Object.keys(QUIRKS) as Quirk[]).map((q): [string, Quirk[]] => [q, [q]]), ['all at once', Object.keys(QUIRKS) as Quirk[]]];
+  const variants: Array<[string, Quirk[]]> = [
+    ...(Object.keys(QUIRKS) as Quirk[]).map((q): [string, Quirk[]] => [q, [q]]),
+    ['a bad event on a stream that stays open', ['stream-bad-event', 'stream-stays-open']],
+    ['all at once', Object.keys(QUIRKS) as Quirk[]],
+  ];
   it.each(variants)('%s', async (_name, quirks) => {
     const h = await createHarness({
       emulator: { quirks, latency: '20..60ms', runners: 4, faults: ['job-error=1x1', '429@submit=1x1'], retryAfterSeconds: 1 },
-      config: { concurrency: 4, callTimeoutMs: 3000 },
+      config: { concurrency: 4, callTimeoutMs: 1000 },
     });
     const manifest = h.file('m.csv', MANIFEST);
     const summary = await runBatch(h.ctx, { manifest, out: join(h.dir, 'out.csv') });
@@ -36,5 +40,7 @@ describe('protocol variants a faithful fal server may have', () => {
     const stats = h.emulator.stats();
     expect(stats.faults).toMatchObject({ 'job-error': 1, '429@submit': 1 });
     expect(stats.duplicateBilled).toBe(0);
+    // No status stream left open behind (the client cannot close some of them itself).
+    await until('status streams to close', () => h.emulator.stats().openStreams === 0, 3000);
   });
 });

@@ -6,7 +6,7 @@ import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { exportResults } from '../../src/results/export.js';
 import { getStatus, waitForBatch } from '../../src/ops/status.js';
 import { runBatch } from '../../src/run-batch.js';
-import { createHarness, FAL_KEY, readCsv, runCliProcess, type Harness } from '../helpers/harness.js';
+import { createHarness, FAL_KEY, readCsv, runCliProcess, until, type Harness } from '../helpers/harness.js';
 
 const LLAVA = 'fal-ai/llava-next';
 
@@ -120,5 +120,101 @@ describe('run, rate limits and identical rows', () => {
     expect(new Set(rows.map((r) => r['output'])).size).toBe(1);
     expect(rows.map((r) => r['attempts']).sort()).toEqual(['0', '0', '1']);
     expect(h.emulator.stats()).toMatchObject({ accepted: 1, billed: 1 });
+  });
+});
+
+/** A fetch that rewrites what fal's server answers, as a different (but faithful) server might. */
+function rewriting(rewrite: (url: string, response: Response) => Response | Promise<Response>): typeof fetch {
+  return async (input, init) => {
+    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+    return rewrite(url, await fetch(input, init));
+  };
+}
+
+describe('servers that answer in other ways, claims that outlive their rows, paused producers', () => {
+  it('a status stream that answers plain JSON instead of SSE neither crashes the worker nor stalls the row', async () => {
+    const h = await createHarness({ emulator: { latency: '50ms' } });
+    const notSse = rewriting((url, response) =>
+      url.includes('/status/stream') ? new Response('{"status":"IN_PROGRESS"}', { status: 200, headers: { 'content-type': 'application/json' } }) : response,
+    );
+    const fal = createFalCaller({ credentials: FAL_KEY, baseUrl: h.emulator.url, callTimeoutMs: 2000, fetch: notSse });
+    const rows = await runAll(h, 3, { fal });
+    expect(rows.map((r) => r['status'])).toEqual(['ok', 'ok', 'ok']);
+    expect(h.emulator.stats()).toMatchObject({ accepted: 3, billed: 3 });
+  });
+
+  it('JSON answers labelled text/plain are read as JSON: no resubmits, no failed rows', async () => {
+    const h = await createHarness({ emulator: { latency: '20ms' } });
+    const plain = rewriting(async (url, response) => {
+      if (url.includes('/status/stream')) return response;
+      const headers = new Headers(response.headers);
+      headers.set('content-type', 'text/plain; charset=utf-8');
+      return new Response(await response.arrayBuffer(), { status: response.status, headers });
+    });
+    const fal = createFalCaller({ credentials: FAL_KEY, baseUrl: h.emulator.url, callTimeoutMs: 2000, fetch: plain });
+    const rows = await runAll(h, 3, { fal });
+    expect(rows.map((r) => [r['status'], r['attempts']])).toEqual([
+      ['ok', '1'],
+      ['ok', '1'],
+      ['ok', '1'],
+    ]);
+    expect(h.emulator.stats()).toMatchObject({ submits: 3, billed: 3 });
+  });
+
+  it('a status 404 right after submit (a replica that has not seen it yet) is read again, not resubmitted', async () => {
+    const h = await createHarness({ emulator: { latency: '50ms' }, config: { waitMode: 'poll' } });
+    const seen = new Set<string>();
+    const lagging = rewriting((url, response) => {
+      const id = /requests\/([^/]+)\/status/.exec(url)?.[1];
+      if (!id || seen.has(id)) return response;
+      seen.add(id);
+      return new Response('{"detail":"Request not found"}', { status: 404, headers: { 'content-type': 'application/json' } });
+    });
+    const fal = createFalCaller({ credentials: FAL_KEY, baseUrl: h.emulator.url, callTimeoutMs: 2000, fetch: lagging });
+    const rows = await runAll(h, 2, { fal });
+    expect(rows.map((r) => [r['status'], r['attempts']])).toEqual([
+      ['ok', '1'],
+      ['ok', '1'],
+    ]);
+    expect(h.emulator.stats()).toMatchObject({ accepted: 2, billed: 2 });
+  });
+
+  it('a claim whose row is gone (crashed and cleaned up) is taken over: identical rows never wait for ever', async () => {
+    const h = await createHarness();
+    const manifest = h.file('m.csv', 'id,image_url,prompt\nx,https://example.com/x.jpg,p\n');
+    const { batch } = await enqueueManifest(h.ctx, { manifest });
+    const [job] = await h.ctx.queue.getJobs(['waiting']);
+    await h.ctx.redis.set(h.ctx.keys.inflight(job?.data.f as string), 'some-other-batch/ghost', 'PX', 3_600_000);
+    const worker = await h.startWorker();
+    await waitForBatch(h.ctx, batch, { intervalMs: 25 });
+    await worker.close();
+    expect(await getStatus(h.ctx, batch)).toMatchObject({ ok: 1 });
+    expect(h.emulator.stats().billed).toBe(1);
+  });
+
+  it('a row that fails for good lets go of its claim, so its identical twin goes on at once', async () => {
+    const h = await createHarness({ emulator: { faults: ['hang@result=1'] }, config: { attempts: 1, callTimeoutMs: 300 } });
+    const manifest = h.file('m.csv', 'id,image_url,prompt\na,https://example.com/x.jpg,same\nb,https://example.com/x.jpg,same\n');
+    const started = Date.now();
+    const summary = await runBatch(h.ctx, { manifest, out: join(h.dir, 'out.csv') });
+    expect(summary.export).toMatchObject({ failed: 2 });
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(h.emulator.stats().accepted).toBe(2);
+  });
+
+  it('run stops with the reason, instead of hanging, when the queue pauses while it enqueues', async () => {
+    const h = await createHarness({ emulator: { locked: true }, config: { maxWaiting: 20, enqueueChunk: 10 } });
+    await expect(runBatch(h.ctx, { manifest: manifestOf(h, 100), out: join(h.dir, 'out.csv') })).rejects.toThrow(
+      /The queue is paused: fal refused the account \(403.*run `falbatch resume` and enqueue \(or run\) again/,
+    );
+  });
+
+  it('two producers on one batch at once: the second is told so, the first finishes', async () => {
+    const h = await createHarness({ config: { enqueueChunk: 50 } });
+    const manifest = manifestOf(h, 2000);
+    const first = enqueueManifest(h.ctx, { manifest, batch: 'shared' });
+    await until('the first producer to hold the batch', async () => (await h.ctx.redis.exists(h.ctx.keys.batch('shared').enqueuing)) === 1);
+    await expect(enqueueManifest(h.ctx, { manifest, batch: 'shared' })).rejects.toThrow(/Batch shared is being enqueued by another producer right now/);
+    expect(await first).toMatchObject({ rows: 2000, added: 2000 });
   });
 });
