@@ -56,6 +56,7 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
   options.onEnqueued?.(enqueue);
   try {
     status = await waitForBatch(ctx, enqueue.batch, {
+      intervalMs: 100,
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onStatus ? { onProgress: options.onStatus } : {}),
     });

@@ -55,6 +55,8 @@ const LEASE_MS = 60 * SECOND;
 const CHUNK_CHARS = 16 * 1024 * 1024;
 /** Most rows with local images (each up to maxInlineImageBytes once read) one chunk holds. */
 const CHUNK_LOCAL_IMAGES = 16;
+/** Rows in the first chunk of a manifest. */
+const FIRST_CHUNK = 50;
 const REPORTED_REJECTIONS = 1000;
 const FILE_READS_AT_ONCE = 8;
 
@@ -77,6 +79,7 @@ async function* validatedChunks(
   let pending: RawRecord[] = [];
   let pendingChars = 0;
   let pendingLocal = 0;
+  let chunks = 0;
 
   const settle = async (records: RawRecord[]): Promise<Verdict[]> => {
     const map = columns as ColumnMap;
@@ -142,7 +145,10 @@ async function* validatedChunks(
     }
     // A chunk is bounded by rows, and by the image bytes it will hold: inline data and local files
     // become data URIs, so a few big images weigh more than thousands of URLs.
-    if (pending.length >= ctx.config.enqueueChunk || pendingChars >= CHUNK_CHARS || pendingLocal >= CHUNK_LOCAL_IMAGES) {
+    // The first chunk is small, so workers get rows to call within milliseconds of the start.
+    const rowsPerChunk = chunks === 0 ? Math.min(FIRST_CHUNK, ctx.config.enqueueChunk) : ctx.config.enqueueChunk;
+    if (pending.length >= rowsPerChunk || pendingChars >= CHUNK_CHARS || pendingLocal >= CHUNK_LOCAL_IMAGES) {
+      chunks++;
       const chunk = pending;
       pending = [];
       pendingChars = 0;

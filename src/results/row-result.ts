@@ -25,13 +25,12 @@ export interface RowResult {
   cached?: boolean;
 }
 
-/** What the ledger keeps of a paid call, to answer an identical row later without paying again. */
+/** What the ledger keeps of a paid answer, to answer an identical row later without paying again. */
 export interface LedgerEntry {
+  /** Always `ok`: failures are not kept (entries of other statuses, from older versions, are ignored). */
   status: RowStatus;
   output?: string;
   partial?: boolean;
-  error?: string;
-  error_type?: string;
   request_id?: string;
   endpoint: string;
   finished_at: number;

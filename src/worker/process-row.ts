@@ -5,7 +5,7 @@ import type { FalCaller, FalStatus } from '../fal/fal-caller.js';
 import type { Logger } from '../log.js';
 import type { RowJobData, RowRequestState } from '../queue/row-job.js';
 import type { ResultStore } from '../results/result-store.js';
-import type { RowResult } from '../results/row-result.js';
+import type { LedgerEntry, RowResult } from '../results/row-result.js';
 import { HOUR, type Clock } from '../time.js';
 import { jobIdFor } from '../manifest/row-key.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase, type Verdict } from './classify-error.js';
@@ -76,22 +76,17 @@ function isTransient(error: unknown): boolean {
 export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): Promise<RowOutcome> {
   const { data } = attempt;
   const { fal, store, clock, config } = deps;
-  if (await store.get(data.b, data.k)) return 'already-ended';
-  if (await answerFromLedger(data, deps)) return 'from-ledger';
-
   // One paid call per distinct input at a time, across rows and batches: the others wait for its
   // answer, for as long as the row holding the claim can still give one (the TTL is a backstop).
   const owner = jobIdFor(data.b, data.k);
-  const claim = await store.claim(data.f, owner, CLAIM_TTL, data.rid !== undefined);
-  if (!claim.mine) {
-    if ((await deps.rowAlive(claim.owner)) || !(await store.takeOver(data.f, claim.owner, owner, CLAIM_TTL))) {
-      return (await answerFromLedger(data, deps)) ? 'from-ledger' : 'twin-in-flight';
-    }
-  }
-  // The twin may have recorded its answer and let go just before this row claimed.
-  if (data.rid === undefined && (await answerFromLedger(data, deps))) {
-    await store.release(data.f, owner);
+  const start = await store.begin(data.b, data.k, data.f, owner, CLAIM_TTL, data.rid !== undefined);
+  if (start.kind === 'ended') return 'already-ended';
+  if (start.kind === 'ledger') {
+    await recordFromLedger(data, start.entry, deps);
     return 'from-ledger';
+  }
+  if (start.kind === 'held' && ((await deps.rowAlive(start.owner)) || !(await store.takeOver(data.f, start.owner, owner, CLAIM_TTL)))) {
+    return 'twin-in-flight';
   }
 
   let phase: AttemptPhase = 'submit';
@@ -131,8 +126,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
       submitted_at: submittedAt,
       finished_at: finishedAt,
     };
-    await store.record(data.b, data.k, data.f, result, true);
-    await store.release(data.f, owner);
+    await store.record(data.b, data.k, data.f, result, { remember: true, releaseFor: owner });
     return 'ok';
   } catch (error) {
     if (error instanceof AttemptError || attempt.signal?.aborted) throw error;
@@ -159,10 +153,8 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   }
 }
 
-/** Answers the row from the ledger when an identical row's answer was already paid for. */
-async function answerFromLedger(data: RowJobData, deps: RowProcessorDeps): Promise<boolean> {
-  const paid = await deps.store.ledger(data.f);
-  if (paid?.status !== 'ok') return false;
+/** Answers the row with an identical row's paid answer. */
+async function recordFromLedger(data: RowJobData, paid: LedgerEntry, deps: RowProcessorDeps): Promise<void> {
   const { output, partial, request_id } = paid;
   await deps.store.record(
     data.b,
@@ -178,9 +170,8 @@ async function answerFromLedger(data: RowJobData, deps: RowProcessorDeps): Promi
       ...(partial ? { partial } : {}),
       ...(request_id !== undefined ? { request_id } : {}),
     },
-    false,
+    { remember: false },
   );
-  return true;
 }
 
 async function waitFor(data: RowJobData, requestId: string, submittedAt: number, attempt: RowAttempt, deps: RowProcessorDeps): Promise<FalStatus> {

@@ -87,11 +87,10 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         ...(data.sub !== undefined ? { submitted_at: data.sub, latency_ms: now - data.sub } : {}),
       },
       // Failures stay out of the ledger: a later batch may retry an identical row (the image may be
-      // reachable by then). Within this batch the row has ended and is not called again.
-      false,
+      // reachable by then). Within this batch the row has ended and is not called again. Identical
+      // rows waiting on this one may go on now.
+      { remember: false, releaseFor: jobIdFor(data.b, data.k) },
     );
-    // Identical rows waiting on this one may go on now (the ledger keeps answers only).
-    await store.release(data.f, jobIdFor(data.b, data.k));
     counts.failed++;
     log.warn(`row failed: ${verdict.reason}`, { batch: data.b, key: data.k, attempts });
   };
