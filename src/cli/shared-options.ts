@@ -11,6 +11,17 @@ export function withConnectionOptions(command: Command): Command {
     .option('--log-format <format>', 'text (for terminals) or json (for log pipelines)', 'text');
 }
 
+/** Flags of the commands that call fal (run, work). */
+export function withFalOptions(command: Command): Command {
+  return command
+    .option('--concurrency <n>', 'fal requests in flight in this process (default 8)')
+    .option('--global-concurrency <n>', 'cap on fal requests in flight across all workers')
+    .option('--wait <mode>', 'how to wait for fal: stream or poll (default stream)')
+    .option('--start-timeout <duration>', "fal's start timeout: fal gives up on a request not started by then (default: none)")
+    .option('--wait-budget <duration>', 'longest a row waits for its fal request before it is cancelled and retried (default 15m)')
+    .option('--call-timeout <duration>', 'deadline of one HTTP call to fal (default 30s)');
+}
+
 export interface RawFlags {
   prefix?: string;
   logLevel?: string;

@@ -1,12 +1,10 @@
 import { Command } from 'commander';
-import { resolveConfig, secretsOf } from '../../config.js';
-import { openContext } from '../../context.js';
 import { EXIT } from '../../errors.js';
-import { createLogger } from '../../log.js';
 import { enqueueManifest } from '../../queue/enqueue.js';
 import type { CliIo } from '../io.js';
 import { enqueueReport, rowNotices } from '../output.js';
-import { logSettings, overridesFrom, withConnectionOptions, type RawFlags } from '../shared-options.js';
+import { withSession } from '../session.js';
+import { withConnectionOptions, type RawFlags } from '../shared-options.js';
 
 interface EnqueueFlags extends RawFlags {
   batch?: string;
@@ -17,7 +15,7 @@ interface EnqueueFlags extends RawFlags {
 export function enqueueCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
     new Command('enqueue')
-      .description('Add a manifest\'s rows to a batch for workers (`falbatch work`) to process; prints the batch name')
+      .description("Add a manifest's rows to a batch for workers (`falbatch work`) to process; prints the batch name")
       .argument('<manifest>', 'CSV manifest')
       .option('--batch <name>', 'batch name (default: manifest name + hash of its content)')
       .option('--endpoint <id>', 'endpoint for rows without an endpoint value (default fal-ai/llava-next)')
@@ -26,10 +24,7 @@ export function enqueueCommand(io: CliIo, exit: (code: number) => void): Command
       .option('--strict', 'abort on the first bad row, before enqueueing anything')
       .option('--json', 'print the summary as JSON'),
   ).action(async (manifest: string, flags: EnqueueFlags) => {
-    const config = resolveConfig(io.env, overridesFrom(flags));
-    const log = createLogger({ ...logSettings(flags), secrets: secretsOf(config), write: io.stderr });
-    const ctx = await openContext(config, { log });
-    try {
+    await withSession(io, flags, {}, async ({ ctx }) => {
       const summary = await enqueueManifest(ctx, { manifest, batch: flags.batch, strict: flags.strict ?? false, signal: io.signal });
       if (flags.json) io.stdout(`${JSON.stringify(summary)}\n`);
       else {
@@ -37,8 +32,6 @@ export function enqueueCommand(io: CliIo, exit: (code: number) => void): Command
         io.stderr(rowNotices(summary));
       }
       exit(summary.rejected > 0 ? EXIT.rowsFailed : EXIT.ok);
-    } finally {
-      await ctx.close();
-    }
+    });
   });
 }

@@ -1,12 +1,9 @@
 import { Command } from 'commander';
-import { resolveConfig, secretsOf } from '../../config.js';
-import { openContext } from '../../context.js';
-import { EXIT, MissingCredentialsError } from '../../errors.js';
-import { createLogger } from '../../log.js';
+import { EXIT } from '../../errors.js';
 import { startWorker } from '../../worker/start-worker.js';
-import { startEmulation, type Emulation } from '../emulate.js';
 import type { CliIo } from '../io.js';
-import { logSettings, overridesFrom, withConnectionOptions, type RawFlags } from '../shared-options.js';
+import { withSession } from '../session.js';
+import { withConnectionOptions, withFalOptions, type RawFlags } from '../shared-options.js';
 
 interface WorkFlags extends RawFlags {
   emulate?: boolean;
@@ -14,60 +11,39 @@ interface WorkFlags extends RawFlags {
 
 export function workCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
-    new Command('work')
-      .description('Process rows of every batch in the namespace until stopped (SIGINT/SIGTERM stop gracefully)')
-      .option('--concurrency <n>', 'fal requests in flight in this process (default 8)')
-      .option('--global-concurrency <n>', 'cap on fal requests in flight across all workers')
-      .option('--grace <duration>', 'on SIGTERM, how long rows in flight may finish before they are handed back (default 30s)')
-      .option('--wait <mode>', 'how to wait for fal: stream or poll (default stream)')
-      .option('--start-timeout <duration>', "fal's start timeout: fal gives up on a request not started by then (default: none)")
-      .option('--wait-budget <duration>', 'longest a row waits for its fal request before it is cancelled and retried (default 15m)')
-      .option('--call-timeout <duration>', 'deadline of one HTTP call to fal (default 30s)')
-      .option('--lock-duration <duration>', 'how soon another worker resumes the rows of a worker that died (default 30s)')
-      .option('--emulate', 'use a built-in fal emulator instead of fal.ai'),
+    withFalOptions(
+      new Command('work')
+        .description('Process rows of every batch in the namespace until stopped (SIGINT/SIGTERM stop gracefully)')
+        .option('--grace <duration>', 'on SIGTERM, how long rows in flight may finish before they are handed back (default 30s)')
+        .option('--lock-duration <duration>', 'how soon another worker resumes the rows of a worker that died (default 30s)')
+        .option('--emulate', 'use a built-in fal emulator instead of fal.ai'),
+    ),
   ).action(async (flags: WorkFlags) => {
-    const { level, format } = logSettings(flags);
-    let config = resolveConfig(io.env, overridesFrom(flags));
-    const log = createLogger({ level, format, secrets: secretsOf(config), write: io.stderr });
-    let emulation: Emulation | undefined;
-    if (flags.emulate) {
-      emulation = await startEmulation(config, log);
-      config = resolveConfig(io.env, { ...overridesFrom(flags), ...emulation.overrides });
-    } else if (config.falKey === undefined && config.falBaseUrl === undefined) {
-      throw new MissingCredentialsError();
-    }
-    try {
-      const ctx = await openContext(config, { log });
-      try {
-        const worker = await startWorker(ctx);
-        log.info(`worker started: concurrency ${config.concurrency}${config.globalConcurrency ? `, global cap ${config.globalConcurrency}` : ''}, namespace ${config.prefix}`);
-        // Every 30 s, what happened since the last report (nothing when idle).
-        let reported = worker.counts();
-        const progress = setInterval(() => {
-          const now = worker.counts();
-          const ok = now.ok - reported.ok;
-          const failed = now.failed - reported.failed;
-          const cached = now.fromLedger - reported.fromLedger;
-          const retried = now.retried - reported.retried;
-          if (ok + failed + cached + retried > 0) log.info(`last 30s: ${ok} ok, ${failed} failed, ${cached} answered from earlier paid calls, ${retried} retried`);
-          reported = now;
-        }, 30_000);
-        progress.unref();
-        await new Promise<void>((resolve) => {
-          if (io.signal.aborted) resolve();
-          io.signal.addEventListener('abort', () => resolve(), { once: true });
-        });
-        clearInterval(progress);
-        log.info(`stopping: rows in flight get up to ${config.graceMs} ms to finish, then go back to the queue`);
-        await worker.close();
-        const total = worker.counts();
-        log.info(`worker stopped: ${total.ok} ok, ${total.failed} failed, ${total.fromLedger} answered from earlier paid calls`);
-        exit(EXIT.ok);
-      } finally {
-        await ctx.close();
-      }
-    } finally {
-      await emulation?.close();
-    }
+    await withSession(io, flags, { callsFal: true, emulate: flags.emulate ?? false }, async ({ ctx, config, log }) => {
+      const worker = await startWorker(ctx);
+      log.info(`worker started: concurrency ${config.concurrency}${config.globalConcurrency ? `, global cap ${config.globalConcurrency}` : ''}, namespace ${config.prefix}`);
+      // Every 30 s, what happened since the last report (nothing when idle).
+      let reported = worker.counts();
+      const progress = setInterval(() => {
+        const now = worker.counts();
+        const ok = now.ok - reported.ok;
+        const failed = now.failed - reported.failed;
+        const cached = now.fromLedger - reported.fromLedger;
+        const retried = now.retried - reported.retried;
+        if (ok + failed + cached + retried > 0) log.info(`last 30s: ${ok} ok, ${failed} failed, ${cached} answered from earlier paid calls, ${retried} retried`);
+        reported = now;
+      }, 30_000);
+      progress.unref();
+      await new Promise<void>((resolve) => {
+        if (io.signal.aborted) resolve();
+        io.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      clearInterval(progress);
+      log.info(`stopping: rows in flight get up to ${config.graceMs} ms to finish, then go back to the queue`);
+      await worker.close();
+      const total = worker.counts();
+      log.info(`worker stopped: ${total.ok} ok, ${total.failed} failed, ${total.fromLedger} answered from earlier paid calls`);
+      exit(EXIT.ok);
+    });
   });
 }
