@@ -11,6 +11,17 @@ export function withConnectionOptions(command: Command): Command {
     .option('--log-format <format>', 'text (for terminals) or json (for log pipelines)', 'text');
 }
 
+/** Flags of the commands that read a manifest (run, enqueue). */
+export function withManifestOptions(command: Command): Command {
+  return command
+    .argument('<manifest>', 'CSV manifest (image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns)')
+    .option('--batch <name>', 'batch name (default: manifest name + hash of its content; the same manifest resumes)')
+    .option('--endpoint <id>', 'endpoint for rows without an endpoint value (default fal-ai/llava-next)')
+    .option('--attempts <n>', 'attempts per row for retryable failures (default 5)')
+    .option('--files-root <dir>', 'folder local image paths must stay in (default: the manifest folder)')
+    .option('--strict', 'abort on the first bad row, before enqueueing anything');
+}
+
 /** Flags of the commands that call fal (run, work). */
 export function withFalOptions(command: Command): Command {
   return command

@@ -4,7 +4,7 @@ import { enqueueManifest } from '../../queue/enqueue.js';
 import type { CliIo } from '../io.js';
 import { enqueueReport, rowNotices } from '../output.js';
 import { withSession } from '../session.js';
-import { withConnectionOptions, type RawFlags } from '../shared-options.js';
+import { withConnectionOptions, withManifestOptions, type RawFlags } from '../shared-options.js';
 
 interface EnqueueFlags extends RawFlags {
   batch?: string;
@@ -14,15 +14,9 @@ interface EnqueueFlags extends RawFlags {
 
 export function enqueueCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
-    new Command('enqueue')
-      .description("Add a manifest's rows to a batch for workers (`falbatch work`) to process; prints the batch name")
-      .argument('<manifest>', 'CSV manifest')
-      .option('--batch <name>', 'batch name (default: manifest name + hash of its content)')
-      .option('--endpoint <id>', 'endpoint for rows without an endpoint value (default fal-ai/llava-next)')
-      .option('--attempts <n>', 'attempts per row for retryable failures (default 5)')
-      .option('--files-root <dir>', 'folder local image paths must stay in (default: the manifest folder)')
-      .option('--strict', 'abort on the first bad row, before enqueueing anything')
-      .option('--json', 'print the summary as JSON'),
+    withManifestOptions(
+      new Command('enqueue').description("Add a manifest's rows to a batch for workers (`falbatch work`) to process; prints the batch name"),
+    ).option('--json', 'print the summary as JSON'),
   ).action(async (manifest: string, flags: EnqueueFlags) => {
     await withSession(io, flags, {}, async ({ ctx }) => {
       const summary = await enqueueManifest(ctx, { manifest, batch: flags.batch, strict: flags.strict ?? false, signal: io.signal });

@@ -5,7 +5,7 @@ import { runBatch } from '../../run-batch.js';
 import type { CliIo } from '../io.js';
 import { enqueueReport, exportReport, progressLine, rowNotices } from '../output.js';
 import { withSession } from '../session.js';
-import { withConnectionOptions, withFalOptions, type RawFlags } from '../shared-options.js';
+import { withConnectionOptions, withFalOptions, withManifestOptions, type RawFlags } from '../shared-options.js';
 
 interface RunFlags extends RawFlags {
   out?: string;
@@ -17,15 +17,8 @@ interface RunFlags extends RawFlags {
 export function runCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
     withFalOptions(
-      new Command('run')
-        .description('Enqueue a manifest, work it in this process, wait, and export the results')
-        .argument('<manifest>', 'CSV manifest (image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns)')
+      withManifestOptions(new Command('run').description('Enqueue a manifest, work it in this process, wait, and export the results'))
         .option('--out <file>', 'results file, .csv or .jsonl (default: <manifest name>.results.csv in the current folder)')
-        .option('--endpoint <id>', 'endpoint for rows without an endpoint value (default fal-ai/llava-next)')
-        .option('--batch <name>', 'batch name (default: manifest name + hash of its content; the same manifest resumes)')
-        .option('--attempts <n>', 'attempts per row for retryable failures (default 5)')
-        .option('--files-root <dir>', 'folder local image paths must stay in (default: the manifest folder)')
-        .option('--strict', 'abort on the first bad row, before enqueueing anything')
         .option('--emulate', 'use a built-in fal emulator instead of fal.ai (and a private Redis if none answers)'),
     ),
   ).action(async (manifest: string, flags: RunFlags) => {
