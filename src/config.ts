@@ -73,6 +73,15 @@ export interface Config {
   startTimeoutSeconds: number | undefined;
   /** How long 429s may keep a row waiting in total before it fails. @default 30 min */
   rateLimitBudgetMs: number;
+  /**
+   * How long a row keeps reading the result of a request fal said COMPLETED without error, while
+   * the reads fail (5xx, cut connections). Such a request is paid for, so it is never submitted
+   * again; past this budget the row fails as `result_unavailable`, keeping its request id, and
+   * `falbatch retry --error result_unavailable` reads it again later. fal keeps results for
+   * 30 days; a longer budget holds a batch open through a longer gateway outage.
+   * @default 1 h (flag --result-budget)
+   */
+  resultBudgetMs: number;
   /** Rows per addBulk call. @default 500 */
   enqueueChunk: number;
   /**
@@ -112,6 +121,7 @@ export const DEFAULT_CONFIG = {
   waitBudgetMs: 15 * MINUTE,
   startTimeoutSeconds: undefined,
   rateLimitBudgetMs: 30 * MINUTE,
+  resultBudgetMs: 60 * MINUTE,
   enqueueChunk: 500,
   maxWaiting: 50_000,
   maxInlineImageBytes: 10 * 1024 * 1024,
@@ -167,6 +177,7 @@ function validate(c: Config): void {
     ['callTimeoutMs', c.callTimeoutMs],
     ['waitBudgetMs', c.waitBudgetMs],
     ['rateLimitBudgetMs', c.rateLimitBudgetMs],
+    ['--result-budget', c.resultBudgetMs],
     ['--grace', c.graceMs],
     ['lockDurationMs', c.lockDurationMs],
   ] as const) {

@@ -39,6 +39,8 @@ export type { RowResult, RowStatus, ExportStatus } from './results/row-result.js
 export { getStatus, listBatches, waitForBatch } from './ops/status.js';
 export type { BatchStatus, WaitForBatchOptions } from './ops/status.js';
 export { pauseQueue, pausedReason, resumeQueue } from './ops/control.js';
+export { retryFailed } from './ops/retry.js';
+export type { RetryFailedOptions, RetryFailedSummary } from './ops/retry.js';
 export { runBatch } from './run-batch.js';
 export type { RunBatchOptions, RunBatchSummary } from './run-batch.js';
 export { startWorker } from './worker/start-worker.js';

@@ -7,6 +7,7 @@ import { emulatorCommand } from './commands/emulator.js';
 import { enqueueCommand } from './commands/enqueue.js';
 import { exportCommand } from './commands/export.js';
 import { resumeCommand } from './commands/resume.js';
+import { retryCommand } from './commands/retry.js';
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
 import { workCommand } from './commands/work.js';
@@ -36,7 +37,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr });
-  for (const command of [runCommand, enqueueCommand, workCommand, statusCommand, exportCommand, resumeCommand, emulatorCommand]) {
+  for (const command of [runCommand, enqueueCommand, workCommand, statusCommand, exportCommand, resumeCommand, retryCommand, emulatorCommand]) {
     program.addCommand(command(io, exit).exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr }));
   }
   try {

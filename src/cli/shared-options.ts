@@ -30,7 +30,8 @@ export function withFalOptions(command: Command): Command {
     .option('--wait <mode>', 'how to wait for fal: stream or poll (default stream)')
     .option('--start-timeout <duration>', "fal's start timeout: fal gives up on a request not started by then (default: none)")
     .option('--wait-budget <duration>', 'longest a row waits for its fal request before it is cancelled and retried (default 15m)')
-    .option('--call-timeout <duration>', 'deadline of one HTTP call to fal (default 30s)');
+    .option('--call-timeout <duration>', 'deadline of one HTTP call to fal (default 30s)')
+    .option('--result-budget <duration>', 'how long to keep reading a completed, paid request whose result reads fail, before the row fails as result_unavailable (default 1h)');
 }
 
 export interface RawFlags {
@@ -49,6 +50,7 @@ export interface RawFlags {
   waitBudget?: string;
   startTimeout?: string;
   callTimeout?: string;
+  resultBudget?: string;
 }
 
 /** Flags → config overrides, each validated with a message that names the flag. */
@@ -69,6 +71,7 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
     pollIntervalMs: durationOption('--poll-interval', flags.pollInterval),
     waitBudgetMs: durationOption('--wait-budget', flags.waitBudget),
     callTimeoutMs: durationOption('--call-timeout', flags.callTimeout),
+    resultBudgetMs: durationOption('--result-budget', flags.resultBudget),
     startTimeoutSeconds: startTimeout === undefined ? undefined : startTimeout / 1000,
   };
 }

@@ -18,8 +18,15 @@ export interface RowJobData {
   rid?: string;
   /** When that request was submitted (ms). */
   sub?: number;
-  /** Attempts whose result reads failed while fal reported the job completed without error. */
+  /**
+   * Result reads of a COMPLETED request that failed in a row (attempt after attempt, each a few
+   * reads), while the request is kept: it is paid for, so its answer is read, not bought again.
+   */
   rf?: number;
+  /** When the first of those failures happened (ms): the result budget counts from here. */
+  ru?: number;
+  /** What the last one was (`503:runner_connection_error`, `transport`): only an unchanging failure may be the job's own. */
+  rs?: string;
   /** Start of the row's current run of 429s (ms), to bound how long rate limits may hold it. */
   rl?: number;
   /** Its latest 429 (ms): a long gap since then starts a new run. */
@@ -27,4 +34,7 @@ export interface RowJobData {
 }
 
 /** The part of a row's job data that changes while it runs. */
-export type RowRequestState = Pick<RowJobData, 'rid' | 'sub' | 'rf' | 'rl' | 'rla'>;
+export type RowRequestState = Pick<RowJobData, 'rid' | 'sub' | 'rf' | 'ru' | 'rs' | 'rl' | 'rla'>;
+
+/** Every field of RowRequestState, to drop them all before saving a new state. */
+export const REQUEST_STATE_FIELDS = ['rid', 'sub', 'rf', 'ru', 'rs', 'rl', 'rla'] as const satisfies ReadonlyArray<keyof RowRequestState>;

@@ -8,6 +8,7 @@ import type { ResultStore } from '../results/result-store.js';
 import type { LedgerEntry, RowResult } from '../results/row-result.js';
 import { HOUR, type Clock } from '../time.js';
 import { jobIdFor } from '../manifest/row-key.js';
+import type { StatusErrorKnowledge } from './status-errors.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase, type Verdict } from './classify-error.js';
 
 /** One attempt at a row, as the queue hands it over (nothing BullMQ-specific). */
@@ -27,6 +28,8 @@ export interface RowProcessorDeps {
   config: Pick<ResolvedConfig, 'waitMode' | 'pollIntervalMs' | 'waitBudgetMs' | 'startTimeoutSeconds'>;
   log: Logger;
   scrub: (text: string) => string;
+  /** What this worker has learned of whether the server reports failed jobs on their status. */
+  statusErrors: StatusErrorKnowledge;
   /** Whether the row (job id) holding an input's claim can still finish: queued, waiting, running or delayed. */
   rowAlive(owner: string): Promise<boolean>;
 }
@@ -57,11 +60,29 @@ const CLAIM_TTL = 24 * HOUR;
 /** Result reads, within one attempt, before a read failure is handed to the queue. */
 const RESULT_READS = 3;
 /**
- * Attempts whose result reads all failed with a server error while fal's status reported no error,
- * before the job is taken for failed and submitted again. Spread over the backoff between attempts,
- * this tells a failed job from a gateway that is flaky for a while.
+ * For a server that does not report failed jobs on their status (see status-errors.ts): result
+ * attempts (each RESULT_READS reads) failing the same way in a row before the job is taken for
+ * failed and submitted again. 6 × 3 = 18 reads: a gateway failing 70 % of reads at random passes
+ * this test once in 600 rows; a job that really failed fails every read.
  */
-const RESULT_STRIKES = 2;
+export const RESULT_FAILURES_FOR_JOB_FAILURE = 6;
+
+/**
+ * A COMPLETED request whose result could not be read: it is paid for, so the row keeps it and
+ * reads it again later (the queue delays the row; no attempt is spent), until the result budget
+ * runs out. `state` is what to save on the row first.
+ */
+export class ResultPendingError extends Error {
+  constructor(
+    readonly reason: string,
+    readonly state: RowRequestState,
+    /** When the first failed read of this run happened: the result budget counts from it. */
+    readonly since: number,
+  ) {
+    super(reason);
+    this.name = 'ResultPendingError';
+  }
+}
 
 function isTransient(error: unknown): boolean {
   if (error instanceof FalTransportError || error instanceof FalTimeoutError || error instanceof FalProtocolError) return true;
@@ -109,6 +130,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     phase = 'wait';
     status = await waitFor(data, requestId, submittedAt, attempt, deps);
 
+    if (status.error !== undefined) deps.statusErrors.sawStatusError();
     phase = 'result';
     const body = await readResult(data.e, requestId, status, attempt.signal, deps);
     const answer = ENDPOINTS.get(data.e)?.readOutput(body);
@@ -129,17 +151,25 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     await store.record(data.b, data.k, data.f, result, { remember: true, releaseFor: owner });
     return 'ok';
   } catch (error) {
-    if (error instanceof AttemptError || attempt.signal?.aborted) throw error;
+    if (error instanceof AttemptError || error instanceof ResultPendingError || attempt.signal?.aborted) throw error;
     let verdict = classifyFalError(error, phase);
     verdict = { ...verdict, reason: deps.scrub(verdict.reason) } as Verdict;
     const saved = requestId !== undefined && phase !== 'submit';
-    if (verdict.kind === 'retry' && verdict.resubmit && phase === 'result' && status?.error === undefined && requestId !== undefined) {
-      // fal said the job completed without error, yet its result does not come: take the job for
-      // failed only after RESULT_STRIKES attempts, seconds apart; until then keep the request.
-      const strikes = (data.rf ?? 0) + 1;
-      if (strikes < RESULT_STRIKES) {
-        await attempt.saveState({ rid: requestId, sub: submittedAt, rf: strikes });
-        verdict = { ...verdict, resubmit: false, reason: `${verdict.reason} (the result will be read again)` };
+    if (phase === 'result' && status !== undefined && requestId !== undefined && status.error === undefined) {
+      if ((isTransient(error) && verdict.kind !== 'rate-limited') || (error instanceof FalHttpError && error.status === 404)) {
+        // fal said the job completed without error: it ran, was billed, and its answer exists. A
+        // failing read is the gateway's problem: read again later, never pay again. Only for a
+        // server known not to report failures on the status may an unchanging failure be the job's.
+        const signature = failureSignature(error);
+        const failures = data.rs === signature ? (data.rf ?? 0) + 1 : 1;
+        const since = data.ru ?? clock.now();
+        const mayBeJobs = deps.statusErrors.current === 'not-reported' && failures >= RESULT_FAILURES_FOR_JOB_FAILURE;
+        if (!mayBeJobs) {
+          throw new ResultPendingError(`${verdict.reason} (fal said the request completed: its result will be read again)`, { rid: requestId, sub: submittedAt, rf: failures, ru: since, rs: signature }, since);
+        }
+      } else if (error instanceof FalHttpError && error.status >= 400 && error.status < 500 && verdict.kind === 'permanent') {
+        // The job's own failure, which the COMPLETED status did not mention: this server does not report them.
+        deps.statusErrors.sawUnreportedFailure();
       }
     }
     const resubmit = verdict.kind === 'retry' && verdict.resubmit;
@@ -212,10 +242,16 @@ async function readResult(endpoint: string, requestId: string, status: FalStatus
     } catch (error) {
       lastError = error;
       if (!isTransient(error) || isJobsOwnFailure(error, status) || i === RESULT_READS - 1) break;
-      await deps.clock.sleep(500 * 2 ** i, signal);
+      await deps.clock.sleep(deps.config.pollIntervalMs * 2 ** i, signal);
     }
   }
   throw lastError;
+}
+
+/** A result read's failure, for telling an unchanging one (the job's) from a flaky gateway's. */
+function failureSignature(error: unknown): string {
+  if (error instanceof FalHttpError) return `${error.status}:${error.errorType ?? ''}`;
+  return error instanceof Error ? error.name : 'unknown';
 }
 
 function isJobsOwnFailure(error: unknown, status: FalStatus): boolean {

@@ -2,12 +2,13 @@ import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, Worker,
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
 import { pauseQueue } from '../ops/control.js';
-import type { RowJobData } from '../queue/row-job.js';
+import { REQUEST_STATE_FIELDS, type RowJobData } from '../queue/row-job.js';
 import { jobIdFor } from '../manifest/row-key.js';
-import { MINUTE } from '../time.js';
+import { MINUTE, formatDuration } from '../time.js';
 import { retryDelay } from './backoff.js';
 import { classifyFalError, type Verdict } from './classify-error.js';
-import { AttemptError, processRow } from './process-row.js';
+import { AttemptError, ResultPendingError, processRow } from './process-row.js';
+import { createStatusErrorKnowledge } from './status-errors.js';
 
 export interface StartWorkerOptions {
   /** fal requests in flight in this process. Default: config.concurrency. */
@@ -24,6 +25,8 @@ export interface WorkerCounts {
   failed: number;
   retried: number;
   rateLimited: number;
+  /** Times a paid request's result could not be read and was put off to read again. */
+  resultRereads: number;
 }
 
 export interface WorkerHandle {
@@ -35,6 +38,13 @@ export interface WorkerHandle {
   close(graceMs?: number): Promise<void>;
   /** Resolves when the worker has closed. */
   readonly closed: Promise<void>;
+}
+
+/** The row's job data without the state of its fal request. */
+function withoutRequestState(data: RowJobData): RowJobData {
+  const row = { ...data };
+  for (const field of REQUEST_STATE_FIELDS) delete row[field];
+  return row;
 }
 
 /** Retryable failure carried to BullMQ's backoff strategy with fal's Retry-After, if any. */
@@ -66,8 +76,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     const state = await ctx.queue.getJobState(jobId);
     return state !== 'completed' && state !== 'failed' && state !== 'unknown';
   };
-  const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive };
-  const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0 };
+  const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive, statusErrors: createStatusErrorKnowledge() };
+  const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0, resultRereads: 0 };
 
   const recordFailure = async (job: Job<RowJobData>, verdict: Verdict, attempts: number): Promise<void> => {
     const { data } = job;
@@ -104,8 +114,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
           attempt,
           signal,
           saveState: async (state) => {
-            const { rid: _rid, sub: _sub, rf: _rf, rl: _rl, rla: _rla, ...row } = job.data;
-            await job.updateData({ ...row, ...state });
+            await job.updateData({ ...withoutRequestState(job.data), ...state });
           },
         },
         deps,
@@ -119,6 +128,24 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       }
     } catch (error) {
       if (error instanceof DelayedError) throw error;
+      if (error instanceof ResultPendingError && !signal?.aborted) {
+        const now = clock.now();
+        if (now - error.since >= config.resultBudgetMs) {
+          await job.updateData({ ...withoutRequestState(job.data), ...error.state });
+          const reason =
+            `${error.reason.replace(/ \(fal said the request completed: its result will be read again\)$/, '')}: fal said request ${error.state.rid ?? ''} completed, ` +
+            `but its result could not be read for ${formatDuration(now - error.since)} (the result budget). It is paid for: ` +
+            `\`falbatch retry --batch ${job.data.b} --error result_unavailable\` reads it again without paying.`;
+          await recordFailure(job, { kind: 'permanent', reason: ctx.scrub(reason), errorType: 'result_unavailable' }, attempt);
+          throw new UnrecoverableError(reason);
+        }
+        counts.resultRereads++;
+        await job.updateData({ ...withoutRequestState(job.data), ...error.state });
+        const delay = retryDelay(error.state.rf ?? 1, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs });
+        log.info(`reading the result again in ${formatDuration(delay)}: ${error.reason}`, { batch: job.data.b, key: job.data.k, request_id: error.state.rid });
+        await job.moveToDelayed(now + delay, token);
+        throw new DelayedError();
+      }
       if (signal?.aborted) {
         // Shutdown past its grace period: hand the row back; its saved request id goes with it.
         await job.moveToWait(token);

@@ -1,0 +1,40 @@
+import { Command } from 'commander';
+import { EXIT } from '../../errors.js';
+import { retryFailed } from '../../ops/retry.js';
+import type { CliIo } from '../io.js';
+import { withSession } from '../session.js';
+import { withConnectionOptions, type RawFlags } from '../shared-options.js';
+
+interface RetryFlags extends RawFlags {
+  batch: string;
+  error?: string;
+  json?: boolean;
+}
+
+export function retryCommand(io: CliIo, exit: (code: number) => void): Command {
+  return withConnectionOptions(
+    new Command('retry')
+      .description("Put a batch's failed rows back in the queue for workers (`falbatch work`, or `run` again) to process")
+      .requiredOption('--batch <name>', 'the batch')
+      .option('--error <class>', 'only rows whose error class (error_type) is this, e.g. result_unavailable')
+      .option('--json', 'print the summary as JSON'),
+  ).action(async (flags: RetryFlags) => {
+    await withSession(io, flags, {}, async ({ ctx }) => {
+      const summary = await retryFailed(ctx, { batch: flags.batch, errorType: flags.error });
+      if (flags.json) io.stdout(`${JSON.stringify(summary)}\n`);
+      else {
+        const which = flags.error === undefined ? 'failed rows' : `failed rows with error ${flags.error}`;
+        io.stdout(
+          `batch ${summary.batch}: ${summary.requeued} ${which} back in the queue` +
+            (summary.rereads > 0 ? ` (${summary.rereads} of them read their paid fal request again, without paying)` : '') +
+            '\n',
+        );
+        if (summary.missing > 0) {
+          io.stderr(`${summary.missing} ${which} could not be requeued: their queue jobs were already cleaned up (failed jobs are kept 7 days).\n`);
+        }
+        if (summary.requeued > 0) io.stderr('Workers (`falbatch work`) process them; `falbatch run` on the same manifest does too.\n');
+      }
+      exit(EXIT.ok);
+    });
+  });
+}
