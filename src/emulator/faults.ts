@@ -23,6 +23,7 @@ export type RequestFaultKind =
   | '504'
   | 'drop' // the request is carried out, then the connection is cut before the answer
   | 'truncate' // the request is carried out, then the answer breaks off halfway through its body
+  | 'slow' // the request is carried out at once, and answered SLOW_ANSWER_MS later
   | 'hang'; // the request is never answered
 
 /** Faults that decide how an accepted job ends. */
@@ -34,7 +35,10 @@ export type JobFaultKind =
 
 export type FaultKind = RequestFaultKind | JobFaultKind;
 
-const REQUEST_FAULTS: readonly RequestFaultKind[] = ['429', '429-no-retry-after', '500', '502', '503', '504', 'drop', 'truncate', 'hang'];
+const REQUEST_FAULTS: readonly RequestFaultKind[] = ['429', '429-no-retry-after', '500', '502', '503', '504', 'drop', 'truncate', 'slow', 'hang'];
+
+/** How late a `slow` fault answers: long enough for a client to stall in the middle of a call. */
+export const SLOW_ANSWER_MS = 2000;
 const JOB_FAULTS: readonly JobFaultKind[] = ['job-error', 'model-error', 'user-timeout', 'stuck'];
 
 export interface RequestFault {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { EmulatedOperation, FaultPlan, RequestFault } from './faults.js';
+import { SLOW_ANSWER_MS, type EmulatedOperation, type FaultPlan, type RequestFault } from './faults.js';
 import { BodyTooLargeError, canonicalJson, readBody, sendJson, sendTruncated } from './http-io.js';
 import { EMULATED_MODELS, resolveImageReference } from './models.js';
 import type { EmulatedRequest, RequestQueue } from './request-queue.js';
@@ -98,6 +98,7 @@ export class EmulatorRoutes {
     switch (fault.kind) {
       case 'drop':
       case 'truncate':
+      case 'slow':
         return fault;
       case 'hang':
         // Never answered: the socket stays open until the client gives up or the emulator closes.
@@ -379,9 +380,14 @@ export class EmulatorRoutes {
     resolveImageReference(url, (parsed) => this.#deps.files.lookupUrl(parsed)?.bytes);
 }
 
-/** Answers, unless a `drop` or `truncate` fault was drawn for this request: then it cuts the answer. */
+/** Answers, unless a `drop`, `truncate` or `slow` fault was drawn for this request: then it cuts or delays the answer. */
 function answer(res: ServerResponse, fault: RequestFault | undefined, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  if (fault?.kind === 'drop') res.socket?.destroy();
+  if (fault?.kind === 'slow') {
+    const timer = setTimeout(() => {
+      if (!res.destroyed) sendJson(res, status, body, headers);
+    }, SLOW_ANSWER_MS);
+    res.once('close', () => clearTimeout(timer));
+  } else if (fault?.kind === 'drop') res.socket?.destroy();
   else if (fault?.kind === 'truncate') sendTruncated(res, status, body, headers);
   else sendJson(res, status, body, headers);
 }

@@ -85,3 +85,39 @@ export async function checkEvictionPolicy(redis: Redis, log: Logger): Promise<vo
     // CONFIG disabled: nothing to check.
   }
 }
+
+const connectionIds = new WeakMap<Redis, Promise<string>>();
+const watched = new WeakSet<Redis>();
+
+/**
+ * This client's connection id (CLIENT ID), refreshed after every reconnect: it names this process
+ * in Redis for as long as its connection lives, which is how other workers tell a slow worker
+ * (connection open) from a dead one (the kernel closed it).
+ */
+export function connectionIdOf(redis: Redis): Promise<string> {
+  let id = connectionIds.get(redis);
+  if (!id) {
+    if (!watched.has(redis)) {
+      watched.add(redis);
+      redis.on('ready', () => connectionIds.delete(redis));
+    }
+    id = (redis.client('ID') as Promise<number>).then(String);
+    id.catch(() => connectionIds.delete(redis));
+    connectionIds.set(redis, id);
+  }
+  return id;
+}
+
+/**
+ * Whether the Redis connection with this id is still open: false once its process died. Undefined
+ * when the server does not say (CLIENT LIST disabled, as some managed Redis do).
+ */
+export async function isConnectionAlive(redis: Redis, id: string): Promise<boolean | undefined> {
+  if (!/^\d+$/.test(id)) return false;
+  try {
+    const listed = (await redis.client('LIST', 'ID', id)) as unknown as string;
+    return listed.trim() !== '';
+  } catch {
+    return undefined;
+  }
+}

@@ -8,6 +8,7 @@
  *   <prefix>:{<queue>}:ledger                    HASH row fingerprint → final outcome (paid answers, reused across batches)
  *   <prefix>:{<queue>}:paused                    STRING why the queue is paused (account-level fal error)
  *   <prefix>:{<queue>}:inflight:<fingerprint>    STRING the row calling fal for this input right now (others wait)
+ *   <prefix>:{<queue>}:request:<job id>          STRING the row's fal request: `submitting:<connection>` while a delivery submits, then `rid:<ms>:<id>`
  *   <prefix>:{<queue>}:batch:<name>:meta         HASH settings and counters of the batch
  *   <prefix>:{<queue>}:batch:<name>:rows         LIST one entry per manifest row, in manifest order
  *   <prefix>:{<queue>}:batch:<name>:keys         HASH row key → fingerprint, for every row key enqueued
@@ -37,6 +38,8 @@ export interface KeyLayout {
   readonly ledger: string;
   readonly paused: string;
   inflight(fingerprint: string): string;
+  /** A row's fal request state, by job id (any delivery of the row reads it). */
+  request(jobId: string): string;
   batch(name: string): BatchKeys;
   /** BullMQ's hash for a job id. */
   job(jobId: string): string;
@@ -54,6 +57,7 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
     ledger: `${base}:ledger`,
     paused: `${base}:paused`,
     inflight: (fingerprint) => `${base}:inflight:${fingerprint}`,
+    request: (jobId) => `${base}:request:${jobId}`,
     batch(name) {
       const at = `${base}:batch:${name}`;
       return {

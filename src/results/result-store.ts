@@ -4,24 +4,47 @@ import type { LedgerEntry, RowResult } from './row-result.js';
 
 // Starts a row, atomically: has it ended? was an identical row already paid for (the ledger keeps
 // answers only)? else claim the right to call fal for this input, unless another row holds it.
-// One round trip, and no gap in which a twin's answer could land unseen.
-// KEYS: results, ledger, inflight. ARGV: row key, fingerprint, owner, claim ttl (ms), resume (1/0).
+// Then the row's own request: one saved by any delivery of this row is resumed; one being
+// submitted right now by another delivery (a worker that lost its lock while alive) is waited
+// for; otherwise this delivery marks the row as submitting, before it calls fal.
+// One round trip, and no gap in which a twin's answer or another delivery's submit could slip by.
+// KEYS: results, ledger, inflight, request.
+// ARGV: row key, fingerprint, owner, claim ttl (ms), resume (1/0), submitting marker, marker ttl (ms).
 const BEGIN_ROW = `
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'ended'} end
 local paid = redis.call('HGET', KEYS[2], ARGV[2])
 if paid and cjson.decode(paid)['status'] == 'ok' then return {'ledger', paid} end
+local request = redis.call('GET', KEYS[4])
+local saved = request and string.sub(request, 1, 4) == 'rid:'
 local current = redis.call('GET', KEYS[3])
-if ARGV[5] == '1' or current == false or current == ARGV[3] then
-  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-  return {'claimed'}
-end
-return {'held', current}
+if not (ARGV[5] == '1' or saved or current == false or current == ARGV[3]) then return {'held', current} end
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+if saved then return {'resume', request} end
+if ARGV[5] == '1' then return {'claimed'} end
+if request and request ~= ARGV[6] then return {'submitting', request} end
+redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7])
+return {'claimed'}
+`;
+
+// Takes the submitting mark over from a delivery whose connection is gone, unless it changed.
+// KEYS: request. ARGV: the mark seen, this delivery's mark, ttl (ms).
+const TAKE_OVER_SUBMIT = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`;
+
+// Drops a row's request state: any (ARGV[1] == ''), or only this delivery's submitting mark.
+const DROP_REQUEST = `
+if ARGV[1] == '' or redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 `;
 
 // Ends a row, atomically: the first final result for a row key wins, counts move once, the ledger
 // learns an answer once, and the row lets go of its claim (if it still holds it). At-least-once
 // delivery can run a row twice; this keeps the second run from counting twice.
-// KEYS: results, counts, ledger, inflight. ARGV: row key, result, status, fingerprint, ledger entry or '', owner or ''.
+// The row's request state goes too: the row has ended.
+// KEYS: results, counts, ledger, inflight, request. ARGV: row key, result, status, fingerprint, ledger entry or '', owner or ''.
 const RECORD_RESULT = `
 local added = 0
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
@@ -30,6 +53,7 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   added = 1
 end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) == ARGV[6] then redis.call('DEL', KEYS[4]) end
+if ARGV[6] ~= '' then redis.call('DEL', KEYS[5]) end
 return added
 `;
 
@@ -50,7 +74,26 @@ return 0
 `;
 
 /** How a row starts: see BEGIN_ROW. */
-export type RowStart = { kind: 'ended' } | { kind: 'ledger'; entry: LedgerEntry } | { kind: 'claimed' } | { kind: 'held'; owner: string };
+export type RowStart =
+  | { kind: 'ended' }
+  | { kind: 'ledger'; entry: LedgerEntry }
+  /** Claimed, and marked as being submitted by this delivery (unless it resumes its job data's request). */
+  | { kind: 'claimed' }
+  /** A request saved by a delivery of this row: resume it. */
+  | { kind: 'resume'; requestId: string; submittedAt: number }
+  /** Another delivery of this row (`holder`: its mark) is submitting it right now. */
+  | { kind: 'submitting'; holder: string }
+  | { kind: 'held'; owner: string };
+
+/** Who is submitting a row: the Redis connection of the delivery doing it (alive while its process is). */
+export function submittingMark(connectionId: string): string {
+  return `submitting:${connectionId}`;
+}
+
+/** The connection id in a submitting mark. */
+export function markConnection(mark: string): string {
+  return mark.slice('submitting:'.length);
+}
 
 export interface RecordOptions {
   /** Also put the answer in the ledger (answers only: identical rows later get it without a call). */
@@ -59,12 +102,31 @@ export interface RecordOptions {
   releaseFor?: string;
 }
 
+export interface BeginOptions {
+  /** The job (row delivery) starting: its id owns the claim and the row's request state. */
+  owner: string;
+  claimTtlMs: number;
+  /** The job's data carries a request to resume. */
+  resume: boolean;
+  /** This delivery's submitting mark (see submittingMark). */
+  mark: string;
+  /** How long a mark lasts if nobody removes it: the backstop when liveness cannot be checked. */
+  markTtlMs: number;
+}
+
 export interface ResultStore {
   /**
-   * Starts a row (one atomic step): ended already, answered by the ledger, claimed for this owner,
-   * or held by another row. `resume`: the owner resumes its own request and takes the claim back.
+   * Starts a row (one atomic step): ended already, answered by the ledger, a saved request to
+   * resume, another delivery submitting it, claimed (and marked as submitting) for this delivery,
+   * or held by another row.
    */
-  begin(batch: string, key: string, fingerprint: string, owner: string, claimTtlMs: number, resume: boolean): Promise<RowStart>;
+  begin(batch: string, key: string, fingerprint: string, options: BeginOptions): Promise<RowStart>;
+  /** Takes the submitting mark from a delivery that is gone; false if the mark changed meanwhile. */
+  takeOverSubmit(owner: string, seen: string, mark: string, ttlMs: number): Promise<boolean>;
+  /** Saves the request a row submitted: any delivery of the row resumes it from now on. */
+  saveRequest(owner: string, requestId: string, submittedAt: number, ttlMs: number): Promise<void>;
+  /** Forgets the row's request (it is gone at fal), or only this delivery's mark (`mark`). */
+  dropRequest(owner: string, mark?: string): Promise<void>;
   /** Stores a row's final result (first one wins). Returns false when the row already had one. */
   record(batch: string, key: string, fingerprint: string, result: RowResult, options: RecordOptions): Promise<boolean>;
   get(batch: string, key: string): Promise<RowResult | undefined>;
@@ -85,12 +147,27 @@ function parse<T>(json: string | null | undefined): T | undefined {
 }
 
 interface Scripts {
-  falbatchBeginRow(results: string, ledger: string, inflight: string, key: string, fingerprint: string, owner: string, ttlMs: number, resume: string): Promise<string[]>;
+  falbatchBeginRow(
+    results: string,
+    ledger: string,
+    inflight: string,
+    request: string,
+    key: string,
+    fingerprint: string,
+    owner: string,
+    ttlMs: number,
+    resume: string,
+    mark: string,
+    markTtlMs: number,
+  ): Promise<string[]>;
+  falbatchTakeOverSubmit(request: string, seen: string, mark: string, ttlMs: number): Promise<number>;
+  falbatchDropRequest(request: string, mark: string): Promise<number>;
   falbatchRecordResult(
     results: string,
     counts: string,
     ledger: string,
     inflight: string,
+    request: string,
     key: string,
     json: string,
     status: string,
@@ -104,8 +181,10 @@ interface Scripts {
 
 function scriptsOf(redis: Redis): Scripts {
   if (!('falbatchBeginRow' in redis)) {
-    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 3, lua: BEGIN_ROW });
-    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 4, lua: RECORD_RESULT });
+    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 4, lua: BEGIN_ROW });
+    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 5, lua: RECORD_RESULT });
+    redis.defineCommand('falbatchTakeOverSubmit', { numberOfKeys: 1, lua: TAKE_OVER_SUBMIT });
+    redis.defineCommand('falbatchDropRequest', { numberOfKeys: 1, lua: DROP_REQUEST });
     redis.defineCommand('falbatchReleaseClaim', { numberOfKeys: 1, lua: RELEASE_CLAIM });
     redis.defineCommand('falbatchTakeOverClaim', { numberOfKeys: 1, lua: TAKE_OVER_CLAIM });
   }
@@ -126,24 +205,41 @@ function ledgerEntryOf(result: RowResult): LedgerEntry {
 export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
   const scripts = scriptsOf(redis);
   return {
-    async begin(batch, key, fingerprint, owner, claimTtlMs, resume) {
+    async begin(batch, key, fingerprint, options) {
       const [kind, value] = await scripts.falbatchBeginRow(
         keys.batch(batch).results,
         keys.ledger,
         keys.inflight(fingerprint),
+        keys.request(options.owner),
         key,
         fingerprint,
-        owner,
-        claimTtlMs,
-        resume ? '1' : '0',
+        options.owner,
+        options.claimTtlMs,
+        options.resume ? '1' : '0',
+        options.mark,
+        options.markTtlMs,
       );
-      if (kind === 'ended') return { kind };
-      if (kind === 'claimed') return { kind };
+      if (kind === 'ended' || kind === 'claimed') return { kind };
       if (kind === 'ledger') {
         const entry = parse<LedgerEntry>(value);
         return entry ? { kind, entry } : { kind: 'claimed' };
       }
+      if (kind === 'resume') {
+        // rid:<submitted at>:<request id>
+        const [, at = '0', ...id] = (value ?? '').split(':');
+        return { kind, requestId: id.join(':'), submittedAt: Number(at) };
+      }
+      if (kind === 'submitting') return { kind, holder: value ?? '' };
       return { kind: 'held', owner: value ?? '' };
+    },
+    async takeOverSubmit(owner, seen, mark, ttlMs) {
+      return (await scripts.falbatchTakeOverSubmit(keys.request(owner), seen, mark, ttlMs)) === 1;
+    },
+    async saveRequest(owner, requestId, submittedAt, ttlMs) {
+      await redis.set(keys.request(owner), `rid:${submittedAt}:${requestId}`, 'PX', ttlMs);
+    },
+    async dropRequest(owner, mark) {
+      await scripts.falbatchDropRequest(keys.request(owner), mark ?? '');
     },
     async record(batch, key, fingerprint, result, options) {
       const batchKeys = keys.batch(batch);
@@ -152,6 +248,7 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         batchKeys.counts,
         keys.ledger,
         keys.inflight(fingerprint),
+        keys.request(options.releaseFor ?? ''),
         key,
         JSON.stringify(result),
         result.status,

@@ -4,15 +4,16 @@ import { ENDPOINTS } from '../fal/endpoints.js';
 import type { FalCaller, FalStatus } from '../fal/fal-caller.js';
 import type { Logger } from '../log.js';
 import type { RowJobData, RowRequestState } from '../queue/row-job.js';
-import type { ResultStore } from '../results/result-store.js';
+import type { ResultStore, RowStart } from '../results/result-store.js';
 import type { LedgerEntry, RowResult } from '../results/row-result.js';
-import { HOUR, type Clock } from '../time.js';
-import { jobIdFor } from '../manifest/row-key.js';
+import { HOUR, MINUTE, type Clock } from '../time.js';
 import type { StatusErrorKnowledge } from './status-errors.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase, type Verdict } from './classify-error.js';
 
 /** One attempt at a row, as the queue hands it over (nothing BullMQ-specific). */
 export interface RowAttempt {
+  /** The row's job id: owns its claim and its request state. */
+  jobId: string;
   data: RowJobData;
   /** 1-based attempt number. */
   attempt: number;
@@ -25,9 +26,15 @@ export interface RowProcessorDeps {
   fal: FalCaller;
   store: ResultStore;
   clock: Clock;
-  config: Pick<ResolvedConfig, 'waitMode' | 'pollIntervalMs' | 'waitBudgetMs' | 'startTimeoutSeconds'>;
+  config: Pick<ResolvedConfig, 'waitMode' | 'pollIntervalMs' | 'waitBudgetMs' | 'startTimeoutSeconds' | 'callTimeoutMs'>;
   log: Logger;
   scrub: (text: string) => string;
+  /** Marks a row as being submitted by this process, and tells whether another marker's process lives. */
+  submitter: {
+    mark(): Promise<string>;
+    /** False when the marking process is surely gone; undefined when Redis cannot tell. */
+    alive(mark: string): Promise<boolean | undefined>;
+  };
   /** What this worker has learned of whether the server reports failed jobs on their status. */
   statusErrors: StatusErrorKnowledge;
   /** Whether the row (job id) holding an input's claim can still finish: queued, waiting, running or delayed. */
@@ -50,12 +57,24 @@ export class AttemptError extends Error {
 /**
  * - `ok`: answered by fal and stored; `from-ledger`: an identical row was already paid for;
  * - `already-ended`: the row had a final result (a duplicate delivery);
- * - `twin-in-flight`: an identical row is being called right now: wait for its answer, don't pay twice.
+ * - `twin-in-flight`: an identical row is being called right now: wait for its answer, don't pay twice;
+ * - `submit-in-flight`: another delivery of this row is submitting it: wait for the request it saves.
  */
-export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger' | 'twin-in-flight';
+export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger' | 'twin-in-flight' | 'submit-in-flight';
 
 /** A claim outlives its row only this long if nobody releases it (crashes are handled by liveness). */
 const CLAIM_TTL = 24 * HOUR;
+
+/** A saved request outlives its row only this long if nobody ends the row (fal keeps results 30 days). */
+const SAVED_REQUEST_TTL = 30 * 24 * HOUR;
+
+/**
+ * How long a submitting mark lasts if nobody lifts it: only matters where Redis cannot say whether
+ * the marking process lives (CLIENT LIST disabled). Longer than any submit call.
+ */
+function submitMarkTtl(config: Pick<ResolvedConfig, 'callTimeoutMs'>): number {
+  return Math.max(2 * config.callTimeoutMs, MINUTE);
+}
 
 /** Result reads, within one attempt, before a read failure is handed to the queue. */
 const RESULT_READS = 3;
@@ -99,20 +118,33 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   const { fal, store, clock, config } = deps;
   // One paid call per distinct input at a time, across rows and batches: the others wait for its
   // answer, for as long as the row holding the claim can still give one (the TTL is a backstop).
-  const owner = jobIdFor(data.b, data.k);
-  const start = await store.begin(data.b, data.k, data.f, owner, CLAIM_TTL, data.rid !== undefined);
+  const owner = attempt.jobId;
+  const mark = await deps.submitter.mark();
+  const begin = (): Promise<RowStart> =>
+    store.begin(data.b, data.k, data.f, { owner, claimTtlMs: CLAIM_TTL, resume: data.rid !== undefined, mark, markTtlMs: submitMarkTtl(config) });
+  let start = await begin();
+  if (start.kind === 'held') {
+    if ((await deps.rowAlive(start.owner)) || !(await store.takeOver(data.f, start.owner, owner, CLAIM_TTL))) return 'twin-in-flight';
+    start = await begin();
+  }
   if (start.kind === 'ended') return 'already-ended';
   if (start.kind === 'ledger') {
     await recordFromLedger(data, start.entry, deps);
     return 'from-ledger';
   }
-  if (start.kind === 'held' && ((await deps.rowAlive(start.owner)) || !(await store.takeOver(data.f, start.owner, owner, CLAIM_TTL)))) {
-    return 'twin-in-flight';
+  if (start.kind === 'held') return 'twin-in-flight';
+  if (start.kind === 'submitting') {
+    // Another delivery of this row is submitting it: a worker that lost its lock (a stalled event
+    // loop) but lives on, and will save the request it pays for. Wait for it, unless its
+    // connection is gone: then its process died, and this delivery takes over.
+    const alive = await deps.submitter.alive(start.holder);
+    if (alive !== false || !(await store.takeOverSubmit(owner, start.holder, mark, submitMarkTtl(config)))) return 'submit-in-flight';
+    deps.log.info('taking over a row whose submitting worker is gone', { batch: data.b, key: data.k });
   }
 
   let phase: AttemptPhase = 'submit';
-  let requestId = data.rid;
-  let submittedAt = data.sub ?? clock.now();
+  let requestId = start.kind === 'resume' ? start.requestId : data.rid;
+  let submittedAt = start.kind === 'resume' ? start.submittedAt : (data.sub ?? clock.now());
   let status: FalStatus | undefined;
   try {
     if (!requestId) {
@@ -121,6 +153,8 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
       const startTimeout = config.startTimeoutSeconds === undefined ? {} : { startTimeoutSeconds: config.startTimeoutSeconds };
       ({ requestId } = await fal.submit(data.e, data.in, startTimeout));
       submittedAt = clock.now();
+      // First where every delivery of the row looks (this also lifts the submitting mark), then on the job.
+      await store.saveRequest(owner, requestId, submittedAt, SAVED_REQUEST_TTL);
       await attempt.saveState({ rid: requestId, sub: submittedAt });
       attempt.signal?.throwIfAborted();
     } else {
@@ -175,7 +209,12 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     const resubmit = verdict.kind === 'retry' && verdict.resubmit;
     // The request is gone or failed at fal: forget it, so the next attempt submits anew. (A row that
     // fails for good keeps it: its request id goes into the result.)
-    if (saved && resubmit) await attempt.saveState({});
+    if (saved && resubmit) {
+      await store.dropRequest(owner);
+      await attempt.saveState({});
+    }
+    // A submit that failed leaves nothing to wait for: other deliveries may submit.
+    if (phase === 'submit') await store.dropRequest(owner, mark);
     const keepsRequest = saved && verdict.kind !== 'permanent' && !resubmit;
     // The claim goes with the request: kept while this row will resume it, released otherwise.
     if (!keepsRequest) await store.release(data.f, owner);

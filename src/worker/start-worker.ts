@@ -2,6 +2,8 @@ import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, Worker,
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
 import { pauseQueue } from '../ops/control.js';
+import { connectionIdOf, isConnectionAlive } from '../queue/connection.js';
+import { markConnection, submittingMark } from '../results/result-store.js';
 import { REQUEST_STATE_FIELDS, type RowJobData } from '../queue/row-job.js';
 import { jobIdFor } from '../manifest/row-key.js';
 import { MINUTE, formatDuration } from '../time.js';
@@ -76,7 +78,11 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     const state = await ctx.queue.getJobState(jobId);
     return state !== 'completed' && state !== 'failed' && state !== 'unknown';
   };
-  const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive, statusErrors: createStatusErrorKnowledge() };
+  const submitter = {
+    mark: async () => submittingMark(await connectionIdOf(ctx.redis)),
+    alive: (mark: string) => isConnectionAlive(ctx.redis, markConnection(mark)),
+  };
+  const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge() };
   const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0, resultRereads: 0 };
 
   const recordFailure = async (job: Job<RowJobData>, verdict: Verdict, attempts: number): Promise<void> => {
@@ -99,7 +105,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       // Failures stay out of the ledger: a later batch may retry an identical row (the image may be
       // reachable by then). Within this batch the row has ended and is not called again. Identical
       // rows waiting on this one may go on now.
-      { remember: false, releaseFor: jobIdFor(data.b, data.k) },
+      { remember: false, releaseFor: job.id ?? jobIdFor(data.b, data.k) },
     );
     counts.failed++;
     log.warn(`row failed: ${verdict.reason}`, { batch: data.b, key: data.k, attempts });
@@ -110,6 +116,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     try {
       const outcome = await processRow(
         {
+          jobId: job.id ?? jobIdFor(job.data.b, job.data.k),
           data: job.data,
           attempt,
           signal,
@@ -121,8 +128,9 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       );
       if (outcome === 'ok') counts.ok++;
       else if (outcome === 'from-ledger') counts.fromLedger++;
-      else if (outcome === 'twin-in-flight') {
-        // An identical row is being called: come back when its answer is likely in the ledger.
+      else if (outcome === 'twin-in-flight' || outcome === 'submit-in-flight') {
+        // An identical row is being called, or this row is being submitted by a worker that lost
+        // its lock: come back when its answer (or request id) is likely saved.
         await job.moveToDelayed(clock.now() + Math.max(4 * config.pollIntervalMs, 200), token);
         throw new DelayedError();
       }

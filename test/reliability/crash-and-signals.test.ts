@@ -45,6 +45,39 @@ describe('crash safety, with worker processes really killed', () => {
     expect(stats.duplicateBilled).toBeLessThanOrEqual(3);
   }, 120_000);
 
+  it('a worker frozen mid-submit past its lock (alive, connection open) makes no other worker pay for its rows', async () => {
+    const rows = 4;
+    // Every submit is carried out at once and answered 2 s later: the frozen worker is mid-submit.
+    const h = await createHarness({ emulator: { runners: 8, latency: '50ms', faults: ['slow@submit=1x4'] } });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, rows) });
+    const args = ['work', '--concurrency', '4', '--lock-duration', '1s'];
+    const frozen = spawnCli(args, h.env());
+    await until('four submits accepted by fal, their answers not yet back', () => h.emulator.stats().accepted === rows);
+    // SIGSTOP: what an event loop blocked far longer than the lock looks like from outside.
+    frozen.child.kill('SIGSTOP');
+    const other = spawnCli(args, h.env());
+    try {
+      // The other worker takes the rows over once their locks expire, and tries each more than once...
+      await until(
+        'the other worker to take every stalled row, twice',
+        async () => {
+          const jobs = await h.ctx.queue.getJobs(['active', 'delayed', 'wait']);
+          return h.emulator.stats().accepted > rows || (jobs.length === rows && jobs.every((job) => job.attemptsStarted >= 3));
+        },
+        20_000,
+      );
+    } finally {
+      // ...and must not have paid for them again while the frozen one could still save its request ids.
+      frozen.child.kill('SIGCONT');
+    }
+    await until('the batch to finish', async () => (await getStatus(h.ctx, batch)).finished, 30_000);
+    other.child.kill('SIGTERM');
+    frozen.child.kill('SIGTERM');
+    await Promise.all([other.exited, frozen.exited]);
+    expect((await getStatus(h.ctx, batch)).ok).toBe(rows);
+    expect(h.emulator.stats()).toMatchObject({ accepted: rows, billed: rows, duplicateBilled: 0 });
+  }, 60_000);
+
   it('SIGTERM: the worker leaves within its grace period, hands rows back, and a new worker finishes them without paying twice', async () => {
     const rows = 12;
     const h = await createHarness({ emulator: { runners: 12, latency: '4s' } });
