@@ -7,7 +7,9 @@ const MAX_LISTED = 20;
 
 export function enqueueReport(summary: EnqueueSummary): string {
   const lines = [
-    `batch ${summary.batch}: ${summary.rows} rows read; ${summary.added} added, ${summary.present} already present, ${summary.rejected} rejected` +
+    `batch ${summary.batch}: ${summary.rows} rows read; ${summary.added} added` +
+      (summary.changedRows > 0 ? ` (${summary.changedRows} of them changed since they were enqueued: called again)` : '') +
+      `, ${summary.present} already present, ${summary.rejected} rejected` +
       (summary.shared > 0 ? `, ${summary.shared} identical to another row (answered once)` : ''),
   ];
   return `${lines.join('\n')}\n`;

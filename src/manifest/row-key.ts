@@ -17,9 +17,14 @@ export function rowFingerprint(endpoint: string, prompt: string, imageIdentities
 /** Longest `id` a manifest row may carry. */
 export const MAX_ID_LENGTH = 200;
 
-/** BullMQ job id for a row: batch and row key, with `:` (not allowed by BullMQ) escaped. */
-export function jobIdFor(batch: string, key: string): string {
-  return `${batch}/${encodeURIComponent(key)}`;
+/**
+ * BullMQ job id for a row: batch and row key, with `:` (not allowed by BullMQ) escaped. A row with
+ * an id also carries its content's fingerprint: an edited row (same id, new prompt or image) is a
+ * new job, whatever became of the old one. (A row without an id is keyed by its fingerprint.)
+ */
+export function jobIdFor(batch: string, key: string, fingerprint: string = key): string {
+  const base = `${batch}/${encodeURIComponent(key)}`;
+  return fingerprint === key ? base : `${base}~${fingerprint.slice(0, 12)}`;
 }
 
 /** Batch names: safe in Redis keys, job ids and file names. */

@@ -44,7 +44,9 @@ export interface EnqueueSummary extends EnqueueProgress {
   manifest: string;
   /** Rows whose key another row of this manifest already has (identical content): called once, answered for all. */
   shared: number;
-  /** Rows whose id was enqueued before with other inputs: the earlier result is kept. */
+  /** Rows whose id was enqueued before with other content: called again (the old answer is dropped). */
+  changedRows: number;
+  /** The first 1,000 of them, with their lines. */
   changed: Rejection[];
   /** The first 1,000 rejections (all of them are in the batch's export). */
   rejections: Rejection[];
@@ -194,15 +196,48 @@ async function appendRows(redis: FalbatchContext['redis'], draft: string, at: nu
 }
 
 /** Job options every row job gets: its identity, attempts with falbatch's backoff, and cleanup. */
-export function rowJobOptions(ctx: FalbatchContext, batch: string, key: string): JobsOptions {
+export function rowJobOptions(ctx: FalbatchContext, batch: string, key: string, fingerprint: string): JobsOptions {
   return {
-    jobId: jobIdFor(batch, key),
+    jobId: jobIdFor(batch, key, fingerprint),
     attempts: ctx.config.attempts,
     backoff: { type: 'falbatch' },
     // Redis holds every result in the batch's results hash: finished jobs themselves are not needed.
     removeOnComplete: true,
     removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
   };
+}
+
+// Points a row key at its new content, and drops the answer to its old content (counts follow).
+// KEYS: row keys, results, counts. ARGV: row key, new fingerprint.
+const EDIT_ROW = `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[3], cjson.decode(old)['status'], -1)
+end
+return 1
+`;
+
+interface EditScripts {
+  falbatchEditRow(rowKeys: string, results: string, counts: string, key: string, fingerprint: string): unknown;
+}
+
+function defineEditScript(redis: FalbatchContext['redis']): void {
+  if (!('falbatchEditRow' in redis)) redis.defineCommand('falbatchEditRow', { numberOfKeys: 3, lua: EDIT_ROW });
+}
+
+/** Of rows already in the batch with the same content, those with neither a result nor a job. */
+async function lostRows(ctx: FalbatchContext, batch: string, rows: ManifestRow[]): Promise<ManifestRow[]> {
+  if (rows.length === 0) return [];
+  const pipeline = ctx.redis.pipeline();
+  const results = ctx.keys.batch(batch).results;
+  for (const row of rows) {
+    pipeline.hexists(results, row.key);
+    pipeline.exists(ctx.keys.job(jobIdFor(batch, row.key, row.fingerprint)));
+  }
+  const replies = (await pipeline.exec()) ?? [];
+  return rows.filter((_, i) => replies[2 * i]?.[1] === 0 && replies[2 * i + 1]?.[1] === 0);
 }
 
 interface Lease {
@@ -278,7 +313,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
 
   await checkHeader(file);
   const run = randomUUID();
-  const summary: EnqueueSummary = { batch, manifest: file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changed: [], rejections: [] };
+  const summary: EnqueueSummary = { batch, manifest: file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [] };
   const now = clock.now();
   // One producer per batch at a time: two would each rename their rows list over the other's.
   if ((await redis.set(batchKeys.enqueuing, run, 'PX', LEASE_MS, 'NX')) !== 'OK') {
@@ -313,28 +348,47 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
       if (rows.length === 0) continue;
       const known = await redis.hmget(batchKeys.keys, ...rows.map((r) => r.key));
       const fresh: ManifestRow[] = [];
+      const edited: ManifestRow[] = [];
+      const present: ManifestRow[] = [];
       rows.forEach((row, i) => {
         const fingerprint = known[i];
-        if (fingerprint === null || fingerprint === undefined) {
-          fresh.push(row);
-          return;
-        }
-        summary.present++;
-        if (fingerprint !== row.fingerprint && summary.changed.length < REPORTED_REJECTIONS) {
-          summary.changed.push({ line: row.line, reason: `id "${row.key}" was enqueued in batch ${batch} before with other inputs; its earlier result is kept (use a new --batch to redo it)` });
-        }
+        if (fingerprint === null || fingerprint === undefined) fresh.push(row);
+        else if (fingerprint !== row.fingerprint) edited.push(row);
+        else present.push(row);
       });
-      if (fresh.length > 0) {
+      // Present, but neither ended nor queued: a producer died between editing the row and adding
+      // its job. Add it again.
+      const lost = await lostRows(ctx, batch, present);
+      summary.present += present.length - lost.length;
+      // An edited row (same id, other content) is answered afresh: its old answer is dropped now,
+      // before its new job exists, and a job of its old content still running will not record.
+      if (edited.length > 0) {
+        defineEditScript(redis);
+        const pipeline = redis.pipeline();
+        for (const row of edited) {
+          (pipeline as unknown as EditScripts).falbatchEditRow(batchKeys.keys, batchKeys.results, batchKeys.counts, row.key, row.fingerprint);
+          summary.changedRows++;
+          if (summary.changed.length < REPORTED_REJECTIONS) {
+            summary.changed.push({
+              line: row.line,
+              reason: `id "${row.key}" changed since it was enqueued in batch ${batch} (prompt, image, endpoint or parameters): it is called again, and its earlier answer is dropped`,
+            });
+          }
+        }
+        await pipeline.exec();
+      }
+      const jobs = [...fresh, ...edited, ...lost];
+      if (jobs.length > 0) {
         await waitForRoom(ctx, lease, options.signal);
         await ctx.queue.addBulk(
-          fresh.map((row) => {
+          jobs.map((row) => {
             const data: RowJobData = { b: batch, k: row.key, e: row.endpoint, f: row.fingerprint, in: row.input };
-            return { name: row.endpoint, data, opts: rowJobOptions(ctx, batch, row.key) };
+            return { name: row.endpoint, data, opts: rowJobOptions(ctx, batch, row.key, row.fingerprint) };
           }),
         );
         // Only after the jobs exist: a crash between the two re-adds them next time, which BullMQ ignores.
-        await redis.hset(batchKeys.keys, Object.fromEntries(fresh.map((row) => [row.key, row.fingerprint])));
-        summary.added += fresh.length;
+        if (fresh.length > 0) await redis.hset(batchKeys.keys, Object.fromEntries(fresh.map((row) => [row.key, row.fingerprint])));
+        summary.added += jobs.length;
       }
       options.onProgress?.({ batch, rows: summary.rows, added: summary.added, present: summary.present, rejected: summary.rejected });
     }

@@ -8,9 +8,12 @@ import type { LedgerEntry, RowResult } from './row-result.js';
 // submitted right now by another delivery (a worker that lost its lock while alive) is waited
 // for; otherwise this delivery marks the row as submitting, before it calls fal.
 // One round trip, and no gap in which a twin's answer or another delivery's submit could slip by.
-// KEYS: results, ledger, inflight, request.
+// A job whose content is no longer the row's (the row was edited and enqueued again) is stale.
+// KEYS: results, ledger, inflight, request, row keys.
 // ARGV: row key, fingerprint, owner, claim ttl (ms), resume (1/0), submitting marker, marker ttl (ms).
 const BEGIN_ROW = `
+local wanted = redis.call('HGET', KEYS[5], ARGV[1])
+if wanted and wanted ~= ARGV[2] then return {'stale'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'ended'} end
 local paid = redis.call('HGET', KEYS[2], ARGV[2])
 if paid and cjson.decode(paid)['status'] == 'ok' then return {'ledger', paid} end
@@ -43,11 +46,16 @@ return 0
 // Ends a row, atomically: the first final result for a row key wins, counts move once, the ledger
 // learns an answer once, and the row lets go of its claim (if it still holds it). At-least-once
 // delivery can run a row twice; this keeps the second run from counting twice.
-// The row's request state goes too: the row has ended.
-// KEYS: results, counts, ledger, inflight, request. ARGV: row key, result, status, fingerprint, ledger entry or '', owner or ''.
+// The row's request state goes too: the row has ended. A stale job (the row's content changed
+// since) pairs its answer with no row: it only goes to the ledger, under the content it answers.
+// KEYS: results, counts, ledger, inflight, request, row keys. ARGV: row key, result, status, fingerprint, ledger entry or '', owner or ''.
 const RECORD_RESULT = `
 local added = 0
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+local wanted = redis.call('HGET', KEYS[6], ARGV[1])
+if wanted and wanted ~= ARGV[4] then
+  if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
+  added = -1
+elseif redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
   if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
   added = 1
@@ -76,6 +84,8 @@ return 0
 /** How a row starts: see BEGIN_ROW. */
 export type RowStart =
   | { kind: 'ended' }
+  /** The job's content is no longer the row's: the row was edited and enqueued again. */
+  | { kind: 'stale' }
   | { kind: 'ledger'; entry: LedgerEntry }
   /** Claimed, and marked as being submitted by this delivery (unless it resumes its job data's request). */
   | { kind: 'claimed' }
@@ -127,7 +137,10 @@ export interface ResultStore {
   saveRequest(owner: string, requestId: string, submittedAt: number, ttlMs: number): Promise<void>;
   /** Forgets the row's request (it is gone at fal), or only this delivery's mark (`mark`). */
   dropRequest(owner: string, mark?: string): Promise<void>;
-  /** Stores a row's final result (first one wins). Returns false when the row already had one. */
+  /**
+   * Stores a row's final result (first one wins). Returns false when the row already had one, or
+   * when the result is stale (the row's content changed since its job was made).
+   */
   record(batch: string, key: string, fingerprint: string, result: RowResult, options: RecordOptions): Promise<boolean>;
   get(batch: string, key: string): Promise<RowResult | undefined>;
   getMany(batch: string, keys: readonly string[]): Promise<Array<RowResult | undefined>>;
@@ -152,6 +165,7 @@ interface Scripts {
     ledger: string,
     inflight: string,
     request: string,
+    rowKeys: string,
     key: string,
     fingerprint: string,
     owner: string,
@@ -168,6 +182,7 @@ interface Scripts {
     ledger: string,
     inflight: string,
     request: string,
+    rowKeys: string,
     key: string,
     json: string,
     status: string,
@@ -181,8 +196,8 @@ interface Scripts {
 
 function scriptsOf(redis: Redis): Scripts {
   if (!('falbatchBeginRow' in redis)) {
-    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 4, lua: BEGIN_ROW });
-    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 5, lua: RECORD_RESULT });
+    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 5, lua: BEGIN_ROW });
+    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 6, lua: RECORD_RESULT });
     redis.defineCommand('falbatchTakeOverSubmit', { numberOfKeys: 1, lua: TAKE_OVER_SUBMIT });
     redis.defineCommand('falbatchDropRequest', { numberOfKeys: 1, lua: DROP_REQUEST });
     redis.defineCommand('falbatchReleaseClaim', { numberOfKeys: 1, lua: RELEASE_CLAIM });
@@ -211,6 +226,7 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         keys.ledger,
         keys.inflight(fingerprint),
         keys.request(options.owner),
+        keys.batch(batch).keys,
         key,
         fingerprint,
         options.owner,
@@ -219,7 +235,7 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         options.mark,
         options.markTtlMs,
       );
-      if (kind === 'ended' || kind === 'claimed') return { kind };
+      if (kind === 'ended' || kind === 'claimed' || kind === 'stale') return { kind };
       if (kind === 'ledger') {
         const entry = parse<LedgerEntry>(value);
         return entry ? { kind, entry } : { kind: 'claimed' };
@@ -249,6 +265,7 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         keys.ledger,
         keys.inflight(fingerprint),
         keys.request(options.releaseFor ?? ''),
+        batchKeys.keys,
         key,
         JSON.stringify(result),
         result.status,

@@ -7,7 +7,7 @@ import type { RowJobData, RowRequestState } from '../queue/row-job.js';
 import type { ResultStore, RowStart } from '../results/result-store.js';
 import type { LedgerEntry, RowResult } from '../results/row-result.js';
 import { HOUR, MINUTE, type Clock } from '../time.js';
-import type { StatusErrorKnowledge } from './status-errors.js';
+import type { StatusErrorKnowledge, StatusErrorReporting } from './status-errors.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase, type Verdict } from './classify-error.js';
 
 /** One attempt at a row, as the queue hands it over (nothing BullMQ-specific). */
@@ -58,9 +58,10 @@ export class AttemptError extends Error {
  * - `ok`: answered by fal and stored; `from-ledger`: an identical row was already paid for;
  * - `already-ended`: the row had a final result (a duplicate delivery);
  * - `twin-in-flight`: an identical row is being called right now: wait for its answer, don't pay twice;
- * - `submit-in-flight`: another delivery of this row is submitting it: wait for the request it saves.
+ * - `submit-in-flight`: another delivery of this row is submitting it: wait for the request it saves;
+ * - `stale`: the row was edited and enqueued again since this job was made: a newer job answers it.
  */
-export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger' | 'twin-in-flight' | 'submit-in-flight';
+export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger' | 'twin-in-flight' | 'submit-in-flight' | 'stale';
 
 /** A claim outlives its row only this long if nobody releases it (crashes are handled by liveness). */
 const CLAIM_TTL = 24 * HOUR;
@@ -79,12 +80,21 @@ function submitMarkTtl(config: Pick<ResolvedConfig, 'callTimeoutMs'>): number {
 /** Result reads, within one attempt, before a read failure is handed to the queue. */
 const RESULT_READS = 3;
 /**
- * For a server that does not report failed jobs on their status (see status-errors.ts): result
- * attempts (each RESULT_READS reads) failing the same way in a row before the job is taken for
- * failed and submitted again. 6 × 3 = 18 reads: a gateway failing 70 % of reads at random passes
- * this test once in 600 rows; a job that really failed fails every read.
+ * Result attempts (each RESULT_READS reads, spread over growing delays) failing the same way in a
+ * row, after a COMPLETED status without error, before the job is taken for failed and submitted
+ * again; by what the worker knows of the server (see status-errors.ts):
+ * - `reported`: never. The server reports failed jobs on their status (fal does): this one ran
+ *   and was billed, and its answer exists;
+ * - `not-reported`: 6 attempts (18 reads): a gateway failing 70 % of reads at random does that once
+ *   in 600 rows; a job that really failed fails every read;
+ * - `unknown` (no failed job seen yet): 8 attempts (24 reads, minutes apart with the default
+ *   backoff), once in 5,000 rows for the same gateway.
  */
-export const RESULT_FAILURES_FOR_JOB_FAILURE = 6;
+export const RESULT_FAILURES_FOR_JOB_FAILURE: Readonly<Record<StatusErrorReporting, number>> = {
+  reported: Number.POSITIVE_INFINITY,
+  'not-reported': 6,
+  unknown: 8,
+};
 
 /**
  * A COMPLETED request whose result could not be read: it is paid for, so the row keeps it and
@@ -128,6 +138,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     start = await begin();
   }
   if (start.kind === 'ended') return 'already-ended';
+  if (start.kind === 'stale') return 'stale';
   if (start.kind === 'ledger') {
     await recordFromLedger(data, start.entry, deps);
     return 'from-ledger';
@@ -197,7 +208,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
         const signature = failureSignature(error);
         const failures = data.rs === signature ? (data.rf ?? 0) + 1 : 1;
         const since = data.ru ?? clock.now();
-        const mayBeJobs = deps.statusErrors.current === 'not-reported' && failures >= RESULT_FAILURES_FOR_JOB_FAILURE;
+        const mayBeJobs = failures >= RESULT_FAILURES_FOR_JOB_FAILURE[deps.statusErrors.current];
         if (!mayBeJobs) {
           throw new ResultPendingError(`${verdict.reason} (fal said the request completed: its result will be read again)`, { rid: requestId, sub: submittedAt, rf: failures, ru: since, rs: signature }, since);
         }

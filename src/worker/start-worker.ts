@@ -105,7 +105,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       // Failures stay out of the ledger: a later batch may retry an identical row (the image may be
       // reachable by then). Within this batch the row has ended and is not called again. Identical
       // rows waiting on this one may go on now.
-      { remember: false, releaseFor: job.id ?? jobIdFor(data.b, data.k) },
+      { remember: false, releaseFor: job.id ?? jobIdFor(data.b, data.k, data.f) },
     );
     counts.failed++;
     log.warn(`row failed: ${verdict.reason}`, { batch: data.b, key: data.k, attempts });
@@ -116,7 +116,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     try {
       const outcome = await processRow(
         {
-          jobId: job.id ?? jobIdFor(job.data.b, job.data.k),
+          jobId: job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f),
           data: job.data,
           attempt,
           signal,

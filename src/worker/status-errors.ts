@@ -1,12 +1,14 @@
 /**
  * Whether the fal server reports a failed job on its COMPLETED status (`error`, `error_type`), as
- * fal does. It decides what a result that cannot be read means:
- * - a server that reports errors (or one not yet seen to fail to) has billed a job whose COMPLETED
- *   status carries no error, and its answer exists: a failing read is the gateway's problem, and
- *   the request is read again, never submitted again;
- * - a server seen answering a job's own failure (a 4xx result) after a COMPLETED status that said
- *   nothing of it does not report errors there: for it, only a failure that stays the same over
- *   many reads (see RESULT_FAILURES_FOR_JOB_FAILURE) is taken for the job's own.
+ * fal does. It decides what a result that cannot be read means (RESULT_FAILURES_FOR_JOB_FAILURE in
+ * process-row.ts):
+ * - `reported`: a COMPLETED status carried an error once. Then a COMPLETED status without error
+ *   means the job ran and was billed, and a failing read is the gateway's problem: the request is
+ *   read again, never submitted again;
+ * - `not-reported`: a COMPLETED status said nothing, and the result was the job's own failure (a
+ *   4xx). Such a server's failed jobs look completed: only a read that fails the same way many
+ *   times is taken for the job's failure;
+ * - `unknown`: neither seen yet (a batch without failures): the same, with a higher bar.
  * Learned per worker process from what the server answers.
  */
 export type StatusErrorReporting = 'reported' | 'not-reported' | 'unknown';

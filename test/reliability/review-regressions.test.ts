@@ -194,7 +194,8 @@ describe('servers that answer in other ways, claims that outlive their rows, pau
   });
 
   it('a row that fails for good lets go of its claim, so its identical twin goes on at once', async () => {
-    const h = await createHarness({ emulator: { faults: ['hang@result=1'] }, config: { attempts: 1, callTimeoutMs: 300 } });
+    // Reads that never answer after fal said the job completed: put off until the result budget, then failed.
+    const h = await createHarness({ emulator: { faults: ['hang@result=1'] }, config: { attempts: 1, callTimeoutMs: 300, resultBudgetMs: 1000 } });
     const manifest = h.file('m.csv', 'id,image_url,prompt\na,https://example.com/x.jpg,same\nb,https://example.com/x.jpg,same\n');
     const started = Date.now();
     const summary = await runBatch(h.ctx, { manifest, out: join(h.dir, 'out.csv') });
