@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { secretsOf, type ResolvedConfig } from './config.js';
 import { createScrubber, silentLogger, type Logger } from './log.js';
-import { checkEvictionPolicy, connectRedis } from './queue/connection.js';
+import { checkEvictionPolicy, checkPersistence, connectRedis } from './queue/connection.js';
 import { createKeyLayout, type KeyLayout } from './queue/keys.js';
 import { createResultStore, type ResultStore } from './results/result-store.js';
 import { systemClock, type Clock } from './time.js';
@@ -32,6 +32,7 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
   const log = options.log ?? silentLogger;
   const redis = await connectRedis(config.redisUrl, { log });
   await checkEvictionPolicy(redis, log);
+  await checkPersistence(redis, log);
   const keys = createKeyLayout(config.prefix);
   const queue = new Queue(keys.queueName, { connection: redis, prefix: keys.bullPrefix });
   queue.on('error', (error) => log.warn('queue error', { error: error.message }));

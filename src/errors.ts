@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'MANIFEST_INVALID'
   | 'REDIS_UNAVAILABLE'
   | 'BATCH_NOT_FOUND'
+  | 'BATCH_LOST'
   | 'OUTPUT_UNWRITABLE'
   | 'FAL_HTTP'
   | 'FAL_TRANSPORT'
@@ -76,12 +77,33 @@ export class RedisUnavailableError extends FalbatchError {
 }
 
 export class BatchNotFoundError extends FalbatchError {
-  constructor(batch: string) {
+  /** @param hint what else may explain it (e.g. a Redis that keeps nothing on disk and restarted). */
+  constructor(batch: string, hint?: string) {
     super(
       'BATCH_NOT_FOUND',
       `No batch named "${batch}" in this Redis namespace. Run \`falbatch status\` to list the batches ` +
-        '(and check REDIS_URL and --prefix point where the batch was enqueued).',
+        '(and check REDIS_URL and --prefix point where the batch was enqueued).' +
+        (hint ? ` ${hint}` : ''),
     );
+  }
+}
+
+/**
+ * The batch's state vanished from Redis while the batch was live: Redis was flushed, or restarted
+ * without persistence. Nothing more is written under its keys.
+ */
+export class BatchLostError extends FalbatchError {
+  readonly batch: string;
+
+  constructor(batch: string) {
+    super(
+      'BATCH_LOST',
+      `Redis lost the state of batch "${batch}" while it ran: was Redis restarted without persistence (no AOF, no RDB), or flushed? ` +
+        'Its rows and results are gone from Redis; answers that came in after the loss were kept for reuse. ' +
+        'Enqueue (or run) the manifest again to finish it: rows whose answers were kept are not paid again. ' +
+        'To keep batches across restarts, turn on AOF (appendonly yes) in Redis.',
+    );
+    this.batch = batch;
   }
 }
 

@@ -1,5 +1,7 @@
 import type { FalbatchContext } from '../context.js';
-import { BatchNotFoundError } from '../errors.js';
+import { BatchLostError, BatchNotFoundError } from '../errors.js';
+import { redisPersists, redisUptimeMs } from '../queue/connection.js';
+import { formatDuration } from '../time.js';
 import { readBatchMeta } from '../queue/batch-meta.js';
 import { pausedReason } from './control.js';
 
@@ -26,9 +28,20 @@ export interface BatchStatus {
   paused: string | undefined;
 }
 
+/**
+ * The error for a batch that is not there, with a hint when Redis may have lost it: a Redis that
+ * keeps nothing on disk forgets every batch when it restarts.
+ */
+export async function batchNotFound(ctx: FalbatchContext, batch: string): Promise<BatchNotFoundError> {
+  if ((await redisPersists(ctx.redis)) !== false) return new BatchNotFoundError(batch);
+  const uptime = await redisUptimeMs(ctx.redis);
+  const since = uptime === undefined ? '' : ` and started ${formatDuration(uptime)} ago`;
+  return new BatchNotFoundError(batch, `This Redis keeps nothing on disk (no AOF, no RDB)${since}: a batch enqueued before it last started was lost with it; enqueue (or run) its manifest again.`);
+}
+
 export async function getStatus(ctx: FalbatchContext, batch: string): Promise<BatchStatus> {
   const meta = await readBatchMeta(ctx.redis, ctx.keys, batch);
-  if (!meta) throw new BatchNotFoundError(batch);
+  if (!meta) throw await batchNotFound(ctx, batch);
   const keys = ctx.keys.batch(batch);
   const [[, jobs], [, counts], [, enqueuing]] = ((await ctx.redis.multi().hlen(keys.keys).hgetall(keys.counts).exists(keys.enqueuing).exec()) ?? []) as [
     [unknown, number],
@@ -77,10 +90,22 @@ export interface WaitForBatchOptions {
   onProgress?: (status: BatchStatus) => void;
 }
 
-/** Resolves when the batch has finished, or when the queue was paused (see `paused`). */
+/**
+ * Resolves when the batch has finished, or when the queue was paused (see `paused`). Throws
+ * BatchLostError when the batch vanishes from Redis while it is waited for.
+ */
 export async function waitForBatch(ctx: FalbatchContext, batch: string, options: WaitForBatchOptions = {}): Promise<BatchStatus> {
+  let seen = false;
   for (;;) {
-    const status = await getStatus(ctx, batch);
+    let status: BatchStatus;
+    try {
+      status = await getStatus(ctx, batch);
+    } catch (error) {
+      // It was there a moment ago: Redis lost it (flushed, or restarted without persistence).
+      if (seen && error instanceof BatchNotFoundError) throw new BatchLostError(batch);
+      throw error;
+    }
+    seen = true;
     options.onProgress?.(status);
     if (status.finished || status.paused !== undefined) return status;
     await ctx.clock.sleep(options.intervalMs ?? 250, options.signal);

@@ -121,3 +121,38 @@ export async function isConnectionAlive(redis: Redis, id: string): Promise<boole
     return undefined;
   }
 }
+
+/** Whether Redis keeps its data across a restart (AOF or RDB save points); undefined where CONFIG is disabled. */
+export async function redisPersists(redis: Redis): Promise<boolean | undefined> {
+  try {
+    const aof = ((await redis.config('GET', 'appendonly')) as unknown as string[])[1];
+    const save = ((await redis.config('GET', 'save')) as unknown as string[])[1];
+    return aof === 'yes' || (save !== undefined && save.trim() !== '');
+  } catch {
+    return undefined;
+  }
+}
+
+/** How long the Redis server has been up, in ms (INFO server), or undefined. */
+export async function redisUptimeMs(redis: Redis): Promise<number | undefined> {
+  try {
+    const info = await redis.info('server');
+    const seconds = /uptime_in_seconds:(\d+)/.exec(info)?.[1];
+    return seconds === undefined ? undefined : Number(seconds) * 1000;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A Redis that keeps nothing on disk loses every batch, queued row and result when it restarts.
+ * Says so at start, like the eviction check.
+ */
+export async function checkPersistence(redis: Redis, log: Logger): Promise<void> {
+  if ((await redisPersists(redis)) === false) {
+    log.warn(
+      'Redis keeps nothing on disk (appendonly no, no RDB save points): a restart loses every batch, queued row and result. ' +
+        'Turn on AOF (CONFIG SET appendonly yes, or in redis.conf) for batches you cannot redo.',
+    );
+  }
+}

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import type { JobsOptions } from 'bullmq';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
-import { ConfigError, ManifestError, QueuePausedError } from '../errors.js';
+import { BatchLostError, ConfigError, ManifestError, QueuePausedError } from '../errors.js';
 import { pausedReason } from '../ops/control.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { checkHeader, checkReadable, defaultBatchName, readManifest } from '../manifest/manifest-file.js';
@@ -243,6 +243,9 @@ async function lostRows(ctx: FalbatchContext, batch: string, rows: ManifestRow[]
 interface Lease {
   key: string;
   run: string;
+  batch: string;
+  /** The batch's meta: gone when Redis lost the batch. */
+  meta: string;
   /** Keys of the run that must live as long as it does. */
   keepAlive: string[];
 }
@@ -261,6 +264,7 @@ async function renewLease(ctx: FalbatchContext, lease: Lease): Promise<void> {
   const renew = (redis as unknown as { falbatchRenewLease: (numberOfKeys: number, ...args: Array<string | number>) => Promise<number> }).falbatchRenewLease;
   const keys = [lease.key, ...lease.keepAlive];
   if ((await renew.call(redis, keys.length, ...keys, lease.run, LEASE_MS)) !== 1) {
+    if ((await redis.exists(lease.meta)) === 0) throw new BatchLostError(lease.batch);
     throw new ConfigError(`Lost the lease on ${lease.key}: another producer took over this batch (this one stalled for over ${LEASE_MS / SECOND} s). Enqueue again.`);
   }
 }
@@ -323,7 +327,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   }
   await redis.multi().hsetnx(batchKeys.meta, 'name', batch).hsetnx(batchKeys.meta, 'created_at', String(now)).zadd(keys.batches, 'NX', now, batch).exec();
   const draft = batchKeys.rowsDraft(run);
-  const lease: Lease = { key: batchKeys.enqueuing, run, keepAlive: [draft, batchKeys.idsSeen(run)] };
+  const lease: Lease = { key: batchKeys.enqueuing, run, batch, meta: batchKeys.meta, keepAlive: [draft, batchKeys.idsSeen(run)] };
   let extras: string[] = [];
   try {
     for await (const chunk of validatedChunks(ctx, file, batchKeys.idsSeen(run), (columns) => {
@@ -400,6 +404,8 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     await finish.exec();
   } catch (error) {
     await redis.del(draft, batchKeys.idsSeen(run)).catch(() => undefined);
+    // Whatever broke, a batch whose meta vanished under the producer was lost by Redis: say that.
+    if (!(error instanceof BatchLostError) && !options.signal?.aborted && (await redis.exists(batchKeys.meta).catch(() => 1)) === 0) throw new BatchLostError(batch);
     throw error;
   } finally {
     // Release the lease only if it is still ours.

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { BatchLostError } from '../errors.js';
 import type { KeyLayout } from '../queue/keys.js';
 import type { LedgerEntry, RowResult } from './row-result.js';
 
@@ -9,9 +10,11 @@ import type { LedgerEntry, RowResult } from './row-result.js';
 // for; otherwise this delivery marks the row as submitting, before it calls fal.
 // One round trip, and no gap in which a twin's answer or another delivery's submit could slip by.
 // A job whose content is no longer the row's (the row was edited and enqueued again) is stale.
-// KEYS: results, ledger, inflight, request, row keys.
+// A batch whose meta is gone was lost by Redis (flushed, or restarted without persistence).
+// KEYS: results, ledger, inflight, request, row keys, meta.
 // ARGV: row key, fingerprint, owner, claim ttl (ms), resume (1/0), submitting marker, marker ttl (ms).
 const BEGIN_ROW = `
+if redis.call('EXISTS', KEYS[6]) == 0 then return {'lost'} end
 local wanted = redis.call('HGET', KEYS[5], ARGV[1])
 if wanted and wanted ~= ARGV[2] then return {'stale'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'ended'} end
@@ -48,11 +51,16 @@ return 0
 // delivery can run a row twice; this keeps the second run from counting twice.
 // The row's request state goes too: the row has ended. A stale job (the row's content changed
 // since) pairs its answer with no row: it only goes to the ledger, under the content it answers.
-// KEYS: results, counts, ledger, inflight, request, row keys. ARGV: row key, result, status, fingerprint, ledger entry or '', owner or ''.
+// A batch Redis lost gets nothing written under its keys (nobody would read them); its answer
+// still goes to the ledger, so enqueuing the manifest again does not pay for it.
+// KEYS: results, counts, ledger, inflight, request, row keys, meta. ARGV: row key, result, status, fingerprint, ledger entry or '', owner or ''.
 const RECORD_RESULT = `
 local added = 0
 local wanted = redis.call('HGET', KEYS[6], ARGV[1])
-if wanted and wanted ~= ARGV[4] then
+if redis.call('EXISTS', KEYS[7]) == 0 then
+  if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
+  added = -2
+elseif wanted and wanted ~= ARGV[4] then
   if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
   added = -1
 elseif redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
@@ -86,6 +94,8 @@ export type RowStart =
   | { kind: 'ended' }
   /** The job's content is no longer the row's: the row was edited and enqueued again. */
   | { kind: 'stale' }
+  /** Redis lost the batch (its meta is gone): nothing is called or written for it. */
+  | { kind: 'lost' }
   | { kind: 'ledger'; entry: LedgerEntry }
   /** Claimed, and marked as being submitted by this delivery (unless it resumes its job data's request). */
   | { kind: 'claimed' }
@@ -139,7 +149,8 @@ export interface ResultStore {
   dropRequest(owner: string, mark?: string): Promise<void>;
   /**
    * Stores a row's final result (first one wins). Returns false when the row already had one, or
-   * when the result is stale (the row's content changed since its job was made).
+   * when the result is stale (the row's content changed since its job was made). Throws
+   * BatchLostError, writing only the ledger, when Redis lost the batch.
    */
   record(batch: string, key: string, fingerprint: string, result: RowResult, options: RecordOptions): Promise<boolean>;
   get(batch: string, key: string): Promise<RowResult | undefined>;
@@ -166,6 +177,7 @@ interface Scripts {
     inflight: string,
     request: string,
     rowKeys: string,
+    meta: string,
     key: string,
     fingerprint: string,
     owner: string,
@@ -183,6 +195,7 @@ interface Scripts {
     inflight: string,
     request: string,
     rowKeys: string,
+    meta: string,
     key: string,
     json: string,
     status: string,
@@ -196,8 +209,8 @@ interface Scripts {
 
 function scriptsOf(redis: Redis): Scripts {
   if (!('falbatchBeginRow' in redis)) {
-    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 5, lua: BEGIN_ROW });
-    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 6, lua: RECORD_RESULT });
+    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 6, lua: BEGIN_ROW });
+    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 7, lua: RECORD_RESULT });
     redis.defineCommand('falbatchTakeOverSubmit', { numberOfKeys: 1, lua: TAKE_OVER_SUBMIT });
     redis.defineCommand('falbatchDropRequest', { numberOfKeys: 1, lua: DROP_REQUEST });
     redis.defineCommand('falbatchReleaseClaim', { numberOfKeys: 1, lua: RELEASE_CLAIM });
@@ -227,6 +240,7 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         keys.inflight(fingerprint),
         keys.request(options.owner),
         keys.batch(batch).keys,
+        keys.batch(batch).meta,
         key,
         fingerprint,
         options.owner,
@@ -235,7 +249,7 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         options.mark,
         options.markTtlMs,
       );
-      if (kind === 'ended' || kind === 'claimed' || kind === 'stale') return { kind };
+      if (kind === 'ended' || kind === 'claimed' || kind === 'stale' || kind === 'lost') return { kind };
       if (kind === 'ledger') {
         const entry = parse<LedgerEntry>(value);
         return entry ? { kind, entry } : { kind: 'claimed' };
@@ -266,6 +280,7 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         keys.inflight(fingerprint),
         keys.request(options.releaseFor ?? ''),
         batchKeys.keys,
+        batchKeys.meta,
         key,
         JSON.stringify(result),
         result.status,
@@ -273,6 +288,7 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         options.remember && result.status === 'ok' ? JSON.stringify(ledgerEntryOf(result)) : '',
         options.releaseFor ?? '',
       );
+      if (added === -2) throw new BatchLostError(batch);
       return added === 1;
     },
     async get(batch, key) {

@@ -1,5 +1,5 @@
 import type { ResolvedConfig } from '../config.js';
-import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError } from '../errors.js';
+import { BatchLostError, FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError } from '../errors.js';
 import { ENDPOINTS } from '../fal/endpoints.js';
 import type { FalCaller, FalStatus } from '../fal/fal-caller.js';
 import type { Logger } from '../log.js';
@@ -139,6 +139,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   }
   if (start.kind === 'ended') return 'already-ended';
   if (start.kind === 'stale') return 'stale';
+  if (start.kind === 'lost') throw new BatchLostError(data.b);
   if (start.kind === 'ledger') {
     await recordFromLedger(data, start.entry, deps);
     return 'from-ledger';
@@ -196,7 +197,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     await store.record(data.b, data.k, data.f, result, { remember: true, releaseFor: owner });
     return 'ok';
   } catch (error) {
-    if (error instanceof AttemptError || error instanceof ResultPendingError || attempt.signal?.aborted) throw error;
+    if (error instanceof AttemptError || error instanceof ResultPendingError || error instanceof BatchLostError || attempt.signal?.aborted) throw error;
     let verdict = classifyFalError(error, phase);
     verdict = { ...verdict, reason: deps.scrub(verdict.reason) } as Verdict;
     const saved = requestId !== undefined && phase !== 'submit';

@@ -1,6 +1,7 @@
 import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
+import { BatchLostError } from '../errors.js';
 import { pauseQueue } from '../ops/control.js';
 import { connectionIdOf, isConnectionAlive } from '../queue/connection.js';
 import { markConnection, submittingMark } from '../results/result-store.js';
@@ -29,6 +30,8 @@ export interface WorkerCounts {
   rateLimited: number;
   /** Times a paid request's result could not be read and was put off to read again. */
   resultRereads: number;
+  /** Rows of batches Redis lost (flushed, or restarted without persistence): nothing recorded. */
+  lost: number;
 }
 
 export interface WorkerHandle {
@@ -83,12 +86,22 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     alive: (mark: string) => isConnectionAlive(ctx.redis, markConnection(mark)),
   };
   const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge() };
-  const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0, resultRereads: 0 };
+  const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0, resultRereads: 0, lost: 0 };
+  const lostBatches = new Set<string>();
+
+  // A batch Redis lost has nothing to record under: say so once per batch, and let its jobs go.
+  const noteLost = (error: BatchLostError): void => {
+    if (!lostBatches.has(error.batch)) {
+      lostBatches.add(error.batch);
+      log.error(error.message, { batch: error.batch });
+    }
+    counts.lost++;
+  };
 
   const recordFailure = async (job: Job<RowJobData>, verdict: Verdict, attempts: number): Promise<void> => {
     const { data } = job;
     const now = clock.now();
-    await store.record(
+    const recorded = store.record(
       data.b,
       data.k,
       data.f,
@@ -107,6 +120,13 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       // rows waiting on this one may go on now.
       { remember: false, releaseFor: job.id ?? jobIdFor(data.b, data.k, data.f) },
     );
+    try {
+      await recorded;
+    } catch (error) {
+      if (!(error instanceof BatchLostError)) throw error;
+      noteLost(error);
+      return;
+    }
     counts.failed++;
     log.warn(`row failed: ${verdict.reason}`, { batch: data.b, key: data.k, attempts });
   };
@@ -136,6 +156,10 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       }
     } catch (error) {
       if (error instanceof DelayedError) throw error;
+      if (error instanceof BatchLostError) {
+        noteLost(error);
+        return;
+      }
       if (error instanceof ResultPendingError && !signal?.aborted) {
         const now = clock.now();
         if (now - error.since >= config.resultBudgetMs) {

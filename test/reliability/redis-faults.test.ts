@@ -33,6 +33,46 @@ describe('Redis faults', () => {
     expect(h.emulator.stats().duplicateBilled).toBe(0);
   }, 120_000);
 
+  it('Redis restarted without persistence mid-run: run says Redis lost the batch, nothing stray is written, a rerun pays only for what was lost', async () => {
+    const redis = await startPrivateRedis(['--appendonly', 'no']);
+    const rows = 40;
+    const h = await createHarness({ redisUrl: redis.url, emulator: { runners: 4, latency: '150..300ms' } });
+    const body = Array.from({ length: rows }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n');
+    const manifest = h.file('m.csv', `id,image_url,prompt\n${body}\n`);
+    const out = join(h.dir, 'out.csv');
+    const run = runCliProcess(['run', manifest, '--out', out, '--concurrency', '4'], h.env());
+    let okAtLoss = 0;
+    await until('a quarter of the rows', async () => {
+      const [batch] = await h.ctx.redis.zrange(h.ctx.keys.batches, 0, 0);
+      okAtLoss = batch === undefined ? 0 : (await getStatus(h.ctx, batch).catch(() => ({ ok: 0 }))).ok;
+      return okAtLoss >= rows / 4;
+    });
+    await redis.stop();
+    await redis.start();
+    const lost = await run;
+    expect(lost.code).toBe(1);
+    expect(lost.stderr).toContain('Redis keeps nothing on disk (appendonly no, no RDB save points)');
+    expect(lost.stderr).toMatch(/Redis lost the state of batch "m-[0-9a-f]{8}" while it ran: was Redis restarted without persistence \(no AOF, no RDB\), or flushed\?/);
+    expect(lost.stderr).not.toContain('    at ');
+    // Answers that came in after the loss wait in the ledger; nothing was written under the lost batch's keys.
+    const stray = await h.ctx.redis.keys(`${h.prefix}:*batch:*`);
+    expect(stray).toEqual([]);
+
+    const again = await runCliProcess(['run', manifest, '--out', out, '--concurrency', '4'], h.env());
+    expect(again.code).toBe(0);
+    expect((await readCsv(out)).filter((row) => row['status'] === 'ok')).toHaveLength(rows);
+    // What was answered before the loss is paid again (Redis forgot it); nothing else is.
+    expect(h.emulator.stats().billed).toBeLessThanOrEqual(rows + okAtLoss + 4);
+  }, 120_000);
+
+  it('status of a batch a non-persistent Redis forgot says that Redis may have lost it', async () => {
+    const redis = await startPrivateRedis(['--appendonly', 'no']);
+    const h = await createHarness({ redisUrl: redis.url });
+    const status = await runCliProcess(['status', '--batch', 'gone'], h.env());
+    expect(status.code).toBe(1);
+    expect(status.stderr).toMatch(/No batch named "gone".*This Redis keeps nothing on disk \(no AOF, no RDB\) and started .* ago: a batch enqueued before it last started was lost with it/);
+  });
+
   it('a Redis restart while a producer enqueues: it reconnects and every row gets in, once', async () => {
     const redis = await startPrivateRedis();
     const rows = 50_000;
