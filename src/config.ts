@@ -1,4 +1,5 @@
 import { ConfigError } from './errors.js';
+import { resolveEncoding } from './manifest/text-encoding.js';
 import { MINUTE, SECOND, parseDuration } from './time.js';
 
 /** How a worker learns that its fal request finished. */
@@ -90,8 +91,35 @@ export interface Config {
    * @default 50,000
    */
   maxWaiting: number;
-  /** Largest local image inlined as a data URI. @default 10 MiB */
+  /**
+   * Largest image sent inline: a local file's size, or the decoded bytes of a data URI in the
+   * manifest (URLs are fetched by fal and not checked). A larger one rejects its row. Raising it
+   * makes every job that carries such an image that much larger in Redis and in the request to fal.
+   * @default 10 MiB (flag --max-image-bytes)
+   */
   maxInlineImageBytes: number;
+  /**
+   * Longest prompt, in characters. llava's context holds a few thousand tokens, so a longer prompt
+   * is a mistake (a column shifted, a file pasted in), rejected on its row before it is paid for.
+   * @default 20,000 (flag --max-prompt-chars)
+   */
+  maxPromptChars: number;
+  /**
+   * Longest manifest record, in bytes of the file: one line, or the lines a quoted field spans. A
+   * longer line is skipped without being held in memory and rejected on its line; a quote still open
+   * past it is rejected on the line it opened on; either way reading goes on with the next line.
+   * Large enough for a data URI of maxInlineImageBytes (base64 adds a third); the producer holds up
+   * to about this much at a time.
+   * @default 16 MiB (flag --max-record-bytes)
+   */
+  maxRecordBytes: number;
+  /**
+   * Text encoding of the manifest: utf-8, latin1 (= windows-1252), utf-16le, or any other label
+   * Node's TextDecoder knows. A byte order mark (UTF-8, UTF-16) wins over it. A line with bytes not
+   * valid in it is rejected, never sent with replacement characters.
+   * @default 'utf-8' (flag --encoding)
+   */
+  encoding: string;
   /** Folder local image paths must stay inside. Default: the manifest's folder. */
   filesRoot: string | undefined;
   /** SIGTERM grace: in-flight rows get this long to finish before they are handed back. @default 30 s */
@@ -125,6 +153,9 @@ export const DEFAULT_CONFIG = {
   enqueueChunk: 500,
   maxWaiting: 50_000,
   maxInlineImageBytes: 10 * 1024 * 1024,
+  maxPromptChars: 20_000,
+  maxRecordBytes: 16 * 1024 * 1024,
+  encoding: 'utf-8',
   filesRoot: undefined,
   graceMs: 30 * SECOND,
   lockDurationMs: 30 * SECOND,
@@ -170,6 +201,12 @@ function validate(c: Config): void {
   integer('attempts', c.attempts, 1, 1000);
   integer('enqueueChunk', c.enqueueChunk, 1, 5000);
   integer('maxWaiting', c.maxWaiting, 1, 100_000_000);
+  integer('--max-image-bytes', c.maxInlineImageBytes, 1, 1024 * 1024 * 1024);
+  integer('--max-prompt-chars', c.maxPromptChars, 1, 10_000_000);
+  // Above 512 MiB a record no longer fits in one JavaScript string.
+  integer('--max-record-bytes', c.maxRecordBytes, 1024, 512 * 1024 * 1024);
+  if (typeof c.encoding !== 'string') throw new ConfigError(`Expected --encoding to be a text encoding name, got ${String(c.encoding)}`);
+  resolveEncoding(c.encoding);
   for (const [name, value] of [
     ['backoffBaseMs', c.backoffBaseMs],
     ['backoffMaxMs', c.backoffMaxMs],

@@ -19,6 +19,10 @@ export function withManifestOptions(command: Command): Command {
     .option('--endpoint <id>', 'endpoint for rows without an endpoint value (default fal-ai/llava-next)')
     .option('--attempts <n>', 'attempts per row for retryable failures (default 5)')
     .option('--files-root <dir>', 'folder local image paths must stay in (default: the manifest folder)')
+    .option('--encoding <name>', 'text encoding of the manifest: utf-8, latin1, windows-1252, utf-16le, … (default utf-8; a byte order mark wins)')
+    .option('--max-prompt-chars <n>', 'longest prompt; a longer one rejects its row (default 20000)')
+    .option('--max-image-bytes <n>', 'largest image sent inline, local file or data URI; a larger one rejects its row (default 10485760, 10 MiB)')
+    .option('--max-record-bytes <n>', 'longest CSV record (line, or lines of a quoted field); a longer one is skipped and rejected (default 16777216, 16 MiB)')
     .option('--strict', 'abort on the first bad row, before enqueueing anything');
 }
 
@@ -51,6 +55,10 @@ export interface RawFlags {
   startTimeout?: string;
   callTimeout?: string;
   resultBudget?: string;
+  encoding?: string;
+  maxPromptChars?: string;
+  maxImageBytes?: string;
+  maxRecordBytes?: string;
 }
 
 /** Flags → config overrides, each validated with a message that names the flag. */
@@ -73,6 +81,10 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
     callTimeoutMs: durationOption('--call-timeout', flags.callTimeout),
     resultBudgetMs: durationOption('--result-budget', flags.resultBudget),
     startTimeoutSeconds: startTimeout === undefined ? undefined : startTimeout / 1000,
+    encoding: flags.encoding,
+    maxPromptChars: integerOption('--max-prompt-chars', flags.maxPromptChars),
+    maxInlineImageBytes: integerOption('--max-image-bytes', flags.maxImageBytes),
+    maxRecordBytes: integerOption('--max-record-bytes', flags.maxRecordBytes),
   };
 }
 

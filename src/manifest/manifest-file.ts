@@ -4,13 +4,15 @@ import { stat } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { ManifestError } from '../errors.js';
 import { mapColumns, type ColumnMap } from './columns.js';
-import { readRecords } from './read-records.js';
+import { readRecords, type ReadRecordsOptions } from './read-records.js';
 
 /** `jobs-3fa9c2d1`: the manifest's name, then a hash of its bytes and of what changes its rows' meaning. */
-export async function defaultBatchName(file: string, defaultEndpoint: string, filesRoot: string): Promise<string> {
+export async function defaultBatchName(file: string, defaultEndpoint: string, filesRoot: string, encoding = 'utf-8'): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of readManifest(file)) hash.update(chunk);
   hash.update(`\0${defaultEndpoint}\0${filesRoot}`);
+  // The same bytes read in another encoding are other rows (left out for UTF-8: names stay as they were).
+  if (encoding.toLowerCase().replace(/[^a-z0-9]/g, '') !== 'utf8') hash.update(`\0${encoding}`);
   const stem = basename(file, extname(file)).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 60) || 'manifest';
   return `${stem}-${hash.digest('hex').slice(0, 8)}`;
 }
@@ -34,13 +36,17 @@ export async function* readManifest(file: string): AsyncGenerator<Buffer> {
   }
 }
 
-/** Reads only the header, so a manifest without its required columns leaves no trace in Redis. */
-export async function checkHeader(file: string): Promise<ColumnMap> {
+/**
+ * Reads only the header, so a manifest without its required columns leaves no trace in Redis.
+ * Pass the options the rows are read with (encoding, maxRecordBytes), or the header may be read
+ * differently from them.
+ */
+export async function checkHeader(file: string, options: ReadRecordsOptions = {}): Promise<ColumnMap> {
   const source = readManifest(file);
   try {
-    for await (const record of readRecords(source)) {
+    for await (const record of readRecords(source, options)) {
       if ('error' in record) {
-        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row is not valid CSV: ${record.error}.`, { file, line: record.line });
+        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, { file, line: record.line });
       }
       return mapColumns(record.fields, file);
     }

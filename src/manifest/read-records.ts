@@ -1,65 +1,33 @@
-import { TextDecoder } from 'node:util';
 import { parse } from 'csv-parse/sync';
+import { DEFAULT_CONFIG } from '../config.js';
+import { formatBytes } from './format-bytes.js';
+import { readLines, type ByteSource, type Line } from './read-lines.js';
+import { encodingLabel } from './text-encoding.js';
+
+export type { ByteSource } from './read-lines.js';
 
 /** One CSV record with the line it starts on, or why the text there is not a record. */
 export type RawRecord = { line: number; fields: string[] } | { line: number; error: string };
 
 export interface ReadRecordsOptions {
   /**
-   * Longest a record (a quoted field spanning lines included) may be. Past it, an open quote is
-   * taken as a mistake on the record's first line, and reading resumes on the next line.
-   * @default 1 MiB
+   * The file's text encoding: any WHATWG label Node's TextDecoder knows (utf-8, latin1 = windows-1252,
+   * utf-16le, shift_jis, …). A byte order mark at the start of the file wins over it. A line with
+   * bytes that are not valid in it is rejected on its line (never read with replacement characters).
+   * @default 'utf-8'
    */
-  maxRecordChars?: number;
+  encoding?: string;
+  /**
+   * Longest record, in bytes of the file: a line, or the lines a quoted field spans. A longer line
+   * is skipped without being held and reported on its line; a quote still open past it is reported
+   * on the line it opened on. Either way reading resumes on the next line. Memory stays within
+   * about this much, whatever the size of the file.
+   * @default 16 MiB
+   */
+  maxRecordBytes?: number;
 }
 
-/** Chunks of the file: a stream, or anything iterable. */
-export type ByteSource = AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>;
-
-interface Line {
-  number: number;
-  text: string;
-}
-
-/** Decodes bytes as UTF-8, or UTF-16 when the file starts with a UTF-16 byte order mark; BOMs are dropped. */
-async function* decode(source: ByteSource): AsyncGenerator<string> {
-  let decoder: TextDecoder | undefined;
-  for await (const chunk of source) {
-    if (typeof chunk === 'string') {
-      yield decoder ? decoder.decode() + chunk : chunk.replace(/^\uFEFF/, '');
-      decoder = undefined;
-      continue;
-    }
-    if (!decoder) {
-      const utf16 = chunk[0] === 0xff && chunk[1] === 0xfe ? 'utf-16le' : chunk[0] === 0xfe && chunk[1] === 0xff ? 'utf-16be' : undefined;
-      decoder = new TextDecoder(utf16 ?? 'utf-8', { fatal: false });
-    }
-    yield decoder.decode(chunk, { stream: true });
-  }
-  if (decoder) yield decoder.decode();
-}
-
-/** Physical lines, numbered from 1; `\r\n`, `\n` and a lone `\r` all end a line. */
-async function* lines(source: ByteSource): AsyncGenerator<Line> {
-  let pending = '';
-  let number = 0;
-  for await (const text of decode(source)) {
-    pending += text;
-    let start = 0;
-    for (;;) {
-      const at = pending.slice(start).search(/[\r\n]/);
-      if (at < 0) break;
-      const end = start + at;
-      // A chunk that ends in \r may continue with \n: wait for more text.
-      if (pending[end] === '\r' && end === pending.length - 1) break;
-      yield { number: ++number, text: pending.slice(start, end) };
-      start = end + (pending[end] === '\r' && pending[end + 1] === '\n' ? 2 : 1);
-    }
-    pending = pending.slice(start);
-  }
-  if (pending.endsWith('\r')) pending = pending.slice(0, -1);
-  if (pending.length > 0) yield { number: ++number, text: pending };
-}
+const HINT_QUOTES = 'double quotes inside a quoted field ("")';
 
 function quoteCount(text: string): number {
   let count = 0;
@@ -67,25 +35,63 @@ function quoteCount(text: string): number {
   return count;
 }
 
-function parseCandidate(text: string): string[] | string {
-  if (!text.includes('"')) return text.split(',');
-  try {
-    const records = parse(text, { relax_column_count: true, record_delimiter: ['\n'] }) as string[][];
-    if (records.length !== 1 || !records[0]) return `malformed CSV record (${records.length} records where one was expected)`;
-    return records[0];
-  } catch (error) {
-    return `malformed CSV (${describeCsvError(error)})`;
+type QuoteProblem = { kind: 'stray' | 'after-close' | 'open'; at: number } | undefined;
+
+/** The first quoting problem in one line read on its own: where csv-parse would stop, found by a plain scan. */
+function quoteProblem(text: string): QuoteProblem {
+  let fieldStart = true;
+  let quoted = false;
+  let closed = false;
+  let openedAt = -1;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (quoted) {
+      if (ch !== '"') continue;
+      if (text[i + 1] === '"') i++;
+      else {
+        quoted = false;
+        closed = true;
+      }
+      continue;
+    }
+    if (ch === ',') {
+      fieldStart = true;
+      closed = false;
+      continue;
+    }
+    if (closed) return { kind: 'after-close', at: i };
+    if (ch === '"') {
+      if (!fieldStart) return { kind: 'stray', at: i };
+      quoted = true;
+      openedAt = i;
+    }
+    fieldStart = false;
+  }
+  return quoted ? { kind: 'open', at: openedAt } : undefined;
+}
+
+/** What is wrong with a line's quotes, for a message, or undefined when the line alone is fine. */
+function describeQuoteProblem(line: Line, unclosed: string): string | undefined {
+  const problem = quoteProblem(line.text);
+  if (!problem) return undefined;
+  const where = `on line ${line.number} (character ${problem.at + 1})`;
+  switch (problem.kind) {
+    case 'stray':
+      return `a stray quote (") in an unquoted field ${where}: wrap the field in quotes and double the quotes inside it`;
+    case 'after-close':
+      return `text after a closing quote ${where}: ${HINT_QUOTES}, or put the whole field in quotes`;
+    case 'open':
+      return `a quote (") opened on line ${line.number} (character ${problem.at + 1}) ${unclosed}: close it, or ${HINT_QUOTES}`;
   }
 }
 
-function describeCsvError(error: unknown): string {
-  const code = (error as { code?: string }).code;
-  switch (code) {
+function csvErrorCause(error: unknown): string {
+  switch ((error as { code?: string }).code) {
     case 'CSV_INVALID_OPENING_QUOTE':
     case 'INVALID_OPENING_QUOTE':
-      return 'a quote inside an unquoted field; wrap the field in quotes and double the quotes inside it';
+      return 'a quote stands in an unquoted field';
     case 'CSV_INVALID_CLOSING_QUOTE':
-      return 'text after a closing quote; double the quotes inside a quoted field ("")';
+      return 'text follows a closing quote';
     case 'CSV_QUOTE_NOT_CLOSED':
       return 'a quoted field is not closed';
     default:
@@ -93,70 +99,129 @@ function describeCsvError(error: unknown): string {
   }
 }
 
+/** The record's fields, or why its lines are not one CSV record (naming the line where the cause is). */
+function parseCandidate(lines: Line[]): string[] | string {
+  const first = lines[0] as Line;
+  const text = lines.length === 1 ? first.text : lines.map((l) => l.text).join('\n');
+  if (!text.includes('"')) return text.split(',');
+  try {
+    const records = parse(text, { relax_column_count: true, record_delimiter: ['\n'] }) as string[][];
+    if (records.length !== 1 || !records[0]) return `malformed CSV: ${records.length} records where one was expected, from line ${first.number}`;
+    return records[0];
+  } catch (error) {
+    // Mostly the cause is on the first line: a stray quote there opened the record.
+    const problem = quoteProblem(first.text);
+    if (lines.length === 1 || (problem !== undefined && problem.kind !== 'open')) {
+      return `malformed CSV: ${describeQuoteProblem(first, 'is not closed') ?? `${csvErrorCause(error)} on line ${first.number}`}`;
+    }
+    const at = (error as { lines?: number }).lines;
+    const last = typeof at === 'number' ? first.number + at - 1 : (lines[lines.length - 1] as Line).number;
+    return (
+      `malformed CSV: a quoted field opened on line ${first.number}${problem ? ` (character ${problem.at + 1})` : ''} runs on to line ${last}, where ${csvErrorCause(error)}; ` +
+      `if that quote was not meant to span lines, close it on line ${first.number}, or ${HINT_QUOTES}`
+    );
+  }
+}
+
+function describeInvalid(line: Line, first: Line): string {
+  const { encoding, at } = line.invalid ?? { encoding: 'utf-8', at: undefined };
+  const which = line.number === first.number ? 'the line' : `line ${line.number}`;
+  const subject = line.number === first.number ? '' : `line ${line.number} (inside this record's quoted field) is `;
+  if (encoding === 'utf-8') {
+    const position = at ? `: byte 0x${at.byte.toString(16).toUpperCase().padStart(2, '0')} at byte ${at.index + 1} of ${which} (offset ${at.offset} in the file)` : '';
+    return (
+      `${subject}not valid UTF-8${position}; if the file is Latin-1 or Windows-1252, pass --encoding latin1, ` +
+      `or convert it: iconv -f latin1 -t utf-8 in.csv > out.csv`
+    );
+  }
+  return `${subject}not valid ${encodingLabel(encoding)} text; pass the file's own --encoding, or convert it to UTF-8: iconv -f <its encoding> -t utf-8 in.csv > out.csv`;
+}
+
 /**
  * Streams CSV records with the line each starts on. Quoted fields may span lines. A record that is
- * not valid CSV is reported on its first line and reading resumes on the next line, so one stray
- * quote costs one row, not the rest of the file. Memory stays within one record (plus the
- * `maxRecordChars` of look-ahead an open quote may need), whatever the size of the file.
+ * not valid CSV, or not valid text in the file's encoding, is reported on its first line (naming the
+ * line and the cause: a stray quote, an unclosed one, a bad byte) and reading resumes on the next
+ * line, so one mistake costs one row, not the rest of the file. Time is linear in the size of the
+ * file; memory stays within about `maxRecordBytes`.
  *
  * (csv-parse alone miscounts lines for CRLF inside quoted fields, and after an error it stays in a
  * quoted state and swallows the rows that follow; this framing around it fixes both.)
  */
 export async function* readRecords(source: ByteSource, options: ReadRecordsOptions = {}): AsyncGenerator<RawRecord> {
-  const maxChars = options.maxRecordChars ?? 1024 * 1024;
+  const maxBytes = options.maxRecordBytes ?? DEFAULT_CONFIG.maxRecordBytes;
+  const limit = `${formatBytes(maxBytes)} (--max-record-bytes)`;
   let candidate: Line[] = [];
-  let chars = 0;
+  let bytes = 0;
   let open = false;
-  /** Lines to read again, in order, after a bad record: all but its first. */
+  /** Lines to read again after a bad record (all but its first): a stack, the next line on top. */
   const replay: Line[] = [];
+  const readAgain = (lines: Line[]): void => {
+    for (let i = lines.length - 1; i >= 1; i--) replay.push(lines[i] as Line);
+  };
 
   function* feed(line: Line): Generator<RawRecord> {
-    candidate.push(line);
-    chars += line.text.length + 1;
-    if (quoteCount(line.text) % 2 === 1) open = !open;
-    if (!open) {
-      const done = candidate;
-      candidate = [];
-      chars = 0;
-      const first = done[0] as Line;
-      const text = done.length === 1 ? first.text : done.map((l) => l.text).join('\n');
-      if (text.trim() === '') return;
-      const parsed = parseCandidate(text);
-      if (typeof parsed !== 'string') {
-        yield { line: first.number, fields: parsed };
+    if (line.tooLong) {
+      if (candidate.length > 0) {
+        candidate.push(line);
+        yield* abandon(`is not closed within ${limit}`);
         return;
       }
-      yield { line: first.number, error: parsed };
-      replay.unshift(...done.slice(1));
+      yield { line: line.number, error: `the line is ${formatBytes(line.bytes)} long, over the limit of ${limit}; it was skipped` };
       return;
     }
-    if (chars > maxChars) yield* abandon(`a quoted field runs past ${maxChars} characters without closing`);
+    candidate.push(line);
+    bytes += line.bytes + 1;
+    if (quoteCount(line.text) % 2 === 1) open = !open;
+    if (!open) yield* close();
+    else if (bytes > maxBytes) yield* abandon(`is not closed within ${limit}`);
   }
 
-  function* abandon(reason: string): Generator<RawRecord> {
+  function* close(): Generator<RawRecord> {
+    const done = candidate;
+    candidate = [];
+    bytes = 0;
+    const first = done[0] as Line;
+    if (done.length === 1 && first.invalid) {
+      yield { line: first.number, error: describeInvalid(first, first) };
+      return;
+    }
+    if (done.length === 1 && first.text.trim() === '') return;
+    const parsed = parseCandidate(done);
+    if (typeof parsed === 'string') {
+      yield { line: first.number, error: parsed };
+      readAgain(done);
+      return;
+    }
+    const invalid = done.find((l) => l.invalid);
+    if (invalid) {
+      yield { line: first.number, error: describeInvalid(invalid, first) };
+      return;
+    }
+    yield { line: first.number, fields: parsed };
+  }
+
+  function* abandon(unclosed: string): Generator<RawRecord> {
     const dropped = candidate;
     candidate = [];
-    chars = 0;
+    bytes = 0;
     open = false;
     const first = dropped[0];
     if (!first) return;
-    yield { line: first.number, error: `malformed CSV (${reason}); close the quote, or double quotes inside a quoted field ("")` };
-    replay.unshift(...dropped.slice(1));
+    const cause = describeQuoteProblem(first, unclosed) ?? `a quoted field opened on line ${first.number} ${unclosed}: close it, or ${HINT_QUOTES}`;
+    yield { line: first.number, error: `malformed CSV: ${cause}` };
+    readAgain(dropped);
   }
 
   function* drainReplay(): Generator<RawRecord> {
-    while (replay.length > 0) {
-      const next = replay.shift() as Line;
-      yield* feed(next);
-    }
+    for (let next = replay.pop(); next !== undefined; next = replay.pop()) yield* feed(next);
   }
 
-  for await (const line of lines(source)) {
+  for await (const line of readLines(source, { encoding: options.encoding ?? DEFAULT_CONFIG.encoding, maxLineBytes: maxBytes })) {
     yield* feed(line);
     yield* drainReplay();
   }
   while (candidate.length > 0) {
-    yield* abandon('a quoted field is not closed before the end of the file');
+    yield* abandon('is not closed before the end of the file');
     yield* drainReplay();
   }
 }

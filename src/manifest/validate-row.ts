@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { ENDPOINTS, knownEndpoints, type ParamName } from '../fal/endpoints.js';
 import type { ColumnMap, KnownColumn } from './columns.js';
+import { formatBytes } from './format-bytes.js';
 import { sniffImageType, type LocalImageReader } from './local-image.js';
 import { MAX_ID_LENGTH, rowFingerprint } from './row-key.js';
 
@@ -37,6 +38,38 @@ export interface RowContext {
   columns: ColumnMap;
   defaultEndpoint: string;
   images: LocalImageReader;
+  /** Longest prompt, in characters (config maxPromptChars, flag --max-prompt-chars). */
+  maxPromptChars: number;
+  /** Largest data URI image, in decoded bytes (config maxInlineImageBytes, flag --max-image-bytes). */
+  maxImageBytes: number;
+}
+
+/**
+ * C0 controls but tab, LF and CR; DEL; C1 controls. Never meant in a prompt, an id, a path or a
+ * note: mostly the sign of a damaged or mis-decoded file (UTF-16 read as UTF-8 is half NULs).
+ */
+const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/;
+const CONTROLS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/g;
+
+function codePoint(char: string): string {
+  return `U+${(char.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+/** Cell text safe to show in outputs: control characters written as <U+0000>. */
+function visible(text: string): string {
+  return CONTROL.test(text) ? text.replace(CONTROLS, (char) => `<${codePoint(char)}>`) : text;
+}
+
+/** The first cell with a control character, as a reason naming its column and where it is. */
+function controlCharacter(fields: string[], columns: ColumnMap): string | undefined {
+  const names = new Map<number, string>(columns.extras.map(({ name, index }) => [index, name]));
+  for (const [name, index] of Object.entries(columns.known)) if (index !== undefined) names.set(index, name);
+  for (const [index, cell] of fields.entries()) {
+    const match = CONTROL.exec(cell);
+    if (!match) continue;
+    return `${names.get(index) ?? `column ${index + 1}`} contains a control character ${codePoint(match[0])} at character ${match.index + 1}; remove it`;
+  }
+  return undefined;
 }
 
 const PARAM_RULES: Record<ParamName, { test: (n: number) => boolean; integer: boolean; expected: string }> = {
@@ -63,7 +96,7 @@ export function abbreviateImage(cell: string): string {
 
 type Images = { ok: true; references: string[]; identities: string[] } | { ok: false; reason: string };
 
-async function resolveImages(cell: string, reader: LocalImageReader): Promise<Images> {
+async function resolveImages(cell: string, reader: LocalImageReader, maxImageBytes: number): Promise<Images> {
   const parts = cell.split('|').map((p) => p.trim());
   if (parts.some((p) => p === '')) return { ok: false, reason: cell.trim() === '' ? 'image_url is empty' : 'image_url has an empty entry between "|" separators' };
   const references: string[] = [];
@@ -82,7 +115,16 @@ async function resolveImages(cell: string, reader: LocalImageReader): Promise<Im
     if (part.startsWith('data:')) {
       const match = /^data:([\w.+-]+\/[\w.+-]+)?(;[\w-]+=[\w.-]+)*;base64,([A-Za-z0-9+/]*={0,2})$/.exec(part);
       if (!match) return { ok: false, reason: `image_url holds a data URI that is not base64 image data (expected data:image/<type>;base64,<data>)` };
-      const bytes = Buffer.from(match[3] ?? '', 'base64');
+      const base64 = match[3] ?? '';
+      // The limit counts decoded bytes, as a local file's size does; known before decoding.
+      const size = Math.floor(((base64.length - (base64.endsWith('==') ? 2 : base64.endsWith('=') ? 1 : 0)) * 3) / 4);
+      if (size > maxImageBytes) {
+        return {
+          ok: false,
+          reason: `image_url holds a data URI of ${formatBytes(size)} of image data; the most falbatch sends inline is ${formatBytes(maxImageBytes)} (--max-image-bytes); use a URL for larger images`,
+        };
+      }
+      const bytes = Buffer.from(base64, 'base64');
       if (!sniffImageType(bytes)) return { ok: false, reason: 'image_url holds a data URI whose bytes are not a PNG, JPEG, WebP, GIF or BMP image' };
       references.push(part);
       identities.push(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
@@ -111,11 +153,35 @@ export async function validateRow(record: { line: number; fields: string[] }, ct
   const prompt = (field('prompt') ?? '').trim();
   const extras = columns.extras.map(({ index }) => record.fields[index] ?? '');
   const shown = { id, endpoint, imageDisplay: abbreviateImage(imageCell), prompt, extras };
-  const reject = (reason: string): RowVerdict => ({ ok: false, rejected: { line: record.line, reason, ...shown } });
+  // A rejected row is shown in the outputs: without control characters, and without a prompt of megabytes.
+  const reject = (reason: string): RowVerdict => ({
+    ok: false,
+    rejected: {
+      line: record.line,
+      reason,
+      id: id === undefined ? undefined : visible(id),
+      endpoint: visible(endpoint),
+      imageDisplay: visible(shown.imageDisplay),
+      prompt: visible(prompt.length > ctx.maxPromptChars ? `${prompt.slice(0, 200)}…(${prompt.length} characters)` : prompt),
+      extras: extras.map(visible),
+    },
+  });
 
   if (record.fields.length > columns.width) {
-    return reject(`${record.fields.length} fields, but the header has ${columns.width} columns; quote fields that contain commas`);
+    const breaks = record.fields.reduce((count, f) => count + f.split('\n').length - 1, 0);
+    // Line breaks in a field: a quote opened and took in the lines after it, commas and all.
+    return reject(
+      breaks > 0
+        ? `${record.fields.length} fields, but the header has ${columns.width} columns: a quoted field opened on line ${record.line} runs on to line ${record.line + breaks} ` +
+            `(a stray or unclosed quote?); close it on line ${record.line}, or double quotes inside a quoted field ("")`
+        : `${record.fields.length} fields, but the header has ${columns.width} columns; quote fields that contain commas`,
+    );
   }
+  if (prompt.length > ctx.maxPromptChars) {
+    return reject(`prompt is ${prompt.length.toLocaleString('en-US')} characters long; the most is ${ctx.maxPromptChars.toLocaleString('en-US')} (--max-prompt-chars)`);
+  }
+  const control = controlCharacter(record.fields, columns);
+  if (control !== undefined) return reject(control);
   if (id !== undefined && id.length > MAX_ID_LENGTH) return reject(`id is ${id.length} characters long; the most is ${MAX_ID_LENGTH}`);
   const spec = ENDPOINTS.get(endpoint);
   if (!spec) return reject(`endpoint "${endpoint}" is not supported; use one of ${knownEndpoints()}`);
@@ -140,7 +206,7 @@ export async function validateRow(record: { line: number; fields: string[] }, ct
         : `${endpoint} takes at most ${spec.maxImages} images, this row has ${imageCount}`,
     );
   }
-  const images = await resolveImages(imageCell, ctx.images);
+  const images = await resolveImages(imageCell, ctx.images, ctx.maxImageBytes);
   if (!images.ok) return reject(images.reason);
 
   const fingerprint = rowFingerprint(endpoint, prompt, images.identities, params);

@@ -92,7 +92,15 @@ async function* validatedChunks(
               ok: false,
               rejected: { line: record.line, reason: record.error, id: undefined, endpoint: '', imageDisplay: '', prompt: '', extras: map.extras.map(() => '') },
             })
-          : limit(() => validateRow(record, { columns: map, defaultEndpoint: config.endpoint, images: reader })),
+          : limit(() =>
+              validateRow(record, {
+                columns: map,
+                defaultEndpoint: config.endpoint,
+                images: reader,
+                maxPromptChars: config.maxPromptChars,
+                maxImageBytes: config.maxInlineImageBytes,
+              }),
+            ),
       ),
     );
     // A repeated id: the later row is rejected, naming the line of the first.
@@ -130,10 +138,10 @@ async function* validatedChunks(
     return verdicts;
   };
 
-  for await (const record of readRecords(readManifest(file))) {
+  for await (const record of readRecords(readManifest(file), { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes })) {
     if (!columns) {
       if ('error' in record) {
-        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row is not valid CSV: ${record.error}.`, { file, line: record.line });
+        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, { file, line: record.line });
       }
       columns = mapColumns(record.fields, file);
       onHeader(columns, record.fields);
@@ -292,7 +300,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   const file = resolve(options.manifest);
   await checkReadable(file);
   const filesRoot = config.filesRoot ? resolve(config.filesRoot) : dirname(file);
-  const batch = options.batch ?? (await defaultBatchName(file, config.endpoint, filesRoot));
+  const batch = options.batch ?? (await defaultBatchName(file, config.endpoint, filesRoot, config.encoding));
   if (!BATCH_NAME.test(batch)) {
     throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
   }
@@ -315,7 +323,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     }
   }
 
-  await checkHeader(file);
+  await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes });
   const run = randomUUID();
   const summary: EnqueueSummary = { batch, manifest: file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [] };
   const now = clock.now();

@@ -43,7 +43,7 @@ describe('Redis faults', () => {
     const run = runCliProcess(['run', manifest, '--out', out, '--concurrency', '4'], h.env());
     let okAtLoss = 0;
     await until('a quarter of the rows', async () => {
-      const [batch] = await h.ctx.redis.zrange(h.ctx.keys.batches, 0, 0);
+      const [batch] = await h.ctx.redis.zrange(h.ctx.keys.batches, '0', '0');
       okAtLoss = batch === undefined ? 0 : (await getStatus(h.ctx, batch).catch(() => ({ ok: 0 }))).ok;
       return okAtLoss >= rows / 4;
     });

@@ -20,9 +20,19 @@ describe('resolveConfig', () => {
     [{ endpoint: 'llava' }, 'Expected --endpoint to be a fal endpoint id like fal-ai/llava-next, got "llava"'],
     [{ redisUrl: 'http://x' }, 'Expected REDIS_URL to start with redis:// or rediss://'],
     [{ startTimeoutSeconds: 1 }, "more than 1 second (fal's minimum)"],
+    [{ maxPromptChars: 0 }, 'Expected --max-prompt-chars to be an integer from 1 to 10000000, got 0'],
+    [{ maxRecordBytes: 100 }, 'Expected --max-record-bytes to be an integer from 1024 to 536870912, got 100'],
+    [{ maxInlineImageBytes: 1.5 }, 'Expected --max-image-bytes to be an integer from 1 to 1073741824, got 1.5'],
+    [{ encoding: 'klingon' }, 'Expected --encoding to be a text encoding such as utf-8, latin1, windows-1252 or utf-16le, got "klingon"'],
+    [{ encoding: 'iso-2022-jp' }, 'iso-2022-jp'],
   ])('rejects %o', (overrides, message) => {
     expect(() => resolveConfig({}, overrides)).toThrow(ConfigError);
     expect(() => resolveConfig({}, overrides)).toThrow(message);
+  });
+
+  it('limits manifest input by default: 20,000-character prompts, 16 MiB records, 10 MiB inline images, UTF-8', () => {
+    expect(resolveConfig({})).toMatchObject({ maxPromptChars: 20_000, maxRecordBytes: 16 * 1024 * 1024, maxInlineImageBytes: 10 * 1024 * 1024, encoding: 'utf-8' });
+    expect(resolveConfig({}, { encoding: 'latin1', maxPromptChars: 100_000 })).toMatchObject({ encoding: 'latin1', maxPromptChars: 100_000 });
   });
 
   it('never prints a Redis password', () => {

@@ -8,9 +8,9 @@ import { LocalImageReader } from '../../src/manifest/local-image.js';
 import { readRecords, type RawRecord } from '../../src/manifest/read-records.js';
 import { validateRow } from '../../src/manifest/validate-row.js';
 
-async function collect(chunks: Uint8Array[], maxRecordChars?: number): Promise<RawRecord[]> {
+async function collect(chunks: Uint8Array[], maxRecordBytes?: number): Promise<RawRecord[]> {
   const out: RawRecord[] = [];
-  for await (const record of readRecords(chunks, maxRecordChars === undefined ? {} : { maxRecordChars })) out.push(record);
+  for await (const record of readRecords(chunks, maxRecordBytes === undefined ? {} : { maxRecordBytes })) out.push(record);
   return out;
 }
 
@@ -95,7 +95,7 @@ describe('the manifest reader under fuzzing', () => {
     const rows = Array.from({ length: 5000 }, (_, i) => `r${i},prompt ${i}`);
     const text = ['id,prompt', 'broken,"never closed', ...rows].join('\n');
     const records = await collect([Buffer.from(text)], 4096);
-    expect(records[1]).toEqual({ line: 2, error: expect.stringMatching(/runs past 4096 characters/) });
+    expect(records[1]).toEqual({ line: 2, error: expect.stringMatching(/not closed within 4\.0 KiB \(--max-record-bytes\)/) });
     expect(records.slice(2).map((r) => ('fields' in r ? r.fields[0] : 'error'))).toEqual(rows.map((r) => r.split(',')[0]));
   });
 });
@@ -104,7 +104,7 @@ describe('row validation under fuzzing', () => {
   const dir = mkdtempSync(join(tmpdir(), 'falbatch-fuzz-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const columns = mapColumns(['id', 'image_url', 'prompt', 'endpoint', 'max_tokens', 'temperature', 'top_p', 'extra'], 'fuzz.csv');
-  const ctx = { columns, defaultEndpoint: 'fal-ai/llava-next', images: new LocalImageReader(dir, 1024) };
+  const ctx = { columns, defaultEndpoint: 'fal-ai/llava-next', images: new LocalImageReader(dir, 1024), maxPromptChars: 20_000, maxImageBytes: 1024 };
   const cell = fc.oneof(
     fc.string({ maxLength: 40 }),
     fc.constantFrom('', ' ', '0', '-1', '1e309', 'NaN', '0.5', '64', '1.0000001', 'https://example.com/a.png', 'data:image/png;base64,iVBORw0KGgo=', '../../etc/passwd', '/etc/passwd', 'a|b', 'fal-ai/mantis-llava-7b-v11', 'x'.repeat(300)),

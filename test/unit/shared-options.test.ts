@@ -1,0 +1,27 @@
+import { Command } from 'commander';
+import { describe, expect, it } from 'vitest';
+import { overridesFrom, withManifestOptions, type RawFlags } from '../../src/cli/shared-options.js';
+import { ConfigError } from '../../src/errors.js';
+
+function manifestFlags(argv: string[]): RawFlags {
+  let flags: RawFlags = {};
+  const command = withManifestOptions(new Command('enqueue'))
+    .exitOverride()
+    .action((_manifest: string, parsed: RawFlags) => {
+      flags = parsed;
+    });
+  command.parse(['m.csv', ...argv], { from: 'user' });
+  return flags;
+}
+
+describe('manifest flags', () => {
+  it('maps the manifest limits and the encoding to config', () => {
+    const flags = manifestFlags(['--max-prompt-chars', '500', '--max-record-bytes', '2097152', '--max-image-bytes', '1000', '--encoding', 'latin1']);
+    expect(overridesFrom(flags)).toMatchObject({ maxPromptChars: 500, maxRecordBytes: 2_097_152, maxInlineImageBytes: 1000, encoding: 'latin1' });
+  });
+
+  it('names the flag whose value is not a number', () => {
+    expect(() => overridesFrom(manifestFlags(['--max-prompt-chars', 'many']))).toThrow(ConfigError);
+    expect(() => overridesFrom(manifestFlags(['--max-prompt-chars', 'many']))).toThrow('Expected --max-prompt-chars to be an integer, got "many"');
+  });
+});
