@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'FAL_TIMEOUT'
   | 'FAL_PROTOCOL'
   | 'QUEUE_PAUSED'
+  | 'RESULTS_NOT_WRITTEN'
   | 'INTERRUPTED';
 
 export interface FalbatchErrorOptions {
@@ -108,8 +109,39 @@ export class BatchLostError extends FalbatchError {
 }
 
 export class OutputError extends FalbatchError {
-  constructor(message: string, options: FalbatchErrorOptions = {}) {
-    super('OUTPUT_UNWRITABLE', message, options);
+  constructor(message: string, options: FalbatchErrorOptions = {}, code: 'OUTPUT_UNWRITABLE' | 'RESULTS_NOT_WRITTEN' = 'OUTPUT_UNWRITABLE') {
+    super(code, message, options);
+  }
+}
+
+/**
+ * The results file could not be written, but the results are in Redis (the batch ran, or export
+ * found it): nothing is lost, nothing is paid for again, and `falbatch export` writes them
+ * elsewhere. Its own exit status (3), so scripts can tell "safe in Redis, just export them".
+ */
+export class ResultsNotWrittenError extends OutputError {
+  readonly batch: string;
+  readonly out: string;
+  /** The command that writes them, e.g. `falbatch export --batch m-1a2b3c4d --out /data/out.csv`. */
+  readonly exportCommand: string;
+  /** Why the file could not be written. */
+  readonly reason: string;
+
+  constructor(
+    reason: string,
+    where: { batch: string; out: string; exportCommand: string; ran?: string | undefined },
+    options: FalbatchErrorOptions = {},
+  ) {
+    super(
+      `${reason}\n${where.ran ? `${where.ran}. Its results` : `The results of batch ${where.batch}`} are kept in Redis: nothing is lost, and nothing already answered is paid for again. ` +
+        `Write them (to this file once its folder takes files again, or to another one) with:\n  ${where.exportCommand}`,
+      options,
+      'RESULTS_NOT_WRITTEN',
+    );
+    this.batch = where.batch;
+    this.out = where.out;
+    this.exportCommand = where.exportCommand;
+    this.reason = reason;
   }
 }
 
@@ -186,7 +218,7 @@ export class FalTransportError extends FalbatchError {
   constructor(operation: FalOperation, endpoint: string, transportCode: string | undefined, detail: string) {
     // The original error is deliberately not kept as `cause`: @fal-ai/client walks the cause chain
     // for transport codes and would retry on its own, and falbatch owns every retry (see fal/README).
-    super('FAL_TRANSPORT', `${operation} ${endpoint}: no answer from fal (${transportCode ?? detail})`);
+    super('FAL_TRANSPORT', `${operation} ${endpoint}: no complete answer from fal (${transportCode ?? detail})`);
     this.operation = operation;
     this.endpoint = endpoint;
     this.transportCode = transportCode;
@@ -243,5 +275,7 @@ export const EXIT = {
   ok: 0,
   fatal: 1,
   rowsFailed: 2,
+  /** The batch ran (or export found it) but its results file could not be written: they are in Redis. */
+  resultsNotWritten: 3,
   interrupted: 130,
 } as const;

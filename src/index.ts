@@ -21,6 +21,7 @@ export {
   OutputError,
   QueuePausedError,
   RedisUnavailableError,
+  ResultsNotWrittenError,
 } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { createFalCaller } from './fal/fal-caller.js';

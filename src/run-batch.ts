@@ -1,4 +1,6 @@
+import { resolve } from 'node:path';
 import type { FalbatchContext } from './context.js';
+import { ResultsNotWrittenError } from './errors.js';
 import type { FalCaller } from './fal/fal-caller.js';
 import { enqueueManifest, type EnqueueOptions, type EnqueueSummary } from './queue/enqueue.js';
 import { checkOutput, exportResults, type ExportSummary } from './results/export.js';
@@ -14,6 +16,8 @@ export interface RunBatchOptions extends EnqueueOptions {
   fal?: FalCaller;
   onEnqueued?: (summary: EnqueueSummary) => void;
   onStatus?: (status: BatchStatus) => void;
+  /** Told what the run is doing now ("enqueueing m.csv", "waiting for the batch to finish"). */
+  onStep?: (step: string) => void;
 }
 
 export interface RunBatchSummary {
@@ -48,6 +52,7 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
   let status: BatchStatus;
   let stopped: RunBatchSummary['stopped'];
   try {
+    options.onStep?.(`enqueueing ${options.manifest}`);
     enqueue = await enqueueManifest(ctx, options);
   } catch (error) {
     await worker.close();
@@ -55,6 +60,7 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
   }
   options.onEnqueued?.(enqueue);
   try {
+    options.onStep?.('waiting for the batch to finish');
     status = await waitForBatch(ctx, enqueue.batch, {
       intervalMs: 100,
       ...(options.signal ? { signal: options.signal } : {}),
@@ -65,9 +71,22 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
     if (!options.signal?.aborted) throw error;
     stopped = 'interrupted';
   } finally {
+    options.onStep?.('rows in flight finishing, or going back to the queue');
     await worker.close();
   }
   status = await getStatus(ctx, enqueue.batch);
-  const exported = await exportResults(ctx, { batch: enqueue.batch, out: options.out });
+  options.onStep?.(`writing the results to ${resolve(options.out)}`);
+  let exported: ExportSummary;
+  try {
+    exported = await exportResults(ctx, { batch: enqueue.batch, out: options.out });
+  } catch (error) {
+    // Everything is paid for and in Redis: the message says so, with the counts and the export command.
+    if (!(error instanceof ResultsNotWrittenError)) throw error;
+    const counts = `${status.ok} ok, ${status.failed} failed, ${status.rejected} rejected`;
+    const ran = status.finished
+      ? `Batch ${enqueue.batch} finished: ${counts}`
+      : `Batch ${enqueue.batch} stopped before the end (${counts}, ${status.pending} pending; run the same command again to finish it)`;
+    throw new ResultsNotWrittenError(error.reason, { batch: error.batch, out: error.out, exportCommand: error.exportCommand, ran }, { cause: error.cause });
+  }
   return { enqueue, status, export: exported, stopped };
 }

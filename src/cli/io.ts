@@ -7,4 +7,17 @@ export interface CliIo {
   signal: AbortSignal;
   /** Whether stderr is a terminal (progress every 2 s) or a log (every 15 s). */
   interactive: boolean;
+  /** Told how long a graceful stop may take and what the command waits for (absent without a process). */
+  stop?: StopReport;
+}
+
+/**
+ * What a command tells the process about stopping. After a signal, a stop that outlasts the grace
+ * period is forced, and the forced exit says what the command was still waiting for.
+ */
+export interface StopReport {
+  /** The command's grace period (its --grace, or config.graceMs). */
+  grace(ms: number): void;
+  /** What the command is doing or waiting for now, e.g. "enqueueing m.csv (Redis at redis://127.0.0.1:6379)". */
+  waitingFor(what: string): void;
 }

@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { redisPassword } from '../config.js';
+import { DEFAULT_CONFIG, redisPassword } from '../config.js';
 import { EXIT, FalbatchError } from '../errors.js';
 import { createScrubber } from '../log.js';
+import { formatDuration, SECOND } from '../time.js';
 import { emulatorCommand } from './commands/emulator.js';
 import { enqueueCommand } from './commands/enqueue.js';
 import { exportCommand } from './commands/export.js';
@@ -52,7 +53,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     const scrub = createScrubber([io.env['FAL_KEY'], redisPassword(io.env['REDIS_URL'] ?? '')]);
     if (error instanceof FalbatchError) {
       io.stderr(`falbatch: ${scrub(error.message)}\n`);
-      return error.code === 'INTERRUPTED' ? EXIT.interrupted : EXIT.fatal;
+      if (error.code === 'INTERRUPTED') return EXIT.interrupted;
+      return error.code === 'RESULTS_NOT_WRITTEN' ? EXIT.resultsNotWritten : EXIT.fatal;
     }
     if (io.signal.aborted) {
       io.stderr('falbatch: interrupted\n');
@@ -63,23 +65,72 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   }
 }
 
+/** How long past its grace period a stopping command may take to hand rows back and close connections. */
+const CLOSE_MS = 5 * SECOND;
+
+/** What the event loop still waits on, in words ("2 network connections, 1 file operation"). */
+function pendingResources(): string {
+  const names: Record<string, string> = {
+    TCPSocketWrap: 'network connection',
+    TLSWrap: 'network connection',
+    FSReqCallback: 'file operation',
+    FSReqPromise: 'file operation',
+    GetAddrInfoReqWrap: 'DNS lookup',
+    ProcessWrap: 'child process',
+  };
+  const counts = new Map<string, number>();
+  for (const resource of process.getActiveResourcesInfo()) {
+    const name = names[resource];
+    if (name) counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  return [...counts].map(([name, n]) => `${n} ${name}${n === 1 ? '' : 's'}`).join(', ');
+}
+
 /**
- * The process: argv, signals, exit. The first SIGINT/SIGTERM asks the command to stop gracefully;
- * a second one exits at once (rows in flight keep their saved fal request ids and are resumed by
- * the next worker).
+ * Exits at once with 130. Node's exit first joins its thread pool, and a pool thread stuck in a
+ * file system call (a FIFO's open, a hung network mount) never returns: then the process ends by
+ * the signal itself, its default action, which the shell reports as 128 + its number (130 for
+ * SIGINT, 143 for SIGTERM).
+ */
+function exitInterrupted(signal: NodeJS.Signals): void {
+  if (process.getActiveResourcesInfo().some((name) => name.startsWith('FSReq'))) {
+    process.removeAllListeners(signal);
+    process.kill(process.pid, signal);
+    return;
+  }
+  process.exit(EXIT.interrupted);
+}
+
+/**
+ * The process: argv, signals, exit. The first SIGINT/SIGTERM asks the command to stop gracefully,
+ * within its grace period (and a few seconds to close): past that, whatever the command still waits
+ * for (Redis that stopped answering, a stuck file), the process says what it was and exits 130. A
+ * second signal exits at once. Rows in flight keep their saved fal request ids and are resumed by
+ * the next worker; what was enqueued or done is kept in Redis.
  */
 export async function main(): Promise<void> {
   const controller = new AbortController();
+  let graceMs: number = DEFAULT_CONFIG.graceMs;
+  let waitingFor = 'starting';
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals === 1) {
-      process.stderr.write(`\nfalbatch: ${signal}: stopping gracefully (send it again to exit at once)\n`);
+      const boundMs = graceMs + CLOSE_MS;
+      process.stderr.write(`\nfalbatch: ${signal}: stopping gracefully, within ${formatDuration(boundMs)} (send it again to exit at once)\n`);
       controller.abort(new Error(signal));
+      setTimeout(() => {
+        const pending = pendingResources();
+        process.stderr.write(
+          `falbatch: still not stopped ${formatDuration(boundMs)} after ${signal}: ${waitingFor}${pending ? `; pending: ${pending}` : ''}. ` +
+            'Exiting now; what was done is kept in Redis: run the same command again to continue.\n',
+        );
+        exitInterrupted(signal);
+      }, boundMs).unref();
       return;
     }
     process.stderr.write(`falbatch: ${signal} again: exiting now; rows in flight will be resumed by the next worker\n`);
-    process.exit(EXIT.interrupted);
+    exitInterrupted(signal);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -89,6 +140,14 @@ export async function main(): Promise<void> {
     env: process.env,
     signal: controller.signal,
     interactive: process.stderr.isTTY === true,
+    stop: {
+      grace: (ms) => {
+        if (signals === 0) graceMs = ms;
+      },
+      waitingFor: (what) => {
+        waitingFor = what;
+      },
+    },
   });
   process.exitCode = code;
   // Everything should be closed by now; if a handle lingers, say so and leave anyway.

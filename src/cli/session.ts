@@ -1,4 +1,4 @@
-import { resolveConfig, secretsOf, type ResolvedConfig } from '../config.js';
+import { redactUrl, resolveConfig, secretsOf, type ResolvedConfig } from '../config.js';
 import { openContext, type FalbatchContext } from '../context.js';
 import { MissingCredentialsError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
@@ -19,6 +19,8 @@ export interface Session {
   log: Logger;
   /** Answers come from the emulator, not fal.ai. */
   emulated: boolean;
+  /** Names what the command is doing ("enqueueing m.csv"): a stop forced after a signal says it. */
+  step(what?: string): void;
 }
 
 /**
@@ -33,10 +35,17 @@ export async function withSession<T>(io: CliIo, flags: RawFlags, options: Sessio
   try {
     if (emulation) config = resolveConfig(io.env, { ...overridesFrom(flags), ...emulation.overrides });
     else if (options.callsFal && config.falKey === undefined && config.falBaseUrl === undefined) throw new MissingCredentialsError();
+    // What a stop forced after a signal names, unless the command says more.
+    const redis = `Redis at ${redactUrl(config.redisUrl)}`;
+    const step = (what?: string): void => io.stop?.waitingFor(what === undefined ? `waiting for ${redis}` : `${what} (${redis})`);
+    io.stop?.grace(config.graceMs);
+    io.stop?.waitingFor(`connecting to ${redis}`);
     const ctx = await openContext(config, { log });
+    step();
     try {
-      return await body({ ctx, config, log, emulated: emulation !== undefined });
+      return await body({ ctx, config, log, emulated: emulation !== undefined, step });
     } finally {
+      io.stop?.waitingFor(`closing the connection to ${redis}`);
       await ctx.close();
     }
   } finally {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { open, realpath } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { open, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 
 const SIGNATURES: Array<[string, number[]]> = [
@@ -28,6 +29,20 @@ function within(root: string, path: string): boolean {
   const rel = relative(root, path);
   return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
 }
+
+/** What a path that is not a regular file is, for the row's reason. */
+function kindOf(info: Stats): string {
+  if (info.isFIFO()) return 'a FIFO';
+  if (info.isCharacterDevice()) return 'a character device';
+  if (info.isBlockDevice()) return 'a block device';
+  if (info.isSocket()) return 'a socket';
+  if (info.isDirectory()) return 'a folder';
+  return 'not a file';
+}
+
+// Never blocks: open() of a FIFO (or some devices) without O_NONBLOCK waits for a writer for ever.
+// O_NOFOLLOW: the path is already resolved, so a link there now was swapped in after the check.
+const OPEN_FLAGS = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOFOLLOW ?? 0);
 
 function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
@@ -66,18 +81,37 @@ export class LocalImageReader {
     if (!within(await this.#realRoot, real)) {
       return { ok: false, reason: `local file "${cell}" is a link to ${real}, outside the files root ${this.#root}; copy the file under it, or pass --files-root` };
     }
+    const notRegular = (info: Stats): LocalImageResult => ({
+      ok: false,
+      reason: `local file "${cell}" is not a regular file (${kindOf(info)}); image_url must name an image file`,
+    });
+    const tooLarge = (info: Stats): LocalImageResult => ({
+      ok: false,
+      reason: `local file "${cell}" is ${mib(info.size)}; the most falbatch inlines is ${mib(this.#maxBytes)} (use a URL for larger images, or raise --max-image-bytes)`,
+    });
+    const unreadable = (error: unknown): LocalImageResult => ({
+      ok: false,
+      reason: `local file "${cell}" cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+    });
+    // Checked before opening: stat never blocks, open() of a FIFO does.
+    try {
+      const info = await stat(real);
+      if (!info.isFile()) return notRegular(info);
+      if (info.size > this.#maxBytes) return tooLarge(info);
+    } catch (error) {
+      return unreadable(error);
+    }
     let handle;
     try {
-      handle = await open(real, 'r');
+      handle = await open(real, OPEN_FLAGS);
     } catch (error) {
-      return { ok: false, reason: `local file "${cell}" cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})` };
+      return unreadable(error);
     }
     try {
+      // Again on what was opened: the path may have been swapped between the stat and the open.
       const info = await handle.stat();
-      if (!info.isFile()) return { ok: false, reason: `local file "${cell}" is not a regular file` };
-      if (info.size > this.#maxBytes) {
-        return { ok: false, reason: `local file "${cell}" is ${mib(info.size)}; the most falbatch inlines is ${mib(this.#maxBytes)} (use a URL for larger images)` };
-      }
+      if (!info.isFile()) return notRegular(info);
+      if (info.size > this.#maxBytes) return tooLarge(info);
       const bytes = await handle.readFile();
       // The type comes from the bytes, not the extension: a mislabelled file still goes out right.
       const mime = sniffImageType(bytes);

@@ -1,8 +1,7 @@
 import type { Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
-import { readBatchMeta } from '../queue/batch-meta.js';
+import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { REQUEST_STATE_FIELDS, type RowJobData } from '../queue/row-job.js';
-import { batchNotFound } from './status.js';
 
 export interface RetryFailedOptions {
   batch: string;
@@ -56,7 +55,7 @@ function scriptsOf(redis: FalbatchContext['redis']): RetryScripts {
  */
 export async function retryFailed(ctx: FalbatchContext, options: RetryFailedOptions): Promise<RetryFailedSummary> {
   const { batch, errorType } = options;
-  if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx, batch);
+  if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx.redis, batch);
   const keys = ctx.keys.batch(batch);
   const scripts = scriptsOf(ctx.redis);
   const summary: RetryFailedSummary = { batch, requeued: 0, rereads: 0, missing: 0 };

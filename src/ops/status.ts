@@ -1,8 +1,6 @@
 import type { FalbatchContext } from '../context.js';
 import { BatchLostError, BatchNotFoundError } from '../errors.js';
-import { redisPersists, redisUptimeMs } from '../queue/connection.js';
-import { formatDuration } from '../time.js';
-import { readBatchMeta } from '../queue/batch-meta.js';
+import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { pausedReason } from './control.js';
 
 /** A batch's progress, read in O(1) from its counters (no scan of rows or jobs). */
@@ -28,20 +26,9 @@ export interface BatchStatus {
   paused: string | undefined;
 }
 
-/**
- * The error for a batch that is not there, with a hint when Redis may have lost it: a Redis that
- * keeps nothing on disk forgets every batch when it restarts.
- */
-export async function batchNotFound(ctx: FalbatchContext, batch: string): Promise<BatchNotFoundError> {
-  if ((await redisPersists(ctx.redis)) !== false) return new BatchNotFoundError(batch);
-  const uptime = await redisUptimeMs(ctx.redis);
-  const since = uptime === undefined ? '' : ` and started ${formatDuration(uptime)} ago`;
-  return new BatchNotFoundError(batch, `This Redis keeps nothing on disk (no AOF, no RDB)${since}: a batch enqueued before it last started was lost with it; enqueue (or run) its manifest again.`);
-}
-
 export async function getStatus(ctx: FalbatchContext, batch: string): Promise<BatchStatus> {
   const meta = await readBatchMeta(ctx.redis, ctx.keys, batch);
-  if (!meta) throw await batchNotFound(ctx, batch);
+  if (!meta) throw await batchNotFound(ctx.redis, batch);
   const keys = ctx.keys.batch(batch);
   const [[, jobs], [, counts], [, enqueuing]] = ((await ctx.redis.multi().hlen(keys.keys).hgetall(keys.counts).exists(keys.enqueuing).exec()) ?? []) as [
     [unknown, number],

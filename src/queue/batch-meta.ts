@@ -1,4 +1,7 @@
 import type { Redis } from 'ioredis';
+import { BatchNotFoundError } from '../errors.js';
+import { formatDuration } from '../time.js';
+import { redisPersists, redisUptimeMs } from './connection.js';
 import type { KeyLayout } from './keys.js';
 
 /** What a batch remembers of itself (HASH `batch:<name>:meta`). */
@@ -42,4 +45,15 @@ export function metaFields(meta: Partial<BatchMeta>): Record<string, string> {
   if (meta.rejected !== undefined) fields['rejected'] = String(meta.rejected);
   if (meta.extras !== undefined) fields['extras'] = JSON.stringify(meta.extras);
   return fields;
+}
+
+/**
+ * The error for a batch that is not there, with a hint when Redis may have lost it: a Redis that
+ * keeps nothing on disk forgets every batch when it restarts.
+ */
+export async function batchNotFound(redis: Redis, batch: string): Promise<BatchNotFoundError> {
+  if ((await redisPersists(redis)) !== false) return new BatchNotFoundError(batch);
+  const uptime = await redisUptimeMs(redis);
+  const since = uptime === undefined ? '' : ` and started ${formatDuration(uptime)} ago`;
+  return new BatchNotFoundError(batch, `This Redis keeps nothing on disk (no AOF, no RDB)${since}: a batch enqueued before it last started was lost with it; enqueue (or run) its manifest again.`);
 }

@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { rename, stat, unlink } from 'node:fs/promises';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
+import { DEFAULT_CONFIG, type ResolvedConfig } from '../config.js';
 import type { FalbatchContext } from '../context.js';
-import { BatchNotFoundError, OutputError } from '../errors.js';
-import { readBatchMeta } from '../queue/batch-meta.js';
+import { OutputError, ResultsNotWrittenError } from '../errors.js';
+import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { decodeRowEntry, type RowEntry } from '../queue/batch-rows.js';
 import type { ExportStatus, RowResult } from './row-result.js';
 
@@ -69,18 +70,48 @@ function extraNames(extras: readonly string[]): string[] {
 }
 
 async function write(stream: WriteStream, text: string): Promise<void> {
+  // A write that failed earlier (ENOSPC) left the stream errored: no 'drain' or 'error' comes again.
+  if (stream.errored) throw stream.errored;
   if (!stream.write(text)) await once(stream, 'drain');
 }
 
 /** Fails early, before a batch is paid for, when `out` cannot take the results. */
 export async function checkOutput(out: string): Promise<void> {
   outputFormat(out);
-  const folder = dirname(resolve(out));
+  const file = resolve(out);
+  const folder = dirname(file);
   try {
     if (!(await stat(folder)).isDirectory()) throw new Error('not a folder');
   } catch {
-    throw new OutputError(`Cannot write ${resolve(out)}: the folder ${folder} does not exist.`);
+    throw new OutputError(`Cannot write ${file}: the folder ${folder} does not exist. Create it, or pick another --out.`);
   }
+  // An existing folder may still take no files (read-only, not permitted, a file system that takes
+  // none): find out with a file of our own, now rather than after the batch is paid for.
+  const probe = resolve(folder, `.${basename(file)}.${randomBytes(4).toString('hex')}.probe`);
+  try {
+    await (await open(probe, 'wx')).close();
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    throw new OutputError(
+      `Cannot write ${file}: the folder ${folder} does not take new files (${reason}). Pick another --out, in a folder you can write to, or make this one writable.`,
+      { cause: error },
+    );
+  }
+  await unlink(probe).catch(() => undefined);
+}
+
+/** Quotes a word for a POSIX shell, only when it needs it. */
+function shellWord(word: string): string {
+  return /^[\w./:=@%+,-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The `falbatch export` command that writes a batch's results to `out` (with --prefix when not the default). */
+export function exportCommandLine(config: Pick<ResolvedConfig, 'prefix' | 'redisUrl'>, batch: string, out: string): string {
+  const words = ['falbatch', 'export', '--batch', batch];
+  if (config.prefix !== DEFAULT_CONFIG.prefix) words.push('--prefix', config.prefix);
+  words.push('--out', resolve(out));
+  // A shell comment: the line still pastes as it is.
+  return words.map(shellWord).join(' ') + (config.redisUrl !== DEFAULT_CONFIG.redisUrl ? '   # with the same REDIS_URL' : '');
 }
 
 /**
@@ -92,13 +123,25 @@ export async function exportResults(ctx: FalbatchContext, options: ExportOptions
   const format = outputFormat(options.out);
   const out = resolve(options.out);
   const meta = await readBatchMeta(ctx.redis, ctx.keys, options.batch);
-  if (!meta) throw new BatchNotFoundError(options.batch);
+  if (!meta) throw await batchNotFound(ctx.redis, options.batch);
+  try {
+    return await writeResults(ctx, options.batch, out, format, meta.extras);
+  } catch (error) {
+    // The results are all in Redis: say so, and how to write them elsewhere.
+    if (error instanceof OutputError) {
+      throw new ResultsNotWrittenError(error.message, { batch: options.batch, out, exportCommand: exportCommandLine(ctx.config, options.batch, out) }, { cause: error });
+    }
+    throw error;
+  }
+}
+
+async function writeResults(ctx: FalbatchContext, batch: string, out: string, format: OutputFormat, manifestExtras: readonly string[]): Promise<ExportSummary> {
   await checkOutput(out);
-  const keys = ctx.keys.batch(options.batch);
-  const extras = extraNames(meta.extras);
+  const keys = ctx.keys.batch(batch);
+  const extras = extraNames(manifestExtras);
   const columns = [...OUTPUT_COLUMNS, ...extras];
   const temp = resolve(dirname(out), `.${basename(out)}.${randomBytes(4).toString('hex')}.tmp`);
-  const summary: ExportSummary = { batch: options.batch, out, format, rows: 0, ok: 0, failed: 0, rejected: 0, pending: 0 };
+  const summary: ExportSummary = { batch, out, format, rows: 0, ok: 0, failed: 0, rejected: 0, pending: 0 };
   const stream = createWriteStream(temp, { flags: 'wx' });
   const opened = new Promise<void>((resolveOpen, reject) => {
     stream.once('open', () => resolveOpen());
@@ -113,7 +156,7 @@ export async function exportResults(ctx: FalbatchContext, options: ExportOptions
       const page = (await ctx.redis.lrange(keys.rows, start, start + PAGE - 1)).map(decodeRowEntry);
       if (page.length === 0) break;
       const called = page.filter((entry) => entry.rejected === undefined);
-      const results = await ctx.store.getMany(options.batch, called.map((entry) => entry.key));
+      const results = await ctx.store.getMany(batch, called.map((entry) => entry.key));
       const byKey = new Map<string, RowResult | undefined>(called.map((entry, i) => [entry.key, results[i]]));
       const lines: OutputRow[] = [];
       for (const entry of page) {
@@ -130,8 +173,13 @@ export async function exportResults(ctx: FalbatchContext, options: ExportOptions
       if (page.length < PAGE) break;
     }
     await new Promise<void>((resolveEnd, reject) => {
+      if (stream.errored) {
+        reject(stream.errored);
+        return;
+      }
       stream.once('error', reject);
-      stream.end(() => resolveEnd());
+      // end() calls back with the error of a failed write too: never rename a short file into place.
+      stream.end((error?: Error | null) => (error ? reject(error) : resolveEnd()));
     });
     await rename(temp, out);
   } catch (error) {

@@ -18,7 +18,8 @@ export function enqueueCommand(io: CliIo, exit: (code: number) => void): Command
       new Command('enqueue').description("Add a manifest's rows to a batch for workers (`falbatch work`) to process; prints the batch name"),
     ).option('--json', 'print the summary as JSON'),
   ).action(async (manifest: string, flags: EnqueueFlags) => {
-    await withSession(io, flags, {}, async ({ ctx }) => {
+    await withSession(io, flags, {}, async ({ ctx, step }) => {
+      step(`enqueueing ${manifest}`);
       const summary = await enqueueManifest(ctx, { manifest, batch: flags.batch, strict: flags.strict ?? false, signal: io.signal });
       if (flags.json) io.stdout(`${JSON.stringify(summary)}\n`);
       else {

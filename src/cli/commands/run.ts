@@ -23,7 +23,7 @@ export function runCommand(io: CliIo, exit: (code: number) => void): Command {
     ),
   ).action(async (manifest: string, flags: RunFlags) => {
     const out = flags.out ?? `${basename(manifest, extname(manifest))}.results.csv`;
-    await withSession(io, flags, { callsFal: true, emulate: flags.emulate ?? false }, async ({ ctx, emulated }) => {
+    await withSession(io, flags, { callsFal: true, emulate: flags.emulate ?? false }, async ({ ctx, emulated, step }) => {
       const started = ctx.clock.now();
       let lastPrint = 0;
       let doneAtStart: number | undefined;
@@ -33,6 +33,7 @@ export function runCommand(io: CliIo, exit: (code: number) => void): Command {
         batch: flags.batch,
         strict: flags.strict ?? false,
         signal: io.signal,
+        onStep: step,
         onEnqueued: (enqueued) => {
           io.stdout(enqueueReport(enqueued));
           io.stderr(rowNotices(enqueued));

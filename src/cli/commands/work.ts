@@ -19,7 +19,7 @@ export function workCommand(io: CliIo, exit: (code: number) => void): Command {
         .option('--emulate', 'use a built-in fal emulator instead of fal.ai'),
     ),
   ).action(async (flags: WorkFlags) => {
-    await withSession(io, flags, { callsFal: true, emulate: flags.emulate ?? false }, async ({ ctx, config, log }) => {
+    await withSession(io, flags, { callsFal: true, emulate: flags.emulate ?? false }, async ({ ctx, config, log, step }) => {
       const worker = await startWorker(ctx);
       log.info(`worker started: concurrency ${config.concurrency}${config.globalConcurrency ? `, global cap ${config.globalConcurrency}` : ''}, namespace ${config.prefix}`);
       // Every 30 s, what happened since the last report (nothing when idle).
@@ -40,6 +40,7 @@ export function workCommand(io: CliIo, exit: (code: number) => void): Command {
       });
       clearInterval(progress);
       log.info(`stopping: rows in flight get up to ${config.graceMs} ms to finish, then go back to the queue`);
+      step('rows in flight finishing, or going back to the queue');
       await worker.close();
       const total = worker.counts();
       log.info(`worker stopped: ${total.ok} ok, ${total.failed} failed, ${total.fromLedger} answered from earlier paid calls`);
