@@ -55,8 +55,16 @@ function retryAfterMs(header: string | null, now: number): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
+/** Marks an error answer whose body broke off: what it said is unknown, so it says nothing about the job. */
+const CUT_OFF = Symbol('cut off');
+
 async function readErrorBody(response: Response): Promise<unknown> {
-  const text = await response.text().catch(() => '');
+  let text: string;
+  try {
+    text = await response.text();
+  } catch {
+    return CUT_OFF;
+  }
   if (text === '') return undefined;
   try {
     return JSON.parse(text) as unknown;
@@ -154,6 +162,12 @@ export function createFalFetch(options: FalTransportOptions): typeof fetch {
       return new Response(bytes, { status: response.status, statusText: response.statusText, headers: jsonHeaders(response.headers, bytes) });
     }
     const body = await readErrorBody(response);
+    if (body === CUT_OFF) {
+      // A 422 without its body may be a model error or a gateway's: read again rather than guess.
+      return fail(
+        new FalTransportError(what.operation, what.endpoint, undefined, `its ${response.status} answer broke off before the body was complete; read again`),
+      );
+    }
     const record = body && typeof body === 'object' ? (body as Record<string, unknown>) : {};
     const retryable = response.headers.get('x-fal-retryable');
     return fail(

@@ -8,7 +8,7 @@ import { markConnection, submittingMark } from '../results/result-store.js';
 import { REQUEST_STATE_FIELDS, type RowJobData } from '../queue/row-job.js';
 import { jobIdFor } from '../manifest/row-key.js';
 import { MINUTE, formatDuration } from '../time.js';
-import { retryDelay } from './backoff.js';
+import { rateLimitDelay, retryDelay } from './backoff.js';
 import { classifyFalError, type Verdict } from './classify-error.js';
 import { AttemptError, ResultPendingError, processRow } from './process-row.js';
 import { createStatusErrorKnowledge } from './status-errors.js';
@@ -209,7 +209,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
           counts.rateLimited++;
           await job.updateData({ ...job.data, rl: since, rla: now });
           // Every worker on the queue waits, not only this one; the row keeps its attempts.
-          await ctx.queue.rateLimit(retryDelay(1, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }, verdict.retryAfterMs));
+          await ctx.queue.rateLimit(rateLimitDelay(verdict.retryAfterMs, now - since, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }));
           throw new RateLimitError();
         }
         case 'account':

@@ -220,3 +220,13 @@ describe('servers that answer in other ways, claims that outlive their rows, pau
     expect(await first).toMatchObject({ rows: 2000, added: 2000 });
   });
 });
+
+describe('an error answer that breaks off', () => {
+  it('a 422 whose body is cut off is read again, and the row fails with what fal really said', async () => {
+    const h = await createHarness({ emulator: { faults: ['model-error=1', 'truncate@result=1x1'] } });
+    const [row] = await runAll(h, 1);
+    expect(row).toMatchObject({ status: 'failed', error: expect.stringMatching(/^fal 422 .*emulated model error/) });
+    expect(row?.['error']).not.toContain('no details');
+    expect(h.emulator.stats()).toMatchObject({ accepted: 1, resultCalls: 2 });
+  });
+});

@@ -6,7 +6,7 @@ import { resumeQueue } from '../../src/ops/control.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { exportResults } from '../../src/results/export.js';
 import { getStatus, waitForBatch } from '../../src/ops/status.js';
-import { createHarness, readCsv, type Harness } from '../helpers/harness.js';
+import { createHarness, readCsv, until, type Harness } from '../helpers/harness.js';
 
 async function runRows(h: Harness, rows: number, workers = 1): Promise<Array<Record<string, string>>> {
   const body = Array.from({ length: rows }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n');
@@ -84,6 +84,21 @@ describe('429s and fal\'s concurrency', () => {
     // attempts: 1 allowed, and the row still succeeded after the 429.
     expect(row).toMatchObject({ status: 'ok', attempts: '1' });
     expect(h.emulator.stats()).toMatchObject({ submits: 2, accepted: 1 });
+  });
+
+  it('a 429 with Retry-After 1 s pauses the queue for 1 s, not for the longer retry backoff on top of it', async () => {
+    const h = await createHarness({ emulator: { faults: ['429@submit=1x1'], retryAfterSeconds: 1 }, config: { backoffBaseMs: 2000, backoffMaxMs: 120_000 } });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: h.file('m.csv', 'id,image_url,prompt\nr0,https://example.com/0.jpg,p\n') });
+    const worker = await h.startWorker();
+    let longest = 0;
+    await until('the row to finish', async () => {
+      longest = Math.max(longest, await h.ctx.queue.getRateLimitTtl());
+      return (await getStatus(h.ctx, batch)).finished;
+    });
+    await worker.close();
+    expect(h.emulator.stats().faults['429@submit']).toBe(1);
+    expect(longest).toBeGreaterThan(0);
+    expect(longest).toBeLessThanOrEqual(1000);
   });
 
   it('fails a row rate-limited for longer than the rate-limit budget, instead of looping for ever', async () => {
