@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createFalClient } from '@fal-ai/client';
 import pLimit from 'p-limit';
-import { Redis } from 'ioredis';
+import { deletePrefix } from './lib/delete-prefix.mjs';
 import { createFalEmulator } from '../dist/emulator/create-fal-emulator.js';
 import { createRoutedFetch, openContext, resolveConfig, runBatch } from '../dist/index.js';
 
@@ -41,14 +41,7 @@ async function falbatch() {
   const seconds = (performance.now() - started) / 1000;
   await ctx.close();
   await emulator.close();
-  const redis = new Redis(REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
-  redis.disconnect();
+  await deletePrefix(REDIS_URL, prefix);
   return { seconds, ok: summary.export.ok };
 }
 

@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import { deletePrefix } from './lib/delete-prefix.mjs';
 import { createFalEmulator } from '../dist/emulator/create-fal-emulator.js';
 import { openContext, resolveConfig, runBatch } from '../dist/index.js';
 
@@ -17,17 +17,6 @@ const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const dir = mkdtempSync(join(tmpdir(), 'falbatch-bench-'));
 const manifest = join(dir, 'rows.csv');
 writeFileSync(manifest, `image_url,prompt\n${Array.from({ length: ROWS }, (_, i) => `https://example.com/${i}.jpg,caption ${i}`).join('\n')}\n`);
-
-async function clean(prefix) {
-  const redis = new Redis(REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
-  redis.disconnect();
-}
 
 async function once(storm) {
   const emulator = await createFalEmulator({ key: 'k', runners: RUNNERS, latency: `${LATENCY_MS}ms`, retryAfterSeconds: 1, faults: storm ? ['429@submit=1'] : [] });
@@ -42,7 +31,7 @@ async function once(storm) {
   const stats = emulator.stats();
   await ctx.close();
   await emulator.close();
-  await clean(prefix);
+  await deletePrefix(REDIS_URL, prefix);
   return { seconds, ok: summary.export.ok, rateLimited: stats.faults['429@submit'] ?? 0, billed: stats.billed };
 }
 

@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -127,8 +128,12 @@ export interface CliResult {
 
 /** Runs the real CLI (bin/falbatch.js over dist/) as a child process. */
 export function runCliProcess(args: string[], env: Record<string, string>, cwd = ROOT): Promise<CliResult> {
+  return collectOutput(spawn(process.execPath, [join(ROOT, 'bin/falbatch.js'), ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+/** Waits for a child process to end, with its exit code and everything it printed. */
+export function collectOutput(child: ChildProcessByStdio<null, Readable, Readable>): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [join(ROOT, 'bin/falbatch.js'), ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
