@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { ENDPOINTS, knownEndpoints, type ParamName } from '../fal/endpoints.js';
 import type { ColumnMap, KnownColumn } from './columns.js';
 import { formatBytes } from './format-bytes.js';
-import { sniffImageType, type LocalImageReader } from './local-image.js';
+import type { ImageResolver } from './resolve-images.js';
 import { MAX_ID_LENGTH, rowFingerprint } from './row-key.js';
 
 /** A manifest row ready to call fal with. */
@@ -19,6 +19,8 @@ export interface ManifestRow {
   imageDisplay: string;
   prompt: string;
   extras: string[];
+  /** Absolute paths of the row's local image files (caption files go beside them). */
+  localImages: string[];
 }
 
 /** A row that will not be called, with what to show for it in the output. */
@@ -37,11 +39,10 @@ export type RowVerdict = { ok: true; row: ManifestRow } | { ok: false; rejected:
 export interface RowContext {
   columns: ColumnMap;
   defaultEndpoint: string;
-  images: LocalImageReader;
+  /** Where the row's images come from, and what goes to fal for them. */
+  images: ImageResolver;
   /** Longest prompt, in characters (config maxPromptChars, flag --max-prompt-chars). */
   maxPromptChars: number;
-  /** Largest data URI image, in decoded bytes (config maxInlineImageBytes, flag --max-image-bytes). */
-  maxImageBytes: number;
 }
 
 /**
@@ -92,51 +93,6 @@ export function abbreviateImage(cell: string): string {
       return `${head}${trimmed.slice(comma + 1, comma + 17)}…(${trimmed.length - comma - 1} chars)`;
     })
     .join('|');
-}
-
-type Images = { ok: true; references: string[]; identities: string[] } | { ok: false; reason: string };
-
-async function resolveImages(cell: string, reader: LocalImageReader, maxImageBytes: number): Promise<Images> {
-  const parts = cell.split('|').map((p) => p.trim());
-  if (parts.some((p) => p === '')) return { ok: false, reason: cell.trim() === '' ? 'image_url is empty' : 'image_url has an empty entry between "|" separators' };
-  const references: string[] = [];
-  const identities: string[] = [];
-  for (const part of parts) {
-    if (/^https?:\/\//i.test(part)) {
-      try {
-        new URL(part);
-      } catch {
-        return { ok: false, reason: `image_url "${part}" is not a valid URL` };
-      }
-      references.push(part);
-      identities.push(`url:${part}`);
-      continue;
-    }
-    if (part.startsWith('data:')) {
-      const match = /^data:([\w.+-]+\/[\w.+-]+)?(;[\w-]+=[\w.-]+)*;base64,([A-Za-z0-9+/]*={0,2})$/.exec(part);
-      if (!match) return { ok: false, reason: `image_url holds a data URI that is not base64 image data (expected data:image/<type>;base64,<data>)` };
-      const base64 = match[3] ?? '';
-      // The limit counts decoded bytes, as a local file's size does; known before decoding.
-      const size = Math.floor(((base64.length - (base64.endsWith('==') ? 2 : base64.endsWith('=') ? 1 : 0)) * 3) / 4);
-      if (size > maxImageBytes) {
-        return {
-          ok: false,
-          reason: `image_url holds a data URI of ${formatBytes(size)} of image data; the most falbatch sends inline is ${formatBytes(maxImageBytes)} (--max-image-bytes); use a URL for larger images`,
-        };
-      }
-      const bytes = Buffer.from(base64, 'base64');
-      if (!sniffImageType(bytes)) return { ok: false, reason: 'image_url holds a data URI whose bytes are not a PNG, JPEG, WebP, GIF or BMP image' };
-      references.push(part);
-      identities.push(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
-      continue;
-    }
-    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(part)) return { ok: false, reason: `image_url "${part}" uses an unsupported scheme; use http(s), a data URI or a local path` };
-    const local = await reader.load(part);
-    if (!local.ok) return local;
-    references.push(local.image.reference);
-    identities.push(local.image.identity);
-  }
-  return { ok: true, references, identities };
 }
 
 /** Turns one CSV record into a row to call, or a rejection that says what is wrong and how to fix it. */
@@ -206,7 +162,7 @@ export async function validateRow(record: { line: number; fields: string[] }, ct
         : `${endpoint} takes at most ${spec.maxImages} images, this row has ${imageCount}`,
     );
   }
-  const images = await resolveImages(imageCell, ctx.images, ctx.maxImageBytes);
+  const images = await ctx.images.resolve(imageCell, 'image_url');
   if (!images.ok) return reject(images.reason);
 
   const fingerprint = rowFingerprint(endpoint, prompt, images.identities, params);
@@ -217,6 +173,7 @@ export async function validateRow(record: { line: number; fields: string[] }, ct
       line: record.line,
       key: id ?? fingerprint,
       fingerprint,
+      localImages: images.localFiles,
       input: spec.toInput({ prompt, images: images.references, params }),
     },
   };

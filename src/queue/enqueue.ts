@@ -8,6 +8,7 @@ import { pausedReason } from '../ops/control.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { checkHeader, checkReadable, defaultBatchName, readManifest } from '../manifest/manifest-file.js';
 import { LocalImageReader } from '../manifest/local-image.js';
+import { createImageResolver } from '../manifest/resolve-images.js';
 import { readRecords, type RawRecord } from '../manifest/read-records.js';
 import { BATCH_NAME, jobIdFor } from '../manifest/row-key.js';
 import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
@@ -76,6 +77,7 @@ async function* validatedChunks(
 ): AsyncGenerator<Verdict[]> {
   const { config } = ctx;
   const reader = new LocalImageReader(config.filesRoot ? resolve(config.filesRoot) : dirname(file), config.maxInlineImageBytes);
+  const images = createImageResolver({ files: reader, maxImageBytes: config.maxInlineImageBytes });
   const limit = pLimit(FILE_READS_AT_ONCE);
   let columns: ColumnMap | undefined;
   let pending: RawRecord[] = [];
@@ -96,9 +98,8 @@ async function* validatedChunks(
               validateRow(record, {
                 columns: map,
                 defaultEndpoint: config.endpoint,
-                images: reader,
+                images,
                 maxPromptChars: config.maxPromptChars,
-                maxImageBytes: config.maxInlineImageBytes,
               }),
             ),
       ),

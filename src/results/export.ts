@@ -30,6 +30,8 @@ export interface ExportSummary {
   ok: number;
   failed: number;
   rejected: number;
+  /** Rows that needed no call (their image already had a caption). */
+  skipped: number;
   pending: number;
 }
 
@@ -45,12 +47,12 @@ export function outputFormat(out: string): OutputFormat {
 type OutputRow = Record<string, string | number | boolean | null>;
 
 function outputRow(entry: RowEntry, result: RowResult | undefined, extras: readonly string[]): { row: OutputRow; status: ExportStatus } {
-  const status: ExportStatus = entry.rejected !== undefined ? 'rejected' : (result?.status ?? 'pending');
+  const status: ExportStatus = entry.rejected !== undefined ? 'rejected' : entry.skipped !== undefined ? 'skipped' : (result?.status ?? 'pending');
   const row: OutputRow = {
     id: entry.key,
     status,
     output: result?.output ?? '',
-    error: entry.rejected !== undefined ? `line ${entry.line}: ${entry.rejected}` : (result?.error ?? ''),
+    error: entry.rejected !== undefined ? `line ${entry.line}: ${entry.rejected}` : entry.skipped !== undefined ? entry.skipped : (result?.error ?? ''),
     attempts: result?.attempts ?? 0,
     request_id: result?.request_id ?? '',
     endpoint: entry.endpoint,
@@ -141,7 +143,7 @@ async function writeResults(ctx: FalbatchContext, batch: string, out: string, fo
   const extras = extraNames(manifestExtras);
   const columns = [...OUTPUT_COLUMNS, ...extras];
   const temp = resolve(dirname(out), `.${basename(out)}.${randomBytes(4).toString('hex')}.tmp`);
-  const summary: ExportSummary = { batch, out, format, rows: 0, ok: 0, failed: 0, rejected: 0, pending: 0 };
+  const summary: ExportSummary = { batch, out, format, rows: 0, ok: 0, failed: 0, rejected: 0, skipped: 0, pending: 0 };
   const stream = createWriteStream(temp, { flags: 'wx' });
   const opened = new Promise<void>((resolveOpen, reject) => {
     stream.once('open', () => resolveOpen());
@@ -155,12 +157,13 @@ async function writeResults(ctx: FalbatchContext, batch: string, out: string, fo
     for (let start = 0; ; start += PAGE) {
       const page = (await ctx.redis.lrange(keys.rows, start, start + PAGE - 1)).map(decodeRowEntry);
       if (page.length === 0) break;
-      const called = page.filter((entry) => entry.rejected === undefined);
+      const called = page.filter((entry) => entry.rejected === undefined && entry.skipped === undefined);
       const results = await ctx.store.getMany(batch, called.map((entry) => entry.key));
       const byKey = new Map<string, RowResult | undefined>(called.map((entry, i) => [entry.key, results[i]]));
       const lines: OutputRow[] = [];
       for (const entry of page) {
-        const { row, status } = outputRow(entry, entry.rejected === undefined ? byKey.get(entry.key) : undefined, extras);
+        const called = entry.rejected === undefined && entry.skipped === undefined;
+        const { row, status } = outputRow(entry, called ? byKey.get(entry.key) : undefined, extras);
         summary.rows++;
         summary[status]++;
         lines.push(row);

@@ -1,6 +1,7 @@
-/** How a row ended. `rejected` and `pending` exist only in exports (never stored). */
+/** How a row ended. `rejected`, `skipped` and `pending` exist only in exports (never stored). */
 export type RowStatus = 'ok' | 'failed';
-export type ExportStatus = RowStatus | 'rejected' | 'pending';
+/** `skipped`: the row needed no call (its image already had a caption file, in `--caption-mode skip`). */
+export type ExportStatus = RowStatus | 'rejected' | 'skipped' | 'pending';
 
 /** A row key's final result, as stored in Redis (the source of truth) and exported. */
 export interface RowResult {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mapColumns } from '../../src/manifest/columns.js';
 import { LocalImageReader } from '../../src/manifest/local-image.js';
+import { createImageResolver } from '../../src/manifest/resolve-images.js';
 import { readRecords, type RawRecord } from '../../src/manifest/read-records.js';
 import { validateRow } from '../../src/manifest/validate-row.js';
 
@@ -104,7 +105,7 @@ describe('row validation under fuzzing', () => {
   const dir = mkdtempSync(join(tmpdir(), 'falbatch-fuzz-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const columns = mapColumns(['id', 'image_url', 'prompt', 'endpoint', 'max_tokens', 'temperature', 'top_p', 'extra'], 'fuzz.csv');
-  const ctx = { columns, defaultEndpoint: 'fal-ai/llava-next', images: new LocalImageReader(dir, 1024), maxPromptChars: 20_000, maxImageBytes: 1024 };
+  const ctx = { columns, defaultEndpoint: 'fal-ai/llava-next', images: createImageResolver({ files: new LocalImageReader(dir, 1024), maxImageBytes: 1024 }), maxPromptChars: 20_000 };
   const cell = fc.oneof(
     fc.string({ maxLength: 40 }),
     fc.constantFrom('', ' ', '0', '-1', '1e309', 'NaN', '0.5', '64', '1.0000001', 'https://example.com/a.png', 'data:image/png;base64,iVBORw0KGgo=', '../../etc/passwd', '/etc/passwd', 'a|b', 'fal-ai/mantis-llava-7b-v11', 'x'.repeat(300)),

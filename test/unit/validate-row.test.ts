@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mapColumns } from '../../src/manifest/columns.js';
 import { LocalImageReader } from '../../src/manifest/local-image.js';
+import { createImageResolver } from '../../src/manifest/resolve-images.js';
 import { readRecords, type ReadRecordsOptions } from '../../src/manifest/read-records.js';
 import { validateRow, type RowContext, type RowVerdict } from '../../src/manifest/validate-row.js';
 
@@ -14,9 +15,8 @@ const HEADER = ['id', 'image_url', 'prompt', 'endpoint', 'max_tokens', 'note'];
 const ctx: RowContext = {
   columns: mapColumns(HEADER, 'm.csv'),
   defaultEndpoint: 'fal-ai/llava-next',
-  images: new LocalImageReader(dir, 1024),
+  images: createImageResolver({ files: new LocalImageReader(dir, 1024), maxImageBytes: 1024 }),
   maxPromptChars: 20_000,
-  maxImageBytes: 1024,
 };
 
 function row(cells: Partial<Record<(typeof HEADER)[number], string>>): { line: number; fields: string[] } {
