@@ -14,7 +14,8 @@ export function withConnectionOptions(command: Command): Command {
 /** Flags of the commands that read a manifest (run, enqueue). */
 export function withManifestOptions(command: Command): Command {
   return command
-    .argument('<manifest>', 'CSV manifest (image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns)')
+    .argument('<manifest>', 'CSV manifest (image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns), or a folder of images (with --prompt)')
+    .option('--prompt <text>', 'for a folder of images: what to ask of every image (each image, found recursively, is a row; its path is its id)')
     .option('--batch <name>', 'batch name (default: manifest name + hash of its content; the same manifest resumes)')
     .option('--endpoint <id>', 'endpoint for rows without an endpoint value (default fal-ai/llava-next)')
     .option('--attempts <n>', 'attempts per row for retryable failures (default 5)')

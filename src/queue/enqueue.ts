@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { dirname, resolve } from 'node:path';
 import type { JobsOptions } from 'bullmq';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import { BatchLostError, ConfigError, ManifestError, QueuePausedError } from '../errors.js';
 import { pausedReason } from '../ops/control.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
-import { checkHeader, checkReadable, defaultBatchName, readManifest } from '../manifest/manifest-file.js';
+import { checkHeader } from '../manifest/manifest-file.js';
+import { openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
 import { LocalImageReader } from '../manifest/local-image.js';
 import { createImageResolver } from '../manifest/resolve-images.js';
-import { readRecords, type RawRecord } from '../manifest/read-records.js';
+import type { RawRecord } from '../manifest/read-records.js';
 import { BATCH_NAME, jobIdFor } from '../manifest/row-key.js';
 import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
 import { SECOND } from '../time.js';
@@ -18,8 +18,14 @@ import { encodeRowEntry, type RowEntry } from './batch-rows.js';
 import type { RowJobData } from './row-job.js';
 
 export interface EnqueueOptions {
-  /** Path of the CSV manifest. Local image paths in it resolve against its folder (or `filesRoot`). */
+  /**
+   * Path of the CSV manifest, or of a folder of images (one row per image, recursively, with
+   * `prompt`). Local image paths resolve against the manifest's folder, the images folder, or
+   * config.filesRoot.
+   */
   manifest: string;
+  /** The prompt for every image of a folder (`--prompt`); a folder needs it, a CSV refuses it. */
+  prompt?: string | undefined;
   /** Batch name. Default: the manifest's name plus a hash of its content and settings. */
   batch?: string | undefined;
   /** Abort on the first bad row, before anything is enqueued. */
@@ -71,12 +77,13 @@ type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedR
  */
 async function* validatedChunks(
   ctx: FalbatchContext,
-  file: string,
+  source: ManifestSource,
   idsKey: string,
   onHeader: (columns: ColumnMap, header: string[]) => void,
 ): AsyncGenerator<Verdict[]> {
   const { config } = ctx;
-  const reader = new LocalImageReader(config.filesRoot ? resolve(config.filesRoot) : dirname(file), config.maxInlineImageBytes);
+  const file = source.path;
+  const reader = new LocalImageReader(source.filesRoot, config.maxInlineImageBytes);
   const images = createImageResolver({ files: reader, maxImageBytes: config.maxInlineImageBytes });
   const limit = pLimit(FILE_READS_AT_ONCE);
   let columns: ColumnMap | undefined;
@@ -139,7 +146,7 @@ async function* validatedChunks(
     return verdicts;
   };
 
-  for await (const record of readRecords(readManifest(file), { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes })) {
+  for await (const record of source.records()) {
     if (!columns) {
       if ('error' in record) {
         throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, { file, line: record.line });
@@ -298,10 +305,14 @@ async function waitForRoom(ctx: FalbatchContext, lease: Lease, signal: AbortSign
  */
 export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueueSummary> {
   const { redis, keys, clock, config } = ctx;
-  const file = resolve(options.manifest);
-  await checkReadable(file);
-  const filesRoot = config.filesRoot ? resolve(config.filesRoot) : dirname(file);
-  const batch = options.batch ?? (await defaultBatchName(file, config.endpoint, filesRoot, config.encoding));
+  const source = await openManifestSource(options.manifest, {
+    filesRoot: config.filesRoot,
+    encoding: config.encoding,
+    maxRecordBytes: config.maxRecordBytes,
+    prompt: options.prompt,
+  });
+  const file = source.path;
+  const batch = options.batch ?? (await source.defaultBatchName(config.endpoint));
   if (!BATCH_NAME.test(batch)) {
     throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
   }
@@ -310,7 +321,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   if (options.strict) {
     const run = randomUUID();
     try {
-      for await (const chunk of validatedChunks(ctx, file, batchKeys.idsSeen(run), () => undefined)) {
+      for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), () => undefined)) {
         const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok);
         if (bad) {
           throw new ManifestError('MANIFEST_INVALID', `${file}: line ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
@@ -324,7 +335,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     }
   }
 
-  await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes });
+  if (source.kind === 'csv') await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes });
   const run = randomUUID();
   const summary: EnqueueSummary = { batch, manifest: file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [] };
   const now = clock.now();
@@ -339,7 +350,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   const lease: Lease = { key: batchKeys.enqueuing, run, batch, meta: batchKeys.meta, keepAlive: [draft, batchKeys.idsSeen(run)] };
   let extras: string[] = [];
   try {
-    for await (const chunk of validatedChunks(ctx, file, batchKeys.idsSeen(run), (columns) => {
+    for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), (columns) => {
       extras = columns.extras.map((e) => e.name);
     })) {
       options.signal?.throwIfAborted();

@@ -9,6 +9,7 @@ import { withConnectionOptions, withManifestOptions, type RawFlags } from '../sh
 interface EnqueueFlags extends RawFlags {
   batch?: string;
   strict?: boolean;
+  prompt?: string;
   json?: boolean;
 }
 
@@ -20,7 +21,7 @@ export function enqueueCommand(io: CliIo, exit: (code: number) => void): Command
   ).action(async (manifest: string, flags: EnqueueFlags) => {
     await withSession(io, flags, {}, async ({ ctx, step }) => {
       step(`enqueueing ${manifest}`);
-      const summary = await enqueueManifest(ctx, { manifest, batch: flags.batch, strict: flags.strict ?? false, signal: io.signal });
+      const summary = await enqueueManifest(ctx, { manifest, batch: flags.batch, prompt: flags.prompt, strict: flags.strict ?? false, signal: io.signal });
       if (flags.json) io.stdout(`${JSON.stringify(summary)}\n`);
       else {
         io.stdout(enqueueReport(summary));

@@ -12,6 +12,7 @@ interface RunFlags extends RawFlags {
   batch?: string;
   emulate?: boolean;
   strict?: boolean;
+  prompt?: string;
 }
 
 export function runCommand(io: CliIo, exit: (code: number) => void): Command {
@@ -31,6 +32,7 @@ export function runCommand(io: CliIo, exit: (code: number) => void): Command {
         manifest,
         out,
         batch: flags.batch,
+        prompt: flags.prompt,
         strict: flags.strict ?? false,
         signal: io.signal,
         onStep: step,

@@ -1,0 +1,28 @@
+import type { Dirent } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { extname, join } from 'node:path';
+
+/** File extensions taken as images in a folder (the types fal's vision models read). */
+export const IMAGE_EXTENSIONS: ReadonlySet<string> = new Set(['.png', '.jpg', '.jpeg', '.webp', '.gif', '.bmp']);
+
+function byName(a: Dirent, b: Dirent): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/**
+ * The images under a folder, as paths relative to it with `/` separators, depth first, each
+ * folder's entries in code-unit order of their names: the same tree always gives the same order,
+ * on any machine. Streams: one folder's listing at a time, nothing else is read. Hidden entries
+ * (names starting with ".") are left out, and so are links to folders (no cycles); a link to a
+ * file is listed (the image reader keeps it inside the folder).
+ */
+export async function* walkImages(root: string, relative = ''): AsyncGenerator<string> {
+  const entries = await readdir(relative === '' ? root : join(root, relative), { withFileTypes: true });
+  entries.sort(byName);
+  for (const entry of entries) {
+    if (entry.name.startsWith('.')) continue;
+    const path = relative === '' ? entry.name : `${relative}/${entry.name}`;
+    if (entry.isDirectory()) yield* walkImages(root, path);
+    else if ((entry.isFile() || entry.isSymbolicLink()) && IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) yield path;
+  }
+}

@@ -1,0 +1,106 @@
+import { createHash } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import { ConfigError, ManifestError } from '../errors.js';
+import { IMAGE_EXTENSIONS, walkImages } from './image-folder.js';
+import { checkReadable, defaultBatchName, readManifest } from './manifest-file.js';
+import { readRecords, type RawRecord } from './read-records.js';
+
+/**
+ * Where a batch's rows come from: a CSV manifest, or a folder of images (one row per image, the
+ * same prompt for all). Both come out as CSV records, header first, so everything after reading
+ * (validation, ids, images, the queue) is the same for both.
+ */
+export interface ManifestSource {
+  readonly kind: 'csv' | 'folder';
+  /** Absolute path of the manifest file or the images folder. */
+  readonly path: string;
+  /** Folder local image paths resolve against and must stay inside. */
+  readonly filesRoot: string;
+  /** The header record, then one record per row (a folder's records are numbered like lines, header 1). */
+  records(): AsyncIterable<RawRecord>;
+  /** `<name>-<hash>`: the same source with the same settings resumes its batch. */
+  defaultBatchName(defaultEndpoint: string): Promise<string>;
+}
+
+export interface ManifestSourceOptions {
+  /** Folder local images must stay in; default: the manifest's folder, or the images folder itself. */
+  filesRoot?: string | undefined;
+  encoding: string;
+  maxRecordBytes: number;
+  /** The prompt for every image of a folder (required for a folder, refused for a CSV). */
+  prompt?: string | undefined;
+}
+
+/** Columns of a folder's rows: the image's path relative to the folder is its id. */
+const FOLDER_HEADER = ['id', 'image_url', 'prompt'];
+
+/** Opens a manifest file or an images folder, failing with what to do when it cannot be used. */
+export async function openManifestSource(path: string, options: ManifestSourceOptions): Promise<ManifestSource> {
+  const absolute = resolve(path);
+  const isFolder = await stat(absolute).then(
+    (info) => info.isDirectory(),
+    () => false,
+  );
+  if (!isFolder) {
+    await checkReadable(absolute);
+    if (options.prompt !== undefined) {
+      throw new ConfigError(`--prompt is for a folder of images; ${absolute} is a CSV manifest: give it a prompt column (or --prompt-template "Describe the {subject}").`);
+    }
+    return csvSource(absolute, options);
+  }
+  const prompt = options.prompt?.trim() ?? '';
+  if (prompt === '') {
+    throw new ConfigError(`${absolute} is a folder: say what to ask of every image in it with --prompt "Describe this image", or pass a CSV manifest instead.`);
+  }
+  // Before anything is written: a folder without images (a wrong path, or files of another kind).
+  const walker = walkImages(absolute);
+  const first = await walker.next();
+  await walker.return(undefined);
+  if (first.done) {
+    throw new ManifestError(
+      'MANIFEST_INVALID',
+      `${absolute} holds no images (looked for ${[...IMAGE_EXTENSIONS].join(', ')} files, in every folder under it, hidden ones left out).`,
+      { file: absolute },
+    );
+  }
+  return folderSource(absolute, prompt, options);
+}
+
+function csvSource(file: string, options: ManifestSourceOptions): ManifestSource {
+  const filesRoot = options.filesRoot ? resolve(options.filesRoot) : dirname(file);
+  return {
+    kind: 'csv',
+    path: file,
+    filesRoot,
+    records: () => readRecords(readManifest(file), { encoding: options.encoding, maxRecordBytes: options.maxRecordBytes }),
+    defaultBatchName: (defaultEndpoint) => defaultBatchName(file, defaultEndpoint, filesRoot, options.encoding),
+  };
+}
+
+function folderSource(folder: string, prompt: string, options: ManifestSourceOptions): ManifestSource {
+  const filesRoot = options.filesRoot ? resolve(options.filesRoot) : folder;
+  return {
+    kind: 'folder',
+    path: folder,
+    filesRoot,
+    async *records() {
+      yield { line: 1, fields: FOLDER_HEADER };
+      let line = 1;
+      for await (const relative of walkImages(folder)) {
+        line++;
+        // The image cell is a path relative to the files root; a name with "|" would read as two images.
+        const cell = filesRoot === folder ? relative : resolve(folder, relative);
+        if (relative.includes('|')) yield { line, error: `image ${relative}: its name contains "|", which separates images in falbatch; rename the file` };
+        else yield { line, fields: [relative, cell, prompt] };
+      }
+    },
+    // Not a hash of every image (a folder of 100,000 must start at once): the folder, the prompt and
+    // the settings. Re-running resumes; an image edited in place is a changed row (its id is its path).
+    async defaultBatchName(defaultEndpoint) {
+      const hash = createHash('sha256').update(JSON.stringify([folder, prompt, defaultEndpoint, filesRoot])).digest('hex');
+      const stem = basename(folder).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 60) || 'images';
+      return `${stem}-${hash.slice(0, 8)}`;
+    },
+  };
+}
