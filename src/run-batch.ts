@@ -4,6 +4,7 @@ import { ResultsNotWrittenError } from './errors.js';
 import type { FalCaller } from './fal/fal-caller.js';
 import { enqueueManifest, type EnqueueOptions, type EnqueueSummary } from './queue/enqueue.js';
 import { checkOutput, exportResults, type ExportSummary } from './results/export.js';
+import { writeCaptions, type CaptionsSummary } from './results/write-captions.js';
 import { pausedReason, resumeQueue } from './ops/control.js';
 import { getStatus, waitForBatch, type BatchStatus } from './ops/status.js';
 import { startWorker } from './worker/start-worker.js';
@@ -24,6 +25,8 @@ export interface RunBatchSummary {
   enqueue: EnqueueSummary;
   status: BatchStatus;
   export: ExportSummary;
+  /** Caption files written beside the local images, when `captions` was given. */
+  captions: CaptionsSummary | undefined;
   /** The run stopped early: by a signal (`interrupted`) or because fal refused the account (`paused`). */
   stopped: 'interrupted' | 'paused' | undefined;
 }
@@ -88,5 +91,11 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
       : `Batch ${enqueue.batch} stopped before the end (${counts}, ${status.pending} pending; run the same command again to finish it)`;
     throw new ResultsNotWrittenError(error.reason, { batch: error.batch, out: error.out, exportCommand: error.exportCommand, ran }, { cause: error.cause });
   }
-  return { enqueue, status, export: exported, stopped };
+  // Caption files last: the results file (the record of the batch) is already safe.
+  let captions: CaptionsSummary | undefined;
+  if (options.captions) {
+    options.onStep?.('writing caption files beside the images');
+    captions = await writeCaptions(ctx, { batch: enqueue.batch, captions: options.captions });
+  }
+  return { enqueue, status, export: exported, stopped, captions };
 }

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { durationOption, integerOption, type ConfigOverrides, type WaitMode } from '../config.js';
 import { ConfigError } from '../errors.js';
+import { captionOptions, type CaptionOptions } from '../results/caption-files.js';
 import type { LogFormat, LogLevel } from '../log.js';
 
 /** Flags every command that touches Redis takes. */
@@ -25,6 +26,34 @@ export function withManifestOptions(command: Command): Command {
     .option('--max-image-bytes <n>', 'largest image sent inline, local file or data URI; a larger one rejects its row (default 10485760, 10 MiB)')
     .option('--max-record-bytes <n>', 'longest CSV record (line, or lines of a quoted field); a longer one is skipped and rejected (default 16777216, 16 MiB)')
     .option('--strict', 'abort on the first bad row, before enqueueing anything');
+}
+
+/** Flags of the commands that write caption files beside local images (run, enqueue, export). */
+export function withCaptionOptions(command: Command): Command {
+  return command
+    .option('--captions', 'write each answer into a caption file beside its local image (cat.png -> cat.txt)')
+    .option('--caption-ext <ext>', 'extension of caption files (default .txt)')
+    .option('--caption-mode <mode>', 'where a caption file exists: skip (default: the image is not called at all), overwrite, append or prepend')
+    .option('--caption-prefix <text>', 'written before each caption, e.g. a trigger word: "ohwx, "')
+    .option('--caption-suffix <text>', 'written after each caption');
+}
+
+export interface CaptionFlags {
+  captions?: boolean;
+  captionExt?: string;
+  captionMode?: string;
+  captionPrefix?: string;
+  captionSuffix?: string;
+}
+
+/** The caption settings the flags ask for, or undefined without --captions (other caption flags alone are a mistake). */
+export function captionsFrom(flags: CaptionFlags): CaptionOptions | undefined {
+  if (!flags.captions) {
+    const stray = (['captionExt', 'captionMode', 'captionPrefix', 'captionSuffix'] as const).find((name) => flags[name] !== undefined);
+    if (stray) throw new ConfigError(`--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} only applies with --captions`);
+    return undefined;
+  }
+  return captionOptions({ ext: flags.captionExt, mode: flags.captionMode, prefix: flags.captionPrefix, suffix: flags.captionSuffix });
 }
 
 /** Flags of the commands that call fal (run, work). */

@@ -21,7 +21,7 @@ export interface LoadedImage {
   reference: string;
   /** sha256 of the bytes: the image's identity for row keys. */
   identity: string;
-  /** The file's absolute path (links resolved). */
+  /** The file's absolute path as the manifest names it (a link is not resolved: a caption goes beside the link). */
   path: string;
 }
 
@@ -120,7 +120,7 @@ export class LocalImageReader {
       if (!mime) return { ok: false, reason: `local file "${cell}" is not a PNG, JPEG, WebP, GIF or BMP image` };
       return {
         ok: true,
-        image: { reference: `data:${mime};base64,${bytes.toString('base64')}`, identity: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, path: real },
+        image: { reference: `data:${mime};base64,${bytes.toString('base64')}`, identity: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, path },
       };
     } finally {
       await handle.close();

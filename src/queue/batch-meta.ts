@@ -17,6 +17,8 @@ export interface BatchMeta {
   rejected: number;
   /** Names of the carried-through columns, in order. */
   extras: string[];
+  /** Absolute path the rows' local image files (RowEntry.files) are relative to. */
+  filesRoot: string;
 }
 
 export async function readBatchMeta(redis: Redis, keys: KeyLayout, batch: string): Promise<BatchMeta | undefined> {
@@ -31,6 +33,7 @@ export async function readBatchMeta(redis: Redis, keys: KeyLayout, batch: string
     rows: Number(raw['rows'] ?? 0),
     rejected: Number(raw['rejected'] ?? 0),
     extras: raw['extras'] ? (JSON.parse(raw['extras']) as string[]) : [],
+    filesRoot: raw['files_root'] ?? '',
   };
 }
 
@@ -44,6 +47,7 @@ export function metaFields(meta: Partial<BatchMeta>): Record<string, string> {
   if (meta.rows !== undefined) fields['rows'] = String(meta.rows);
   if (meta.rejected !== undefined) fields['rejected'] = String(meta.rejected);
   if (meta.extras !== undefined) fields['extras'] = JSON.stringify(meta.extras);
+  if (meta.filesRoot !== undefined) fields['files_root'] = meta.filesRoot;
   return fields;
 }
 

@@ -11,19 +11,25 @@ export interface RowEntry {
   rejected?: string;
   /** Set when the row needs no call (e.g. its image already has a caption file): why. */
   skipped?: string;
+  /**
+   * The row's local image files, relative to the batch's files root (its meta `files_root`), `/`
+   * separated: where caption files go, and the `file_name` of Hugging Face imagefolder metadata.
+   */
+  files?: string[];
 }
 
-type Encoded = [number, string, string, string, string, string[], (string | null)?, string?];
+/** Positions after `extras` are optional; a missing one is null when a later one is set. */
+type Encoded = [number, string, string, string, string, string[], (string | null)?, (string | null)?, string[]?];
 
 export function encodeRowEntry(entry: RowEntry): string {
   const encoded: Encoded = [entry.line, entry.key, entry.imageDisplay, entry.prompt, entry.endpoint, entry.extras];
-  if (entry.rejected !== undefined || entry.skipped !== undefined) encoded.push(entry.rejected ?? null);
-  if (entry.skipped !== undefined) encoded.push(entry.skipped);
-  return JSON.stringify(encoded);
+  const tail: [string | null, string | null, string[] | null] = [entry.rejected ?? null, entry.skipped ?? null, entry.files && entry.files.length > 0 ? entry.files : null];
+  while (tail.length > 0 && tail[tail.length - 1] === null) tail.pop();
+  return JSON.stringify([...encoded, ...tail]);
 }
 
 export function decodeRowEntry(json: string): RowEntry {
-  const [line, key, imageDisplay, prompt, endpoint, extras, rejected, skipped] = JSON.parse(json) as Encoded;
+  const [line, key, imageDisplay, prompt, endpoint, extras, rejected, skipped, files] = JSON.parse(json) as Encoded;
   return {
     line,
     key,
@@ -32,6 +38,7 @@ export function decodeRowEntry(json: string): RowEntry {
     endpoint,
     extras,
     ...(rejected !== undefined && rejected !== null ? { rejected } : {}),
-    ...(skipped !== undefined ? { skipped } : {}),
+    ...(skipped !== undefined && skipped !== null ? { skipped } : {}),
+    ...(files !== undefined && files !== null ? { files } : {}),
   };
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { relative, sep } from 'node:path';
 import type { JobsOptions } from 'bullmq';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
@@ -7,6 +8,8 @@ import { pausedReason } from '../ops/control.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
 import { openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
+import { captionPath, type CaptionOptions } from '../results/caption-files.js';
+import { exists, findCaptionClashes, localImageOf } from './caption-targets.js';
 import { LocalImageReader } from '../manifest/local-image.js';
 import { createImageResolver } from '../manifest/resolve-images.js';
 import type { RawRecord } from '../manifest/read-records.js';
@@ -26,6 +29,12 @@ export interface EnqueueOptions {
   manifest: string;
   /** The prompt for every image of a folder (`--prompt`); a folder needs it, a CSV refuses it. */
   prompt?: string | undefined;
+  /**
+   * Caption files will be written beside the local images (`--captions`): rows whose images would
+   * share one caption file are rejected, and in `skip` mode a row whose caption file exists needs
+   * no call (nor upload) and is counted as skipped.
+   */
+  captions?: CaptionOptions | undefined;
   /** Batch name. Default: the manifest's name plus a hash of its content and settings. */
   batch?: string | undefined;
   /** Abort on the first bad row, before anything is enqueued. */
@@ -57,6 +66,8 @@ export interface EnqueueSummary extends EnqueueProgress {
   changed: Rejection[];
   /** The first 1,000 rejections (all of them are in the batch's export). */
   rejections: Rejection[];
+  /** Rows that need no call: their image already has a caption file (`--captions`, mode skip). */
+  skipped: number;
 }
 
 const LEASE_MS = 60 * SECOND;
@@ -69,7 +80,15 @@ const FIRST_CHUNK = 50;
 const REPORTED_REJECTIONS = 1000;
 const FILE_READS_AT_ONCE = 8;
 
-type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedRow };
+/** A row to call, or one that will not be: rejected (bad), or skipped (`skip`: nothing to do, e.g. its caption exists). */
+type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedRow; skip?: true };
+
+/** What decides, before a row is validated, that it needs no call, or cannot have a caption file. */
+interface CaptionPlan {
+  captions: CaptionOptions;
+  /** Hash of line → why the row's caption file would be shared (see findCaptionClashes). */
+  clashKey: string;
+}
 
 /**
  * Streams the manifest as validated rows, in chunks. Ids are checked for repeats in Redis (a hash
@@ -80,6 +99,7 @@ async function* validatedChunks(
   source: ManifestSource,
   idsKey: string,
   onHeader: (columns: ColumnMap, header: string[]) => void,
+  plan?: CaptionPlan,
 ): AsyncGenerator<Verdict[]> {
   const { config } = ctx;
   const file = source.path;
@@ -94,14 +114,40 @@ async function* validatedChunks(
 
   const settle = async (records: RawRecord[]): Promise<Verdict[]> => {
     const map = columns as ColumnMap;
+    const clashes = plan && records.length > 0 ? await ctx.redis.hmget(plan.clashKey, ...records.map((r) => String(r.line))) : [];
+    // Rows with caption files: those whose file another image would share are rejected; in skip
+    // mode those whose file exists need nothing (no upload, no call). Decided from the cell alone.
+    const beforeValidation = async (record: { line: number; fields: string[] }, index: number): Promise<Verdict | undefined> => {
+      if (!plan) return undefined;
+      const shown = (reason: string, skip: boolean): Verdict => ({
+        ok: false,
+        rejected: {
+          line: record.line,
+          reason,
+          id: (map.known.id === undefined ? undefined : record.fields[map.known.id]?.trim()) || undefined,
+          endpoint: (map.known.endpoint === undefined ? undefined : record.fields[map.known.endpoint]?.trim()) || config.endpoint,
+          imageDisplay: map.known.image_url === undefined ? '' : (record.fields[map.known.image_url] ?? '').trim(),
+          prompt: map.known.prompt === undefined ? '' : (record.fields[map.known.prompt] ?? '').trim(),
+          extras: map.extras.map(({ index: at }) => record.fields[at] ?? ''),
+        },
+        ...(skip ? { skip: true as const } : {}),
+      });
+      const clash = clashes[index];
+      if (clash) return shown(clash, false);
+      if (plan.captions.mode !== 'skip') return undefined;
+      const image = localImageOf(record.fields, map, source.filesRoot);
+      if (image === undefined) return undefined;
+      const caption = captionPath(image, plan.captions.ext);
+      return (await exists(caption)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true) : undefined;
+    };
     const verdicts = await Promise.all(
-      records.map((record) =>
+      records.map((record, index) =>
         'error' in record
           ? Promise.resolve<Verdict>({
               ok: false,
               rejected: { line: record.line, reason: record.error, id: undefined, endpoint: '', imageDisplay: '', prompt: '', extras: map.extras.map(() => '') },
             })
-          : limit(() =>
+          : limit(async () => (await beforeValidation(record, index)) ??
               validateRow(record, {
                 columns: map,
                 defaultEndpoint: config.endpoint,
@@ -178,10 +224,15 @@ async function* validatedChunks(
   if (pending.length > 0) yield await settle(pending);
 }
 
-function entryOf(verdict: Verdict): RowEntry {
+function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
+  if (!verdict.ok && verdict.skip) {
+    const { rejected: row } = verdict;
+    return { line: row.line, key: row.id ?? '', imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras, skipped: row.reason };
+  }
   if (verdict.ok) {
     const { row } = verdict;
-    return { line: row.line, key: row.key, imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras };
+    const files = row.localImages.map((path) => relative(filesRoot, path).split(sep).join('/'));
+    return { line: row.line, key: row.key, imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras, ...(files.length > 0 ? { files } : {}) };
   }
   const { rejected } = verdict;
   return {
@@ -318,11 +369,15 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   }
   const batchKeys = keys.batch(batch);
 
+  if (source.kind === 'csv') await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes });
+  const run = randomUUID();
+  const plan = options.captions === undefined ? undefined : { captions: options.captions, clashKey: batchKeys.captionClashes(run) };
+  if (plan) await findCaptionClashes(ctx, source, plan.captions, batchKeys.captionTargets(run), plan.clashKey);
+
   if (options.strict) {
-    const run = randomUUID();
     try {
-      for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), () => undefined)) {
-        const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok);
+      for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), () => undefined, plan)) {
+        const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok && !v.skip);
         if (bad) {
           throw new ManifestError('MANIFEST_INVALID', `${file}: line ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
             file,
@@ -335,9 +390,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     }
   }
 
-  if (source.kind === 'csv') await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes });
-  const run = randomUUID();
-  const summary: EnqueueSummary = { batch, manifest: file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [] };
+  const summary: EnqueueSummary = { batch, manifest: file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0 };
   const now = clock.now();
   // One producer per batch at a time: two would each rename their rows list over the other's.
   if ((await redis.set(batchKeys.enqueuing, run, 'PX', LEASE_MS, 'NX')) !== 'OK') {
@@ -350,16 +403,26 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   const lease: Lease = { key: batchKeys.enqueuing, run, batch, meta: batchKeys.meta, keepAlive: [draft, batchKeys.idsSeen(run)] };
   let extras: string[] = [];
   try {
-    for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), (columns) => {
-      extras = columns.extras.map((e) => e.name);
-    })) {
+    for await (const chunk of validatedChunks(
+      ctx,
+      source,
+      batchKeys.idsSeen(run),
+      (columns) => {
+        extras = columns.extras.map((e) => e.name);
+      },
+      plan,
+    )) {
       options.signal?.throwIfAborted();
       summary.rows += chunk.length;
-      await appendRows(redis, draft, summary.rows - chunk.length, chunk.map((v) => encodeRowEntry(entryOf(v))));
+      await appendRows(redis, draft, summary.rows - chunk.length, chunk.map((v) => encodeRowEntry(entryOf(v, source.filesRoot))));
       await renewLease(ctx, lease);
 
       const distinct = new Map<string, ManifestRow>();
       for (const verdict of chunk) {
+        if (!verdict.ok && verdict.skip) {
+          summary.skipped++;
+          continue;
+        }
         if (!verdict.ok) {
           summary.rejected++;
           if (summary.rejections.length < REPORTED_REJECTIONS) summary.rejections.push({ line: verdict.rejected.line, reason: verdict.rejected.reason });
@@ -419,11 +482,11 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     const finish = redis.multi();
     if (summary.rows > 0) finish.rename(draft, batchKeys.rows);
     else finish.del(batchKeys.rows);
-    finish.hset(batchKeys.meta, metaFields({ manifest: file, updatedAt: clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, extras }));
-    finish.del(batchKeys.idsSeen(run));
+    finish.hset(batchKeys.meta, metaFields({ manifest: file, updatedAt: clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, extras, filesRoot: source.filesRoot }));
+    finish.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
     await finish.exec();
   } catch (error) {
-    await redis.del(draft, batchKeys.idsSeen(run)).catch(() => undefined);
+    await redis.del(draft, batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run)).catch(() => undefined);
     // Whatever broke, a batch whose meta vanished under the producer was lost by Redis: say that.
     if (!(error instanceof BatchLostError) && !options.signal?.aborted && (await redis.exists(batchKeys.meta).catch(() => 1)) === 0) throw new BatchLostError(batch);
     throw error;

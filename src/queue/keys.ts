@@ -27,6 +27,10 @@ export interface BatchKeys {
   rowsDraft(run: string): string;
   /** Ids seen by one enqueue run, to reject a repeated id. */
   idsSeen(run: string): string;
+  /** Caption files the rows of one enqueue run would write, to find two images sharing one. */
+  captionTargets(run: string): string;
+  /** Lines of one enqueue run whose caption file another row's image would share: line → why. */
+  captionClashes(run: string): string;
 }
 
 export interface KeyLayout {
@@ -69,6 +73,8 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
         enqueuing: `${at}:enqueuing`,
         rowsDraft: (run) => `${at}:rows:draft:${run}`,
         idsSeen: (run) => `${at}:ids:${run}`,
+        captionTargets: (run) => `${at}:captions:${run}`,
+        captionClashes: (run) => `${at}:caption-clashes:${run}`,
       };
     },
     job: (jobId) => `${base}:${jobId}`,

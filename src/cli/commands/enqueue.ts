@@ -4,9 +4,9 @@ import { enqueueManifest } from '../../queue/enqueue.js';
 import type { CliIo } from '../io.js';
 import { enqueueReport, rowNotices } from '../output.js';
 import { withSession } from '../session.js';
-import { withConnectionOptions, withManifestOptions, type RawFlags } from '../shared-options.js';
+import { captionsFrom, withCaptionOptions, withConnectionOptions, withManifestOptions, type CaptionFlags, type RawFlags } from '../shared-options.js';
 
-interface EnqueueFlags extends RawFlags {
+interface EnqueueFlags extends RawFlags, CaptionFlags {
   batch?: string;
   strict?: boolean;
   prompt?: string;
@@ -15,13 +15,15 @@ interface EnqueueFlags extends RawFlags {
 
 export function enqueueCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
-    withManifestOptions(
-      new Command('enqueue').description("Add a manifest's rows to a batch for workers (`falbatch work`) to process; prints the batch name"),
+    withCaptionOptions(
+      withManifestOptions(
+        new Command('enqueue').description("Add a manifest's rows to a batch for workers (`falbatch work`) to process; prints the batch name"),
+      ),
     ).option('--json', 'print the summary as JSON'),
   ).action(async (manifest: string, flags: EnqueueFlags) => {
     await withSession(io, flags, {}, async ({ ctx, step }) => {
       step(`enqueueing ${manifest}`);
-      const summary = await enqueueManifest(ctx, { manifest, batch: flags.batch, prompt: flags.prompt, strict: flags.strict ?? false, signal: io.signal });
+      const summary = await enqueueManifest(ctx, { manifest, batch: flags.batch, prompt: flags.prompt, captions: captionsFrom(flags), strict: flags.strict ?? false, signal: io.signal });
       if (flags.json) io.stdout(`${JSON.stringify(summary)}\n`);
       else {
         io.stdout(enqueueReport(summary));

@@ -3,11 +3,11 @@ import { Command } from 'commander';
 import { EXIT } from '../../errors.js';
 import { runBatch } from '../../run-batch.js';
 import type { CliIo } from '../io.js';
-import { enqueueReport, exportReport, progressLine, rowNotices } from '../output.js';
+import { captionFailures, captionsReport, enqueueReport, exportReport, progressLine, rowNotices } from '../output.js';
 import { withSession } from '../session.js';
-import { withConnectionOptions, withFalOptions, withManifestOptions, type RawFlags } from '../shared-options.js';
+import { captionsFrom, withCaptionOptions, withConnectionOptions, withFalOptions, withManifestOptions, type CaptionFlags, type RawFlags } from '../shared-options.js';
 
-interface RunFlags extends RawFlags {
+interface RunFlags extends RawFlags, CaptionFlags {
   out?: string;
   batch?: string;
   emulate?: boolean;
@@ -18,12 +18,13 @@ interface RunFlags extends RawFlags {
 export function runCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
     withFalOptions(
-      withManifestOptions(new Command('run').description('Enqueue a manifest, work it in this process, wait, and export the results'))
+      withCaptionOptions(withManifestOptions(new Command('run').description('Enqueue a manifest, work it in this process, wait, and export the results')))
         .option('--out <file>', 'results file, .csv or .jsonl (default: <manifest name>.results.csv in the current folder)')
         .option('--emulate', 'use a built-in fal emulator instead of fal.ai (and a private Redis if none answers)'),
     ),
   ).action(async (manifest: string, flags: RunFlags) => {
     const out = flags.out ?? `${basename(manifest, extname(manifest))}.results.csv`;
+    const captions = captionsFrom(flags);
     await withSession(io, flags, { callsFal: true, emulate: flags.emulate ?? false }, async ({ ctx, emulated, step }) => {
       const started = ctx.clock.now();
       let lastPrint = 0;
@@ -33,6 +34,7 @@ export function runCommand(io: CliIo, exit: (code: number) => void): Command {
         out,
         batch: flags.batch,
         prompt: flags.prompt,
+        captions,
         strict: flags.strict ?? false,
         signal: io.signal,
         onStep: step,
@@ -50,6 +52,7 @@ export function runCommand(io: CliIo, exit: (code: number) => void): Command {
         },
       });
       io.stdout(exportReport(summary.export));
+      if (summary.captions) io.stdout(captionsReport(summary.captions));
       if (emulated) io.stdout('(emulated: these answers come from the local fal emulator, not from fal.ai)\n');
       if (summary.stopped === 'paused') {
         io.stderr(`falbatch: the queue is paused: ${summary.status.paused ?? ''}\nNothing is lost: after fixing it, run \`falbatch resume\` and this command again.\n`);
@@ -59,6 +62,11 @@ export function runCommand(io: CliIo, exit: (code: number) => void): Command {
       if (summary.stopped === 'interrupted') {
         io.stderr(`falbatch: interrupted; rows done so far are in ${resolve(out)}. Run the same command again to finish the batch (nothing is paid twice).\n`);
         exit(EXIT.interrupted);
+        return;
+      }
+      if (summary.captions && summary.captions.failedCount > 0) {
+        io.stderr(captionFailures(summary.captions, summary.enqueue.batch, flags));
+        exit(EXIT.resultsNotWritten);
         return;
       }
       exit(summary.export.failed + summary.export.rejected > 0 ? EXIT.rowsFailed : EXIT.ok);

@@ -1,0 +1,75 @@
+import { access } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { FalbatchContext } from '../context.js';
+import type { ColumnMap } from '../manifest/columns.js';
+import type { ManifestSource } from '../manifest/manifest-source.js';
+import { mapColumns } from '../manifest/columns.js';
+import { captionPath, type CaptionOptions } from '../results/caption-files.js';
+import { SECOND } from '../time.js';
+
+/**
+ * The one local image a record names in its image_url cell, as an absolute path, or undefined
+ * (a URL, a data URI, several images, no image column). Read from the cell alone: nothing is
+ * opened, so a row can be skipped before its image is read or uploaded.
+ */
+export function localImageOf(fields: readonly string[], columns: ColumnMap, filesRoot: string): string | undefined {
+  const index = columns.known.image_url;
+  const cell = index === undefined ? undefined : fields[index]?.trim();
+  if (!cell || cell.includes('|') || /^(https?:|data:)/i.test(cell) || /^[a-z][a-z0-9+.-]*:\/\//i.test(cell)) return undefined;
+  return resolve(filesRoot, cell);
+}
+
+/** Whether a file exists (any kind). */
+export async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Reads the source once, before anything is enqueued, and finds rows whose images would share one
+ * caption file (`a.png` and `a.jpg` both → `a.txt`). Each such row gets its reason, naming both
+ * images, in the hash `clashKey` (line → reason): the main pass rejects them all, so neither
+ * writes over the other. Memory stays flat: the targets seen live in Redis for the run.
+ */
+export async function findCaptionClashes(ctx: FalbatchContext, source: ManifestSource, captions: CaptionOptions, seenKey: string, clashKey: string): Promise<number> {
+  let columns: ColumnMap | undefined;
+  let batch: Array<{ line: number; image: string; target: string }> = [];
+  let clashes = 0;
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return;
+    const pipeline = ctx.redis.pipeline();
+    for (const { line, image, target } of batch) {
+      pipeline.hsetnx(seenKey, target, JSON.stringify([line, image]));
+      pipeline.hget(seenKey, target);
+    }
+    pipeline.pexpire(seenKey, 24 * 3600 * SECOND);
+    const replies = (await pipeline.exec()) ?? [];
+    const reasons = new Map<number, string>();
+    batch.forEach(({ line, image, target }, n) => {
+      const [firstLine, firstImage] = JSON.parse(String(replies[2 * n + 1]?.[1])) as [number, string];
+      if (firstLine === line) return;
+      const reason = `${firstImage} (line ${firstLine}) and ${image} (line ${line}) would share one caption file, ${target}: rename one of them, or pick another --caption-ext`;
+      reasons.set(firstLine, reason);
+      reasons.set(line, reason);
+    });
+    batch = [];
+    if (reasons.size === 0) return;
+    clashes += reasons.size;
+    await ctx.redis.multi().hset(clashKey, Object.fromEntries(reasons)).pexpire(clashKey, 24 * 3600 * SECOND).exec();
+  };
+  for await (const record of source.records()) {
+    if ('error' in record) continue;
+    if (!columns) {
+      columns = mapColumns(record.fields, source.path);
+      continue;
+    }
+    const image = localImageOf(record.fields, columns, source.filesRoot);
+    if (image === undefined) continue;
+    batch.push({ line: record.line, image, target: captionPath(image, captions.ext) });
+    if (batch.length >= 1000) await flush();
+  }
+  await flush();
+  return clashes;
+}
