@@ -1,6 +1,8 @@
 import { ConfigError } from './errors.js';
+import type { Price } from './results/price.js';
 import { resolveEncoding } from './manifest/text-encoding.js';
-import { MINUTE, SECOND, parseDuration } from './time.js';
+import { createRowMapping } from './manifest/row-mapping.js';
+import { HOUR, MINUTE, SECOND, parseDuration } from './time.js';
 
 /** How a worker learns that its fal request finished. */
 export type WaitMode = 'stream' | 'poll';
@@ -29,6 +31,38 @@ export interface Config {
    * @default 'fal-ai/llava-next' (flag --endpoint)
    */
   endpoint: string;
+  /**
+   * The endpoint's input as a template (flag --input, JSON): strings that name manifest columns,
+   * `"{question}"`, `"{img:image}"`, `"{seed:int?}"`, are filled from each row (the syntax is in
+   * manifest/input-template.ts); everything else is sent as written. Makes any fal endpoint
+   * callable without a code change: the columns it names are then the required ones (no
+   * image_url or prompt needed), for every row's endpoint. A template sends exactly what it says:
+   * nothing checks the values against the endpoint's schema before fal does (a 422 fails the row).
+   * Unset: the built-in mappings of fal-ai/llava-next and fal-ai/mantis-llava-7b-v11, whose
+   * parameters falbatch checks on each row before anything is paid for.
+   */
+  input: Readonly<Record<string, unknown>> | undefined;
+  /**
+   * The field of the endpoint's output that is the row's answer (written as `output`): a name, or
+   * a dotted path like `choices.0.text`. Only with `input`: the built-in endpoints answer in
+   * `output`. Part of a row's identity: two batches reading other fields of the same call each
+   * call it once.
+   * @default 'output' (flag --output-field)
+   */
+  outputField: string;
+  /**
+   * Columns of an `input` template whose `{column}` placeholders are images (local files, URLs or
+   * data URIs, handled as image_url is), like writing `{column:image}`.
+   * @default [] (flag --image-columns, comma-separated)
+   */
+  imageColumns: readonly string[];
+  /**
+   * The built-in endpoints' prompt, filled from each row's columns (flag --prompt-template, e.g.
+   * `Describe the {subject}`; the `input` placeholder syntax): the prompt column is then not
+   * required, and the columns it names are. A row with an empty named cell is rejected. Unset: the
+   * prompt column, as written.
+   */
+  promptTemplate: string | undefined;
   /**
    * fal requests one worker process keeps in flight. fal runs only your account's concurrency at
    * once (2 for a new account, up to 40) and queues the rest, so more than that only queues at
@@ -72,6 +106,12 @@ export interface Config {
    * Unset by default (fal queues without limit).
    */
   startTimeoutSeconds: number | undefined;
+  /**
+   * What a call costs, for the cost estimate (dry run, report, status): `--price 0.0005/s` (per
+   * second of fal's inference time) or `--price 0.002/call`. Unset: asked of fal's pricing API
+   * for the endpoint when there is a key; without either, no cost is shown.
+   */
+  price: Price | undefined;
   /** How long 429s may keep a row waiting in total before it fails. @default 30 min */
   rateLimitBudgetMs: number;
   /**
@@ -92,12 +132,44 @@ export interface Config {
    */
   maxWaiting: number;
   /**
-   * Largest image sent inline: a local file's size, or the decoded bytes of a data URI in the
-   * manifest (URLs are fetched by fal and not checked). A larger one rejects its row. Raising it
-   * makes every job that carries such an image that much larger in Redis and in the request to fal.
+   * Largest image falbatch reads: a local file's size (before any --max-side downscale), or the
+   * decoded bytes of a data URI in the manifest (URLs are fetched by fal and not checked). A larger
+   * one rejects its row. The producer holds a few such files in memory at once; with inlineImages,
+   * every job that carries one is that much larger in Redis and in the request to fal.
    * @default 10 MiB (flag --max-image-bytes)
    */
   maxInlineImageBytes: number;
+  /**
+   * Send local images inside the jobs as data URIs instead of uploading them to fal storage. Needs
+   * no fal credentials at enqueue time and no fal storage, but every row carries its image's bytes
+   * (a third more as base64) through Redis and in its request to fal, however many rows share it.
+   * @default false: uploaded once per content, jobs carry the URL (flag --inline-images)
+   */
+  inlineImages: boolean;
+  /**
+   * Uploads of local images (and checks of cached upload URLs) in flight at once while enqueueing.
+   * More overlaps more network round trips; fal storage may answer 429 past some rate (retried).
+   * @default 8 (flag --upload-concurrency)
+   */
+  uploadConcurrency: number;
+  /**
+   * Downscale local images whose longer side exceeds this many pixels to fit inside N×N (aspect
+   * kept, never enlarged) before they go to fal: fewer bytes to upload, store and send, and llava
+   * works at a few hundred pixels anyway. The file itself is never modified. A row's identity
+   * names the setting (`sha256:<file>@<N>px`), so another value calls fal again. Unset: images go
+   * as they are.
+   * @default undefined (flag --max-side)
+   */
+  maxImageSide: number | undefined;
+  /**
+   * How long an uploaded image's URL is reused (by later rows, batches and runs) after its upload.
+   * fal keeps uploads "at least 7 days by default"; the cache must forget a URL before fal does, with
+   * a margin for the jobs that carry it to be worked. A longer time saves uploads on reruns spread
+   * over days; a shorter one leaves jobs more time before their image URL expires (a URL reused at
+   * the end of this time still lives at least a day).
+   * @default 6 days
+   */
+  uploadCacheTtlMs: number;
   /**
    * Longest prompt, in characters. llava's context holds a few thousand tokens, so a longer prompt
    * is a mistake (a column shifted, a file pasted in), rejected on its row before it is paid for.
@@ -138,6 +210,10 @@ export const DEFAULT_CONFIG = {
   falKey: undefined,
   falBaseUrl: undefined,
   endpoint: 'fal-ai/llava-next',
+  input: undefined,
+  outputField: 'output',
+  imageColumns: [],
+  promptTemplate: undefined,
   concurrency: 8,
   globalConcurrency: undefined,
   attempts: 5,
@@ -148,11 +224,16 @@ export const DEFAULT_CONFIG = {
   callTimeoutMs: 30 * SECOND,
   waitBudgetMs: 15 * MINUTE,
   startTimeoutSeconds: undefined,
+  price: undefined,
   rateLimitBudgetMs: 30 * MINUTE,
   resultBudgetMs: 60 * MINUTE,
   enqueueChunk: 500,
   maxWaiting: 50_000,
   maxInlineImageBytes: 10 * 1024 * 1024,
+  inlineImages: false,
+  uploadConcurrency: 8,
+  maxImageSide: undefined,
+  uploadCacheTtlMs: 6 * 24 * HOUR,
   maxPromptChars: 20_000,
   maxRecordBytes: 16 * 1024 * 1024,
   encoding: 'utf-8',
@@ -202,6 +283,11 @@ function validate(c: Config): void {
   integer('enqueueChunk', c.enqueueChunk, 1, 5000);
   integer('maxWaiting', c.maxWaiting, 1, 100_000_000);
   integer('--max-image-bytes', c.maxInlineImageBytes, 1, 1024 * 1024 * 1024);
+  integer('--upload-concurrency', c.uploadConcurrency, 1, 256);
+  if (c.maxImageSide !== undefined) integer('--max-side', c.maxImageSide, 16, 16_384);
+  // fal keeps uploads at least 7 days: a cache that outlives them hands out dead URLs.
+  integer('uploadCacheTtlMs', c.uploadCacheTtlMs, SECOND, 7 * 24 * HOUR);
+  if (typeof c.inlineImages !== 'boolean') throw new ConfigError(`Expected inlineImages to be true or false, got ${String(c.inlineImages)}`);
   integer('--max-prompt-chars', c.maxPromptChars, 1, 10_000_000);
   // Above 512 MiB a record no longer fits in one JavaScript string.
   integer('--max-record-bytes', c.maxRecordBytes, 1024, 512 * 1024 * 1024);
@@ -230,6 +316,8 @@ function validate(c: Config): void {
   if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+(\/[\w./-]+)?$/.test(c.endpoint)) {
     throw new ConfigError(`Expected --endpoint to be a fal endpoint id like fal-ai/llava-next, got "${c.endpoint}"`);
   }
+  // The batch's row mapping: the template syntax, --output-field, --image-columns, and how they combine.
+  createRowMapping(c);
   checkUrl('REDIS_URL', c.redisUrl, ['redis:', 'rediss:']);
   if (c.falBaseUrl !== undefined) checkUrl('FAL_BASE_URL', c.falBaseUrl, ['http:', 'https:']);
 }

@@ -43,11 +43,13 @@ export class ConfigError extends FalbatchError {
 
 /** No fal credentials and no emulator: nothing can be called. */
 export class MissingCredentialsError extends FalbatchError {
-  constructor() {
+  /** @param message what needed them and the ways out, when not calling models (e.g. uploading local images). */
+  constructor(message?: string) {
     super(
       'FAL_KEY_MISSING',
-      'FAL_KEY is not set, so falbatch cannot call fal.ai. Create a key at https://fal.ai/dashboard/keys ' +
-        'and export FAL_KEY=..., or try everything locally first with --emulate (a built-in fal emulator, no credits spent).',
+      message ??
+        'FAL_KEY is not set, so falbatch cannot call fal.ai. Create a key at https://fal.ai/dashboard/keys ' +
+          'and export FAL_KEY=..., or try everything locally first with --emulate (a built-in fal emulator, no credits spent).',
     );
   }
 }

@@ -3,17 +3,24 @@ import type { FalbatchContext } from './context.js';
 import { ResultsNotWrittenError } from './errors.js';
 import type { FalCaller } from './fal/fal-caller.js';
 import { enqueueManifest, type EnqueueOptions, type EnqueueSummary } from './queue/enqueue.js';
-import { checkOutput, exportResults, type ExportSummary } from './results/export.js';
+import { checkOutput, checkWritable, exportResults, type ExportSummary } from './results/export.js';
+import { hfMetadataFolder, hfMetadataPath, type HfMetadataOptions } from './results/hf-metadata.js';
+import type { Price } from './results/price.js';
 import { writeCaptions, type CaptionsSummary } from './results/write-captions.js';
 import { pausedReason, resumeQueue } from './ops/control.js';
 import { getStatus, waitForBatch, type BatchStatus } from './ops/status.js';
 import { startWorker } from './worker/start-worker.js';
 
 export interface RunBatchOptions extends EnqueueOptions {
-  /** Where to write the results (`.csv` or `.jsonl`). */
+  /** Where to write the results (`.csv`, `.jsonl` or `.parquet`; `X.errors.csv` and `X.report.json` go beside it). */
   out: string;
+  /** Also write Hugging Face imagefolder metadata (see ExportOptions.hfMetadata). */
+  hfMetadata?: HfMetadataOptions | undefined;
+  /** What the endpoint costs: the report estimates the batch's cost. */
+  price?: Price | undefined;
   /** fal requests in flight. Default: config.concurrency. */
   concurrency?: number;
+  /** The worker's fal caller, and the producer's for uploading local images. Default: one made from the config. */
   fal?: FalCaller;
   onEnqueued?: (summary: EnqueueSummary) => void;
   onStatus?: (status: BatchStatus) => void;
@@ -45,6 +52,10 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
   }
   // Before anything is paid for: the results must have somewhere to go.
   await checkOutput(options.out);
+  if (options.hfMetadata) {
+    const filesRoot = ctx.config.filesRoot ? resolve(ctx.config.filesRoot) : undefined;
+    await checkWritable(hfMetadataPath(await hfMetadataFolder({ manifest: resolve(options.manifest), filesRoot }, options.hfMetadata.folder)));
+  }
   // The worker starts first: rows are worked while the rest of the manifest streams in, and the
   // producer's backpressure (it pauses while too many rows wait) always has someone draining.
   const worker = await startWorker(ctx, {
@@ -81,7 +92,12 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
   options.onStep?.(`writing the results to ${resolve(options.out)}`);
   let exported: ExportSummary;
   try {
-    exported = await exportResults(ctx, { batch: enqueue.batch, out: options.out });
+    exported = await exportResults(ctx, {
+      batch: enqueue.batch,
+      out: options.out,
+      ...(options.hfMetadata ? { hfMetadata: options.hfMetadata } : {}),
+      ...(options.price ? { price: options.price } : {}),
+    });
   } catch (error) {
     // Everything is paid for and in Redis: the message says so, with the counts and the export command.
     if (!(error instanceof ResultsNotWrittenError)) throw error;

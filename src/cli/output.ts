@@ -1,6 +1,7 @@
 import type { EnqueueSummary } from '../queue/enqueue.js';
 import type { BatchStatus } from '../ops/status.js';
 import type { ExportSummary } from '../results/export.js';
+import type { HfMetadataSummary } from '../results/hf-metadata.js';
 import type { CaptionsSummary } from '../results/write-captions.js';
 import type { CaptionFlags } from './shared-options.js';
 import { formatDuration } from '../time.js';
@@ -43,7 +44,34 @@ export function statusReport(status: BatchStatus): string {
     `  calls     ${status.jobs} distinct: ${status.ok} ok, ${status.failed} failed, ${status.pending} pending`,
   ];
   if (status.paused !== undefined) lines.push(`  paused    ${status.paused}`);
+  lines.push(...figureLines(status));
   return `${lines.join('\n')}\n`;
+}
+
+/** `1.2s`, or `-` when nothing was measured. */
+function ms(value: number | undefined): string {
+  return value === undefined ? '-' : formatDuration(value);
+}
+
+/** The figures of a batch's ended rows (BatchStatus), one line each, only those it has. */
+function figureLines(status: BatchStatus): string[] {
+  const lines: string[] = [];
+  if (status.rowsPerMinute > 0 || status.pending > 0) {
+    const eta = status.etaMs !== null ? `, ~${formatDuration(status.etaMs)} left` : status.pending > 0 ? ', nothing ended in the last minute' : '';
+    lines.push(`  rate      ${status.rowsPerMinute.toFixed(1)} rows/min over the last minute${eta}`);
+  }
+  const { total, queueWait, inference } = status.latencyMs;
+  if (total) {
+    const at = (pick: 'p50Ms' | 'p95Ms'): string => `${ms(total[pick])} (queue ${ms(queueWait?.[pick])}, inference ${ms(inference?.[pick])})`;
+    lines.push(`  latency   p50 ${at('p50Ms')}, p95 ${at('p95Ms')} over ${total.count} answers`);
+  }
+  if (status.billedCalls > 0 || status.reused > 0) {
+    const cost = status.cost ? `, est. ${status.cost.amount.toFixed(4)} ${status.cost.currency}` : '';
+    const reused = status.reused > 0 ? ` (${status.reused} answers reused, free)` : '';
+    lines.push(`  billed    ${status.inferenceSeconds.toFixed(1)} s of inference over ${status.billedCalls} calls${reused}${cost}`);
+  }
+  if (status.partial > 0) lines.push(`  partial   ${status.partial} answers cut at max_tokens`);
+  return lines;
 }
 
 export function captionsReport(summary: CaptionsSummary): string {
@@ -72,9 +100,27 @@ export function captionFailures(summary: CaptionsSummary, batch: string, flags: 
 }
 
 export function exportReport(summary: ExportSummary): string {
-  return (
+  const lines = [
     `wrote ${summary.rows} rows to ${summary.out}: ${summary.ok} ok, ${summary.failed} failed, ${summary.rejected} rejected` +
-    (summary.pending > 0 ? `, ${summary.pending} pending` : '') +
-    '\n'
-  );
+      (summary.skipped > 0 ? `, ${summary.skipped} skipped` : '') +
+      (summary.pending > 0 ? `, ${summary.pending} pending` : ''),
+    `  errors  ${summary.errorsFile} (${summary.failed + summary.rejected} ${summary.failed + summary.rejected === 1 ? 'row' : 'rows'})`,
+    `  report  ${summary.reportFile}`,
+  ];
+  const metadata = summary.hfMetadata;
+  if (metadata) {
+    const leftOut = Object.entries(metadata.leftOut)
+      .filter(([, n]) => n > 0)
+      .map(([why, n]) => `${n} ${HF_LEFT_OUT[why as keyof typeof metadata.leftOut]}`);
+    lines.push(`  hf metadata  ${metadata.path}: ${metadata.written} images captioned` + (leftOut.length > 0 ? `; rows left out: ${leftOut.join(', ')}` : ''));
+  }
+  return `${lines.join('\n')}\n`;
 }
+
+const HF_LEFT_OUT: Record<keyof HfMetadataSummary['leftOut'], string> = {
+  notAnswered: 'not answered (failed, rejected or pending)',
+  skipped: 'skipped (no call made)',
+  notLocal: 'whose image is not a local file',
+  severalImages: 'with several images',
+  outsideFolder: 'whose image is outside the metadata folder',
+};

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { durationOption, integerOption, type ConfigOverrides, type WaitMode } from '../config.js';
 import { ConfigError } from '../errors.js';
+import { parsePrice } from '../fal/pricing.js';
 import { captionOptions, type CaptionOptions } from '../results/caption-files.js';
+import type { HfMetadataOptions } from '../results/hf-metadata.js';
 import type { LogFormat, LogLevel } from '../log.js';
 
 /** Flags every command that touches Redis takes. */
@@ -23,8 +25,15 @@ export function withManifestOptions(command: Command): Command {
     .option('--files-root <dir>', 'folder local image paths must stay in (default: the manifest folder)')
     .option('--encoding <name>', 'text encoding of the manifest: utf-8, latin1, windows-1252, utf-16le, … (default utf-8; a byte order mark wins)')
     .option('--max-prompt-chars <n>', 'longest prompt; a longer one rejects its row (default 20000)')
-    .option('--max-image-bytes <n>', 'largest image sent inline, local file or data URI; a larger one rejects its row (default 10485760, 10 MiB)')
+    .option('--max-image-bytes <n>', 'largest image read, local file (before --max-side) or data URI; a larger one rejects its row (default 10485760, 10 MiB)')
     .option('--max-record-bytes <n>', 'longest CSV record (line, or lines of a quoted field); a longer one is skipped and rejected (default 16777216, 16 MiB)')
+    .option('--inline-images', 'send local images inside the jobs as data URIs instead of uploading them to fal storage (no FAL_KEY needed to enqueue; larger jobs)')
+    .option('--upload-concurrency <n>', 'uploads of local images to fal storage in flight at once (default 8)')
+    .option('--max-side <px>', 'downscale local images to fit inside PX×PX before they go to fal (aspect kept, never enlarged; the files are not modified)')
+    .option('--input <json>', 'the endpoint\'s input as a JSON template: "{column}" placeholders filled from each row, e.g. \'{"image":"{img:image}","question":"{q}","seed":42}\' (any fal endpoint; default: the built-in mapping)')
+    .option('--output-field <path>', 'with --input: the output field that is the answer, e.g. description or choices.0.text (default output)')
+    .option('--image-columns <names>', 'with --input: comma-separated columns whose {column} placeholders are images (local files, URLs, data URIs)')
+    .option('--prompt-template <text>', 'fill the prompt of the built-in endpoints from columns, e.g. "Describe the {subject}" (then no prompt column is needed)')
     .option('--strict', 'abort on the first bad row, before enqueueing anything');
 }
 
@@ -56,6 +65,29 @@ export function captionsFrom(flags: CaptionFlags): CaptionOptions | undefined {
   return captionOptions({ ext: flags.captionExt, mode: flags.captionMode, prefix: flags.captionPrefix, suffix: flags.captionSuffix });
 }
 
+/** --price, on the commands that estimate or report cost (run, enqueue, export, status). */
+export function withPriceOption(command: Command): Command {
+  return command.option('--price <price>', "what a call costs, for the cost estimate: 0.0005/s (per second of fal's inference) or 0.002/call (default: fal's pricing API, with a key)");
+}
+
+/** Flags of the commands that write a results file (run, export). */
+export function withDatasetOptions(command: Command): Command {
+  return command
+    .option('--hf-metadata', 'also write metadata.jsonl (file_name, text) for Hugging Face imagefolder, in the images folder')
+    .option('--hf-metadata-dir <dir>', 'write that metadata.jsonl in this folder instead (images outside it are left out)');
+}
+
+export interface DatasetFlags {
+  hfMetadata?: boolean;
+  hfMetadataDir?: string;
+}
+
+/** The imagefolder metadata the flags ask for, or undefined. */
+export function hfMetadataFrom(flags: DatasetFlags): HfMetadataOptions | undefined {
+  if (flags.hfMetadataDir !== undefined) return { folder: flags.hfMetadataDir };
+  return flags.hfMetadata ? {} : undefined;
+}
+
 /** Flags of the commands that call fal (run, work). */
 export function withFalOptions(command: Command): Command {
   return command
@@ -85,10 +117,18 @@ export interface RawFlags {
   startTimeout?: string;
   callTimeout?: string;
   resultBudget?: string;
+  price?: string;
   encoding?: string;
   maxPromptChars?: string;
   maxImageBytes?: string;
   maxRecordBytes?: string;
+  input?: string;
+  outputField?: string;
+  imageColumns?: string;
+  promptTemplate?: string;
+  inlineImages?: boolean;
+  uploadConcurrency?: string;
+  maxSide?: string;
 }
 
 /** Flags → config overrides, each validated with a message that names the flag. */
@@ -110,12 +150,33 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
     waitBudgetMs: durationOption('--wait-budget', flags.waitBudget),
     callTimeoutMs: durationOption('--call-timeout', flags.callTimeout),
     resultBudgetMs: durationOption('--result-budget', flags.resultBudget),
+    price: flags.price === undefined ? undefined : parsePrice(flags.price),
     startTimeoutSeconds: startTimeout === undefined ? undefined : startTimeout / 1000,
     encoding: flags.encoding,
     maxPromptChars: integerOption('--max-prompt-chars', flags.maxPromptChars),
     maxInlineImageBytes: integerOption('--max-image-bytes', flags.maxImageBytes),
     maxRecordBytes: integerOption('--max-record-bytes', flags.maxRecordBytes),
+    input: jsonOption('--input', flags.input),
+    outputField: flags.outputField,
+    imageColumns: flags.imageColumns?.split(',').map((name) => name.trim()).filter((name) => name !== ''),
+    promptTemplate: flags.promptTemplate,
+    inlineImages: flags.inlineImages,
+    uploadConcurrency: integerOption('--upload-concurrency', flags.uploadConcurrency),
+    maxImageSide: integerOption('--max-side', flags.maxSide),
   };
+}
+
+/** Parses a flag value that is JSON, naming the flag and where the JSON breaks when it is not. */
+function jsonOption(flag: string, text: string | undefined): Record<string, unknown> | undefined {
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`Expected ${flag} to be JSON, e.g. '{"image_url":"{img:image}","prompt":"{q}"}' (quoted for the shell), got ${JSON.stringify(text)}: ${(error as Error).message}`);
+  }
+  // Anything but an object is refused by the config's own check, with what it got.
+  return value as Record<string, unknown>;
 }
 
 export function logSettings(flags: RawFlags): { level: LogLevel; format: LogFormat } {

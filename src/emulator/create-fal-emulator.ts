@@ -1,3 +1,4 @@
+import { DEFAULT_PRICES, type EmulatedPrice } from './pricing.js';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { parseDurationRange, systemClock, type Clock, type DurationRange } from '../time.js';
@@ -36,6 +37,8 @@ export interface FalEmulatorOptions {
   clock?: Clock;
   /** Finished requests remembered for status/result lookups. Default 200,000. */
   retainCompleted?: number;
+  /** What fal's pricing API (`api.fal.ai/v1/models/pricing`) answers, per endpoint id. Default: DEFAULT_PRICES. */
+  prices?: Readonly<Record<string, EmulatedPrice>>;
 }
 
 export interface FalEmulator {
@@ -48,6 +51,12 @@ export interface FalEmulator {
   setRunners(runners: number): void;
   setLocked(locked: boolean): void;
   setKey(key: string | undefined): void;
+  /**
+   * Expires every file stored so far, as fal's retention does after its time: their URLs answer
+   * 404 (GET and HEAD), and a model given one fails with a 422 "Could not load the image". Returns
+   * how many expired. Also `POST /_emulator/files/expire`.
+   */
+  expireFiles(): number;
   close(): Promise<void>;
 }
 
@@ -98,6 +107,7 @@ export async function createFalEmulator(options: FalEmulatorOptions = {}): Promi
     locked: () => locked,
     retryAfterSeconds: options.retryAfterSeconds ?? 1,
     quirks: new Set(options.quirks ?? []),
+    prices: options.prices ?? DEFAULT_PRICES,
     onAdmin: (action, body) => {
       switch (action) {
         case 'GET stats':
@@ -114,6 +124,8 @@ export async function createFalEmulator(options: FalEmulatorOptions = {}): Promi
           return { locked, runners: queue.runners };
         case 'GET health':
           return { ok: true };
+        case 'POST files/expire':
+          return { expired: (routes as EmulatorRoutes).expireFiles() };
         default:
           return undefined;
       }
@@ -152,6 +164,7 @@ export async function createFalEmulator(options: FalEmulatorOptions = {}): Promi
     setKey: (value) => {
       key = value;
     },
+    expireFiles: () => app.expireFiles(),
     close: () => {
       closing ??= new Promise<void>((resolve) => {
         queue.close();

@@ -1,5 +1,16 @@
 import { randomUUID } from 'node:crypto';
 
+/** The stored name in a file URL's path (`…/files/emulated/<name>`), whatever its host. */
+function storedName(url: URL): string | undefined {
+  const match = /\/files\/emulated\/([^/]+)$/.exec(url.pathname);
+  if (!match?.[1]) return undefined;
+  try {
+    return decodeURIComponent(match[1]);
+  } catch {
+    return match[1];
+  }
+}
+
 export interface StoredFile {
   bytes: Buffer;
   contentType: string;
@@ -15,6 +26,8 @@ interface PendingUpload {
 export class FileStore {
   readonly #pending = new Map<string, PendingUpload>();
   readonly #files = new Map<string, StoredFile>();
+  /** Names of files that expired: their URLs answer 404, and a model given one cannot load it. */
+  readonly #expired = new Set<string>();
 
   initiate(fileName: string, contentType: string, multipart: boolean): { token: string; name: string } {
     const token = randomUUID();
@@ -56,11 +69,37 @@ export class FileStore {
 
   /** A file URL as a model receives it: the emulator's own URL or fal's media host form. */
   lookupUrl(url: URL): StoredFile | undefined {
-    const match = /\/files\/emulated\/([^/]+)$/.exec(url.pathname);
-    return match?.[1] ? this.#files.get(decodeURIComponent(match[1])) : undefined;
+    const name = storedName(url);
+    return name === undefined ? undefined : this.#files.get(name);
+  }
+
+  /**
+   * True for a URL of this storage's form whose file is not here: expired, or never stored. fal's
+   * CDN answers 404 for such a URL, and a model given it fails to load the image.
+   */
+  isGone(url: URL): boolean {
+    const name = storedName(url);
+    return name !== undefined && !this.#files.has(name);
+  }
+
+  /** Expires every stored file, as fal's retention does after its time: returns how many. */
+  expireAll(): number {
+    const count = this.#files.size;
+    for (const name of this.#files.keys()) this.#expired.add(name);
+    this.#files.clear();
+    return count;
   }
 
   get count(): number {
     return this.#files.size;
+  }
+
+  get expiredCount(): number {
+    return this.#expired.size;
+  }
+
+  /** Uploads initiated whose bytes have not arrived yet. */
+  get pendingCount(): number {
+    return this.#pending.size;
   }
 }

@@ -179,6 +179,50 @@ export const EMULATED_MODELS: ReadonlyMap<string, EmulatedModel> = new Map([
   [mantis.id, mantis],
 ]);
 
+const GENERIC_FIELDS = ['image', 'question', 'seed'];
+
+/**
+ * Any other vision app, with field names unlike LLaVA's, so that a mapping (--input,
+ * --output-field) is really exercised: input `image` (a URL or data URI, required), `question`
+ * (required), `seed` (optional integer ≥ 0), and nothing else (extra fields are refused, as a
+ * Pydantic model with `extra="forbid"` does, so a mapping's stray key shows); output
+ * `{description, confidence}`, deterministic from the input.
+ */
+export function genericModel(endpoint: string): EmulatedModel {
+  return {
+    id: endpoint,
+    run(input, resolveImage) {
+      const issues: ValidationIssue[] = [];
+      const fields = asObject(input, issues);
+      if (!fields) return { issues };
+      const image = requireString(fields, 'image', issues);
+      const question = requireString(fields, 'question', issues);
+      const seed = optionalNumber(fields, 'seed', { integer: true, ge: 0 }, issues);
+      for (const name of Object.keys(fields)) {
+        if (!GENERIC_FIELDS.includes(name)) issues.push(issue('extra_forbidden', [name], 'Extra inputs are not permitted', fields[name]));
+      }
+      const identity = loadImage(image, ['image'], resolveImage, issues);
+      if (issues.length > 0 || question === undefined || identity === undefined) return { issues };
+      const caption = emulatedCaption(endpoint, question, [identity], { seed: seed ?? null }, undefined);
+      const digest = createHash('sha256').update(caption.text).digest();
+      return { output: { description: caption.text, confidence: Math.round((0.5 + ((digest[0] ?? 0) / 255) * 0.5) * 1000) / 1000 } };
+    },
+  };
+}
+
+/**
+ * The app serving an endpoint id: llava-next and mantis as themselves, any other id as the generic
+ * vision app, but ids whose alias starts with `no-such-` (e.g. `fal-ai/no-such-model`), which are
+ * not found (404), as an endpoint that does not exist is on fal.
+ */
+export function emulatedModel(endpoint: string): EmulatedModel | undefined {
+  const known = EMULATED_MODELS.get(endpoint);
+  if (known) return known;
+  const [owner, alias] = endpoint.split('/');
+  if (!owner || !alias || alias.startsWith('no-such-')) return undefined;
+  return genericModel(endpoint);
+}
+
 const IMAGE_SIGNATURES: Array<[string, number[]]> = [
   ['png', [0x89, 0x50, 0x4e, 0x47]],
   ['jpeg', [0xff, 0xd8, 0xff]],

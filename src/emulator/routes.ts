@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { API_HOST, pricingAnswer, type EmulatedPrice } from './pricing.js';
 import { SLOW_ANSWER_MS, type EmulatedOperation, type FaultPlan, type RequestFault } from './faults.js';
 import { BodyTooLargeError, canonicalJson, readBody, sendJson, sendTruncated } from './http-io.js';
-import { EMULATED_MODELS, resolveImageReference } from './models.js';
+import { emulatedModel, resolveImageReference } from './models.js';
 import type { EmulatedRequest, RequestQueue } from './request-queue.js';
 import type { StatsRecorder } from './stats.js';
 import type { FileStore } from './file-store.js';
@@ -27,6 +28,8 @@ export interface RouteDeps {
   retryAfterSeconds: number;
   quirks: ReadonlySet<Quirk>;
   onAdmin: (action: string, body: Record<string, unknown>) => unknown;
+  /** What fal's pricing API answers, per endpoint id. */
+  prices: Readonly<Record<string, EmulatedPrice>>;
 }
 
 interface Target {
@@ -72,6 +75,7 @@ export class EmulatorRoutes {
       if (target.host === QUEUE_HOST) return await this.#queueRoute(req, res, target, base);
       if (target.host === RUN_HOST) return await this.#run(req, res, target);
       if (target.host === REST_HOST) return await this.#rest(req, res, target, base);
+      if (target.host === API_HOST) return this.#pricing(req, res, target);
       if (target.host.endsWith('.fal.media')) return await this.#media(req, res, target, base);
       return sendJson(res, 404, { detail: `The fal emulator serves ${QUEUE_HOST}, ${RUN_HOST}, ${REST_HOST} and *.fal.media; got host "${target.host}"` });
     } catch (error) {
@@ -156,7 +160,7 @@ export class EmulatorRoutes {
   async #submit(req: IncomingMessage, res: ServerResponse, endpoint: string, base: string): Promise<void> {
     const { stats, queue } = this.#deps;
     stats.count('submits');
-    const model = EMULATED_MODELS.get(endpoint);
+    const model = emulatedModel(endpoint);
     if (!model) return sendJson(res, 404, { detail: `Application "${endpoint}" not found` });
     if (this.#deps.locked()) return sendJson(res, 403, { detail: LOCKED_DETAIL });
     const input = await this.#readJson(req, res);
@@ -272,7 +276,7 @@ export class EmulatorRoutes {
     stats.count('runs');
     const [owner, alias] = target.path.split('/').filter(Boolean);
     const endpoint = `${owner ?? ''}/${alias ?? ''}`;
-    const model = EMULATED_MODELS.get(endpoint);
+    const model = emulatedModel(endpoint);
     if (req.method !== 'POST') return sendJson(res, 405, { detail: `Use POST to run ${endpoint}` });
     if (!model) return sendJson(res, 404, { detail: `Application "${endpoint}" not found` });
     if (this.#deps.locked()) return sendJson(res, 403, { detail: LOCKED_DETAIL });
@@ -298,6 +302,12 @@ export class EmulatorRoutes {
     answer(res, fault, outcome.httpStatus, outcome.body, { ...outcome.headers, ...this.#idHeader(request.id) });
   }
 
+  #pricing(req: IncomingMessage, res: ServerResponse, target: Target): void {
+    if (!this.#authorized(req, res)) return;
+    if (req.method !== 'GET' || target.path !== '/v1/models/pricing') return sendJson(res, 404, { detail: `No route ${req.method} ${target.path} on ${API_HOST}` });
+    sendJson(res, 200, pricingAnswer(target.query, this.#deps.prices));
+  }
+
   async #rest(req: IncomingMessage, res: ServerResponse, target: Target, base: string): Promise<void> {
     if (!this.#authorized(req, res)) return;
     const multipart = target.path === '/storage/upload/initiate-multipart';
@@ -312,7 +322,8 @@ export class EmulatorRoutes {
     const contentType = typeof fields['content_type'] === 'string' ? fields['content_type'] : 'application/octet-stream';
     const fileName = typeof fields['file_name'] === 'string' ? fields['file_name'] : 'upload.bin';
     const { token, name } = this.#deps.files.initiate(fileName, contentType, multipart);
-    sendJson(res, 200, {
+    this.#deps.stats.gauge('uploadsInProgress', 1);
+    answer(res, fault, 200, {
       upload_url: `${base}/${MEDIA_HOST}/${multipart ? 'multipart' : 'upload'}/${token}`,
       file_url: `${base}/${MEDIA_HOST}/files/emulated/${name}`,
     });
@@ -321,10 +332,13 @@ export class EmulatorRoutes {
   async #media(req: IncomingMessage, res: ServerResponse, target: Target, base: string): Promise<void> {
     const { files, stats } = this.#deps;
     const [kind, token, part] = target.path.split('/').filter(Boolean);
-    if (req.method === 'GET' && kind === 'files') {
+    if ((req.method === 'GET' || req.method === 'HEAD') && kind === 'files') {
+      stats.count('fileReads');
       const stored = files.get(target.path);
+      // Expired or never stored: fal's CDN answers 404 (HEAD included, without a body).
       if (!stored) return sendJson(res, 404, { detail: 'File not found' });
       res.writeHead(200, { 'content-type': stored.contentType, 'content-length': stored.bytes.length });
+      // Node sends no body for a HEAD.
       res.end(stored.bytes);
       return;
     }
@@ -332,6 +346,9 @@ export class EmulatorRoutes {
       const bytes = await readBody(req, UPLOAD_LIMIT);
       if (!files.complete(token, bytes)) return sendJson(res, 404, { detail: 'Unknown or used upload URL' });
       stats.count('uploads');
+      stats.count('uploadedBytes', bytes.length);
+      stats.gauge('uploadsInProgress', -1);
+      stats.gauge('storedFiles', 1);
       res.writeHead(200).end();
       return;
     }
@@ -345,6 +362,9 @@ export class EmulatorRoutes {
         const name = files.completeMultipart(token);
         if (!name) return sendJson(res, 404, { detail: 'Unknown multipart upload' });
         stats.count('uploads');
+        stats.count('uploadedBytes', files.get(`/files/emulated/${name}`)?.bytes.length ?? 0);
+        stats.gauge('uploadsInProgress', -1);
+        stats.gauge('storedFiles', 1);
         return sendJson(res, 200, { file_url: `${base}/${MEDIA_HOST}/files/emulated/${name}` });
       }
     }
@@ -375,9 +395,22 @@ export class EmulatorRoutes {
     }
   }
 
-  /** The model's view of an image reference; files uploaded here are looked up by their bytes. */
-  resolveImage = (url: string): ReturnType<typeof resolveImageReference> =>
-    resolveImageReference(url, (parsed) => this.#deps.files.lookupUrl(parsed)?.bytes);
+  /**
+   * The model's view of an image reference; files uploaded here are looked up by their bytes. A
+   * storage URL whose file expired cannot be downloaded: the model fails to load it (a 422), as on fal.
+   */
+  resolveImage = (url: string): ReturnType<typeof resolveImageReference> => {
+    const parsed = URL.canParse(url) ? new URL(url) : undefined;
+    if (parsed && this.#deps.files.isGone(parsed)) return { ok: false, reason: `could not download ${url} (404: the file expired or was never stored)` };
+    return resolveImageReference(url, (stored) => this.#deps.files.lookupUrl(stored)?.bytes);
+  };
+
+  /** Expires every stored file, as fal's retention does: their URLs answer 404 from now on. */
+  expireFiles(): number {
+    const count = this.#deps.files.expireAll();
+    this.#deps.stats.expired(count);
+    return count;
+  }
 }
 
 /** Answers, unless a `drop`, `truncate` or `slow` fault was drawn for this request: then it cuts or delays the answer. */

@@ -25,7 +25,17 @@ export interface EmulatorStats {
   maxOutstanding: number;
   /** Cancel requests that were accepted (CANCELLATION_REQUESTED). */
   cancels: number;
+  /** Files stored through fal storage (single or multipart), and their bytes. */
   uploads: number;
+  uploadedBytes: number;
+  /** Uploads initiated whose bytes have not arrived yet, now and at most (what a client's upload concurrency reached). */
+  uploadsInProgress: number;
+  maxUploadsInProgress: number;
+  /** Files in storage now (a gauge), and files expired (`expireFiles`). */
+  storedFiles: number;
+  expiredFiles: number;
+  /** GET and HEAD requests on stored file URLs (a client checking whether a file is still served). */
+  fileReads: number;
   /** Status stream connections open right now (a client that leaves them open leaks). */
   openStreams: number;
   /** Faults injected, by `kind@op` (request faults) or kind (job faults). */
@@ -52,6 +62,12 @@ export function emptyStats(): EmulatorStats {
     maxOutstanding: 0,
     cancels: 0,
     uploads: 0,
+    uploadedBytes: 0,
+    uploadsInProgress: 0,
+    maxUploadsInProgress: 0,
+    storedFiles: 0,
+    expiredFiles: 0,
+    fileReads: 0,
     openStreams: 0,
     faults: {},
     authFailures: 0,
@@ -69,13 +85,28 @@ export class StatsRecorder {
   }
 
   reset(keepGauges: { inQueue: number; inProgress: number; outstanding: number }): void {
-    const openStreams = this.#stats.openStreams;
-    this.#stats = { ...emptyStats(), ...keepGauges, openStreams, maxInProgress: keepGauges.inProgress, maxOutstanding: keepGauges.outstanding };
+    const { openStreams, uploadsInProgress, storedFiles } = this.#stats;
+    this.#stats = {
+      ...emptyStats(),
+      ...keepGauges,
+      openStreams,
+      uploadsInProgress,
+      storedFiles,
+      maxInProgress: keepGauges.inProgress,
+      maxOutstanding: keepGauges.outstanding,
+      maxUploadsInProgress: uploadsInProgress,
+    };
     this.#billed = new Map();
   }
 
-  count(name: 'submits' | 'accepted' | 'runs' | 'statusCalls' | 'streamCalls' | 'resultCalls' | 'cancels' | 'uploads' | 'authFailures'): void {
-    this.#stats[name] += 1;
+  count(name: 'submits' | 'accepted' | 'runs' | 'statusCalls' | 'streamCalls' | 'resultCalls' | 'cancels' | 'uploads' | 'uploadedBytes' | 'authFailures' | 'fileReads', by = 1): void {
+    this.#stats[name] += by;
+  }
+
+  /** Files expired: they leave storage. */
+  expired(count: number): void {
+    this.#stats.expiredFiles += count;
+    this.#stats.storedFiles -= count;
   }
 
   fault(label: string): void {
@@ -90,11 +121,12 @@ export class StatsRecorder {
     this.#billed.set(fingerprint, previous + 1);
   }
 
-  gauge(name: 'inQueue' | 'inProgress' | 'outstanding' | 'openStreams', delta: number): void {
+  gauge(name: 'inQueue' | 'inProgress' | 'outstanding' | 'openStreams' | 'uploadsInProgress' | 'storedFiles', delta: number): void {
     const s = this.#stats;
     s[name] += delta;
     if (name === 'inProgress' && s.inProgress > s.maxInProgress) s.maxInProgress = s.inProgress;
     if (name === 'outstanding' && s.outstanding > s.maxOutstanding) s.maxOutstanding = s.outstanding;
+    if (name === 'uploadsInProgress' && s.uploadsInProgress > s.maxUploadsInProgress) s.maxUploadsInProgress = s.uploadsInProgress;
   }
 
   completed(): void {

@@ -1,34 +1,37 @@
 /**
- * The fal endpoints falbatch knows, as data: how a manifest row becomes the endpoint's input and
- * how its output becomes a caption. Adding an endpoint is adding an entry, not a branch.
+ * The fal endpoints falbatch knows, as data: how a manifest row becomes the endpoint's input (an
+ * input template, the language of --input: see manifest/input-template.ts), which checks its
+ * parameters get, and which field of its output is the answer. Adding an endpoint is adding an
+ * entry, not a branch; any other endpoint works through --input and --output-field.
  */
-export type ParamName = 'max_tokens' | 'temperature' | 'top_p';
-
-export interface RowInput {
-  prompt: string;
-  /** Image references as fal takes them: http(s) URLs, data URIs, or fal storage URLs. */
-  images: string[];
-  params: Partial<Record<ParamName, number>>;
+export interface ParamRule {
+  integer?: boolean;
+  gt?: number;
+  ge?: number;
+  le?: number;
 }
 
 export interface EndpointSpec {
   id: string;
   title: string;
+  /** The input template: `{column:type}` placeholders filled from the row (JSON, as --input takes it). */
+  input: Readonly<Record<string, unknown>>;
+  /** The output field that holds the answer (a dotted path, as --output-field takes it). */
+  outputField: string;
+  /** Checks of the numeric parameters beyond their type, by column. */
+  rules: Readonly<Record<string, ParamRule>>;
+  /** Columns of the other endpoints this one does not take: a row that sets one is rejected, not silently cut. */
+  refuses: readonly string[];
   /** Most images one row may carry. */
   maxImages: number;
-  /** Per-row parameters the endpoint takes; a row that sets another is rejected, not silently cut. */
-  params: readonly ParamName[];
-  toInput(row: RowInput): Record<string, unknown>;
-  /** The caption in the endpoint's output, or undefined when the output is not of the expected shape. */
-  readOutput(data: unknown): { output: string; partial: boolean } | undefined;
+  /** What to suggest to a row with more images than maxImages. */
+  moreImages?: string;
 }
 
-function outputField(data: unknown): { output: string; partial: boolean } | undefined {
-  if (typeof data !== 'object' || data === null) return undefined;
-  const record = data as Record<string, unknown>;
-  if (typeof record['output'] !== 'string') return undefined;
-  return { output: record['output'], partial: record['partial'] === true };
-}
+/** Where an endpoint's answer is, unless the endpoint or --output-field says otherwise. */
+export const DEFAULT_OUTPUT_FIELD = 'output';
+
+const SAMPLING = ['max_tokens', 'temperature', 'top_p'] as const;
 
 export const ENDPOINTS: ReadonlyMap<string, EndpointSpec> = new Map<string, EndpointSpec>([
   [
@@ -36,10 +39,18 @@ export const ENDPOINTS: ReadonlyMap<string, EndpointSpec> = new Map<string, Endp
     {
       id: 'fal-ai/llava-next',
       title: 'LLaVA v1.6 34B',
+      input: {
+        image_url: '{image_url:image}',
+        prompt: '{prompt}',
+        max_tokens: '{max_tokens:int?}',
+        temperature: '{temperature:number?}',
+        top_p: '{top_p:number?}',
+      },
+      outputField: DEFAULT_OUTPUT_FIELD,
+      rules: { max_tokens: { integer: true, gt: 0 }, temperature: { ge: 0 }, top_p: { ge: 0, le: 1 } },
+      refuses: [],
       maxImages: 1,
-      params: ['max_tokens', 'temperature', 'top_p'],
-      toInput: ({ prompt, images, params }) => ({ image_url: images[0], prompt, ...params }),
-      readOutput: outputField,
+      moreImages: 'use fal-ai/mantis-llava-7b-v11 for several images',
     },
   ],
   [
@@ -47,14 +58,51 @@ export const ENDPOINTS: ReadonlyMap<string, EndpointSpec> = new Map<string, Endp
     {
       id: 'fal-ai/mantis-llava-7b-v11',
       title: 'Mantis LLaVA 7B v1.1',
+      input: { prompt: '{prompt}', images: [{ image_url: '{image_url:image[]}' }] },
+      outputField: DEFAULT_OUTPUT_FIELD,
+      rules: {},
+      refuses: SAMPLING,
       maxImages: 16,
-      params: [],
-      toInput: ({ prompt, images }) => ({ prompt, images: images.map((image_url) => ({ image_url })) }),
-      readOutput: outputField,
     },
   ],
 ]);
 
 export function knownEndpoints(): string {
   return [...ENDPOINTS.keys()].join(', ');
+}
+
+/** `owner/alias[/path]`, as fal names its endpoints. */
+const ENDPOINT_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+(\/[\w./-]+)?$/;
+
+export function isEndpointId(text: string): boolean {
+  return ENDPOINT_ID.test(text);
+}
+
+/** `description`, `choices.0.text`: names of fields, and indexes of arrays, separated by dots. */
+export function isOutputField(text: string): boolean {
+  return text.split('.').every((segment) => segment.trim() !== '' && segment === segment.trim());
+}
+
+export interface Answer {
+  /** The answer, as text: a string as it is; a number or boolean written out; an object or array as JSON. */
+  output: string;
+  /** The endpoint said the answer was cut short (`partial: true` in its output). */
+  partial: boolean;
+}
+
+/**
+ * The answer in an endpoint's output: the value at `outputField` (a dotted path; digits index
+ * arrays). Undefined when the output has nothing there: it is not of the shape the mapping expects.
+ */
+export function readAnswer(body: unknown, outputField: string = DEFAULT_OUTPUT_FIELD): Answer | undefined {
+  let value: unknown = body;
+  for (const segment of outputField.split('.')) {
+    if (Array.isArray(value) && /^\d+$/.test(segment)) value = value[Number(segment)];
+    else if (typeof value === 'object' && value !== null && !Array.isArray(value)) value = (value as Record<string, unknown>)[segment];
+    else return undefined;
+  }
+  if (value === undefined || value === null) return undefined;
+  const output = typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value);
+  const partial = typeof body === 'object' && body !== null && (body as Record<string, unknown>)['partial'] === true;
+  return { output, partial };
 }

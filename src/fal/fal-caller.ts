@@ -43,7 +43,14 @@ export interface FalCaller {
   result(endpoint: string, requestId: string, signal?: AbortSignal): Promise<{ data: unknown; requestId: string }>;
   /** fal's cancel; `already-completed` when the request had finished. */
   cancel(endpoint: string, requestId: string): Promise<'requested' | 'already-completed'>;
+  /** Uploads to fal storage; resolves with the file's URL (public, kept at least 7 days by fal). */
   upload(bytes: Uint8Array, contentType: string, fileName: string): Promise<string>;
+  /**
+   * Whether fal storage still serves a file URL (a HEAD, through the same routing and time-out):
+   * `gone` on 404 or 410 (expired, deleted), and on 403 (what object stores answer for a missing
+   * object they will not list); throws the transport's error when it cannot tell.
+   */
+  checkFile(url: string, signal?: AbortSignal): Promise<'present' | 'gone'>;
 }
 
 /** Idle stream connections are re-checked with a status poll this often. */
@@ -91,19 +98,20 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
   const streamErrors = new WeakMap<AbortSignal, Error>();
   // The connection of the stream being opened in this async context: closed by falbatch when done.
   const streamConnection = new AsyncLocalStorage<AbortSignal>();
+  const falFetch = createFalFetch({
+    baseUrl: options.baseUrl,
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+    callTimeoutMs: options.callTimeoutMs,
+    now: () => clock.now(),
+    onError: (signal, error) => {
+      if (signal) streamErrors.set(signal, error);
+    },
+    extraSignal: () => streamConnection.getStore(),
+  });
   const client: FalClient = createFalClient({
     credentials: () => options.credentials,
     suppressLocalCredentialsWarning: true,
-    fetch: createFalFetch({
-      baseUrl: options.baseUrl,
-      ...(options.fetch ? { fetch: options.fetch } : {}),
-      callTimeoutMs: options.callTimeoutMs,
-      now: () => clock.now(),
-      onError: (signal, error) => {
-        if (signal) streamErrors.set(signal, error);
-      },
-      extraSignal: () => streamConnection.getStore(),
-    }),
+    fetch: falFetch,
   });
 
   const status = async (endpoint: string, requestId: string, signal?: AbortSignal): Promise<FalStatus> =>
@@ -231,6 +239,17 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
     async upload(bytes, contentType, fileName) {
       const file = new File([bytes], fileName, { type: contentType });
       return client.storage.upload(file);
+    },
+
+    async checkFile(url, signal) {
+      try {
+        // No credentials: fal's file URLs are public, and a key has no business going to a CDN.
+        await falFetch(url, { method: 'HEAD', ...(signal ? { signal } : {}) });
+        return 'present';
+      } catch (error) {
+        if (error instanceof FalHttpError && (error.status === 404 || error.status === 410 || error.status === 403)) return 'gone';
+        throw error;
+      }
     },
   };
 }

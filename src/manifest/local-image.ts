@@ -2,24 +2,16 @@ import { createHash } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
 import { open, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
-
-const SIGNATURES: Array<[string, number[]]> = [
-  ['image/png', [0x89, 0x50, 0x4e, 0x47]],
-  ['image/jpeg', [0xff, 0xd8, 0xff]],
-  ['image/gif', [0x47, 0x49, 0x46, 0x38]],
-  ['image/webp', [0x52, 0x49, 0x46, 0x46]],
-  ['image/bmp', [0x42, 0x4d]],
-];
-
-/** The image type the bytes announce, or undefined when they are no image fal's models decode. */
-export function sniffImageType(bytes: Uint8Array): string | undefined {
-  return SIGNATURES.find(([, signature]) => signature.every((byte, i) => bytes[i] === byte))?.[0];
-}
+import { ACCEPTED_IMAGE_TYPES, detectImageType } from './image-type.js';
 
 export interface LoadedImage {
-  /** What goes to fal: a data URI (uploads with a cache come later). */
-  reference: string;
-  /** sha256 of the bytes: the image's identity for row keys. */
+  /** The file's bytes, as read. */
+  bytes: Buffer;
+  /** Its type, from the bytes (never the name): image/png, image/jpeg, image/webp, image/gif or image/bmp. */
+  mime: string;
+  /** The usual extension of that type (png, jpg, webp, gif, bmp). */
+  ext: string;
+  /** `sha256:<hex>` of the bytes: the image's identity for row keys. */
   identity: string;
   /** The file's absolute path as the manifest names it (a link is not resolved: a caption goes beside the link). */
   path: string;
@@ -89,7 +81,7 @@ export class LocalImageReader {
     });
     const tooLarge = (info: Stats): LocalImageResult => ({
       ok: false,
-      reason: `local file "${cell}" is ${mib(info.size)}; the most falbatch inlines is ${mib(this.#maxBytes)} (use a URL for larger images, or raise --max-image-bytes)`,
+      reason: `local file "${cell}" is ${mib(info.size)}; the most falbatch reads is ${mib(this.#maxBytes)} (use a URL for larger images, or raise --max-image-bytes)`,
     });
     const unreadable = (error: unknown): LocalImageResult => ({
       ok: false,
@@ -116,11 +108,13 @@ export class LocalImageReader {
       if (info.size > this.#maxBytes) return tooLarge(info);
       const bytes = await handle.readFile();
       // The type comes from the bytes, not the extension: a mislabelled file still goes out right.
-      const mime = sniffImageType(bytes);
-      if (!mime) return { ok: false, reason: `local file "${cell}" is not a PNG, JPEG, WebP, GIF or BMP image` };
+      const type = await detectImageType(bytes);
+      if (!type.ok) {
+        return { ok: false, reason: `local file "${cell}" is not an image: its bytes are ${type.found}, not a ${ACCEPTED_IMAGE_TYPES} image (whatever its name says)` };
+      }
       return {
         ok: true,
-        image: { reference: `data:${mime};base64,${bytes.toString('base64')}`, identity: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, path },
+        image: { bytes, mime: type.mime, ext: type.ext, identity: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, path: real },
       };
     } finally {
       await handle.close();

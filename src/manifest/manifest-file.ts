@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { ManifestError } from '../errors.js';
-import { mapColumns, type ColumnMap } from './columns.js';
+import { mapColumns, type ColumnLayout, type ColumnMap } from './columns.js';
 import { readRecords, type ReadRecordsOptions } from './read-records.js';
 
 /** `jobs-3fa9c2d1`: the manifest's name, then a hash of its bytes and of what changes its rows' meaning. */
@@ -41,14 +41,14 @@ export async function* readManifest(file: string): AsyncGenerator<Buffer> {
  * Pass the options the rows are read with (encoding, maxRecordBytes), or the header may be read
  * differently from them.
  */
-export async function checkHeader(file: string, options: ReadRecordsOptions = {}): Promise<ColumnMap> {
+export async function checkHeader(file: string, options: ReadRecordsOptions = {}, layout?: ColumnLayout): Promise<ColumnMap> {
   const source = readManifest(file);
   try {
     for await (const record of readRecords(source, options)) {
       if ('error' in record) {
         throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, { file, line: record.line });
       }
-      return mapColumns(record.fields, file);
+      return mapColumns(record.fields, file, layout);
     }
   } finally {
     await source.return(undefined);

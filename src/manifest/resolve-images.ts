@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { formatBytes } from './format-bytes.js';
-import { sniffImageType, type LocalImageReader } from './local-image.js';
+import { ACCEPTED_IMAGE_TYPES, detectImageType } from './image-type.js';
+import type { LocalImageReader } from './local-image.js';
+import { createFitMemo, DownscaleError, prepareImage, type FitMemo, type PreparedImage } from './prepare-image.js';
 
 /** A row's images as resolved: what goes to fal, and what identifies their content. */
 export type ResolvedImages =
@@ -8,7 +10,11 @@ export type ResolvedImages =
       ok: true;
       /** What fal gets for each image: an http(s) URL, a data URI, or a fal storage URL. */
       references: string[];
-      /** Each image's content identity (bytes for local files and data URIs, the URL otherwise): part of the row's fingerprint. */
+      /**
+       * Each image's content identity, part of the row's fingerprint: `sha256:<hex>` of the bytes for
+       * data URIs and local files (`sha256:<hex>@<N>px` for a local file downscaled by --max-side),
+       * `url:<url>` otherwise. The same whether a local image goes inline or uploaded.
+       */
       identities: string[];
       /** Absolute paths of the row's local image files (for caption files beside them). */
       localFiles: string[];
@@ -25,18 +31,44 @@ export interface ImageResolver {
   resolve(cell: string, column: string): Promise<ResolvedImages>;
 }
 
+/** What fal gets for a local image, or why the row cannot have it. */
+export type LocalImageReference = { ok: true; reference: string } | { ok: false; reason: string };
+
+/**
+ * How local images reach fal: inline in the job as data URIs (`inlineLocalImages`), or uploaded to
+ * fal storage with the job carrying the URL (manifest/upload-images.ts).
+ */
+export interface LocalImageDelivery {
+  /** `cell` is the image's entry as the manifest writes it, for messages. */
+  reference(image: PreparedImage, cell: string): Promise<LocalImageReference>;
+}
+
+/** Local images inside the job, as data URIs: no fal storage, but every row carries its image's bytes through Redis. */
+export const inlineLocalImages: LocalImageDelivery = {
+  async reference(image) {
+    const { bytes, mime } = await image.content();
+    return { ok: true, reference: `data:${mime};base64,${bytes.toString('base64')}` };
+  },
+};
+
 export interface ImageResolverOptions {
   files: LocalImageReader;
   /** Largest data URI image, in decoded bytes (config maxInlineImageBytes, flag --max-image-bytes). */
   maxImageBytes: number;
+  /** Downscale local images larger than this (px, longest side) before they go to fal (config maxImageSide, flag --max-side). */
+  maxSide?: number | undefined;
+  /** How local images reach fal. Default: inline, as data URIs. */
+  local?: LocalImageDelivery;
 }
 
-/** Today's resolver: URLs as they are, data URIs checked, local files read and sent inline. */
+/** URLs as they are, data URIs checked, local files read, checked, downscaled if asked, and delivered. */
 export function createImageResolver(options: ImageResolverOptions): ImageResolver {
-  return { resolve: (cell, column) => resolveImages(cell, column, options.files, options.maxImageBytes) };
+  const fits = createFitMemo();
+  return { resolve: (cell, column) => resolveImages(cell, column, options, fits) };
 }
 
-async function resolveImages(cell: string, column: string, reader: LocalImageReader, maxImageBytes: number): Promise<ResolvedImages> {
+async function resolveImages(cell: string, column: string, options: ImageResolverOptions, fits: FitMemo): Promise<ResolvedImages> {
+  const { files: reader, maxImageBytes } = options;
   const parts = cell.split('|').map((p) => p.trim());
   if (parts.some((p) => p === '')) return { ok: false, reason: cell.trim() === '' ? `${column} is empty` : `${column} has an empty entry between "|" separators` };
   const references: string[] = [];
@@ -66,7 +98,8 @@ async function resolveImages(cell: string, column: string, reader: LocalImageRea
         };
       }
       const bytes = Buffer.from(base64, 'base64');
-      if (!sniffImageType(bytes)) return { ok: false, reason: `${column} holds a data URI whose bytes are not a PNG, JPEG, WebP, GIF or BMP image` };
+      const type = await detectImageType(bytes);
+      if (!type.ok) return { ok: false, reason: `${column} holds a data URI whose bytes are ${type.found}, not a ${ACCEPTED_IMAGE_TYPES} image` };
       references.push(part);
       identities.push(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
       continue;
@@ -74,8 +107,20 @@ async function resolveImages(cell: string, column: string, reader: LocalImageRea
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(part)) return { ok: false, reason: `${column} "${part}" uses an unsupported scheme; use http(s), a data URI or a local path` };
     const local = await reader.load(part);
     if (!local.ok) return local;
-    references.push(local.image.reference);
-    identities.push(local.image.identity);
+    const prepared = await prepareImage(local.image, options.maxSide, fits);
+    let delivered: LocalImageReference;
+    try {
+      delivered = await (options.local ?? inlineLocalImages).reference(prepared, part);
+    } catch (error) {
+      // A delivery reports its own failures as reasons, and throws only what must stop the whole
+      // run (no credentials, an account fal refuses), or a downscale that failed (a decompression
+      // bomb, a file sharp chokes on): that one is the row's own problem.
+      if (!(error instanceof DownscaleError)) throw error;
+      return { ok: false, reason: `local file "${part}" could not be downscaled for --max-side: ${error.message}` };
+    }
+    if (!delivered.ok) return delivered;
+    references.push(delivered.reference);
+    identities.push(prepared.identity);
     localFiles.push(local.image.path);
   }
   return { ok: true, references, identities, localFiles };

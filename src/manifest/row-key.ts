@@ -14,6 +14,31 @@ export function rowFingerprint(endpoint: string, prompt: string, imageIdentities
     .slice(0, 32);
 }
 
+/**
+ * The fingerprint of a row mapped by an --input template: endpoint, the whole input with each image
+ * replaced by its identity, and the output field (two batches reading different fields of the same
+ * call must not share the ledger's answer). The template itself is not in it: two templates that
+ * make the same input make the same call.
+ */
+export function inputFingerprint(endpoint: string, identityInput: Readonly<Record<string, unknown>>, outputField: string): string {
+  return createHash('sha256')
+    .update(JSON.stringify(['input', endpoint, canonical(identityInput), outputField]))
+    .digest('hex')
+    .slice(0, 32);
+}
+
+/** Objects with their keys sorted: the same input written in another key order is the same call. */
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (typeof value !== 'object' || value === null) return value;
+  const record = value as Record<string, unknown>;
+  return Object.fromEntries(
+    Object.keys(record)
+      .sort()
+      .map((key) => [key, canonical(record[key])]),
+  );
+}
+
 /** Longest `id` a manifest row may carry. */
 export const MAX_ID_LENGTH = 200;
 

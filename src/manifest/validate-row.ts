@@ -1,9 +1,8 @@
-import { createHash } from 'node:crypto';
-import { ENDPOINTS, knownEndpoints, type ParamName } from '../fal/endpoints.js';
 import type { ColumnMap, KnownColumn } from './columns.js';
-import { formatBytes } from './format-bytes.js';
+import { placeholdersOf, previewField, renderTemplate } from './input-template.js';
 import type { ImageResolver } from './resolve-images.js';
-import { MAX_ID_LENGTH, rowFingerprint } from './row-key.js';
+import { MAX_ID_LENGTH, inputFingerprint, rowFingerprint } from './row-key.js';
+import { BUILT_IN_MAPPING, type EndpointMapping, type RowMapping } from './row-mapping.js';
 
 /** A manifest row ready to call fal with. */
 export interface ManifestRow {
@@ -15,6 +14,8 @@ export interface ManifestRow {
   fingerprint: string;
   endpoint: string;
   input: Record<string, unknown>;
+  /** The output field that holds the answer (`output` but for --output-field). */
+  outputField: string;
   /** Shown in outputs: the image cell as written (data URIs abbreviated). */
   imageDisplay: string;
   prompt: string;
@@ -43,6 +44,8 @@ export interface RowContext {
   images: ImageResolver;
   /** Longest prompt, in characters (config maxPromptChars, flag --max-prompt-chars). */
   maxPromptChars: number;
+  /** How rows become fal inputs (config input, promptTemplate, …). Default: the built-in endpoints' mappings. */
+  mapping?: RowMapping;
 }
 
 /**
@@ -63,8 +66,8 @@ function visible(text: string): string {
 
 /** The first cell with a control character, as a reason naming its column and where it is. */
 function controlCharacter(fields: string[], columns: ColumnMap): string | undefined {
-  const names = new Map<number, string>(columns.extras.map(({ name, index }) => [index, name]));
-  for (const [name, index] of Object.entries(columns.known)) if (index !== undefined) names.set(index, name);
+  const names = new Map<number, string>([...columns.byName].map(([name, index]) => [index, name]));
+  for (const { name, index } of columns.extras) names.set(index, name);
   for (const [index, cell] of fields.entries()) {
     const match = CONTROL.exec(cell);
     if (!match) continue;
@@ -72,14 +75,6 @@ function controlCharacter(fields: string[], columns: ColumnMap): string | undefi
   }
   return undefined;
 }
-
-const PARAM_RULES: Record<ParamName, { test: (n: number) => boolean; integer: boolean; expected: string }> = {
-  max_tokens: { test: (n) => Number.isInteger(n) && n > 0, integer: true, expected: 'a whole number greater than 0' },
-  temperature: { test: (n) => n >= 0, integer: false, expected: 'a number ≥ 0' },
-  top_p: { test: (n) => n >= 0 && n <= 1, integer: false, expected: 'a number from 0 to 1' },
-};
-
-const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 /** `data:image/png;base64,iVBOR…(2.1 KB)`: enough to recognise, never the whole payload. */
 export function abbreviateImage(cell: string): string {
@@ -95,9 +90,24 @@ export function abbreviateImage(cell: string): string {
     .join('|');
 }
 
+/** What outputs show of a row under a mapping: its image cells (abbreviated) and its prompt. */
+function display(mapping: EndpointMapping | undefined, cell: (key: string) => string | undefined): { imageDisplay: string; prompt: string } {
+  if (!mapping) return { imageDisplay: abbreviateImage(cell('image_url') ?? ''), prompt: (cell('prompt') ?? '').trim() };
+  const imageColumns = [...new Set(placeholdersOf(mapping.template.root).flatMap((p) => (p.type === 'image' || p.type === 'image[]' ? [p.key] : [])))];
+  return {
+    imageDisplay: abbreviateImage(imageColumns.map((key) => cell(key) ?? '').join('|')),
+    prompt: previewField(mapping.template, 'prompt', cell) ?? '',
+  };
+}
+
 /** Turns one CSV record into a row to call, or a rejection that says what is wrong and how to fix it. */
 export async function validateRow(record: { line: number; fields: string[] }, ctx: RowContext): Promise<RowVerdict> {
   const { columns } = ctx;
+  const rowMapping = ctx.mapping ?? BUILT_IN_MAPPING;
+  const cell = (key: string): string | undefined => {
+    const index = columns.byName.get(key);
+    return index === undefined ? undefined : record.fields[index];
+  };
   const field = (name: KnownColumn): string | undefined => {
     const index = columns.known[name];
     return index === undefined ? undefined : record.fields[index];
@@ -105,10 +115,11 @@ export async function validateRow(record: { line: number; fields: string[] }, ct
   const idCell = field('id')?.trim();
   const id = idCell === undefined || idCell === '' ? undefined : idCell;
   const endpoint = field('endpoint')?.trim() || ctx.defaultEndpoint;
-  const imageCell = field('image_url') ?? '';
-  const prompt = (field('prompt') ?? '').trim();
+  const target = rowMapping.forEndpoint(endpoint);
+  const mapping = 'reason' in target ? rowMapping.forEndpoint(ctx.defaultEndpoint) : target;
+  const { imageDisplay, prompt } = display('reason' in mapping ? undefined : mapping, cell);
   const extras = columns.extras.map(({ index }) => record.fields[index] ?? '');
-  const shown = { id, endpoint, imageDisplay: abbreviateImage(imageCell), prompt, extras };
+  const shown = { id, endpoint, imageDisplay, prompt, extras };
   // A rejected row is shown in the outputs: without control characters, and without a prompt of megabytes.
   const reject = (reason: string): RowVerdict => ({
     ok: false,
@@ -139,33 +150,20 @@ export async function validateRow(record: { line: number; fields: string[] }, ct
   const control = controlCharacter(record.fields, columns);
   if (control !== undefined) return reject(control);
   if (id !== undefined && id.length > MAX_ID_LENGTH) return reject(`id is ${id.length} characters long; the most is ${MAX_ID_LENGTH}`);
-  const spec = ENDPOINTS.get(endpoint);
-  if (!spec) return reject(`endpoint "${endpoint}" is not supported; use one of ${knownEndpoints()}`);
-  if (prompt === '') return reject('prompt is empty');
+  if ('reason' in target) return reject(target.reason);
 
-  const params: Partial<Record<ParamName, number>> = {};
-  for (const name of Object.keys(PARAM_RULES) as ParamName[]) {
-    const text = field(name)?.trim();
-    if (text === undefined || text === '') continue;
-    if (!spec.params.includes(name)) return reject(`${name} is not an input of ${endpoint} (it takes prompt and images); leave the cell empty`);
-    const rule = PARAM_RULES[name];
-    const value = Number(text);
-    if (!NUMBER.test(text) || !Number.isFinite(value) || !rule.test(value)) return reject(`${name} must be ${rule.expected}, got "${text}"`);
-    params[name] = value;
-  }
+  const rendered = await renderTemplate(target.template, cell, {
+    images: ctx.images,
+    maxTextChars: ctx.maxPromptChars,
+    beforeImages: () => target.refusal(cell),
+    tooManyImages: (column, count, single) => target.tooManyImages(column, count, single),
+  });
+  if (!rendered.ok) return reject(rendered.reason);
 
-  const imageCount = imageCell.split('|').length;
-  if (imageCell.trim() !== '' && imageCount > spec.maxImages) {
-    return reject(
-      spec.maxImages === 1
-        ? `${endpoint} takes one image, this row has ${imageCount}; use fal-ai/mantis-llava-7b-v11 for several images`
-        : `${endpoint} takes at most ${spec.maxImages} images, this row has ${imageCount}`,
-    );
-  }
-  const images = await ctx.images.resolve(imageCell, 'image_url');
-  if (!images.ok) return reject(images.reason);
-
-  const fingerprint = rowFingerprint(endpoint, prompt, images.identities, params);
+  const sentPrompt = rendered.input['prompt'];
+  const fingerprint = target.builtIn
+    ? rowFingerprint(endpoint, typeof sentPrompt === 'string' ? sentPrompt : '', rendered.identities, rendered.numbers)
+    : inputFingerprint(endpoint, rendered.identityInput, target.outputField);
   return {
     ok: true,
     row: {
@@ -173,8 +171,9 @@ export async function validateRow(record: { line: number; fields: string[] }, ct
       line: record.line,
       key: id ?? fingerprint,
       fingerprint,
-      localImages: images.localFiles,
-      input: spec.toInput({ prompt, images: images.references, params }),
+      localImages: rendered.localFiles,
+      input: rendered.input,
+      outputField: target.outputField,
     },
   };
 }

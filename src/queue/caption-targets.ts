@@ -1,19 +1,20 @@
 import { access } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { FalbatchContext } from '../context.js';
-import type { ColumnMap } from '../manifest/columns.js';
+import type { ColumnLayout, ColumnMap } from '../manifest/columns.js';
 import type { ManifestSource } from '../manifest/manifest-source.js';
 import { mapColumns } from '../manifest/columns.js';
 import { captionPath, type CaptionOptions } from '../results/caption-files.js';
 import { SECOND } from '../time.js';
 
 /**
- * The one local image a record names in its image_url cell, as an absolute path, or undefined
- * (a URL, a data URI, several images, no image column). Read from the cell alone: nothing is
- * opened, so a row can be skipped before its image is read or uploaded.
+ * The one local image a record names in its image column (image_url, or the one image column of
+ * an --input template), as an absolute path, or undefined (a URL, a data URI, several images or
+ * image columns). Read from the cell alone: nothing is opened, so a row can be skipped before its
+ * image is read or uploaded.
  */
 export function localImageOf(fields: readonly string[], columns: ColumnMap, filesRoot: string): string | undefined {
-  const index = columns.known.image_url;
+  const index = columns.images.length === 1 ? columns.images[0] : undefined;
   const cell = index === undefined ? undefined : fields[index]?.trim();
   if (!cell || cell.includes('|') || /^(https?:|data:)/i.test(cell) || /^[a-z][a-z0-9+.-]*:\/\//i.test(cell)) return undefined;
   return resolve(filesRoot, cell);
@@ -33,7 +34,14 @@ export async function exists(path: string): Promise<boolean> {
  * images, in the hash `clashKey` (line → reason): the main pass rejects them all, so neither
  * writes over the other. Memory stays flat: the targets seen live in Redis for the run.
  */
-export async function findCaptionClashes(ctx: FalbatchContext, source: ManifestSource, captions: CaptionOptions, seenKey: string, clashKey: string): Promise<number> {
+export async function findCaptionClashes(
+  ctx: FalbatchContext,
+  source: ManifestSource,
+  layout: ColumnLayout,
+  captions: CaptionOptions,
+  seenKey: string,
+  clashKey: string,
+): Promise<number> {
   let columns: ColumnMap | undefined;
   let batch: Array<{ line: number; image: string; target: string }> = [];
   let clashes = 0;
@@ -62,7 +70,7 @@ export async function findCaptionClashes(ctx: FalbatchContext, source: ManifestS
   for await (const record of source.records()) {
     if ('error' in record) continue;
     if (!columns) {
-      columns = mapColumns(record.fields, source.path);
+      columns = mapColumns(record.fields, source.path, layout);
       continue;
     }
     const image = localImageOf(record.fields, columns, source.filesRoot);

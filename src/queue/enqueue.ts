@@ -3,15 +3,19 @@ import { relative, sep } from 'node:path';
 import type { JobsOptions } from 'bullmq';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
+import type { FalCaller } from '../fal/fal-caller.js';
 import { BatchLostError, ConfigError, ManifestError, QueuePausedError } from '../errors.js';
 import { pausedReason } from '../ops/control.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
+import { createRowMapping } from '../manifest/row-mapping.js';
+import { DEFAULT_OUTPUT_FIELD } from '../fal/endpoints.js';
 import { openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
 import { captionPath, type CaptionOptions } from '../results/caption-files.js';
 import { exists, findCaptionClashes, localImageOf } from './caption-targets.js';
 import { LocalImageReader } from '../manifest/local-image.js';
 import { createImageResolver } from '../manifest/resolve-images.js';
+import { localImageDelivery, type ImageDeliveryOptions } from './image-delivery.js';
 import type { RawRecord } from '../manifest/read-records.js';
 import { BATCH_NAME, jobIdFor } from '../manifest/row-key.js';
 import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
@@ -41,6 +45,12 @@ export interface EnqueueOptions {
   strict?: boolean;
   onProgress?: (progress: EnqueueProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Uploads local images to fal storage (unless config.inlineImages). Default: a fal caller made
+   * from the config; without FAL_KEY or FAL_BASE_URL, the first local image stops the enqueue
+   * with FAL_KEY_MISSING (a manifest of URLs needs no credentials).
+   */
+  fal?: FalCaller | undefined;
 }
 
 export interface EnqueueProgress {
@@ -100,12 +110,20 @@ async function* validatedChunks(
   idsKey: string,
   onHeader: (columns: ColumnMap, header: string[]) => void,
   plan?: CaptionPlan,
+  run: ImageDeliveryOptions = {},
 ): AsyncGenerator<Verdict[]> {
   const { config } = ctx;
   const file = source.path;
   const reader = new LocalImageReader(source.filesRoot, config.maxInlineImageBytes);
-  const images = createImageResolver({ files: reader, maxImageBytes: config.maxInlineImageBytes });
+  const images = createImageResolver({
+    files: reader,
+    maxImageBytes: config.maxInlineImageBytes,
+    maxSide: config.maxImageSide,
+    local: localImageDelivery(ctx, run),
+  });
   const limit = pLimit(FILE_READS_AT_ONCE);
+  // One manifest, one mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig.
+  const mapping = createRowMapping(config);
   let columns: ColumnMap | undefined;
   let pending: RawRecord[] = [];
   let pendingChars = 0;
@@ -126,7 +144,7 @@ async function* validatedChunks(
           reason,
           id: (map.known.id === undefined ? undefined : record.fields[map.known.id]?.trim()) || undefined,
           endpoint: (map.known.endpoint === undefined ? undefined : record.fields[map.known.endpoint]?.trim()) || config.endpoint,
-          imageDisplay: map.known.image_url === undefined ? '' : (record.fields[map.known.image_url] ?? '').trim(),
+          imageDisplay: map.images.map((at) => (record.fields[at] ?? '').trim()).join('|'),
           prompt: map.known.prompt === undefined ? '' : (record.fields[map.known.prompt] ?? '').trim(),
           extras: map.extras.map(({ index: at }) => record.fields[at] ?? ''),
         },
@@ -153,6 +171,7 @@ async function* validatedChunks(
                 defaultEndpoint: config.endpoint,
                 images,
                 maxPromptChars: config.maxPromptChars,
+                mapping,
               }),
             ),
       ),
@@ -197,7 +216,7 @@ async function* validatedChunks(
       if ('error' in record) {
         throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, { file, line: record.line });
       }
-      columns = mapColumns(record.fields, file);
+      columns = mapColumns(record.fields, file, mapping.layout);
       onHeader(columns, record.fields);
       continue;
     }
@@ -205,7 +224,7 @@ async function* validatedChunks(
     pending.push(record);
     if ('fields' in record) {
       pendingChars += record.fields.reduce((sum, f) => sum + f.length, 0);
-      if (!/^(https?:|data:)/i.test((record.fields[columns.known.image_url ?? 0] ?? '').trim())) pendingLocal++;
+      if (columns.images.some((i) => !/^(https?:|data:)/i.test((record.fields[i] ?? '').trim()))) pendingLocal++;
     }
     // A chunk is bounded by rows, and by the image bytes it will hold: inline data and local files
     // become data URIs, so a few big images weigh more than thousands of URLs.
@@ -363,20 +382,22 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     prompt: options.prompt,
   });
   const file = source.path;
-  const batch = options.batch ?? (await source.defaultBatchName(config.endpoint));
+  // Another mapping of the same manifest (--input, --prompt-template, --output-field) is another batch.
+  const mappingSignature = createRowMapping(config).signature;
+  const batch = options.batch ?? (await source.defaultBatchName(mappingSignature === undefined ? config.endpoint : `${config.endpoint}\0${mappingSignature}`));
   if (!BATCH_NAME.test(batch)) {
     throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
   }
   const batchKeys = keys.batch(batch);
 
-  if (source.kind === 'csv') await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes });
+  if (source.kind === 'csv') await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, createRowMapping(config).layout);
   const run = randomUUID();
   const plan = options.captions === undefined ? undefined : { captions: options.captions, clashKey: batchKeys.captionClashes(run) };
-  if (plan) await findCaptionClashes(ctx, source, plan.captions, batchKeys.captionTargets(run), plan.clashKey);
+  if (plan) await findCaptionClashes(ctx, source, createRowMapping(config).layout, plan.captions, batchKeys.captionTargets(run), plan.clashKey);
 
   if (options.strict) {
     try {
-      for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), () => undefined, plan)) {
+      for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), () => undefined, plan, options)) {
         const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok && !v.skip);
         if (bad) {
           throw new ManifestError('MANIFEST_INVALID', `${file}: line ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
@@ -411,6 +432,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
         extras = columns.extras.map((e) => e.name);
       },
       plan,
+      options,
     )) {
       options.signal?.throwIfAborted();
       summary.rows += chunk.length;
@@ -469,7 +491,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
         await waitForRoom(ctx, lease, options.signal);
         await ctx.queue.addBulk(
           jobs.map((row) => {
-            const data: RowJobData = { b: batch, k: row.key, e: row.endpoint, f: row.fingerprint, in: row.input };
+            const data: RowJobData = { b: batch, k: row.key, e: row.endpoint, f: row.fingerprint, in: row.input, ...(row.outputField !== DEFAULT_OUTPUT_FIELD ? { o: row.outputField } : {}) };
             return { name: row.endpoint, data, opts: rowJobOptions(ctx, batch, row.key, row.fingerprint) };
           }),
         );

@@ -9,11 +9,14 @@
  *   <prefix>:{<queue>}:paused                    STRING why the queue is paused (account-level fal error)
  *   <prefix>:{<queue>}:inflight:<fingerprint>    STRING the row calling fal for this input right now (others wait)
  *   <prefix>:{<queue>}:request:<job id>          STRING the row's fal request: `submitting:<connection>` while a delivery submits, then `rid:<ms>:<id>`
+ *   <prefix>:{<queue>}:upload:<store>:<identity> STRING fal storage URL of a local image's upload (PX: inside fal's retention);
+ *                                                <store> is `fal`, or `b<hash>` of FAL_BASE_URL (an emulator's URLs are not fal's)
  *   <prefix>:{<queue>}:batch:<name>:meta         HASH settings and counters of the batch
  *   <prefix>:{<queue>}:batch:<name>:rows         LIST one entry per manifest row, in manifest order
  *   <prefix>:{<queue>}:batch:<name>:keys         HASH row key → fingerprint, for every row key enqueued
  *   <prefix>:{<queue>}:batch:<name>:results      HASH row key → result (the source of truth for export)
  *   <prefix>:{<queue>}:batch:<name>:counts       HASH status → number of row keys ended so
+ *   <prefix>:{<queue>}:batch:<name>:stats        HASH figures of the ended rows (sums, latency histograms, rate ring) for status
  *   <prefix>:{<queue>}:batch:<name>:enqueuing    STRING lease held while a producer writes the batch
  */
 export interface BatchKeys {
@@ -22,6 +25,8 @@ export interface BatchKeys {
   keys: string;
   results: string;
   counts: string;
+  /** Aggregates of the ended rows (see results/batch-figures.ts), kept as rows end. */
+  stats: string;
   enqueuing: string;
   /** Rows list being written by one enqueue run, renamed over `rows` when it completes. */
   rowsDraft(run: string): string;
@@ -44,6 +49,8 @@ export interface KeyLayout {
   inflight(fingerprint: string): string;
   /** A row's fal request state, by job id (any delivery of the row reads it). */
   request(jobId: string): string;
+  /** The cached upload of a local image's content (`sha256:<hex>[@<N>px]`) to one fal storage. */
+  upload(store: string, identity: string): string;
   batch(name: string): BatchKeys;
   /** BullMQ's hash for a job id. */
   job(jobId: string): string;
@@ -62,6 +69,7 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
     paused: `${base}:paused`,
     inflight: (fingerprint) => `${base}:inflight:${fingerprint}`,
     request: (jobId) => `${base}:request:${jobId}`,
+    upload: (store, identity) => `${base}:upload:${store}:${identity}`,
     batch(name) {
       const at = `${base}:batch:${name}`;
       return {
@@ -70,6 +78,7 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
         keys: `${at}:keys`,
         results: `${at}:results`,
         counts: `${at}:counts`,
+        stats: `${at}:stats`,
         enqueuing: `${at}:enqueuing`,
         rowsDraft: (run) => `${at}:rows:draft:${run}`,
         idsSeen: (run) => `${at}:ids:${run}`,

@@ -14,6 +14,8 @@ export interface RowJobData {
   f: string;
   /** The fal input, as sent. */
   in: Record<string, unknown>;
+  /** The output field that holds the answer (a dotted path), when not `output` (--output-field). */
+  o?: string;
   /** fal request_id of the request in flight, if any. */
   rid?: string;
   /** When that request was submitted (ms). */

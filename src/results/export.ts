@@ -1,25 +1,39 @@
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { open, rename, stat, unlink } from 'node:fs/promises';
+import { open, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { DEFAULT_CONFIG, type ResolvedConfig } from '../config.js';
 import type { FalbatchContext } from '../context.js';
 import { OutputError, ResultsNotWrittenError } from '../errors.js';
-import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
-import { decodeRowEntry, type RowEntry } from '../queue/batch-rows.js';
-import type { ExportStatus, RowResult } from './row-result.js';
+import { batchNotFound, readBatchMeta, type BatchMeta } from '../queue/batch-meta.js';
+import { decodeRowEntry } from '../queue/batch-rows.js';
+import { AtomicFile, asOutputError } from './atomic-file.js';
+import { buildReport, ERRORS_COLUMNS, errorsRow, sideFiles, type ExportReport } from './export-report.js';
+import { hfMetadataFolder, hfMetadataPath, HfMetadataWriter, type HfMetadataOptions, type HfMetadataSummary } from './hf-metadata.js';
+import { extraNames, OUTPUT_COLUMNS, outputRow, type OutputRow } from './output-row.js';
+import type { Price } from './price.js';
+import { csvSink, jsonlSink, parquetSink, type RowSink } from './row-sinks.js';
+import type { RowResult } from './row-result.js';
 
-/** Output columns, in order; the manifest's extra columns follow. */
-export const OUTPUT_COLUMNS = ['id', 'status', 'output', 'error', 'attempts', 'request_id', 'endpoint', 'image_url', 'prompt', 'latency_ms'] as const;
+export { OUTPUT_COLUMNS } from './output-row.js';
 
-export type OutputFormat = 'csv' | 'jsonl';
+export type OutputFormat = 'csv' | 'jsonl' | 'parquet';
+
+/** Output formats by file extension. */
+export const OUTPUT_FORMATS: Readonly<Record<string, OutputFormat>> = { '.csv': 'csv', '.jsonl': 'jsonl', '.ndjson': 'jsonl', '.parquet': 'parquet' };
 
 export interface ExportOptions {
   batch: string;
-  /** File to write (`.csv` or `.jsonl`); written to a temp file and renamed, so it is never half-written. */
+  /**
+   * File to write; its extension picks the format: `.csv`, `.jsonl` (or `.ndjson`), `.parquet`.
+   * Written to a temp file and renamed, so it is never half-written. `X.errors.csv` (the failed
+   * and rejected rows) and `X.report.json` (counts, timings, cost) are written beside it.
+   */
   out: string;
+  /** Also write Hugging Face imagefolder metadata (`metadata.jsonl`) for the rows with one local image. */
+  hfMetadata?: HfMetadataOptions;
+  /** What the endpoint costs: the report then estimates the batch's cost. Default: no estimate. */
+  price?: Price;
 }
 
 export interface ExportSummary {
@@ -33,73 +47,53 @@ export interface ExportSummary {
   /** Rows that needed no call (their image already had a caption). */
   skipped: number;
   pending: number;
+  /** `X.errors.csv`: one line per failed or rejected row. */
+  errorsFile: string;
+  /** `X.report.json`: see ExportReport. */
+  reportFile: string;
+  report: ExportReport;
+  /** What went into metadata.jsonl, when asked for. */
+  hfMetadata: HfMetadataSummary | undefined;
 }
 
 const PAGE = 1000;
 
 export function outputFormat(out: string): OutputFormat {
-  const extension = extname(out).toLowerCase();
-  if (extension === '.csv') return 'csv';
-  if (extension === '.jsonl' || extension === '.ndjson') return 'jsonl';
-  throw new OutputError(`Cannot tell the format of --out ${out}: name the file .csv or .jsonl.`);
+  const format = OUTPUT_FORMATS[extname(out).toLowerCase()];
+  if (format === undefined) {
+    throw new OutputError(`Cannot tell the format of --out ${out}: name the file .csv, .jsonl (or .ndjson) or .parquet.`);
+  }
+  return format;
 }
 
-type OutputRow = Record<string, string | number | boolean | null>;
-
-function outputRow(entry: RowEntry, result: RowResult | undefined, extras: readonly string[]): { row: OutputRow; status: ExportStatus } {
-  const status: ExportStatus = entry.rejected !== undefined ? 'rejected' : entry.skipped !== undefined ? 'skipped' : (result?.status ?? 'pending');
-  const row: OutputRow = {
-    id: entry.key,
-    status,
-    output: result?.output ?? '',
-    error: entry.rejected !== undefined ? `line ${entry.line}: ${entry.rejected}` : entry.skipped !== undefined ? entry.skipped : (result?.error ?? ''),
-    attempts: result?.attempts ?? 0,
-    request_id: result?.request_id ?? '',
-    endpoint: entry.endpoint,
-    image_url: entry.imageDisplay,
-    prompt: entry.prompt,
-    latency_ms: result?.latency_ms ?? null,
-  };
-  extras.forEach((name, i) => {
-    row[name] = entry.extras[i] ?? '';
-  });
-  return { row, status };
-}
-
-/** Extra columns keep their names unless one collides with an output column; then it gets `manifest_`. */
-function extraNames(extras: readonly string[]): string[] {
-  return extras.map((name) => ((OUTPUT_COLUMNS as readonly string[]).includes(name.toLowerCase()) ? `manifest_${name}` : name));
-}
-
-async function write(stream: WriteStream, text: string): Promise<void> {
-  // A write that failed earlier (ENOSPC) left the stream errored: no 'drain' or 'error' comes again.
-  if (stream.errored) throw stream.errored;
-  if (!stream.write(text)) await once(stream, 'drain');
-}
-
-/** Fails early, before a batch is paid for, when `out` cannot take the results. */
-export async function checkOutput(out: string): Promise<void> {
-  outputFormat(out);
-  const file = resolve(out);
-  const folder = dirname(file);
+/** Fails early, before a batch is paid for, when `file`'s folder cannot take it. */
+export async function checkWritable(file: string): Promise<void> {
+  const target = resolve(file);
+  const folder = dirname(target);
   try {
     if (!(await stat(folder)).isDirectory()) throw new Error('not a folder');
   } catch {
-    throw new OutputError(`Cannot write ${file}: the folder ${folder} does not exist. Create it, or pick another --out.`);
+    throw new OutputError(`Cannot write ${target}: the folder ${folder} does not exist. Create it, or pick another --out.`);
   }
   // An existing folder may still take no files (read-only, not permitted, a file system that takes
   // none): find out with a file of our own, now rather than after the batch is paid for.
-  const probe = resolve(folder, `.${basename(file)}.${randomBytes(4).toString('hex')}.probe`);
+  const probe = resolve(folder, `.${basename(target)}.${randomBytes(4).toString('hex')}.probe`);
   try {
     await (await open(probe, 'wx')).close();
   } catch (error) {
     const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
     throw new OutputError(
-      `Cannot write ${file}: the folder ${folder} does not take new files (${reason}). Pick another --out, in a folder you can write to, or make this one writable.`,
+      `Cannot write ${target}: the folder ${folder} does not take new files (${reason}). Pick another --out, in a folder you can write to, or make this one writable.`,
       { cause: error },
     );
   }
   await unlink(probe).catch(() => undefined);
+}
+
+/** Fails early, before a batch is paid for, when `out` cannot take the results (format, folder). */
+export async function checkOutput(out: string): Promise<void> {
+  outputFormat(out);
+  await checkWritable(out);
 }
 
 /** Quotes a word for a POSIX shell, only when it needs it. */
@@ -108,10 +102,11 @@ function shellWord(word: string): string {
 }
 
 /** The `falbatch export` command that writes a batch's results to `out` (with --prefix when not the default). */
-export function exportCommandLine(config: Pick<ResolvedConfig, 'prefix' | 'redisUrl'>, batch: string, out: string): string {
+export function exportCommandLine(config: Pick<ResolvedConfig, 'prefix' | 'redisUrl'>, batch: string, out: string, hfMetadata?: HfMetadataOptions): string {
   const words = ['falbatch', 'export', '--batch', batch];
   if (config.prefix !== DEFAULT_CONFIG.prefix) words.push('--prefix', config.prefix);
   words.push('--out', resolve(out));
+  if (hfMetadata) words.push(...(hfMetadata.folder !== undefined ? ['--hf-metadata-dir', resolve(hfMetadata.folder)] : ['--hf-metadata']));
   // A shell comment: the line still pastes as it is.
   return words.map(shellWord).join(' ') + (config.redisUrl !== DEFAULT_CONFIG.redisUrl ? '   # with the same REDIS_URL' : '');
 }
@@ -119,7 +114,9 @@ export function exportCommandLine(config: Pick<ResolvedConfig, 'prefix' | 'redis
 /**
  * Writes one line per manifest row, in manifest order, from what Redis holds (so it works on any
  * machine, without the manifest): finished rows with their output or error, rejected rows with
- * their reason, rows still running as pending.
+ * their reason, rows still running as pending. Beside it, `X.errors.csv` and `X.report.json`;
+ * with `hfMetadata`, a `metadata.jsonl` for Hugging Face imagefolder. Every file is written to a
+ * temp file first; all are renamed into place once all are complete.
  */
 export async function exportResults(ctx: FalbatchContext, options: ExportOptions): Promise<ExportSummary> {
   const format = outputFormat(options.out);
@@ -127,33 +124,51 @@ export async function exportResults(ctx: FalbatchContext, options: ExportOptions
   const meta = await readBatchMeta(ctx.redis, ctx.keys, options.batch);
   if (!meta) throw await batchNotFound(ctx.redis, options.batch);
   try {
-    return await writeResults(ctx, options.batch, out, format, meta.extras);
+    return await writeResults(ctx, meta, out, format, options);
   } catch (error) {
     // The results are all in Redis: say so, and how to write them elsewhere.
     if (error instanceof OutputError) {
-      throw new ResultsNotWrittenError(error.message, { batch: options.batch, out, exportCommand: exportCommandLine(ctx.config, options.batch, out) }, { cause: error });
+      throw new ResultsNotWrittenError(
+        error.message,
+        { batch: options.batch, out, exportCommand: exportCommandLine(ctx.config, options.batch, out, options.hfMetadata) },
+        { cause: error },
+      );
     }
     throw error;
   }
 }
 
-async function writeResults(ctx: FalbatchContext, batch: string, out: string, format: OutputFormat, manifestExtras: readonly string[]): Promise<ExportSummary> {
-  await checkOutput(out);
+async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, format: OutputFormat, options: ExportOptions): Promise<ExportSummary> {
+  const batch = meta.name;
+  await checkWritable(out);
+  const side = sideFiles(out);
+  const metadataFolder = options.hfMetadata ? await hfMetadataFolder({ manifest: meta.manifest, filesRoot: meta.filesRoot }, options.hfMetadata.folder) : undefined;
+  if (metadataFolder !== undefined) {
+    const metadataPath = hfMetadataPath(metadataFolder);
+    if ([out, side.errors, side.report].includes(metadataPath)) throw new OutputError(`--out ${out} is where the imagefolder metadata goes (${metadataPath}): pick another --out.`);
+    await checkWritable(metadataPath);
+  }
   const keys = ctx.keys.batch(batch);
-  const extras = extraNames(manifestExtras);
+  const extras = extraNames(meta.extras);
   const columns = [...OUTPUT_COLUMNS, ...extras];
-  const temp = resolve(dirname(out), `.${basename(out)}.${randomBytes(4).toString('hex')}.tmp`);
-  const summary: ExportSummary = { batch, out, format, rows: 0, ok: 0, failed: 0, rejected: 0, skipped: 0, pending: 0 };
-  const stream = createWriteStream(temp, { flags: 'wx' });
-  const opened = new Promise<void>((resolveOpen, reject) => {
-    stream.once('open', () => resolveOpen());
-    stream.once('error', reject);
-  });
+  const counts = { rows: 0, ok: 0, failed: 0, rejected: 0, skipped: 0, pending: 0 };
+  const files: AtomicFile[] = [];
+  const create = async (path: string): Promise<AtomicFile> => {
+    const file = await AtomicFile.create(path);
+    files.push(file);
+    return file;
+  };
+  let current = out;
   try {
-    await opened.catch((error: Error) => {
-      throw new OutputError(`Cannot write ${out}: ${error.message}`, { cause: error });
-    });
-    if (format === 'csv') await write(stream, stringify([columns]));
+    const main = await create(out);
+    const sink: RowSink = format === 'csv' ? await csvSink(main, columns) : format === 'jsonl' ? jsonlSink(main) : parquetSink(main, columns);
+    current = side.errors;
+    const errors = await create(side.errors);
+    await errors.write(stringify([[...ERRORS_COLUMNS]]));
+    current = metadataFolder === undefined ? out : hfMetadataPath(metadataFolder);
+    const metadata = metadataFolder === undefined ? undefined : new HfMetadataWriter(await create(hfMetadataPath(metadataFolder)), metadataFolder, meta.filesRoot);
+    current = out;
+
     for (let start = 0; ; start += PAGE) {
       const page = (await ctx.redis.lrange(keys.rows, start, start + PAGE - 1)).map(decodeRowEntry);
       if (page.length === 0) break;
@@ -161,36 +176,57 @@ async function writeResults(ctx: FalbatchContext, batch: string, out: string, fo
       const results = await ctx.store.getMany(batch, called.map((entry) => entry.key));
       const byKey = new Map<string, RowResult | undefined>(called.map((entry, i) => [entry.key, results[i]]));
       const lines: OutputRow[] = [];
+      const errorLines: OutputRow[] = [];
+      let metadataLines = '';
       for (const entry of page) {
-        const called = entry.rejected === undefined && entry.skipped === undefined;
-        const { row, status } = outputRow(entry, called ? byKey.get(entry.key) : undefined, extras);
-        summary.rows++;
-        summary[status]++;
+        const result = entry.rejected === undefined && entry.skipped === undefined ? byKey.get(entry.key) : undefined;
+        const { row, status } = outputRow(entry, result, extras);
+        counts.rows++;
+        counts[status]++;
         lines.push(row);
+        const error = errorsRow(entry, result, status);
+        if (error) errorLines.push(error);
+        if (metadata) metadataLines += metadata.line(entry, result) ?? '';
       }
-      const text =
-        format === 'csv'
-          ? stringify(lines, { columns })
-          : lines.map((row) => `${JSON.stringify(row)}\n`).join('');
-      await write(stream, text);
+      current = out;
+      await sink.write(lines);
+      current = side.errors;
+      if (errorLines.length > 0) await errors.write(stringify(errorLines, { columns: [...ERRORS_COLUMNS] }));
+      if (metadata) {
+        current = metadata.summary.path;
+        await metadata.write(metadataLines);
+      }
       if (page.length < PAGE) break;
     }
-    await new Promise<void>((resolveEnd, reject) => {
-      if (stream.errored) {
-        reject(stream.errored);
-        return;
-      }
-      stream.once('error', reject);
-      // end() calls back with the error of a failed write too: never rename a short file into place.
-      stream.end((error?: Error | null) => (error ? reject(error) : resolveEnd()));
-    });
-    await rename(temp, out);
+    current = out;
+    await sink.end();
+    for (const file of files) {
+      current = file.path;
+      await file.close();
+    }
+
+    const report = await buildReport(ctx, meta, { out, format, errors: side.errors, report: side.report, hfMetadata: metadata?.summary }, counts, options.price);
+    // The report last: it is small, and written whole before anything is renamed into place.
+    current = side.report;
+    const reportFile = await create(side.report);
+    await reportFile.write(`${JSON.stringify(report, null, 2)}\n`);
+    await reportFile.close();
+    for (const file of files) {
+      current = file.path;
+      await file.commit();
+    }
+    return {
+      batch,
+      out,
+      format,
+      ...counts,
+      errorsFile: side.errors,
+      reportFile: side.report,
+      report,
+      hfMetadata: metadata?.summary,
+    };
   } catch (error) {
-    stream.destroy();
-    await unlink(temp).catch(() => undefined);
-    // File system trouble is an output error; anything else (Redis) goes up as it is.
-    if ((error as NodeJS.ErrnoException).syscall !== undefined) throw new OutputError(`Cannot write ${out}: ${(error as Error).message}`, { cause: error });
-    throw error;
+    await Promise.all(files.map((file) => file.discard()));
+    throw asOutputError(error, current);
   }
-  return summary;
 }

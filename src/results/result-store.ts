@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { BatchLostError } from '../errors.js';
 import type { KeyLayout } from '../queue/keys.js';
+import { RATE_SLOT_MS, RATE_SLOTS, statsIncrements } from './batch-figures.js';
 import type { LedgerEntry, RowResult } from './row-result.js';
 
 // Starts a row, atomically: has it ended? was an identical row already paid for (the ledger keeps
@@ -53,7 +54,13 @@ return 0
 // since) pairs its answer with no row: it only goes to the ledger, under the content it answers.
 // A batch Redis lost gets nothing written under its keys (nobody would read them); its answer
 // still goes to the ledger, so enqueuing the manifest again does not pay for it.
-// KEYS: results, counts, ledger, inflight, request, row keys, meta. ARGV: row key, result, status, fingerprint, ledger entry or '', owner or ''.
+// The batch's stats (figures `status` shows in O(1)) move with the counts, once per row: sums and
+// latency histogram buckets (fields and increments computed by statsIncrements), the first and last
+// finish, and a ring of RATE_SLOTS slots of RATE_SLOT_MS counting rows ended (the rate over the
+// last minute); a slot is reset when it comes round again, and a finish older than the slot's
+// current lap (a worker's clock far behind) is left out of the rate.
+// KEYS: results, counts, ledger, inflight, request, row keys, meta, stats.
+// ARGV: row key, result, status, fingerprint, ledger entry or '', owner or '', finished at (ms), then stats field/increment pairs.
 const RECORD_RESULT = `
 local added = 0
 local wanted = redis.call('HGET', KEYS[6], ARGV[1])
@@ -67,6 +74,20 @@ elseif redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
   if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
   added = 1
+  for i = 8, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[8], ARGV[i], ARGV[i + 1]) end
+  local at = tonumber(ARGV[7])
+  local first = tonumber(redis.call('HGET', KEYS[8], 'first_at') or '')
+  if first == nil or at < first then redis.call('HSET', KEYS[8], 'first_at', ARGV[7]) end
+  local last = tonumber(redis.call('HGET', KEYS[8], 'last_at') or '')
+  if last == nil or at > last then redis.call('HSET', KEYS[8], 'last_at', ARGV[7]) end
+  local slot = math.floor(at / ${RATE_SLOT_MS})
+  local ring = slot % ${RATE_SLOTS}
+  local lap = tonumber(redis.call('HGET', KEYS[8], 'rt:' .. ring) or '')
+  if lap == nil or lap < slot then
+    redis.call('HSET', KEYS[8], 'rt:' .. ring, slot, 'r:' .. ring, 1)
+  elseif lap == slot then
+    redis.call('HINCRBY', KEYS[8], 'r:' .. ring, 1)
+  end
 end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) == ARGV[6] then redis.call('DEL', KEYS[4]) end
 if ARGV[6] ~= '' then redis.call('DEL', KEYS[5]) end
@@ -196,12 +217,15 @@ interface Scripts {
     request: string,
     rowKeys: string,
     meta: string,
+    stats: string,
     key: string,
     json: string,
     status: string,
     fingerprint: string,
     ledgerJson: string,
     owner: string,
+    finishedAt: number,
+    ...increments: Array<string | number>
   ): Promise<number>;
   falbatchReleaseClaim(key: string, owner: string): Promise<number>;
   falbatchTakeOverClaim(key: string, from: string, to: string, ttlMs: number): Promise<number>;
@@ -210,7 +234,7 @@ interface Scripts {
 function scriptsOf(redis: Redis): Scripts {
   if (!('falbatchBeginRow' in redis)) {
     redis.defineCommand('falbatchBeginRow', { numberOfKeys: 6, lua: BEGIN_ROW });
-    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 7, lua: RECORD_RESULT });
+    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 8, lua: RECORD_RESULT });
     redis.defineCommand('falbatchTakeOverSubmit', { numberOfKeys: 1, lua: TAKE_OVER_SUBMIT });
     redis.defineCommand('falbatchDropRequest', { numberOfKeys: 1, lua: DROP_REQUEST });
     redis.defineCommand('falbatchReleaseClaim', { numberOfKeys: 1, lua: RELEASE_CLAIM });
@@ -281,12 +305,15 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         keys.request(options.releaseFor ?? ''),
         batchKeys.keys,
         batchKeys.meta,
+        batchKeys.stats,
         key,
         JSON.stringify(result),
         result.status,
         fingerprint,
         options.remember && result.status === 'ok' ? JSON.stringify(ledgerEntryOf(result)) : '',
         options.releaseFor ?? '',
+        result.finished_at,
+        ...statsIncrements(result).flat(),
       );
       if (added === -2) throw new BatchLostError(batch);
       return added === 1;

@@ -21,6 +21,14 @@ export interface RowResult {
   /** fal's metrics.inference_time, seconds: what fal bills on per-second endpoints. */
   inference_s?: number;
   submitted_at?: number;
+  /**
+   * When fal started running the request, as a worker saw it happen: the first IN_PROGRESS status
+   * after an IN_QUEUE one (at once with the status stream; within the poll interval with
+   * `--wait poll`). Unset when the worker never saw the request queued (it was running at the first
+   * look: started at once, or resumed by another worker). Queue wait = started_at − submitted_at;
+   * when unset, latency_ms − inference.
+   */
+  started_at?: number;
   finished_at: number;
   /** Answered from the ledger: an identical row already paid for (in this or another batch). */
   cached?: boolean;

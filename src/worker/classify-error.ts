@@ -18,10 +18,11 @@ export type Verdict =
   | { kind: 'permanent'; reason: string; errorType: string }
   | { kind: 'account'; reason: string; errorType: string };
 
-/** A 2xx answer whose body is not what the endpoint promises (no `output`): paying again would not help. */
+/** A 2xx answer whose body is not what the endpoint promises (no `output`, or no --output-field): paying again would not help. */
 export class UnexpectedOutputError extends Error {
-  constructor(endpoint: string, body: unknown) {
-    super(`${endpoint} answered without an output field: ${JSON.stringify(body).slice(0, 300)}`);
+  constructor(endpoint: string, body: unknown, outputField = 'output') {
+    const missing = outputField === 'output' ? 'an output field' : `the field ${outputField} (--output-field)`;
+    super(`${endpoint} answered without ${missing}: ${JSON.stringify(body).slice(0, 300)}`);
     this.name = 'UnexpectedOutputError';
   }
 }

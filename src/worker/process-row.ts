@@ -1,6 +1,6 @@
 import type { ResolvedConfig } from '../config.js';
 import { BatchLostError, FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError } from '../errors.js';
-import { ENDPOINTS } from '../fal/endpoints.js';
+import { readAnswer } from '../fal/endpoints.js';
 import type { FalCaller, FalStatus } from '../fal/fal-caller.js';
 import type { Logger } from '../log.js';
 import type { RowJobData, RowRequestState } from '../queue/row-job.js';
@@ -45,13 +45,26 @@ export interface RowProcessorDeps {
 export class AttemptError extends Error {
   readonly verdict: Verdict;
   readonly phase: AttemptPhase;
+  /** What fal said of the request's run, when it got that far (a model error is billed): for the row's result. */
+  readonly timing: RowTimingFields;
 
-  constructor(phase: AttemptPhase, verdict: Verdict) {
+  constructor(phase: AttemptPhase, verdict: Verdict, timing: RowTimingFields = {}) {
     super(verdict.reason);
     this.name = 'AttemptError';
     this.phase = phase;
     this.verdict = verdict;
+    this.timing = timing;
   }
+}
+
+/** The timing fields of a RowResult that fal's statuses tell. */
+export type RowTimingFields = Pick<RowResult, 'started_at' | 'inference_s'>;
+
+function timingFields(startedAt: number | undefined, status: FalStatus | undefined): RowTimingFields {
+  return {
+    ...(startedAt !== undefined ? { started_at: startedAt } : {}),
+    ...(status?.inferenceSeconds !== undefined ? { inference_s: status.inferenceSeconds } : {}),
+  };
 }
 
 /**
@@ -158,6 +171,10 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   let requestId = start.kind === 'resume' ? start.requestId : data.rid;
   let submittedAt = start.kind === 'resume' ? start.submittedAt : (data.sub ?? clock.now());
   let status: FalStatus | undefined;
+  // When fal started the request, if this delivery sees it happen: IN_QUEUE, then IN_PROGRESS (see
+  // RowResult.started_at). A request already running at the first look started at some unknown
+  // point before it.
+  const began: { queued: boolean; at: number | undefined } = { queued: false, at: undefined };
   try {
     if (!requestId) {
       // The submit is not aborted with the attempt: once fal may have accepted it, its id must be
@@ -174,13 +191,16 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     }
 
     phase = 'wait';
-    status = await waitFor(data, requestId, submittedAt, attempt, deps);
+    status = await waitFor(data, requestId, submittedAt, attempt, deps, (seen) => {
+      if (seen.state === 'IN_QUEUE') began.queued = true;
+      else if (seen.state === 'IN_PROGRESS' && began.queued && began.at === undefined) began.at = clock.now();
+    });
 
     if (status.error !== undefined) deps.statusErrors.sawStatusError();
     phase = 'result';
     const body = await readResult(data.e, requestId, status, attempt.signal, deps);
-    const answer = ENDPOINTS.get(data.e)?.readOutput(body);
-    if (!answer) throw new UnexpectedOutputError(data.e, body);
+    const answer = readAnswer(body, data.o);
+    if (!answer) throw new UnexpectedOutputError(data.e, body, data.o);
     const finishedAt = clock.now();
     const result: RowResult = {
       status: 'ok',
@@ -190,7 +210,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
       request_id: requestId,
       endpoint: data.e,
       latency_ms: Math.max(0, finishedAt - submittedAt),
-      ...(status.inferenceSeconds !== undefined ? { inference_s: status.inferenceSeconds } : {}),
+      ...timingFields(began.at, status),
       submitted_at: submittedAt,
       finished_at: finishedAt,
     };
@@ -230,7 +250,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     const keepsRequest = saved && verdict.kind !== 'permanent' && !resubmit;
     // The claim goes with the request: kept while this row will resume it, released otherwise.
     if (!keepsRequest) await store.release(data.f, owner);
-    throw new AttemptError(phase, verdict);
+    throw new AttemptError(phase, verdict, timingFields(began.at, status));
   }
 }
 
@@ -255,7 +275,14 @@ async function recordFromLedger(data: RowJobData, paid: LedgerEntry, deps: RowPr
   );
 }
 
-async function waitFor(data: RowJobData, requestId: string, submittedAt: number, attempt: RowAttempt, deps: RowProcessorDeps): Promise<FalStatus> {
+async function waitFor(
+  data: RowJobData,
+  requestId: string,
+  submittedAt: number,
+  attempt: RowAttempt,
+  deps: RowProcessorDeps,
+  onStatus: (status: FalStatus) => void,
+): Promise<FalStatus> {
   const { fal, clock, config } = deps;
   // A resumed request keeps its original budget; even past it, it gets one look at its status.
   const deadline = submittedAt + config.waitBudgetMs;
@@ -264,6 +291,7 @@ async function waitFor(data: RowJobData, requestId: string, submittedAt: number,
       mode: config.waitMode,
       pollIntervalMs: config.pollIntervalMs,
       deadline,
+      onStatus,
       ...(attempt.signal ? { signal: attempt.signal } : {}),
     });
   } catch (error) {

@@ -10,7 +10,7 @@ import { jobIdFor } from '../manifest/row-key.js';
 import { MINUTE, formatDuration } from '../time.js';
 import { rateLimitDelay, retryDelay } from './backoff.js';
 import { classifyFalError, type Verdict } from './classify-error.js';
-import { AttemptError, ResultPendingError, processRow } from './process-row.js';
+import { AttemptError, ResultPendingError, processRow, type RowTimingFields } from './process-row.js';
 import { createStatusErrorKnowledge } from './status-errors.js';
 
 export interface StartWorkerOptions {
@@ -98,7 +98,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     counts.lost++;
   };
 
-  const recordFailure = async (job: Job<RowJobData>, verdict: Verdict, attempts: number): Promise<void> => {
+  const recordFailure = async (job: Job<RowJobData>, verdict: Verdict, attempts: number, timing: RowTimingFields = {}): Promise<void> => {
     const { data } = job;
     const now = clock.now();
     const recorded = store.record(
@@ -114,6 +114,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         finished_at: now,
         ...(data.rid !== undefined ? { request_id: data.rid } : {}),
         ...(data.sub !== undefined ? { submitted_at: data.sub, latency_ms: now - data.sub } : {}),
+        ...timing,
       },
       // Failures stay out of the ledger: a later batch may retry an identical row (the image may be
       // reachable by then). Within this batch the row has ended and is not called again. Identical
@@ -184,13 +185,14 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         throw new WaitingError();
       }
       const verdict = error instanceof AttemptError ? error.verdict : classifyFalError(error, 'submit');
+      const timing = error instanceof AttemptError ? error.timing : {};
       switch (verdict.kind) {
         case 'permanent':
-          await recordFailure(job, verdict, attempt);
+          await recordFailure(job, verdict, attempt, timing);
           throw new UnrecoverableError(verdict.reason);
         case 'retry':
           if (attempt >= (job.opts.attempts ?? 1)) {
-            await recordFailure(job, verdict, attempt);
+            await recordFailure(job, verdict, attempt, timing);
             throw new UnrecoverableError(verdict.reason);
           }
           counts.retried++;

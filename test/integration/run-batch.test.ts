@@ -101,7 +101,7 @@ describe('runBatch over the emulator', () => {
       [14, expect.stringMatching(/^endpoint "fal-ai\/flux" is not supported; use one of fal-ai\/llava-next, fal-ai\/mantis-llava-7b-v11/)],
       [15, `max_tokens is not an input of ${MANTIS} (it takes prompt and images); leave the cell empty`],
       [16, '8 fields, but the header has 7 columns; quote fields that contain commas'],
-      [17, 'local file "notes.txt" is not a PNG, JPEG, WebP, GIF or BMP image'],
+      [17, 'local file "notes.txt" is not an image: its bytes are text/plain, not a PNG, JPEG, WebP, GIF or BMP image (whatever its name says)'],
       [18, 'image_url is empty'],
     ]);
     expect(summary.export).toMatchObject({ rows: 17, ok: 2, rejected: 15, failed: 0 });

@@ -67,14 +67,15 @@ describe('results that cannot be written', () => {
 
   it('a full disk when the results are written (ENOSPC): exit 3, and once there is room the command given writes them', async ({ skip }) => {
     const h = await createHarness();
-    // A real full disk: a 16 KiB tmpfs, filled. An empty file still fits (the early check passes, as
-    // it would on a disk that fills up during the run); the results do not.
+    // A real full disk: a 64 KiB tmpfs, filled. An empty file still fits (the early check passes, as
+    // it would on a disk that fills up during the run); the results do not. Once the filler is gone,
+    // the results, their errors file and their report fit (a few 4 KiB pages each).
     const disk = join(h.dir, 'disk');
     mkdirSync(disk);
-    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', disk]).status !== 0) skip('mounting a tmpfs needs root with CAP_SYS_ADMIN');
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0) skip('mounting a tmpfs needs root with CAP_SYS_ADMIN');
     try {
       const filler = join(disk, 'filler');
-      expect(() => writeFileSync(filler, Buffer.alloc(64 * 1024))).toThrow(/ENOSPC/);
+      expect(() => writeFileSync(filler, Buffer.alloc(256 * 1024))).toThrow(/ENOSPC/);
       const out = join(disk, 'out.csv');
       const cli = spawnCli(['run', manifestOf(h, 40), '--out', out], h.env());
       // A write that fails must not leave the export waiting for ever.

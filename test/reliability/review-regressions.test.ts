@@ -86,7 +86,7 @@ describe('run, rate limits and identical rows', () => {
     const manifest = manifestOf(h, 2);
     const wrongKind = await runCliProcess(['run', manifest, '--out', join(h.dir, 'results.txt')], h.env());
     expect(wrongKind.code).toBe(1);
-    expect(wrongKind.stderr).toContain('name the file .csv or .jsonl');
+    expect(wrongKind.stderr).toContain('name the file .csv, .jsonl (or .ndjson) or .parquet');
     const noFolder = await runCliProcess(['run', manifest, '--out', join(h.dir, 'missing', 'r.csv')], h.env());
     expect(noFolder.code).toBe(1);
     expect(noFolder.stderr).toContain('does not exist');

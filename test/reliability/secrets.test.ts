@@ -44,7 +44,8 @@ describe('secrets', () => {
     for (const [format, out, prefix] of [['text', 'out.csv', h.prefix], ['json', 'out.jsonl', `${h.prefix}-json`]] as const) {
       const result = await runCliProcess(['run', manifest, '--out', join(h.dir, out), '--log-level', 'debug', '--log-format', format, '--prefix', prefix], h.env());
       expect(result.code).toBe(2);
-      logs.push(result.stdout, result.stderr, readFileSync(join(h.dir, out), 'utf8'));
+      const stem = join(h.dir, out.replace(/\.\w+$/, ''));
+      logs.push(result.stdout, result.stderr, readFileSync(join(h.dir, out), 'utf8'), readFileSync(`${stem}.errors.csv`, 'utf8'), readFileSync(`${stem}.report.json`, 'utf8'));
     }
     const wrongRedis = await runCliProcess(['status'], h.env({ REDIS_URL: `redis://:${redisPassword}@127.0.0.1:1` }));
     expect(wrongRedis.code).toBe(1);

@@ -7,6 +7,7 @@ import { LocalImageReader } from '../../src/manifest/local-image.js';
 import { createImageResolver } from '../../src/manifest/resolve-images.js';
 import { readRecords, type ReadRecordsOptions } from '../../src/manifest/read-records.js';
 import { validateRow, type RowContext, type RowVerdict } from '../../src/manifest/validate-row.js';
+import { pngDataUri as paddedPngDataUri } from '../helpers/images.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'falbatch-validate-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -47,11 +48,9 @@ async function verdicts(text: string, options: ReadRecordsOptions = {}): Promise
   return out;
 }
 
-/** A PNG of `size` bytes (the signature, then padding), as a data URI. */
+/** A real PNG of `size` bytes (a padded text chunk), as a data URI. */
 function pngDataUri(size: number): string {
-  const bytes = Buffer.alloc(size);
-  Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(bytes);
-  return `data:image/png;base64,${bytes.toString('base64')}`;
+  return paddedPngDataUri('padded', size);
 }
 
 describe('validateRow limits', () => {

@@ -2,13 +2,15 @@ import { Command } from 'commander';
 import { ConfigError, EXIT } from '../../errors.js';
 import { waitForBatch } from '../../ops/status.js';
 import { exportResults } from '../../results/export.js';
+import { resolvePrice } from '../../fal/pricing.js';
+import { readBatchMeta } from '../../queue/batch-meta.js';
 import { writeCaptions } from '../../results/write-captions.js';
 import type { CliIo } from '../io.js';
 import { captionFailures, captionsReport, exportReport } from '../output.js';
 import { withSession } from '../session.js';
-import { captionsFrom, withCaptionOptions, withConnectionOptions, type CaptionFlags, type RawFlags } from '../shared-options.js';
+import { captionsFrom, hfMetadataFrom, withCaptionOptions, withConnectionOptions, withDatasetOptions, withPriceOption, type CaptionFlags, type DatasetFlags, type RawFlags } from '../shared-options.js';
 
-interface ExportFlags extends Omit<RawFlags, 'wait'>, CaptionFlags {
+interface ExportFlags extends Omit<RawFlags, 'wait'>, CaptionFlags, DatasetFlags {
   batch: string;
   out?: string;
   /** A switch here, not the wait mode of run/work. */
@@ -17,20 +19,25 @@ interface ExportFlags extends Omit<RawFlags, 'wait'>, CaptionFlags {
 
 export function exportCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
-    withCaptionOptions(new Command('export'))
+    withPriceOption(withDatasetOptions(withCaptionOptions(new Command('export'))))
       .description("Write a batch's results, one line per manifest row in manifest order (works on any machine)")
       .requiredOption('--batch <name>', 'the batch')
-      .option('--out <file>', 'results file, .csv or .jsonl (written atomically); needed unless --captions')
+      .option('--out <file>', 'results file, .csv, .jsonl or .parquet (written atomically, with X.errors.csv and X.report.json beside it); needed unless --captions')
       .option('--wait', 'wait until the batch is finished first'),
   ).action(async ({ wait, ...flags }: ExportFlags) => {
     const captions = captionsFrom(flags);
-    if (flags.out === undefined && !captions) throw new ConfigError('export needs --out FILE (.csv or .jsonl), or --captions to write caption files beside the images, or both');
+    if (flags.out === undefined && !captions) throw new ConfigError('export needs --out FILE (.csv, .jsonl or .parquet), or --captions to write caption files beside the images, or both');
+    const hfMetadata = hfMetadataFrom(flags);
+    if (hfMetadata && flags.out === undefined) throw new ConfigError('--hf-metadata goes with --out FILE: the report beside it says what metadata.jsonl holds');
     await withSession(io, flags, {}, async ({ ctx }) => {
       if (wait) {
         const status = await waitForBatch(ctx, flags.batch, { signal: io.signal, intervalMs: 500 });
         if (status.paused !== undefined) throw new ConfigError(`batch ${flags.batch} cannot finish: the queue is paused: ${status.paused}`);
       }
-      const summary = flags.out === undefined ? undefined : await exportResults(ctx, { batch: flags.batch, out: flags.out });
+      const meta = await readBatchMeta(ctx.redis, ctx.keys, flags.batch);
+      const { price } = await resolvePrice(ctx.config, meta?.defaultEndpoint || ctx.config.endpoint);
+      const summary =
+        flags.out === undefined ? undefined : await exportResults(ctx, { batch: flags.batch, out: flags.out, ...(hfMetadata ? { hfMetadata } : {}), ...(price ? { price } : {}) });
       if (summary) io.stdout(exportReport(summary));
       if (captions) {
         const written = await writeCaptions(ctx, { batch: flags.batch, captions });

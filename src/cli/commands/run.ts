@@ -2,12 +2,13 @@ import { basename, extname, resolve } from 'node:path';
 import { Command } from 'commander';
 import { EXIT } from '../../errors.js';
 import { runBatch } from '../../run-batch.js';
+import { resolvePrice } from '../../fal/pricing.js';
 import type { CliIo } from '../io.js';
 import { captionFailures, captionsReport, enqueueReport, exportReport, progressLine, rowNotices } from '../output.js';
 import { withSession } from '../session.js';
-import { captionsFrom, withCaptionOptions, withConnectionOptions, withFalOptions, withManifestOptions, type CaptionFlags, type RawFlags } from '../shared-options.js';
+import { captionsFrom, hfMetadataFrom, withCaptionOptions, withConnectionOptions, withDatasetOptions, withFalOptions, withPriceOption, withManifestOptions, type CaptionFlags, type DatasetFlags, type RawFlags } from '../shared-options.js';
 
-interface RunFlags extends RawFlags, CaptionFlags {
+interface RunFlags extends RawFlags, CaptionFlags, DatasetFlags {
   out?: string;
   batch?: string;
   emulate?: boolean;
@@ -18,23 +19,27 @@ interface RunFlags extends RawFlags, CaptionFlags {
 export function runCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
     withFalOptions(
-      withCaptionOptions(withManifestOptions(new Command('run').description('Enqueue a manifest, work it in this process, wait, and export the results')))
-        .option('--out <file>', 'results file, .csv or .jsonl (default: <manifest name>.results.csv in the current folder)')
+      withPriceOption(withDatasetOptions(withCaptionOptions(withManifestOptions(new Command('run').description('Enqueue a manifest, work it in this process, wait, and export the results')))))
+        .option('--out <file>', 'results file, .csv, .jsonl or .parquet, with X.errors.csv and X.report.json beside it (default: <manifest name>.results.csv in the current folder)')
         .option('--emulate', 'use a built-in fal emulator instead of fal.ai (and a private Redis if none answers)'),
     ),
   ).action(async (manifest: string, flags: RunFlags) => {
     const out = flags.out ?? `${basename(manifest, extname(manifest))}.results.csv`;
     const captions = captionsFrom(flags);
-    await withSession(io, flags, { callsFal: true, emulate: flags.emulate ?? false }, async ({ ctx, emulated, step }) => {
+    await withSession(io, flags, { callsFal: true, emulate: flags.emulate ?? false }, async ({ ctx, emulated, step, log }) => {
       const started = ctx.clock.now();
       let lastPrint = 0;
       let doneAtStart: number | undefined;
+      const { price, note } = await resolvePrice(ctx.config, ctx.config.endpoint);
+      if (note !== undefined) log.info(`cost estimate: ${note}`);
       const summary = await runBatch(ctx, {
         manifest,
         out,
         batch: flags.batch,
         prompt: flags.prompt,
         captions,
+        hfMetadata: hfMetadataFrom(flags),
+        ...(price ? { price } : {}),
         strict: flags.strict ?? false,
         signal: io.signal,
         onStep: step,

@@ -4,7 +4,8 @@ import { getStatus, listBatches } from '../../ops/status.js';
 import type { CliIo } from '../io.js';
 import { statusReport } from '../output.js';
 import { withSession } from '../session.js';
-import { withConnectionOptions, type RawFlags } from '../shared-options.js';
+import { withConnectionOptions, withPriceOption, type RawFlags } from '../shared-options.js';
+import { resolvePrice } from '../../fal/pricing.js';
 
 interface StatusFlags extends RawFlags {
   batch?: string;
@@ -13,13 +14,16 @@ interface StatusFlags extends RawFlags {
 
 export function statusCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
-    new Command('status')
+    withPriceOption(new Command('status'))
       .description("Show a batch's progress, or every batch's when --batch is left out")
       .option('--batch <name>', 'the batch')
       .option('--json', 'print JSON'),
   ).action(async (flags: StatusFlags) => {
     await withSession(io, flags, {}, async ({ ctx, config }) => {
-      const statuses = flags.batch !== undefined ? [await getStatus(ctx, flags.batch)] : await listBatches(ctx);
+      // Spend needs a price: --price, or fal's pricing API for the default endpoint when there is a key.
+      const { price } = await resolvePrice(config, config.endpoint);
+      const options = price ? { price } : {};
+      const statuses = flags.batch !== undefined ? [await getStatus(ctx, flags.batch, options)] : await listBatches(ctx, options);
       if (flags.json) io.stdout(`${JSON.stringify(flags.batch !== undefined ? statuses[0] : statuses, null, 2)}\n`);
       else if (statuses.length === 0) io.stdout(`no batches in namespace "${config.prefix}"\n`);
       else io.stdout(statuses.map(statusReport).join('\n'));

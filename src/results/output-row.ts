@@ -1,0 +1,88 @@
+import type { RowEntry } from '../queue/batch-rows.js';
+import type { ExportStatus, RowResult } from './row-result.js';
+
+/**
+ * Output columns, in order; the manifest's extra columns follow. A contract: columns are added at
+ * the end (before the extras), never renamed or reordered.
+ */
+export const OUTPUT_COLUMNS = [
+  'id',
+  'status',
+  'output',
+  'error',
+  'attempts',
+  'request_id',
+  'endpoint',
+  'image_url',
+  'prompt',
+  'latency_ms',
+  'partial',
+  'error_type',
+  'inference_s',
+  'cached',
+] as const;
+
+export type OutputColumn = (typeof OUTPUT_COLUMNS)[number];
+
+/** Parquet type of each output column (carried manifest columns are strings). */
+export const COLUMN_TYPES: Readonly<Record<OutputColumn, 'STRING' | 'INT32' | 'INT64' | 'DOUBLE' | 'BOOLEAN'>> = {
+  id: 'STRING',
+  status: 'STRING',
+  output: 'STRING',
+  error: 'STRING',
+  attempts: 'INT32',
+  request_id: 'STRING',
+  endpoint: 'STRING',
+  image_url: 'STRING',
+  prompt: 'STRING',
+  latency_ms: 'INT64',
+  partial: 'BOOLEAN',
+  error_type: 'STRING',
+  inference_s: 'DOUBLE',
+  cached: 'BOOLEAN',
+};
+
+/** The error class of a rejected row (never called: the manifest row is bad). */
+export const REJECTED_ERROR_TYPE = 'invalid_row';
+
+export type OutputValue = string | number | boolean | null;
+export type OutputRow = Record<string, OutputValue>;
+
+/** How a manifest row stands, from its rows-list entry and its key's result. */
+export function exportStatusOf(entry: RowEntry, result: RowResult | undefined): ExportStatus {
+  if (entry.rejected !== undefined) return 'rejected';
+  if (entry.skipped !== undefined) return 'skipped';
+  return result?.status ?? 'pending';
+}
+
+/** One manifest row as every output format writes it (`extras`: the carried columns' output names). */
+export function outputRow(entry: RowEntry, result: RowResult | undefined, extras: readonly string[]): { row: OutputRow; status: ExportStatus } {
+  const status = exportStatusOf(entry, result);
+  const ended = status === 'ok' || status === 'failed';
+  const row: OutputRow = {
+    id: entry.key,
+    status,
+    output: result?.output ?? '',
+    error: entry.rejected !== undefined ? `line ${entry.line}: ${entry.rejected}` : entry.skipped !== undefined ? entry.skipped : (result?.error ?? ''),
+    attempts: result?.attempts ?? 0,
+    request_id: result?.request_id ?? '',
+    endpoint: entry.endpoint,
+    image_url: entry.imageDisplay,
+    prompt: entry.prompt,
+    latency_ms: result?.latency_ms ?? null,
+    // Known only for an answer: false means the model ended it itself.
+    partial: status === 'ok' ? result?.partial === true : null,
+    error_type: status === 'rejected' ? REJECTED_ERROR_TYPE : status === 'failed' ? (result?.error_type ?? '') : '',
+    inference_s: result?.inference_s ?? null,
+    cached: ended ? result?.cached === true : null,
+  };
+  extras.forEach((name, i) => {
+    row[name] = entry.extras[i] ?? '';
+  });
+  return { row, status };
+}
+
+/** Extra columns keep their names unless one collides with an output column; then it gets `manifest_`. */
+export function extraNames(extras: readonly string[]): string[] {
+  return extras.map((name) => ((OUTPUT_COLUMNS as readonly string[]).includes(name.toLowerCase()) ? `manifest_${name}` : name));
+}

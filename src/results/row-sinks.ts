@@ -1,0 +1,111 @@
+import { stringify } from 'csv-stringify/sync';
+import { ByteWriter, ParquetWriter, type SchemaElement, type Writer } from 'hyparquet-writer';
+import type { AtomicFile } from './atomic-file.js';
+import { COLUMN_TYPES, type OutputColumn, type OutputRow, type OutputValue } from './output-row.js';
+
+/** Where exported rows go, page after page, in manifest order. */
+export interface RowSink {
+  write(rows: readonly OutputRow[]): Promise<void>;
+  /** Writes what is still buffered and the format's trailer (the file is then closed by its owner). */
+  end(): Promise<void>;
+}
+
+/** Booleans as words: csv-stringify would write 1 and an empty cell. */
+const CSV_CAST = { boolean: (value: boolean): string => (value ? 'true' : 'false') };
+
+export async function csvSink(file: AtomicFile, columns: readonly string[]): Promise<RowSink> {
+  await file.write(stringify([[...columns]]));
+  return {
+    async write(rows) {
+      if (rows.length > 0) await file.write(stringify(rows as OutputRow[], { columns: [...columns], cast: CSV_CAST }));
+    },
+    async end() {},
+  };
+}
+
+export function jsonlSink(file: AtomicFile): RowSink {
+  return {
+    async write(rows) {
+      if (rows.length > 0) await file.write(rows.map((row) => `${JSON.stringify(row)}\n`).join(''));
+    },
+    async end() {},
+  };
+}
+
+/** Rows per Parquet row group: memory holds one group at a time, however many rows the batch has. */
+export const ROW_GROUP_ROWS = 10_000;
+/** A row group is cut sooner when its text reaches this many characters (long prompts, long answers). */
+const ROW_GROUP_CHARS = 32 * 1024 * 1024;
+
+/**
+ * Parquet through hyparquet-writer's ParquetWriter: rows are buffered into row groups of
+ * ROW_GROUP_ROWS, each encoded and streamed to the file as soon as it is full (the writer's
+ * buffer is flushed after every group), so memory stays bounded. Every column is optional (null
+ * where JSONL has null); output columns have their types (attempts INT32, latency_ms INT64,
+ * inference_s DOUBLE, partial and cached BOOLEAN), carried columns are strings.
+ */
+export function parquetSink(file: AtomicFile, columns: readonly string[]): RowSink {
+  const typeOf = (name: string): (typeof COLUMN_TYPES)[OutputColumn] => COLUMN_TYPES[name as OutputColumn] ?? 'STRING';
+  const schema: SchemaElement[] = [
+    { name: 'root', num_children: columns.length },
+    ...columns.map((name): SchemaElement => {
+      const type = typeOf(name);
+      const element: SchemaElement = { name, repetition_type: 'OPTIONAL', type: type === 'STRING' ? 'BYTE_ARRAY' : type };
+      if (type === 'STRING') element.converted_type = 'UTF8';
+      return element;
+    }),
+  ];
+  const bytes = new ByteWriter();
+  const writer: Writer = Object.assign(bytes, {
+    // After each row group: hand its bytes to the file (a copy: the buffer is reused) and start over.
+    flush: async (): Promise<void> => {
+      const chunk = bytes.getBytes().slice();
+      bytes.index = 0;
+      if (chunk.length > 0) await file.write(chunk);
+    },
+    finish: async (): Promise<void> => {
+      const chunk = bytes.getBytes().slice();
+      bytes.index = 0;
+      if (chunk.length > 0) await file.write(chunk);
+    },
+  });
+  const parquet = new ParquetWriter({ writer, schema, createdBy: 'falbatch' });
+  let group: OutputRow[] = [];
+  let groupChars = 0;
+
+  const value = (name: string, raw: OutputValue | undefined): OutputValue | bigint => {
+    if (raw === undefined || raw === null) return null;
+    const type = typeOf(name);
+    if (type === 'INT64') return BigInt(Math.round(Number(raw)));
+    if (type === 'STRING') return String(raw);
+    return raw;
+  };
+
+  const flushGroup = async (): Promise<void> => {
+    if (group.length === 0) return;
+    const rows = group;
+    group = [];
+    groupChars = 0;
+    await parquet.write({
+      columnData: columns.map((name) => ({ name, data: rows.map((row) => value(name, row[name])) })),
+      rowGroupSize: rows.length,
+    });
+  };
+
+  return {
+    async write(rows) {
+      for (const row of rows) {
+        group.push(row);
+        for (const name of columns) {
+          const cell = row[name];
+          if (typeof cell === 'string') groupChars += cell.length;
+        }
+        if (group.length >= ROW_GROUP_ROWS || groupChars >= ROW_GROUP_CHARS) await flushGroup();
+      }
+    },
+    async end() {
+      await flushGroup();
+      await parquet.finish();
+    },
+  };
+}
