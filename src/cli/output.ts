@@ -1,6 +1,8 @@
-import type { EnqueueSummary } from '../queue/enqueue.js';
+import type { EnqueuePlan, EnqueueSummary } from '../queue/enqueue.js';
 import type { BatchStatus } from '../ops/status.js';
 import type { ExportSummary } from '../results/export.js';
+import type { CostForecast } from '../ops/estimate.js';
+import type { Price } from '../results/price.js';
 import type { HfMetadataSummary } from '../results/hf-metadata.js';
 import type { CaptionsSummary } from '../results/write-captions.js';
 import type { CaptionFlags } from './shared-options.js';
@@ -20,7 +22,7 @@ export function enqueueReport(summary: EnqueueSummary): string {
 }
 
 /** Rejected rows and other row notices, for stderr: `line N: reason`. */
-export function rowNotices(summary: EnqueueSummary): string {
+export function rowNotices(summary: Pick<EnqueueSummary, 'rejections' | 'rejected' | 'changed'>): string {
   const out: string[] = [];
   for (const r of summary.rejections.slice(0, MAX_LISTED)) out.push(`  line ${r.line}: ${r.reason}`);
   if (summary.rejected > MAX_LISTED) out.push(`  … and ${summary.rejected - MAX_LISTED} more rejected rows (all are in the export, status "rejected")`);
@@ -97,6 +99,28 @@ export function captionFailures(summary: CaptionsSummary, batch: string, flags: 
     `falbatch: ${summary.failedCount} caption files could not be written:\n${lines.join('\n')}\n` +
     `The answers are kept in Redis: once the folders take files, write the captions with:\n  ${quoted}\n`
   );
+}
+
+/** `--dry-run`: what enqueueing (or running) would do, and cost. */
+export function planReport(plan: EnqueuePlan, forecast: CostForecast, price: Price | undefined, priceNote: string | undefined): string {
+  const lines = [
+    `dry run of batch ${plan.batch}: nothing enqueued, uploaded or called`,
+    `  rows      ${plan.rows} (${plan.rejected} rejected${plan.skipped > 0 ? `, ${plan.skipped} skipped: their caption files exist` : ''})`,
+    `  calls     ${plan.calls} distinct: ${plan.done} already done in this batch, ${plan.answered} answered by earlier paid calls, ${plan.toCall} to call`,
+    `  images    ${plan.localImages} distinct local images: ${plan.uploads} to upload, ${plan.localImages - plan.uploads} already in fal storage`,
+  ];
+  lines.push(
+    forecast.inferenceSeconds === undefined
+      ? `  fal time  unknown: no call measured in this namespace yet (run a sample first, e.g. the first 50 rows)`
+      : `  fal time  ~${formatDuration(forecast.inferenceSeconds * 1000)} of inference (${(forecast.secondsPerCall ?? 0).toFixed(2)} s per call, measured over ${forecast.measuredCalls} earlier calls)`,
+  );
+  const per = price ? `${price.amount} ${price.currency}/${price.unit}${price.source === 'fal' ? ", fal's price" : ''}` : undefined;
+  lines.push(
+    forecast.cost !== undefined
+      ? `  cost      ~${forecast.cost.amount.toFixed(forecast.cost.amount < 10 ? 4 : 2)} ${forecast.cost.currency} (at ${per}; an estimate: fal's invoice decides)`
+      : `  cost      unknown: ${price === undefined ? (priceNote ?? 'no price') : 'no call measured yet to price per second'}`,
+  );
+  return `${lines.join('\n')}\n`;
 }
 
 export function exportReport(summary: ExportSummary): string {

@@ -34,7 +34,8 @@ export function withManifestOptions(command: Command): Command {
     .option('--output-field <path>', 'with --input: the output field that is the answer, e.g. description or choices.0.text (default output)')
     .option('--image-columns <names>', 'with --input: comma-separated columns whose {column} placeholders are images (local files, URLs, data URIs)')
     .option('--prompt-template <text>', 'fill the prompt of the built-in endpoints from columns, e.g. "Describe the {subject}" (then no prompt column is needed)')
-    .option('--strict', 'abort on the first bad row, before enqueueing anything');
+    .option('--strict', 'abort on the first bad row, before enqueueing anything')
+    .option('--dry-run', 'read the manifest or folder and print what would be called, uploaded and paid (rows, rejections, calls left, uploads needed, fal time and cost), changing nothing');
 }
 
 /** Flags of the commands that write caption files beside local images (run, enqueue, export). */

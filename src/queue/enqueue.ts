@@ -14,8 +14,9 @@ import { openManifestSource, type ManifestSource } from '../manifest/manifest-so
 import { captionPath, type CaptionOptions } from '../results/caption-files.js';
 import { exists, findCaptionClashes, localImageOf } from './caption-targets.js';
 import { LocalImageReader } from '../manifest/local-image.js';
-import { createImageResolver } from '../manifest/resolve-images.js';
+import { createImageResolver, type LocalImageDelivery } from '../manifest/resolve-images.js';
 import { localImageDelivery, type ImageDeliveryOptions } from './image-delivery.js';
+import { createUploadCache } from './upload-cache.js';
 import type { RawRecord } from '../manifest/read-records.js';
 import { BATCH_NAME, jobIdFor } from '../manifest/row-key.js';
 import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
@@ -111,6 +112,8 @@ async function* validatedChunks(
   onHeader: (columns: ColumnMap, header: string[]) => void,
   plan?: CaptionPlan,
   run: ImageDeliveryOptions = {},
+  /** How local images become references; default: the configured one (uploads or inline). */
+  delivery?: LocalImageDelivery,
 ): AsyncGenerator<Verdict[]> {
   const { config } = ctx;
   const file = source.path;
@@ -119,7 +122,7 @@ async function* validatedChunks(
     files: reader,
     maxImageBytes: config.maxInlineImageBytes,
     maxSide: config.maxImageSide,
-    local: localImageDelivery(ctx, run),
+    local: delivery ?? localImageDelivery(ctx, run),
   });
   const limit = pLimit(FILE_READS_AT_ONCE);
   // One manifest, one mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig.
@@ -517,4 +520,90 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     if ((await redis.get(batchKeys.enqueuing).catch(() => null)) === run) await redis.del(batchKeys.enqueuing).catch(() => undefined);
   }
   return summary;
+}
+
+/** What enqueueing (and running) a manifest would do, without doing it: `--dry-run`. */
+export interface EnqueuePlan {
+  batch: string;
+  manifest: string;
+  rows: number;
+  rejected: number;
+  /** Rows that need no call: their caption files exist (`--captions`, mode skip). */
+  skipped: number;
+  /** Distinct calls the valid rows make (identical rows share one). */
+  calls: number;
+  /** Of those, already ended in this batch (ok or failed): not called again. */
+  done: number;
+  /** Of those, answered by an identical row already paid for (this namespace's ledger): free. */
+  answered: number;
+  /** Calls left to pay for. */
+  toCall: number;
+  /** Distinct local image contents the rows use, and how many of them are not in fal storage yet. */
+  localImages: number;
+  uploads: number;
+  /** The first 1,000 rejections, as enqueue reports them. */
+  rejections: Rejection[];
+}
+
+/**
+ * Reads the manifest (or folder) as enqueue would, and says what it would do: rows, rejections,
+ * skips, calls left to pay for (the batch's results and the ledger consulted), distinct local
+ * images and uploads needed (the upload cache consulted). Nothing is enqueued, uploaded, called or
+ * written (temporary keys of the read itself aside, removed at the end).
+ */
+export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueuePlan> {
+  const { redis, keys, config } = ctx;
+  const source = await openManifestSource(options.manifest, { filesRoot: config.filesRoot, encoding: config.encoding, maxRecordBytes: config.maxRecordBytes, prompt: options.prompt });
+  const mappingSignature = createRowMapping(config).signature;
+  const batch = options.batch ?? (await source.defaultBatchName(mappingSignature === undefined ? config.endpoint : `${config.endpoint}\0${mappingSignature}`));
+  const batchKeys = keys.batch(batch);
+  const run = `dry-${randomUUID()}`;
+  const plan: EnqueuePlan = { batch, manifest: source.path, rows: 0, rejected: 0, skipped: 0, calls: 0, done: 0, answered: 0, toCall: 0, localImages: 0, uploads: 0, rejections: [] };
+  // Local images: their identities, and whether fal storage has them (the cache), never uploaded.
+  const cache = createUploadCache(redis, keys, { falBaseUrl: config.falBaseUrl, ttlMs: config.uploadCacheTtlMs });
+  const seenImages = new Map<string, Promise<boolean>>();
+  const counting: LocalImageDelivery = {
+    async reference(image) {
+      let cached = seenImages.get(image.identity);
+      if (!cached) {
+        cached = config.inlineImages ? Promise.resolve(true) : cache.get(image.identity).then((url) => url !== undefined);
+        seenImages.set(image.identity, cached);
+        plan.localImages++;
+        if (!(await cached)) plan.uploads++;
+      }
+      return { ok: true, reference: `dry-run:${image.identity}` };
+    },
+  };
+  const captionPlan = options.captions === undefined ? undefined : { captions: options.captions, clashKey: batchKeys.captionClashes(run) };
+  const seenKeys = new Set<string>();
+  try {
+    if (source.kind === 'csv') await checkHeader(source.path, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, createRowMapping(config).layout);
+    if (captionPlan) await findCaptionClashes(ctx, source, createRowMapping(config).layout, captionPlan.captions, batchKeys.captionTargets(run), captionPlan.clashKey);
+    for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), () => undefined, captionPlan, {}, counting)) {
+      plan.rows += chunk.length;
+      const rows: ManifestRow[] = [];
+      for (const verdict of chunk) {
+        if (!verdict.ok && verdict.skip) plan.skipped++;
+        else if (!verdict.ok) {
+          plan.rejected++;
+          if (plan.rejections.length < REPORTED_REJECTIONS) plan.rejections.push({ line: verdict.rejected.line, reason: verdict.rejected.reason });
+        } else if (!seenKeys.has(verdict.row.key)) {
+          // (A set of this run's keys: a dry run holds them in memory, which a real enqueue does not.)
+          seenKeys.add(verdict.row.key);
+          rows.push(verdict.row);
+        }
+      }
+      if (rows.length === 0) continue;
+      plan.calls += rows.length;
+      const [ended, paid] = await Promise.all([redis.hmget(batchKeys.results, ...rows.map((r) => r.key)), redis.hmget(keys.ledger, ...rows.map((r) => r.fingerprint))]);
+      rows.forEach((_, i) => {
+        if (ended[i] !== null && ended[i] !== undefined) plan.done++;
+        else if (paid[i] !== null && paid[i] !== undefined) plan.answered++;
+        else plan.toCall++;
+      });
+    }
+  } finally {
+    await redis.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
+  }
+  return plan;
 }

@@ -1,27 +1,34 @@
 import { Command } from 'commander';
 import { EXIT } from '../../errors.js';
 import { enqueueManifest } from '../../queue/enqueue.js';
+import { dryRun } from '../dry-run.js';
 import type { CliIo } from '../io.js';
 import { enqueueReport, rowNotices } from '../output.js';
 import { withSession } from '../session.js';
-import { captionsFrom, withCaptionOptions, withConnectionOptions, withManifestOptions, type CaptionFlags, type RawFlags } from '../shared-options.js';
+import { captionsFrom, withCaptionOptions, withConnectionOptions, withManifestOptions, withPriceOption, type CaptionFlags, type RawFlags } from '../shared-options.js';
 
 interface EnqueueFlags extends RawFlags, CaptionFlags {
   batch?: string;
   strict?: boolean;
   prompt?: string;
   json?: boolean;
+  dryRun?: boolean;
 }
 
 export function enqueueCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
-    withCaptionOptions(
+    withPriceOption(withCaptionOptions(
       withManifestOptions(
         new Command('enqueue').description("Add a manifest's rows to a batch for workers (`falbatch work`) to process; prints the batch name"),
       ),
-    ).option('--json', 'print the summary as JSON'),
+    )).option('--json', 'print the summary as JSON'),
   ).action(async (manifest: string, flags: EnqueueFlags) => {
     await withSession(io, flags, {}, async ({ ctx, step }) => {
+      if (flags.dryRun) {
+        step(`reading ${manifest} (dry run)`);
+        exit(await dryRun(io, ctx, { manifest, batch: flags.batch, prompt: flags.prompt, captions: captionsFrom(flags) }, flags.json ?? false));
+        return;
+      }
       step(`enqueueing ${manifest}`);
       const summary = await enqueueManifest(ctx, { manifest, batch: flags.batch, prompt: flags.prompt, captions: captionsFrom(flags), strict: flags.strict ?? false, signal: io.signal });
       if (flags.json) io.stdout(`${JSON.stringify(summary)}\n`);

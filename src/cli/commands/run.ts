@@ -3,12 +3,14 @@ import { Command } from 'commander';
 import { EXIT } from '../../errors.js';
 import { runBatch } from '../../run-batch.js';
 import { resolvePrice } from '../../fal/pricing.js';
+import { dryRun } from '../dry-run.js';
 import type { CliIo } from '../io.js';
 import { captionFailures, captionsReport, enqueueReport, exportReport, progressLine, rowNotices } from '../output.js';
 import { withSession } from '../session.js';
 import { captionsFrom, hfMetadataFrom, withCaptionOptions, withConnectionOptions, withDatasetOptions, withFalOptions, withPriceOption, withManifestOptions, type CaptionFlags, type DatasetFlags, type RawFlags } from '../shared-options.js';
 
 interface RunFlags extends RawFlags, CaptionFlags, DatasetFlags {
+  dryRun?: boolean;
   out?: string;
   batch?: string;
   emulate?: boolean;
@@ -26,7 +28,13 @@ export function runCommand(io: CliIo, exit: (code: number) => void): Command {
   ).action(async (manifest: string, flags: RunFlags) => {
     const out = flags.out ?? `${basename(manifest, extname(manifest))}.results.csv`;
     const captions = captionsFrom(flags);
-    await withSession(io, flags, { callsFal: true, emulate: flags.emulate ?? false }, async ({ ctx, emulated, step, log }) => {
+    // A dry run calls nothing: it needs no key (fal's pricing API is asked only when there is one).
+    await withSession(io, flags, { callsFal: !flags.dryRun, emulate: flags.emulate ?? false }, async ({ ctx, emulated, step, log }) => {
+      if (flags.dryRun) {
+        step(`reading ${manifest} (dry run)`);
+        exit(await dryRun(io, ctx, { manifest, batch: flags.batch, prompt: flags.prompt, captions }, false));
+        return;
+      }
       const started = ctx.clock.now();
       let lastPrint = 0;
       let doneAtStart: number | undefined;
