@@ -202,6 +202,25 @@ export interface Config {
    * @default 30 s
    */
   lockDurationMs: number;
+  /**
+   * How long a new batch's results, row list, figures and the answers it paid for are kept after
+   * the batch was last written to (enqueued, a row ended): then they expire, and the batch leaves
+   * the list. Each batch keeps the retention it was enqueued with (`--retention` on run or enqueue
+   * sets it, for that batch); this is the one a batch gets when nothing says otherwise, and the one
+   * answers of batches that are gone, and batches from before retention, get. Longer keeps more
+   * to export and more answers to reuse for free, in Redis memory; `Infinity` (`forever`) keeps
+   * them until `falbatch prune`. At least 1 s.
+   * @default 30 days (flag --retention on run and enqueue, per batch)
+   */
+  retentionMs: number;
+  /**
+   * The shortest a batch with rows still to end (or a producer writing it) is kept after its last
+   * write, whatever its retention: a batch whose workers are down, or whose queue is paused, is
+   * not dropped mid-run. Its retention applies from its last row's end. 0: an unfinished batch
+   * expires like a finished one (only for tests and very short retentions).
+   * @default 7 days
+   */
+  unfinishedRetentionMs: number;
 }
 
 export const DEFAULT_CONFIG = {
@@ -240,6 +259,8 @@ export const DEFAULT_CONFIG = {
   filesRoot: undefined,
   graceMs: 30 * SECOND,
   lockDurationMs: 30 * SECOND,
+  retentionMs: 30 * 24 * HOUR,
+  unfinishedRetentionMs: 7 * 24 * HOUR,
 } satisfies Config;
 
 /** Validated configuration: what the library runs with. */
@@ -309,6 +330,11 @@ function validate(c: Config): void {
   if (c.startTimeoutSeconds !== undefined && !(c.startTimeoutSeconds > 1)) {
     throw new ConfigError(`Expected the start timeout to be more than 1 second (fal's minimum), got ${c.startTimeoutSeconds}`);
   }
+  // Infinity is `forever`; anything shorter than a second would expire a batch between two of its writes.
+  if (c.retentionMs !== Number.POSITIVE_INFINITY && !(Number.isInteger(c.retentionMs) && c.retentionMs >= SECOND)) {
+    throw new ConfigError(`Expected the retention to be a duration of at least 1s (e.g. 30d, 12h), or forever, got ${String(c.retentionMs)}`);
+  }
+  integer('unfinishedRetentionMs', c.unfinishedRetentionMs, 0, Number.MAX_SAFE_INTEGER);
   if (c.waitMode !== 'stream' && c.waitMode !== 'poll') throw new ConfigError(`Expected --wait to be "stream" or "poll", got "${String(c.waitMode)}"`);
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(c.prefix)) {
     throw new ConfigError(`Expected --prefix to be 1-64 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${c.prefix}"`);

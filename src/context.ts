@@ -42,7 +42,7 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     redis,
     keys,
     queue,
-    store: createResultStore(redis, keys),
+    store: createResultStore(redis, keys, config),
     log,
     clock: options.clock ?? systemClock,
     scrub: createScrubber(secretsOf(config)),

@@ -31,7 +31,7 @@ export type { EndpointSpec } from './fal/endpoints.js';
 export { createRoutedFetch, routeFalUrl } from './fal/routing.js';
 export { createLogger, silentLogger } from './log.js';
 export type { Logger, LogFormat, LogLevel } from './log.js';
-export { enqueueManifest, planEnqueue } from './queue/enqueue.js';
+export { BatchBusyError, enqueueManifest, planEnqueue } from './queue/enqueue.js';
 export type { EnqueuePlan } from './queue/enqueue.js';
 export { writeCaptions } from './results/write-captions.js';
 export type { CaptionsSummary, WriteCaptionsOptions } from './results/write-captions.js';
@@ -54,12 +54,49 @@ export type { Price } from './results/price.js';
 export type { RowResult, RowStatus, ExportStatus } from './results/row-result.js';
 export { getStatus, listBatches, waitForBatch } from './ops/status.js';
 export type { BatchStatus, GetStatusOptions, WaitForBatchOptions } from './ops/status.js';
-export { pauseQueue, pausedReason, resumeQueue } from './ops/control.js';
+export { watchStatus } from './ops/watch-status.js';
+export type { WatchStatusOptions, WatchStatusResult } from './ops/watch-status.js';
+export type { RowPhase } from './worker/process-row.js';
+export {
+  applyBatchSettings,
+  batchControlState,
+  cancelBatch,
+  pauseBatch,
+  pauseQueue,
+  pauseQueueByOperator,
+  pausedReason,
+  queuePause,
+  resumeBatch,
+  resumeQueue,
+} from './ops/control.js';
+export type { BatchControlState, BatchSettings, CancelBatchSummary, PauseBatchSummary, ResumeBatchOptions, ResumeBatchSummary } from './ops/control.js';
+export { DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY } from './queue/batch-control.js';
+export type { BatchControl, BatchHold, FalQueuePriority, SpendCap } from './queue/batch-control.js';
 export { retryFailed } from './ops/retry.js';
+export { pruneBatch, pruneExpired } from './ops/prune.js';
+export type { PruneBatchOptions, PruneBatchSummary, PruneExpiredSummary, PrunedJobs } from './ops/prune.js';
+export { BatchPrunedError, FOREVER, formatRetention, parseRetention, sweepExpiredBatches } from './queue/retention.js';
+export type { SweepSummary } from './queue/retention.js';
+export { addSchedule, listSchedules, removeSchedule, tickRecords, parseEvery, TICK_HISTORY } from './ops/schedules.js';
+export type { AddScheduleOptions, ListSchedulesOptions, Schedule, ScheduleDefinition, ScheduleFetchLimits, ScheduleSettings, TickRecord } from './ops/schedules.js';
+export { createAdmission, runScheduleTick } from './ops/schedule-tick.js';
+export type { Admission, AdmissionOptions, CallCost, RunTickOptions } from './ops/schedule-tick.js';
+export { fetchManifest, FETCH_DEFAULTS } from './manifest/fetch-manifest.js';
+export type { FetchedManifest, FetchManifestOptions } from './manifest/fetch-manifest.js';
+export { startScheduler } from './worker/start-scheduler.js';
+export type { SchedulerCounts, SchedulerHandle, StartSchedulerOptions } from './worker/start-scheduler.js';
 export type { RetryFailedOptions, RetryFailedSummary } from './ops/retry.js';
 export { runBatch } from './run-batch.js';
 export type { RunBatchOptions, RunBatchSummary } from './run-batch.js';
 export { startWorker } from './worker/start-worker.js';
 export type { StartWorkerOptions, WorkerHandle } from './worker/start-worker.js';
+export type { WorkerEvent, WorkerEventListener } from './worker/worker-events.js';
+export { startDashboard, QUEUES_PATH } from './dashboard/start-dashboard.js';
+export type { DashboardCredentials, DashboardHandle, DashboardOptions } from './dashboard/start-dashboard.js';
+export type { BullBoardQueue } from './dashboard/bull-board.js';
+export { createWorkerMetrics } from './metrics/worker-metrics.js';
+export type { WorkerMetrics, WorkerMetricsOptions } from './metrics/worker-metrics.js';
+export { startMetricsServer } from './metrics/start-metrics-server.js';
+export type { MetricsServer, MetricsServerOptions } from './metrics/start-metrics-server.js';
 export { systemClock, SECOND, MINUTE, HOUR } from './time.js';
 export type { Clock } from './time.js';

@@ -1,4 +1,5 @@
 import { pino } from 'pino';
+import pinoPretty from 'pino-pretty';
 
 export type LogFields = Record<string, unknown>;
 
@@ -11,7 +12,8 @@ export interface Logger {
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
-export type LogFormat = 'text' | 'json';
+/** `text`: short lines; `json`: pino's JSON lines; `pretty`: pino's lines made readable by pino-pretty (for a terminal). */
+export type LogFormat = 'text' | 'json' | 'pretty';
 
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
 
@@ -44,17 +46,27 @@ export interface LoggerOptions {
   secrets?: ReadonlyArray<string | undefined>;
   /** Where lines go. Default: stderr. */
   write?: (line: string) => void;
+  /** `pretty` in colour (for a terminal that shows it). @default false */
+  color?: boolean;
 }
 
-/** JSON lines through pino (for services and log pipelines), or short text lines for a terminal. */
+/**
+ * JSON lines through pino (for services and log pipelines), the same made readable by pino-pretty,
+ * or short text lines. Every format passes the same scrubber: fields and message before they are
+ * formatted, and the written line again.
+ */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? 'info';
   const scrub = createScrubber(options.secrets ?? []);
   const write = options.write ?? ((line: string) => process.stderr.write(line));
-  if (options.format === 'json') {
+  if (options.format === 'json' || options.format === 'pretty') {
+    const pretty =
+      options.format === 'pretty'
+        ? pinoPretty.prettyFactory({ colorize: options.color ?? false, singleLine: true, errorLikeObjectKeys: [], translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname' })
+        : undefined;
     const logger = pino(
       { level, base: null, timestamp: pino.stdTimeFunctions.isoTime },
-      { write: (line: string) => write(scrub(line)) },
+      { write: (line: string) => write(scrub(pretty ? pretty(scrub(line)) : line)) },
     );
     const emit = (method: 'debug' | 'info' | 'warn' | 'error') => (message: string, fields?: LogFields) =>
       fields ? logger[method](scrubValue(fields, scrub) as object, scrub(message)) : logger[method](scrub(message));

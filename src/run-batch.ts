@@ -34,7 +34,10 @@ export interface RunBatchSummary {
   export: ExportSummary;
   /** Caption files written beside the local images, when `captions` was given. */
   captions: CaptionsSummary | undefined;
-  /** The run stopped early: by a signal (`interrupted`) or because fal refused the account (`paused`). */
+  /**
+   * The run stopped early: by a signal (`interrupted`), or because fal refused the account or the
+   * batch reached its spend cap (`paused`: `status.pausedBy` says which).
+   */
   stopped: 'interrupted' | 'paused' | undefined;
 }
 
@@ -77,6 +80,7 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
     options.onStep?.('waiting for the batch to finish');
     status = await waitForBatch(ctx, enqueue.batch, {
       intervalMs: 100,
+      ...(options.price ? { price: options.price } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onStatus ? { onProgress: options.onStatus } : {}),
     });
@@ -88,7 +92,7 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
     options.onStep?.('rows in flight finishing, or going back to the queue');
     await worker.close();
   }
-  status = await getStatus(ctx, enqueue.batch);
+  status = await getStatus(ctx, enqueue.batch, options.price ? { price: options.price } : {});
   options.onStep?.(`writing the results to ${resolve(options.out)}`);
   let exported: ExportSummary;
   try {

@@ -5,8 +5,10 @@ export interface CliIo {
   env: Record<string, string | undefined>;
   /** Aborted on the first SIGINT/SIGTERM: commands stop gracefully. */
   signal: AbortSignal;
-  /** Whether stderr is a terminal (progress every 2 s) or a log (every 15 s). */
+  /** Whether stderr is a terminal (a progress bar redrawn in place) or a log (a plain line every 15 s). */
   interactive: boolean;
+  /** The terminal's width in columns, when stderr is one (progress bars fit it; 80 when unknown). */
+  columns?(): number | undefined;
   /** Told how long a graceful stop may take and what the command waits for (absent without a process). */
   stop?: StopReport;
 }

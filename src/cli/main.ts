@@ -4,12 +4,17 @@ import { DEFAULT_CONFIG, redisPassword } from '../config.js';
 import { EXIT, FalbatchError } from '../errors.js';
 import { createScrubber } from '../log.js';
 import { formatDuration, SECOND } from '../time.js';
+import { dashboardCommand } from './commands/dashboard.js';
 import { emulatorCommand } from './commands/emulator.js';
 import { enqueueCommand } from './commands/enqueue.js';
 import { exportCommand } from './commands/export.js';
 import { resumeCommand } from './commands/resume.js';
+import { pauseCommand } from './commands/pause.js';
+import { cancelCommand } from './commands/cancel.js';
 import { retryCommand } from './commands/retry.js';
+import { pruneCommand } from './commands/prune.js';
 import { runCommand } from './commands/run.js';
+import { scheduleCommand } from './commands/schedule.js';
 import { statusCommand } from './commands/status.js';
 import { workCommand } from './commands/work.js';
 import type { CliIo } from './io.js';
@@ -38,7 +43,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr });
-  for (const command of [runCommand, enqueueCommand, workCommand, statusCommand, exportCommand, resumeCommand, retryCommand, emulatorCommand]) {
+  for (const command of [runCommand, enqueueCommand, workCommand, statusCommand, exportCommand, pauseCommand, resumeCommand, cancelCommand, retryCommand, pruneCommand, scheduleCommand, dashboardCommand, emulatorCommand]) {
     program.addCommand(command(io, exit).exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr }));
   }
   try {
@@ -140,6 +145,7 @@ export async function main(): Promise<void> {
     env: process.env,
     signal: controller.signal,
     interactive: process.stderr.isTTY === true,
+    columns: () => process.stderr.columns,
     stop: {
       grace: (ms) => {
         if (signals === 0) graceMs = ms;

@@ -7,6 +7,7 @@ import type { HfMetadataSummary } from '../results/hf-metadata.js';
 import type { CaptionsSummary } from '../results/write-captions.js';
 import type { CaptionFlags } from './shared-options.js';
 import { formatDuration } from '../time.js';
+import { formatRetention, formatTimeLeft } from '../queue/retention.js';
 
 const MAX_LISTED = 20;
 
@@ -30,24 +31,50 @@ export function rowNotices(summary: Pick<EnqueueSummary, 'rejections' | 'rejecte
   return out.length === 0 ? '' : `${out.join('\n')}\n`;
 }
 
-export function progressLine(status: BatchStatus, elapsedMs: number, doneAtStart: number): string {
-  const done = status.ok + status.failed;
-  const rate = elapsedMs > 0 ? ((done - doneAtStart) * 1000) / elapsedMs : 0;
-  const eta = rate > 0 && status.pending > 0 ? `, ~${formatDuration((status.pending / rate) * 1000)} left` : '';
-  return `[${formatDuration(elapsedMs)}] ${done}/${status.jobs} done: ${status.ok} ok, ${status.failed} failed, ${status.pending} pending (${rate.toFixed(1)} rows/s${eta})\n`;
-}
-
 export function statusReport(status: BatchStatus): string {
-  const state = status.paused !== undefined ? 'PAUSED' : status.enqueuing ? 'enqueuing' : status.finished ? 'finished' : 'running';
+  const state =
+    status.cancelled !== undefined
+      ? status.finished
+        ? 'cancelled'
+        : 'CANCELLED: rows ending'
+      : status.pausedBy === 'spend-cap'
+        ? 'SPEND CAP REACHED'
+        : status.paused !== undefined
+          ? 'PAUSED'
+          : status.enqueuing
+            ? 'enqueuing'
+            : status.finished
+              ? 'finished'
+              : 'running';
   const lines = [
     `batch ${status.batch} (${state})`,
     `  manifest  ${status.manifest}`,
-    `  rows      ${status.rows} (${status.rejected} rejected)`,
-    `  calls     ${status.jobs} distinct: ${status.ok} ok, ${status.failed} failed, ${status.pending} pending`,
+    `  rows      ${status.rows} (${status.rejected} rejected${status.skipped > 0 ? `, ${status.skipped} skipped` : ''})`,
+    `  calls     ${status.jobs} distinct: ${status.ok} ok, ${status.failed} failed, ${status.pending} pending` +
+      (status.pending > 0 ? ` (${status.inFlight} in flight, ${status.waiting} waiting)` : ''),
   ];
   if (status.paused !== undefined) lines.push(`  paused    ${status.paused}`);
+  if (status.cancelled !== undefined) lines.push(`  cancelled ${status.cancelled} (\`falbatch retry --batch ${status.batch} --error cancelled\` runs its cancelled rows again)`);
+  lines.push(...controlLines(status));
   lines.push(...figureLines(status));
+  lines.push(
+    status.retentionMs === null
+      ? '  kept      until pruned (--retention forever)'
+      : `  kept      ${formatRetention(status.retentionMs)} after its last write${status.expiresAt !== null ? ` (expires in ${formatTimeLeft(status.expiresAt - Date.now())} unless written to)` : ''}`,
+  );
   return `${lines.join('\n')}\n`;
+}
+
+/** A batch's priority, fal priority and spend cap, when not the defaults. */
+function controlLines(status: BatchStatus): string[] {
+  const parts: string[] = [];
+  if (status.priority !== 10) parts.push(`priority ${status.priority} of 10`);
+  if (status.falPriority !== 'normal') parts.push(`fal queue priority ${status.falPriority}`);
+  if (status.spend) {
+    const digits = status.spend.cap >= 1 ? 2 : 4;
+    parts.push(`spend cap ${status.spend.cap.toFixed(digits)} ${status.spend.currency} (spent ${status.spend.amount.toFixed(digits)})`);
+  }
+  return parts.length === 0 ? [] : [`  control   ${parts.join(', ')}`];
 }
 
 /** `1.2s`, or `-` when nothing was measured. */

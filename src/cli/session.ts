@@ -11,6 +11,8 @@ export interface SessionOptions {
   callsFal?: boolean;
   /** --emulate: an in-process fal emulator (and a private Redis if none answers). */
   emulate?: boolean;
+  /** More values the logs must never show (e.g. the dashboard's password). */
+  secrets?: ReadonlyArray<string | undefined>;
 }
 
 export interface Session {
@@ -30,7 +32,8 @@ export interface Session {
  */
 export async function withSession<T>(io: CliIo, flags: RawFlags, options: SessionOptions, body: (session: Session) => Promise<T>): Promise<T> {
   let config = resolveConfig(io.env, overridesFrom(flags));
-  const log = createLogger({ ...logSettings(flags), secrets: secretsOf(config), write: io.stderr });
+  const settings = logSettings(flags, io.interactive);
+  const log = createLogger({ ...settings, color: io.interactive, secrets: [...secretsOf(config), ...(options.secrets ?? [])], write: io.stderr });
   const emulation = options.emulate ? await startEmulation(config, log) : undefined;
   try {
     if (emulation) config = resolveConfig(io.env, { ...overridesFrom(flags), ...emulation.overrides });

@@ -5,19 +5,43 @@ import { parsePrice } from '../fal/pricing.js';
 import { captionOptions, type CaptionOptions } from '../results/caption-files.js';
 import type { HfMetadataOptions } from '../results/hf-metadata.js';
 import type { LogFormat, LogLevel } from '../log.js';
+import type { BatchSettings } from '../ops/control.js';
+import { parseFalPriority, parseMaxSpend, parsePriority } from '../queue/batch-control.js';
+import type { Price } from '../results/price.js';
+import { parseRetention } from '../queue/retention.js';
 
 /** Flags every command that touches Redis takes. */
 export function withConnectionOptions(command: Command): Command {
   return command
     .option('--prefix <name>', 'Redis key namespace (env FALBATCH_PREFIX)', undefined)
     .option('--log-level <level>', 'debug, info, warn, error or silent', 'info')
-    .option('--log-format <format>', 'text (for terminals) or json (for log pipelines)', 'text');
+    .option('--log-format <format>', 'pretty (default on a terminal), text (default otherwise: short lines) or json (for log pipelines)');
 }
 
 /** Flags of the commands that read a manifest (run, enqueue). */
 export function withManifestOptions(command: Command): Command {
+  return withManifestReadOptions(
+    command.argument('<manifest>', 'CSV manifest (image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns), or a folder of images (with --prompt)'),
+  )
+    .option('--strict', 'abort on the first bad row, before enqueueing anything')
+    .option('--dry-run', 'read the manifest or folder and print what would be called, uploaded and paid (rows, rejections, calls left, uploads needed, fal time and cost), changing nothing')
+    .option(...RETENTION_OPTION);
+}
+
+/** --retention: flag and help, for the commands that create batches (run, enqueue; a schedule's ticks). */
+export const RETENTION_OPTION = [
+  '--retention <duration>',
+  "how long the batch's results, rows and the answers it pays for are kept after its last write, e.g. 30d, 12h, or forever (default: the batch's own; 30d for a new batch)",
+] as const;
+
+/** The batch retention --retention asks for (ms, Infinity for forever), or undefined: the batch keeps its own. */
+export function retentionFrom(flags: { retention?: string | undefined }): number | undefined {
+  return flags.retention === undefined ? undefined : parseRetention(flags.retention);
+}
+
+/** How a manifest is read and its rows sent (run, enqueue, and kept by `schedule add` for its ticks). */
+export function withManifestReadOptions(command: Command): Command {
   return command
-    .argument('<manifest>', 'CSV manifest (image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns), or a folder of images (with --prompt)')
     .option('--prompt <text>', 'for a folder of images: what to ask of every image (each image, found recursively, is a row; its path is its id)')
     .option('--batch <name>', 'batch name (default: manifest name + hash of its content; the same manifest resumes)')
     .option('--endpoint <id>', 'endpoint for rows without an endpoint value (default fal-ai/llava-next)')
@@ -33,9 +57,7 @@ export function withManifestOptions(command: Command): Command {
     .option('--input <json>', 'the endpoint\'s input as a JSON template: "{column}" placeholders filled from each row, e.g. \'{"image":"{img:image}","question":"{q}","seed":42}\' (any fal endpoint; default: the built-in mapping)')
     .option('--output-field <path>', 'with --input: the output field that is the answer, e.g. description or choices.0.text (default output)')
     .option('--image-columns <names>', 'with --input: comma-separated columns whose {column} placeholders are images (local files, URLs, data URIs)')
-    .option('--prompt-template <text>', 'fill the prompt of the built-in endpoints from columns, e.g. "Describe the {subject}" (then no prompt column is needed)')
-    .option('--strict', 'abort on the first bad row, before enqueueing anything')
-    .option('--dry-run', 'read the manifest or folder and print what would be called, uploaded and paid (rows, rejections, calls left, uploads needed, fal time and cost), changing nothing');
+    .option('--prompt-template <text>', 'fill the prompt of the built-in endpoints from columns, e.g. "Describe the {subject}" (then no prompt column is needed)');
 }
 
 /** Flags of the commands that write caption files beside local images (run, enqueue, export). */
@@ -71,6 +93,30 @@ export function withPriceOption(command: Command): Command {
   return command.option('--price <price>', "what a call costs, for the cost estimate: 0.0005/s (per second of fal's inference) or 0.002/call (default: fal's pricing API, with a key)");
 }
 
+/** Flags of the commands that set a batch's control settings (run, enqueue). */
+export function withBatchControlOptions(command: Command): Command {
+  return command
+    .option('--priority <n>', 'the batch\'s priority, 1 (served last) to 10 (served first, the default): rows of a higher-priority batch are taken first, e.g. --priority 1 for a backfill')
+    .option('--fal-priority <level>', "fal's own queue priority for the batch's requests: normal (default) or low (a backfill yields to the account's other traffic at fal)")
+    .option('--max-spend <usd>', 'stop calling fal for the batch once its spend reaches this (by --price, or fal\'s price), give or take the requests in flight; `falbatch resume --batch B --max-spend N` raises it');
+}
+
+export interface BatchControlFlags {
+  priority?: string;
+  falPriority?: string;
+  maxSpend?: string;
+}
+
+/** The batch settings the flags ask for (a spend cap is measured with `price`). */
+export function batchSettingsFrom(flags: BatchControlFlags, price: Price | undefined): BatchSettings {
+  const maxSpend = parseMaxSpend('--max-spend', flags.maxSpend);
+  return {
+    priority: parsePriority('--priority', flags.priority),
+    falPriority: parseFalPriority('--fal-priority', flags.falPriority),
+    ...(maxSpend !== undefined ? { maxSpend, price } : {}),
+  };
+}
+
 /** Flags of the commands that write a results file (run, export). */
 export function withDatasetOptions(command: Command): Command {
   return command
@@ -103,6 +149,7 @@ export function withFalOptions(command: Command): Command {
 
 export interface RawFlags {
   prefix?: string;
+  retention?: string;
   logLevel?: string;
   logFormat?: string;
   endpoint?: string;
@@ -180,10 +227,11 @@ function jsonOption(flag: string, text: string | undefined): Record<string, unkn
   return value as Record<string, unknown>;
 }
 
-export function logSettings(flags: RawFlags): { level: LogLevel; format: LogFormat } {
+/** The log level and format the flags ask for; without --log-format, pretty on a terminal (`interactive`), text otherwise. */
+export function logSettings(flags: RawFlags, interactive = false): { level: LogLevel; format: LogFormat } {
   const level = flags.logLevel ?? 'info';
   if (!['debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new ConfigError(`Expected --log-level to be debug, info, warn, error or silent, got "${level}"`);
-  const format = flags.logFormat ?? 'text';
-  if (format !== 'text' && format !== 'json') throw new ConfigError(`Expected --log-format to be text or json, got "${format}"`);
+  const format = flags.logFormat ?? (interactive ? 'pretty' : 'text');
+  if (format !== 'text' && format !== 'json' && format !== 'pretty') throw new ConfigError(`Expected --log-format to be pretty, text or json, got "${format}"`);
   return { level: level as LogLevel, format };
 }

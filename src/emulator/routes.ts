@@ -160,6 +160,8 @@ export class EmulatorRoutes {
   async #submit(req: IncomingMessage, res: ServerResponse, endpoint: string, base: string): Promise<void> {
     const { stats, queue } = this.#deps;
     stats.count('submits');
+    const priority = req.headers['x-fal-queue-priority'];
+    stats.priority(typeof priority === 'string' && priority !== '' ? priority : 'none');
     const model = emulatedModel(endpoint);
     if (!model) return sendJson(res, 404, { detail: `Application "${endpoint}" not found` });
     if (this.#deps.locked()) return sendJson(res, 403, { detail: LOCKED_DETAIL });

@@ -2,6 +2,8 @@
 export interface EmulatorStats {
   /** Submit requests received, whatever their answer. */
   submits: number;
+  /** Submits by the fal queue priority they asked for (`X-Fal-Queue-Priority`: `normal`, `low`; `none` without the header). */
+  submitsByPriority: Record<string, number>;
   /** Jobs created by submits (including those whose answer was then dropped). */
   accepted: number;
   /** Synchronous `fal.run` requests received. */
@@ -46,6 +48,7 @@ export interface EmulatorStats {
 export function emptyStats(): EmulatorStats {
   return {
     submits: 0,
+    submitsByPriority: {},
     accepted: 0,
     runs: 0,
     statusCalls: 0,
@@ -109,6 +112,11 @@ export class StatsRecorder {
     this.#stats.storedFiles -= count;
   }
 
+  /** A submit asked for this fal queue priority. */
+  priority(level: string): void {
+    this.#stats.submitsByPriority[level] = (this.#stats.submitsByPriority[level] ?? 0) + 1;
+  }
+
   fault(label: string): void {
     this.#stats.faults[label] = (this.#stats.faults[label] ?? 0) + 1;
   }
@@ -135,6 +143,6 @@ export class StatsRecorder {
 
   snapshot(): EmulatorStats {
     const s = this.#stats;
-    return { ...s, billedByFingerprint: Object.fromEntries(this.#billed), faults: { ...s.faults } };
+    return { ...s, billedByFingerprint: Object.fromEntries(this.#billed), faults: { ...s.faults }, submitsByPriority: { ...s.submitsByPriority } };
   }
 }

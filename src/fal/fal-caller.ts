@@ -36,7 +36,16 @@ export interface WaitOptions {
 }
 
 export interface FalCaller {
-  submit(endpoint: string, input: Record<string, unknown>, options?: { startTimeoutSeconds?: number | undefined; signal?: AbortSignal }): Promise<{ requestId: string }>;
+  /**
+   * Submits to fal's queue. `priority` is fal's queue priority (X-Fal-Queue-Priority, default
+   * `normal`): `low` requests of an account wait behind its `normal` ones, for backfills sharing an
+   * account with interactive traffic.
+   */
+  submit(
+    endpoint: string,
+    input: Record<string, unknown>,
+    options?: { startTimeoutSeconds?: number | undefined; signal?: AbortSignal; priority?: 'low' | 'normal' | undefined },
+  ): Promise<{ requestId: string }>;
   status(endpoint: string, requestId: string, signal?: AbortSignal): Promise<FalStatus>;
   /** Resolves with the COMPLETED status; transient status errors are retried until the deadline. */
   waitForCompletion(endpoint: string, requestId: string, options: WaitOptions): Promise<FalStatus>;
@@ -171,6 +180,7 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
       const body = (await client.queue.submit(endpoint, {
         input,
         ...(submitOptions.startTimeoutSeconds !== undefined ? { startTimeout: submitOptions.startTimeoutSeconds } : {}),
+        ...(submitOptions.priority !== undefined ? { priority: submitOptions.priority } : {}),
         ...(submitOptions.signal ? { abortSignal: submitOptions.signal } : {}),
       })) as unknown as Record<string, unknown>;
       const requestId = body?.['request_id'];

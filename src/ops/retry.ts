@@ -2,6 +2,8 @@ import type { Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { REQUEST_STATE_FIELDS, type RowJobData } from '../queue/row-job.js';
+import { batchControlState, delayedJobIds, liftCancel } from './control.js';
+import { touchBatch } from '../queue/retention.js';
 
 export interface RetryFailedOptions {
   batch: string;
@@ -15,8 +17,12 @@ export interface RetryFailedSummary {
   requeued: number;
   /** Of those, rows that keep their paid fal request and only read its result again. */
   rereads: number;
-  /** Failed rows that match but whose queue job was already cleaned up (kept 7 days): not requeued. */
+  /** Failed rows that match but whose queue job was already cleaned up (kept for the batch's retention, the newest 10,000): not requeued. */
   missing: number;
+  /** The batch was cancelled, and this retry lifted the cancel. */
+  uncancelled: boolean;
+  /** Why the requeued rows will not be called yet: the batch is paused, or over its spend cap. */
+  held: string | undefined;
 }
 
 /** Failed jobs read per page. */
@@ -58,7 +64,9 @@ export async function retryFailed(ctx: FalbatchContext, options: RetryFailedOpti
   if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx.redis, batch);
   const keys = ctx.keys.batch(batch);
   const scripts = scriptsOf(ctx.redis);
-  const summary: RetryFailedSummary = { batch, requeued: 0, rereads: 0, missing: 0 };
+  // Rows of a cancelled batch would be cancelled again at once: a retry lifts the batch's cancel.
+  const uncancelled = await liftCancel(ctx, batch);
+  const summary: RetryFailedSummary = { batch, requeued: 0, rereads: 0, missing: 0, uncancelled, held: undefined };
 
   // First the matching jobs (the failed list changes as they are moved back), then each one.
   const chosen: Array<Job<RowJobData>> = [];
@@ -74,8 +82,22 @@ export async function retryFailed(ctx: FalbatchContext, options: RetryFailedOpti
       if (matches) chosen.push(job);
     });
   }
+  // Rows ended by a cancel keep their jobs parked in the delayed set (not failed: the failed set
+  // keeps only the newest 10,000): promoted rather than retried.
+  const parked = new Set<Job<RowJobData>>();
+  for (const id of await delayedJobIds(ctx, batch, 'parked')) {
+    const job = (await ctx.queue.getJob(id)) as Job<RowJobData> | undefined;
+    const result = job ? await ctx.store.get(batch, job.data.k) : undefined;
+    if (!job || result?.status !== 'failed' || (errorType !== undefined && result.error_type !== errorType)) continue;
+    // A job of the row's old content (it was edited since) answers nothing.
+    if ((await ctx.redis.hget(keys.keys, job.data.k)) !== job.data.f) continue;
+    parked.add(job);
+    chosen.push(job);
+  }
 
   const requeuedKeys = new Set<string>();
+  // Rows going back make the batch open again: kept at least the unfinished floor while they run.
+  if (chosen.length > 0) await touchBatch(ctx, batch, 'open');
   for (const job of chosen) {
     const result = await ctx.store.get(batch, job.data.k);
     const keep = result !== undefined && KEEPS_REQUEST.has(result.error_type ?? '') && job.data.rid !== undefined;
@@ -83,11 +105,14 @@ export async function retryFailed(ctx: FalbatchContext, options: RetryFailedOpti
     for (const field of REQUEST_STATE_FIELDS) if (!(keep && (field === 'rid' || field === 'sub'))) delete data[field];
     await job.updateData(data);
     if ((await scripts.falbatchForgetFailure(keys.results, keys.counts, job.data.k)) === -1) continue;
-    await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    if (parked.has(job)) await job.promote();
+    else await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
     requeuedKeys.add(job.data.k);
     summary.requeued++;
     if (keep) summary.rereads++;
   }
+  // A retry is a write to the batch: its retention counts again from now.
+  if (chosen.length > 0) await touchBatch(ctx, batch, 'auto');
 
   // Failed rows that match but have no job left to move back.
   let cursor = '0';
@@ -101,5 +126,6 @@ export async function retryFailed(ctx: FalbatchContext, options: RetryFailedOpti
       if (result.status === 'failed' && (errorType === undefined || result.error_type === errorType)) summary.missing++;
     }
   } while (cursor !== '0');
+  summary.held = (await batchControlState(ctx, batch)).hold?.reason;
   return summary;
 }

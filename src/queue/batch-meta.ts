@@ -3,6 +3,7 @@ import { BatchNotFoundError } from '../errors.js';
 import { formatDuration } from '../time.js';
 import { redisPersists, redisUptimeMs } from './connection.js';
 import type { KeyLayout } from './keys.js';
+import { retentionArg, retentionFromMeta } from './retention.js';
 
 /** What a batch remembers of itself (HASH `batch:<name>:meta`). */
 export interface BatchMeta {
@@ -15,10 +16,17 @@ export interface BatchMeta {
   /** Manifest rows (rejected ones included) at the last complete enqueue. */
   rows: number;
   rejected: number;
+  /** Rows never called because there was nothing to do (their caption file exists), at the last complete enqueue. */
+  skipped: number;
   /** Names of the carried-through columns, in order. */
   extras: string[];
   /** Absolute path the rows' local image files (RowEntry.files) are relative to. */
   filesRoot: string;
+  /**
+   * How long the batch is kept after its last write (ms; Infinity: until pruned). Undefined for a
+   * batch from before retention: the namespace default applies (see queue/retention.ts).
+   */
+  retentionMs: number | undefined;
 }
 
 export async function readBatchMeta(redis: Redis, keys: KeyLayout, batch: string): Promise<BatchMeta | undefined> {
@@ -32,8 +40,10 @@ export async function readBatchMeta(redis: Redis, keys: KeyLayout, batch: string
     defaultEndpoint: raw['default_endpoint'] ?? '',
     rows: Number(raw['rows'] ?? 0),
     rejected: Number(raw['rejected'] ?? 0),
+    skipped: Number(raw['skipped'] ?? 0),
     extras: raw['extras'] ? (JSON.parse(raw['extras']) as string[]) : [],
     filesRoot: raw['files_root'] ?? '',
+    retentionMs: retentionFromMeta(raw['retention_ms']),
   };
 }
 
@@ -46,8 +56,10 @@ export function metaFields(meta: Partial<BatchMeta>): Record<string, string> {
   if (meta.defaultEndpoint !== undefined) fields['default_endpoint'] = meta.defaultEndpoint;
   if (meta.rows !== undefined) fields['rows'] = String(meta.rows);
   if (meta.rejected !== undefined) fields['rejected'] = String(meta.rejected);
+  if (meta.skipped !== undefined) fields['skipped'] = String(meta.skipped);
   if (meta.extras !== undefined) fields['extras'] = JSON.stringify(meta.extras);
   if (meta.filesRoot !== undefined) fields['files_root'] = meta.filesRoot;
+  if (meta.retentionMs !== undefined) fields['retention_ms'] = retentionArg(meta.retentionMs);
   return fields;
 }
 

@@ -4,8 +4,9 @@ import type { JobsOptions } from 'bullmq';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import type { FalCaller } from '../fal/fal-caller.js';
-import { BatchLostError, ConfigError, ManifestError, QueuePausedError } from '../errors.js';
-import { pausedReason } from '../ops/control.js';
+import { BatchLostError, BatchNotFoundError, ConfigError, ManifestError, QueuePausedError } from '../errors.js';
+import { applyBatchSettings, checkBatchSettings, pausedReason, type BatchSettings } from '../ops/control.js';
+import { bullPriority } from './batch-control.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
 import { createRowMapping } from '../manifest/row-mapping.js';
@@ -24,6 +25,7 @@ import { SECOND } from '../time.js';
 import { metaFields } from './batch-meta.js';
 import { encodeRowEntry, type RowEntry } from './batch-rows.js';
 import type { RowJobData } from './row-job.js';
+import { BatchPrunedError, defineRetentionScripts, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
 
 export interface EnqueueOptions {
   /**
@@ -52,6 +54,38 @@ export interface EnqueueOptions {
    * with FAL_KEY_MISSING (a manifest of URLs needs no credentials).
    */
   fal?: FalCaller | undefined;
+  /**
+   * Caps what this enqueue adds (a schedule's per-tick --max-rows, --max-spend). Called, in
+   * manifest order, with the rows of each chunk that would add a job (new, changed, or lost):
+   * returns how many of them, from the first, to add now. The others are left out, as if not read
+   * (not marked present, an edited row keeps its old answer), so a later enqueue adds them; they
+   * are counted as `deferred`. Default: every row is added.
+   */
+  admit?: ((rows: readonly ManifestRow[]) => number | Promise<number>) | undefined;
+  /** Recorded as the batch's manifest (what status shows) instead of the path read, e.g. the URL it was downloaded from. */
+  manifestLabel?: string | undefined;
+  /**
+   * How long the batch is kept after it was last written to (`--retention`; parseRetention reads
+   * `30d`, `12h`, `forever` = Infinity): its results, rows, figures and the answers it pays for,
+   * then they expire. Replaces the retention the batch had. Default: the batch keeps its own, and a
+   * new batch gets config.retentionMs (30 days).
+   */
+  retentionMs?: number | undefined;
+  /**
+   * The batch's priority, fal queue priority and spend cap (`--priority`, `--fal-priority`,
+   * `--max-spend` with the `price` it is measured with), stored on the batch: those not given
+   * stay as the batch has them. See ops/control.ts.
+   */
+  settings?: BatchSettings | undefined;
+}
+
+/** Another producer holds the batch's lease (it is being enqueued right now). */
+export class BatchBusyError extends ConfigError {
+  constructor(readonly batch: string) {
+    super(
+      `Batch ${batch} is being enqueued by another producer right now. Wait for it to finish (a producer that died lets go within ${LEASE_MS / SECOND} s), or use another --batch.`,
+    );
+  }
 }
 
 export interface EnqueueProgress {
@@ -79,6 +113,8 @@ export interface EnqueueSummary extends EnqueueProgress {
   rejections: Rejection[];
   /** Rows that need no call: their image already has a caption file (`--captions`, mode skip). */
   skipped: number;
+  /** Rows that would have added a job but were left for a later enqueue (`admit`). */
+  deferred: number;
 }
 
 const LEASE_MS = 60 * SECOND;
@@ -285,14 +321,23 @@ async function appendRows(redis: FalbatchContext['redis'], draft: string, at: nu
 }
 
 /** Job options every row job gets: its identity, attempts with falbatch's backoff, and cleanup. */
-export function rowJobOptions(ctx: FalbatchContext, batch: string, key: string, fingerprint: string): JobsOptions {
+export function rowJobOptions(ctx: FalbatchContext, batch: string, key: string, fingerprint: string, priority?: number): JobsOptions {
+  const retentionMs = ctx.config.retentionMs;
+  const bull = priority === undefined ? 0 : bullPriority(priority);
   return {
     jobId: jobIdFor(batch, key, fingerprint),
+    // The batch's priority (1..10); the top one (the default) goes without: BullMQ's wait list, served first.
+    ...(bull > 0 ? { priority: bull } : {}),
     attempts: ctx.config.attempts,
     backoff: { type: 'falbatch' },
     // Redis holds every result in the batch's results hash: finished jobs themselves are not needed.
     removeOnComplete: true,
-    removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+    // A failed job is what `falbatch retry` moves back: kept for the namespace's retention (30 days
+    // by default), and at most the newest 10,000 in the queue. Not each batch's own: BullMQ applies
+    // a failing job's age limit to the whole failed set, so a short-lived batch would take the
+    // failed rows of long-lived ones with it. Failed jobs of batches that are gone go with
+    // `prune --expired` (or when they age out).
+    removeOnFail: Number.isFinite(retentionMs) ? { age: Math.ceil(retentionMs / SECOND), count: 10_000 } : { count: 10_000 },
   };
 }
 
@@ -353,7 +398,7 @@ async function renewLease(ctx: FalbatchContext, lease: Lease): Promise<void> {
   const renew = (redis as unknown as { falbatchRenewLease: (numberOfKeys: number, ...args: Array<string | number>) => Promise<number> }).falbatchRenewLease;
   const keys = [lease.key, ...lease.keepAlive];
   if ((await renew.call(redis, keys.length, ...keys, lease.run, LEASE_MS)) !== 1) {
-    if ((await redis.exists(lease.meta)) === 0) throw new BatchLostError(lease.batch);
+    if ((await redis.exists(lease.meta)) === 0) throw await vanishedBatchError(ctx, lease.batch);
     throw new ConfigError(`Lost the lease on ${lease.key}: another producer took over this batch (this one stalled for over ${LEASE_MS / SECOND} s). Enqueue again.`);
   }
 }
@@ -363,7 +408,8 @@ async function renewLease(ctx: FalbatchContext, lease: Lease): Promise<void> {
  * account) drains nothing, so waiting would be for ever: the producer stops and says so.
  */
 async function waitForRoom(ctx: FalbatchContext, lease: Lease, signal: AbortSignal | undefined): Promise<void> {
-  while ((await ctx.queue.getWaitingCount()) >= ctx.config.maxWaiting) {
+  // Rows of batches with a lower priority wait in BullMQ's prioritized set: they count too.
+  while ((await ctx.queue.getJobCountByTypes('waiting', 'prioritized')) >= ctx.config.maxWaiting) {
     const reason = await pausedReason(ctx);
     if (reason !== undefined) throw new QueuePausedError(reason);
     await renewLease(ctx, lease);
@@ -394,6 +440,8 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   const batchKeys = keys.batch(batch);
 
   if (source.kind === 'csv') await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, createRowMapping(config).layout);
+  // Before anything is read or written: a spend cap needs a price.
+  checkBatchSettings(options.settings ?? {});
   const run = randomUUID();
   const plan = options.captions === undefined ? undefined : { captions: options.captions, clashKey: batchKeys.captionClashes(run) };
   if (plan) await findCaptionClashes(ctx, source, createRowMapping(config).layout, plan.captions, batchKeys.captionTargets(run), plan.clashKey);
@@ -414,15 +462,27 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     }
   }
 
-  const summary: EnqueueSummary = { batch, manifest: file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0 };
+  const summary: EnqueueSummary = { batch, manifest: options.manifestLabel ?? file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0, deferred: 0 };
   const now = clock.now();
+  // Every enqueue takes the batches whose retention ran out off the list: a service enqueueing
+  // every hour keeps the list (and Redis) bounded without anyone running prune.
+  await sweepExpiredBatches(ctx);
   // One producer per batch at a time: two would each rename their rows list over the other's.
   if ((await redis.set(batchKeys.enqueuing, run, 'PX', LEASE_MS, 'NX')) !== 'OK') {
-    throw new ConfigError(
-      `Batch ${batch} is being enqueued by another producer right now. Wait for it to finish (a producer that died lets go within ${LEASE_MS / SECOND} s), or use another --batch.`,
+    if ((await redis.get(batchKeys.enqueuing)) === PRUNED_LEASE) {
+      throw new ConfigError(`Batch ${batch} was dropped by \`falbatch prune --force\` less than a minute ago: its name is free again within ${PRUNED_MARK_MS / SECOND} s.`);
+    }
+    throw new BatchBusyError(batch);
+  }
+  // Created (or reopened) with its retention, every key of it renewed: open, so kept at least the unfinished floor.
+  await openBatch(ctx, batch, { createdAt: now, retentionMs: options.retentionMs });
+  const control = await applyBatchSettings(ctx, batch, options.settings ?? {});
+  if (control.state === 'cancelled') {
+    ctx.log.warn(
+      `batch ${batch} was cancelled (${control.reason ?? 'by an operator'}): rows added to it are cancelled too, without calling fal. ` +
+        `\`falbatch resume --batch ${batch}\` lifts the cancel; \`falbatch retry --batch ${batch} --error cancelled\` also runs its cancelled rows again.`,
     );
   }
-  await redis.multi().hsetnx(batchKeys.meta, 'name', batch).hsetnx(batchKeys.meta, 'created_at', String(now)).zadd(keys.batches, 'NX', now, batch).exec();
   const draft = batchKeys.rowsDraft(run);
   const lease: Lease = { key: batchKeys.enqueuing, run, batch, meta: batchKeys.meta, keepAlive: [draft, batchKeys.idsSeen(run)] };
   let extras: string[] = [];
@@ -459,8 +519,8 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
       const rows = [...distinct.values()];
       if (rows.length === 0) continue;
       const known = await redis.hmget(batchKeys.keys, ...rows.map((r) => r.key));
-      const fresh: ManifestRow[] = [];
-      const edited: ManifestRow[] = [];
+      let fresh: ManifestRow[] = [];
+      let edited: ManifestRow[] = [];
       const present: ManifestRow[] = [];
       rows.forEach((row, i) => {
         const fingerprint = known[i];
@@ -470,8 +530,21 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
       });
       // Present, but neither ended nor queued: a producer died between editing the row and adding
       // its job. Add it again.
-      const lost = await lostRows(ctx, batch, present);
+      let lost = await lostRows(ctx, batch, present);
       summary.present += present.length - lost.length;
+      if (options.admit) {
+        // The rows that would add a job, in manifest order: the first `admitted` go now.
+        const adding = new Set([...fresh, ...edited, ...lost]);
+        const candidates = rows.filter((row) => adding.has(row));
+        const admitted = candidates.length === 0 ? 0 : Math.max(0, Math.min(candidates.length, Math.floor(await options.admit(candidates))));
+        if (admitted < candidates.length) {
+          summary.deferred += candidates.length - admitted;
+          const admittedRows = new Set(candidates.slice(0, admitted));
+          fresh = fresh.filter((row) => admittedRows.has(row));
+          edited = edited.filter((row) => admittedRows.has(row));
+          lost = lost.filter((row) => admittedRows.has(row));
+        }
+      }
       // An edited row (same id, other content) is answered afresh: its old answer is dropped now,
       // before its new job exists, and a job of its old content still running will not record.
       if (edited.length > 0) {
@@ -495,11 +568,18 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
         await ctx.queue.addBulk(
           jobs.map((row) => {
             const data: RowJobData = { b: batch, k: row.key, e: row.endpoint, f: row.fingerprint, in: row.input, ...(row.outputField !== DEFAULT_OUTPUT_FIELD ? { o: row.outputField } : {}) };
-            return { name: row.endpoint, data, opts: rowJobOptions(ctx, batch, row.key, row.fingerprint) };
+            if (control.falPriority === 'low') data.qp = 'low';
+            return { name: row.endpoint, data, opts: rowJobOptions(ctx, batch, row.key, row.fingerprint, control.priority) };
           }),
         );
         // Only after the jobs exist: a crash between the two re-adds them next time, which BullMQ ignores.
         if (fresh.length > 0) await redis.hset(batchKeys.keys, Object.fromEntries(fresh.map((row) => [row.key, row.fingerprint])));
+        // What was just written lives as long as the batch; a batch pruned (or lost) meanwhile keeps
+        // nothing of it: the touch removed its keys, and the jobs just added go too.
+        if (!(await touchBatch(ctx, batch, 'open'))) {
+          await Promise.all(jobs.map((row) => ctx.queue.remove(jobIdFor(batch, row.key, row.fingerprint)).catch(() => 0)));
+          throw await vanishedBatchError(ctx, batch);
+        }
         summary.added += jobs.length;
       }
       options.onProgress?.({ batch, rows: summary.rows, added: summary.added, present: summary.present, rejected: summary.rejected });
@@ -507,13 +587,19 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     const finish = redis.multi();
     if (summary.rows > 0) finish.rename(draft, batchKeys.rows);
     else finish.del(batchKeys.rows);
-    finish.hset(batchKeys.meta, metaFields({ manifest: file, updatedAt: clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, extras, filesRoot: source.filesRoot }));
+    finish.hset(batchKeys.meta, metaFields({ manifest: options.manifestLabel ?? file, updatedAt: clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, skipped: summary.skipped, extras, filesRoot: source.filesRoot }));
     finish.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
+    // The rows list comes with the draft's 24 h TTL: it gets the batch's, with every other key.
+    // Open (the unfinished floor) while rows are pending; this producer's lease goes right after.
+    defineRetentionScripts(redis);
+    touchBatchIn(ctx, finish, batch, 'rows');
     await finish.exec();
   } catch (error) {
     await redis.del(draft, batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run)).catch(() => undefined);
-    // Whatever broke, a batch whose meta vanished under the producer was lost by Redis: say that.
-    if (!(error instanceof BatchLostError) && !options.signal?.aborted && (await redis.exists(batchKeys.meta).catch(() => 1)) === 0) throw new BatchLostError(batch);
+    // Whatever broke, a batch whose meta vanished under the producer was pruned (--force) or lost by Redis: say that.
+    if (!(error instanceof BatchLostError) && !(error instanceof BatchPrunedError) && !(error instanceof BatchNotFoundError) && !options.signal?.aborted && (await redis.exists(batchKeys.meta).catch(() => 1)) === 0) {
+      throw await vanishedBatchError(ctx, batch);
+    }
     throw error;
   } finally {
     // Release the lease only if it is still ours.
@@ -595,7 +681,7 @@ export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions)
       }
       if (rows.length === 0) continue;
       plan.calls += rows.length;
-      const [ended, paid] = await Promise.all([redis.hmget(batchKeys.results, ...rows.map((r) => r.key)), redis.hmget(keys.ledger, ...rows.map((r) => r.fingerprint))]);
+      const [ended, paid] = await Promise.all([redis.hmget(batchKeys.results, ...rows.map((r) => r.key)), ctx.store.ledgerMany(rows.map((r) => r.fingerprint))]);
       rows.forEach((_, i) => {
         if (ended[i] !== null && ended[i] !== undefined) plan.done++;
         else if (paid[i] !== null && paid[i] !== undefined) plan.answered++;

@@ -5,7 +5,12 @@
  *
  *   <prefix>:{<queue>}:<bullmq keys…>            BullMQ (wait, active, job hashes, …)
  *   <prefix>:{<queue>}:batches                   ZSET batch name → created (ms)
- *   <prefix>:{<queue>}:ledger                    HASH row fingerprint → final outcome (paid answers, reused across batches)
+ *   <prefix>:{<queue>}:expiries                  ZSET batch name → when its keys expire (ms; +inf: kept for ever). Swept (queue/retention.ts):
+ *                                                a name whose time has passed leaves both sets
+ *   <prefix>:{<queue>}:ledger:<fingerprint>      STRING a paid answer (final outcome, status ok), reused across batches; PX: the retention
+ *                                                of the batch that paid for it, extended by each batch that reuses it
+ *   <prefix>:{<queue>}:ledger                    HASH the ledger of versions before retention (fingerprint → answer): read as a fallback,
+ *                                                drained into ledger:<fingerprint> keys (on reuse, and by `prune --expired`)
  *   <prefix>:{<queue>}:paused                    STRING why the queue is paused (account-level fal error)
  *   <prefix>:{<queue>}:inflight:<fingerprint>    STRING the row calling fal for this input right now (others wait)
  *   <prefix>:{<queue>}:request:<job id>          STRING the row's fal request: `submitting:<connection>` while a delivery submits, then `rid:<ms>:<id>`
@@ -17,7 +22,15 @@
  *   <prefix>:{<queue>}:batch:<name>:results      HASH row key → result (the source of truth for export)
  *   <prefix>:{<queue>}:batch:<name>:counts       HASH status → number of row keys ended so
  *   <prefix>:{<queue>}:batch:<name>:stats        HASH figures of the ended rows (sums, latency histograms, rate ring) for status
- *   <prefix>:{<queue>}:batch:<name>:enqueuing    STRING lease held while a producer writes the batch
+ *   <prefix>:{<queue>}:batch:<name>:active       HASH job id → ms, rows calling fal now (an entry whose BullMQ job lock is gone is stale: pruned by status)
+ *   <prefix>:{<queue>}:batch:<name>:enqueuing    STRING lease held while a producer writes the batch (`pruned` for 60 s after
+ *                                                `prune --force` overrode a producer or rows in flight: they stop, saying why)
+ *   <prefix>:{<queue>}:batch:<name>:…            the batch's data keys (BatchKeys.retained) share one PX, its retention, renewed
+ *                                                whenever the batch is written to (queue/retention.ts); the enqueue run keys
+ *                                                (rows:draft:<run>, ids:<run>, captions…:<run>) live 24 h at most
+ *   <prefix>:{<queue>}-ticks:<bullmq keys…>      BullMQ queue of schedule ticks: one job scheduler per schedule (its
+ *                                                definition in the template data), served by every `work` process
+ *   <prefix>:{<queue>}:schedule:<name>:ticks     LIST the schedule's last tick records (JSON, newest first, bounded)
  */
 export interface BatchKeys {
   meta: string;
@@ -27,7 +40,17 @@ export interface BatchKeys {
   counts: string;
   /** Aggregates of the ended rows (see results/batch-figures.ts), kept as rows end. */
   stats: string;
+  /** Rows calling fal right now: job id → when it began (ms). See ResultStore.inFlight. */
+  active: string;
   enqueuing: string;
+  /**
+   * The batch's data keys: they live and die together, under the batch's retention (one PX for
+   * all, renewed whenever the batch is written to: see queue/retention.ts). A new per-batch key
+   * that outlives nothing else belongs here, or it never expires.
+   */
+  retained: readonly string[];
+  /** Glob matching every key of the batch (names cannot hold glob characters or `:`). */
+  pattern: string;
   /** Rows list being written by one enqueue run, renamed over `rows` when it completes. */
   rowsDraft(run: string): string;
   /** Ids seen by one enqueue run, to reject a repeated id. */
@@ -43,8 +66,15 @@ export interface KeyLayout {
   readonly bullPrefix: string;
   /** BullMQ queue name (carries the hash tag). */
   readonly queueName: string;
+  /** BullMQ queue of schedule ticks (same hash tag: one Cluster slot with the rows it enqueues). */
+  readonly ticksQueueName: string;
   readonly batches: string;
-  readonly ledger: string;
+  /** When each batch's keys expire (see queue/retention.ts). */
+  readonly expiries: string;
+  /** A paid answer, by row fingerprint (see results/result-store.ts). */
+  ledger(fingerprint: string): string;
+  /** The ledger hash of versions before retention: read as a fallback, drained. */
+  readonly legacyLedger: string;
   readonly paused: string;
   inflight(fingerprint: string): string;
   /** A row's fal request state, by job id (any delivery of the row reads it). */
@@ -52,8 +82,12 @@ export interface KeyLayout {
   /** The cached upload of a local image's content (`sha256:<hex>[@<N>px]`) to one fal storage. */
   upload(store: string, identity: string): string;
   batch(name: string): BatchKeys;
+  /** A schedule's last tick records (newest first). */
+  scheduleTicks(name: string): string;
   /** BullMQ's hash for a job id. */
   job(jobId: string): string;
+  /** BullMQ's lock of a job (`<job hash>:lock`): present while a live worker holds the job. */
+  jobLock(jobId: string): string;
 }
 
 export const DEFAULT_QUEUE = 'jobs';
@@ -64,21 +98,30 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
   return {
     bullPrefix: prefix,
     queueName,
+    ticksQueueName: `${queueName}-ticks`,
     batches: `${base}:batches`,
-    ledger: `${base}:ledger`,
+    expiries: `${base}:expiries`,
+    ledger: (fingerprint) => `${base}:ledger:${fingerprint}`,
+    legacyLedger: `${base}:ledger`,
     paused: `${base}:paused`,
     inflight: (fingerprint) => `${base}:inflight:${fingerprint}`,
     request: (jobId) => `${base}:request:${jobId}`,
     upload: (store, identity) => `${base}:upload:${store}:${identity}`,
     batch(name) {
       const at = `${base}:batch:${name}`;
-      return {
+      const data = {
         meta: `${at}:meta`,
         rows: `${at}:rows`,
         keys: `${at}:keys`,
         results: `${at}:results`,
         counts: `${at}:counts`,
         stats: `${at}:stats`,
+        active: `${at}:active`,
+      };
+      return {
+        ...data,
+        retained: Object.values(data),
+        pattern: `${at}:*`,
         enqueuing: `${at}:enqueuing`,
         rowsDraft: (run) => `${at}:rows:draft:${run}`,
         idsSeen: (run) => `${at}:ids:${run}`,
@@ -86,6 +129,8 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
         captionClashes: (run) => `${at}:caption-clashes:${run}`,
       };
     },
+    scheduleTicks: (name) => `${base}:schedule:${name}:ticks`,
     job: (jobId) => `${base}:${jobId}`,
+    jobLock: (jobId) => `${base}:${jobId}:lock`,
   };
 }

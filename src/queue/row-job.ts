@@ -16,6 +16,8 @@ export interface RowJobData {
   in: Record<string, unknown>;
   /** The output field that holds the answer (a dotted path), when not `output` (--output-field). */
   o?: string;
+  /** fal's queue priority for the request, when not `normal` (`--fal-priority low`). */
+  qp?: 'low';
   /** fal request_id of the request in flight, if any. */
   rid?: string;
   /** When that request was submitted (ms). */

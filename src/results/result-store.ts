@@ -1,6 +1,9 @@
 import type { Redis } from 'ioredis';
+import { DEFAULT_CONFIG } from '../config.js';
 import { BatchLostError } from '../errors.js';
 import type { KeyLayout } from '../queue/keys.js';
+import { jobIdFor } from '../manifest/row-key.js';
+import { RETENTION_LUA, retentionArg, retentionTail, retentionTailLength, type RetentionSettings } from '../queue/retention.js';
 import { RATE_SLOT_MS, RATE_SLOTS, statsIncrements } from './batch-figures.js';
 import type { LedgerEntry, RowResult } from './row-result.js';
 
@@ -11,21 +14,49 @@ import type { LedgerEntry, RowResult } from './row-result.js';
 // for; otherwise this delivery marks the row as submitting, before it calls fal.
 // One round trip, and no gap in which a twin's answer or another delivery's submit could slip by.
 // A job whose content is no longer the row's (the row was edited and enqueued again) is stale.
-// A batch whose meta is gone was lost by Redis (flushed, or restarted without persistence).
-// KEYS: results, ledger, inflight, request, row keys, meta.
-// ARGV: row key, fingerprint, owner, claim ttl (ms), resume (1/0), submitting marker, marker ttl (ms).
-const BEGIN_ROW = `
-if redis.call('EXISTS', KEYS[6]) == 0 then return {'lost'} end
+// A batch whose meta is gone while its row's job still exists expired (its retention ran out) or
+// was pruned: the row is dropped (its saved request and its claim with it). With the job gone
+// too, Redis lost the batch (flushed, or restarted without persistence).
+// A row beginning is a write to its batch: every key of the batch lives its retention again (at
+// least the unfinished floor: the row has not ended), lazily (see touchBatch). The ledger is a key per answer; one found
+// only in the ledger hash of earlier versions moves to its own key. A reused answer lives at
+// least this batch's retention from now.
+// A row that goes on to call fal (or to resume its request) joins the batch's active rows.
+// KEYS: results, ledger entry, inflight, request, row keys, meta, active, legacy ledger hash, job, then the retention tail.
+// ARGV: row key, fingerprint, owner, claim ttl (ms), resume (1/0), submitting marker, marker ttl (ms), now (ms),
+//       batch, default retention, unfinished floor (ms).
+const BEGIN_ROW = `${RETENTION_LUA}
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  if redis.call('EXISTS', KEYS[9]) == 0 then return {'lost'} end
+  -- Nobody will read this row's request or claim again.
+  redis.call('DEL', KEYS[4])
+  if redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
+  return {'gone'}
+end
+local retention = retentionOf(KEYS[6], ARGV[10])
+touchBatch(10, ARGV[9], retention, tonumber(ARGV[11]), true, true)
 local wanted = redis.call('HGET', KEYS[5], ARGV[1])
 if wanted and wanted ~= ARGV[2] then return {'stale'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'ended'} end
-local paid = redis.call('HGET', KEYS[2], ARGV[2])
-if paid and cjson.decode(paid)['status'] == 'ok' then return {'ledger', paid} end
+local paid = redis.call('GET', KEYS[2])
+if not paid then
+  paid = redis.call('HGET', KEYS[8], ARGV[2])
+  if paid and cjson.decode(paid)['status'] == 'ok' then
+    keepAnswer(KEYS[2], paid, retention)
+    redis.call('HDEL', KEYS[8], ARGV[2])
+  end
+end
+if paid and cjson.decode(paid)['status'] == 'ok' then
+  extendAnswer(KEYS[2], retention)
+  return {'ledger', paid}
+end
 local request = redis.call('GET', KEYS[4])
 local saved = request and string.sub(request, 1, 4) == 'rid:'
 local current = redis.call('GET', KEYS[3])
 if not (ARGV[5] == '1' or saved or current == false or current == ARGV[3]) then return {'held', current} end
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+redis.call('HSET', KEYS[7], ARGV[3], ARGV[8])
+liveAsMeta(KEYS[7], KEYS[6])
 if saved then return {'resume', request} end
 if ARGV[5] == '1' then return {'claimed'} end
 if request and request ~= ARGV[6] then return {'submitting', request} end
@@ -53,28 +84,36 @@ return 0
 // The row's request state goes too: the row has ended. A stale job (the row's content changed
 // since) pairs its answer with no row: it only goes to the ledger, under the content it answers.
 // A batch Redis lost gets nothing written under its keys (nobody would read them); its answer
-// still goes to the ledger, so enqueuing the manifest again does not pay for it.
+// still goes to the ledger, so enqueuing the manifest again does not pay for it. The same for a
+// batch that expired or was pruned (its meta is gone but the row's job is still there: -3, not -2).
+// The ledger is a key per answer, living the batch's retention (the default for a batch that is
+// gone); an answer already there wins, and lives at least as long.
+// Ending a row is a write to its batch: every key of the batch lives its retention again, from
+// now; at least the unfinished floor while rows are still to end or a producer writes it.
 // The batch's stats (figures `status` shows in O(1)) move with the counts, once per row: sums and
 // latency histogram buckets (fields and increments computed by statsIncrements), the first and last
 // finish, and a ring of RATE_SLOTS slots of RATE_SLOT_MS counting rows ended (the rate over the
 // last minute); a slot is reset when it comes round again, and a finish older than the slot's
 // current lap (a worker's clock far behind) is left out of the rate.
-// KEYS: results, counts, ledger, inflight, request, row keys, meta, stats.
-// ARGV: row key, result, status, fingerprint, ledger entry or '', owner or '', finished at (ms), then stats field/increment pairs.
-const RECORD_RESULT = `
+// The row leaves the batch's active rows.
+// KEYS: results, counts, ledger entry, inflight, request, row keys, meta, stats, active, job, then the retention tail.
+// ARGV: row key, result, status, fingerprint, ledger entry or '', owner or '', finished at (ms),
+//       batch, default retention, unfinished floor (ms), then stats field/increment pairs.
+const RECORD_RESULT = `${RETENTION_LUA}
 local added = 0
 local wanted = redis.call('HGET', KEYS[6], ARGV[1])
+local retention = retentionOf(KEYS[7], ARGV[9])
 if redis.call('EXISTS', KEYS[7]) == 0 then
-  if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
-  added = -2
+  if ARGV[5] ~= '' then keepAnswer(KEYS[3], ARGV[5], retention) end
+  if redis.call('EXISTS', KEYS[10]) == 1 then added = -3 else added = -2 end
 elseif wanted and wanted ~= ARGV[4] then
-  if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
+  if ARGV[5] ~= '' then keepAnswer(KEYS[3], ARGV[5], retention) end
   added = -1
 elseif redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-  if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
+  if ARGV[5] ~= '' then keepAnswer(KEYS[3], ARGV[5], retention) end
   added = 1
-  for i = 8, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[8], ARGV[i], ARGV[i + 1]) end
+  for i = 11, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[8], ARGV[i], ARGV[i + 1]) end
   local at = tonumber(ARGV[7])
   local first = tonumber(redis.call('HGET', KEYS[8], 'first_at') or '')
   if first == nil or at < first then redis.call('HSET', KEYS[8], 'first_at', ARGV[7]) end
@@ -90,8 +129,25 @@ elseif redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   end
 end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) == ARGV[6] then redis.call('DEL', KEYS[4]) end
-if ARGV[6] ~= '' then redis.call('DEL', KEYS[5]) end
+if ARGV[6] ~= '' then
+  redis.call('DEL', KEYS[5])
+  redis.call('HDEL', KEYS[9], ARGV[6])
+end
+if added >= -1 then touchBatch(11, ARGV[8], retention, tonumber(ARGV[10]), batchOpen(11)) end
 return added
+`;
+
+// Counts a batch's rows calling fal now: its active rows whose BullMQ job is locked by a worker.
+// An entry whose lock is gone belongs to a worker that died (its lock expired) or to a row that
+// left without saying so: it is removed, here, atomically (a worker picking the row up again adds
+// it back in BEGIN_ROW, under a fresh lock). O(rows in flight), bounded by the workers' concurrency.
+// KEYS: active. ARGV: a job lock key's text before and after the job id.
+const COUNT_ACTIVE = `
+local n = 0
+for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. id .. ARGV[2]) == 1 then n = n + 1 else redis.call('HDEL', KEYS[1], id) end
+end
+return n
 `;
 
 // Release a claim only if it is still ours (it may have been taken over since).
@@ -115,8 +171,10 @@ export type RowStart =
   | { kind: 'ended' }
   /** The job's content is no longer the row's: the row was edited and enqueued again. */
   | { kind: 'stale' }
-  /** Redis lost the batch (its meta is gone): nothing is called or written for it. */
+  /** Redis lost the batch (its meta is gone, and the row's job too): nothing is called or written for it. */
   | { kind: 'lost' }
+  /** The batch expired (its retention ran out) or was pruned, while its row's job waited: the row is dropped, nothing is called. */
+  | { kind: 'gone' }
   | { kind: 'ledger'; entry: LedgerEntry }
   /** Claimed, and marked as being submitted by this delivery (unless it resumes its job data's request). */
   | { kind: 'claimed' }
@@ -136,6 +194,17 @@ export function markConnection(mark: string): string {
   return mark.slice('submitting:'.length);
 }
 
+/** A row's request state (its `request:<job id>` key): a saved fal request, or a delivery submitting it. */
+export type SavedRequest = { kind: 'request'; requestId: string; submittedAt: number } | { kind: 'submitting'; holder: string };
+
+/** Reads a request key's value: `rid:<submitted at>:<request id>`, or a submitting mark. */
+export function parseSavedRequest(value: string | null | undefined): SavedRequest | undefined {
+  if (!value) return undefined;
+  if (!value.startsWith('rid:')) return { kind: 'submitting', holder: value };
+  const [, at = '0', ...id] = value.split(':');
+  return { kind: 'request', requestId: id.join(':'), submittedAt: Number(at) };
+}
+
 export interface RecordOptions {
   /** Also put the answer in the ledger (answers only: identical rows later get it without a call). */
   remember: boolean;
@@ -153,6 +222,8 @@ export interface BeginOptions {
   mark: string;
   /** How long a mark lasts if nobody removes it: the backstop when liveness cannot be checked. */
   markTtlMs: number;
+  /** Now (ms): when the row joins the batch's active rows. */
+  now: number;
 }
 
 export interface ResultStore {
@@ -169,17 +240,34 @@ export interface ResultStore {
   /** Forgets the row's request (it is gone at fal), or only this delivery's mark (`mark`). */
   dropRequest(owner: string, mark?: string): Promise<void>;
   /**
-   * Stores a row's final result (first one wins). Returns false when the row already had one, or
-   * when the result is stale (the row's content changed since its job was made). Throws
-   * BatchLostError, writing only the ledger, when Redis lost the batch.
+   * Stores a row's final result (first one wins). Returns false when the row already had one,
+   * when the result is stale (the row's content changed since its job was made), or when the batch
+   * expired or was pruned meanwhile (only the ledger learns the answer). Throws BatchLostError,
+   * writing only the ledger, when Redis lost the batch.
    */
   record(batch: string, key: string, fingerprint: string, result: RowResult, options: RecordOptions): Promise<boolean>;
   get(batch: string, key: string): Promise<RowResult | undefined>;
   getMany(batch: string, keys: readonly string[]): Promise<Array<RowResult | undefined>>;
+  /** The paid answer for a fingerprint, if the ledger still has it. */
   ledger(fingerprint: string): Promise<LedgerEntry | undefined>;
+  /** The same for many fingerprints, in order (one round trip, two with a ledger from before retention). */
+  ledgerMany(fingerprints: readonly string[]): Promise<Array<LedgerEntry | undefined>>;
   /** Takes the claim from `from` (gone without an answer), unless another row took it first. */
   takeOver(fingerprint: string, from: string, to: string, ttlMs: number): Promise<boolean>;
   release(fingerprint: string, owner: string): Promise<void>;
+  /**
+   * The row (job id `owner`) stops calling fal without an answer (handed back, put off, failed):
+   * it leaves the batch's active rows. Recording a result does this too.
+   */
+  leave(batch: string, owner: string): Promise<void>;
+  /**
+   * Rows of the batch calling fal right now, in O(rows in flight): rows that began a call and have
+   * not ended or left, and whose job a live worker still holds (BullMQ's lock). A worker killed
+   * mid-row stops counting once its lock expires (`lockDurationMs`), without anyone cleaning up.
+   */
+  inFlight(batch: string): Promise<number>;
+  /** The row's request state (job id `owner`): the fal request any delivery saved, or the mark of one submitting it. */
+  savedRequest(owner: string): Promise<SavedRequest | undefined>;
 }
 
 function parse<T>(json: string | null | undefined): T | undefined {
@@ -192,53 +280,27 @@ function parse<T>(json: string | null | undefined): T | undefined {
 }
 
 interface Scripts {
-  falbatchBeginRow(
-    results: string,
-    ledger: string,
-    inflight: string,
-    request: string,
-    rowKeys: string,
-    meta: string,
-    key: string,
-    fingerprint: string,
-    owner: string,
-    ttlMs: number,
-    resume: string,
-    mark: string,
-    markTtlMs: number,
-  ): Promise<string[]>;
+  /** KEYS and ARGV as BEGIN_ROW says, the retention tail last among the keys. */
+  falbatchBeginRow(...args: Array<string | number>): Promise<string[]>;
   falbatchTakeOverSubmit(request: string, seen: string, mark: string, ttlMs: number): Promise<number>;
   falbatchDropRequest(request: string, mark: string): Promise<number>;
-  falbatchRecordResult(
-    results: string,
-    counts: string,
-    ledger: string,
-    inflight: string,
-    request: string,
-    rowKeys: string,
-    meta: string,
-    stats: string,
-    key: string,
-    json: string,
-    status: string,
-    fingerprint: string,
-    ledgerJson: string,
-    owner: string,
-    finishedAt: number,
-    ...increments: Array<string | number>
-  ): Promise<number>;
+  /** KEYS and ARGV as RECORD_RESULT says, the retention tail last among the keys. */
+  falbatchRecordResult(...args: Array<string | number>): Promise<number>;
   falbatchReleaseClaim(key: string, owner: string): Promise<number>;
   falbatchTakeOverClaim(key: string, from: string, to: string, ttlMs: number): Promise<number>;
+  falbatchCountActive(active: string, lockBefore: string, lockAfter: string): Promise<number>;
 }
 
-function scriptsOf(redis: Redis): Scripts {
+function scriptsOf(redis: Redis, keys: KeyLayout): Scripts {
   if (!('falbatchBeginRow' in redis)) {
-    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 6, lua: BEGIN_ROW });
-    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 8, lua: RECORD_RESULT });
+    const tail = retentionTailLength(keys);
+    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 9 + tail, lua: BEGIN_ROW });
+    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 10 + tail, lua: RECORD_RESULT });
     redis.defineCommand('falbatchTakeOverSubmit', { numberOfKeys: 1, lua: TAKE_OVER_SUBMIT });
     redis.defineCommand('falbatchDropRequest', { numberOfKeys: 1, lua: DROP_REQUEST });
     redis.defineCommand('falbatchReleaseClaim', { numberOfKeys: 1, lua: RELEASE_CLAIM });
     redis.defineCommand('falbatchTakeOverClaim', { numberOfKeys: 1, lua: TAKE_OVER_CLAIM });
+    redis.defineCommand('falbatchCountActive', { numberOfKeys: 1, lua: COUNT_ACTIVE });
   }
   return redis as unknown as Scripts;
 }
@@ -254,17 +316,44 @@ function ledgerEntryOf(result: RowResult): LedgerEntry {
   };
 }
 
-export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
-  const scripts = scriptsOf(redis);
+/**
+ * The result store over one connection. `retention`: config.retentionMs and
+ * config.unfinishedRetentionMs (default: DEFAULT_CONFIG's), what batches from before retention and
+ * answers of batches that are gone are kept for, and the floor of unfinished batches.
+ */
+export function createResultStore(redis: Redis, keys: KeyLayout, retention: RetentionSettings = { retentionMs: DEFAULT_CONFIG.retentionMs, unfinishedRetentionMs: DEFAULT_CONFIG.unfinishedRetentionMs }): ResultStore {
+  const scripts = scriptsOf(redis, keys);
+  const defaultRetention = retentionArg(retention.retentionMs);
+  const ledgerMany = async (fingerprints: readonly string[]): Promise<Array<LedgerEntry | undefined>> => {
+    if (fingerprints.length === 0) return [];
+    const found: Array<string | null> = await redis.mget(...fingerprints.map((fingerprint) => keys.ledger(fingerprint)));
+    // Answers from before retention, not moved to their own keys yet.
+    const missing = fingerprints.filter((_, i) => found[i] === null || found[i] === undefined);
+    if (missing.length > 0 && (await redis.exists(keys.legacyLedger)) === 1) {
+      const legacy = await redis.hmget(keys.legacyLedger, ...missing);
+      let next = 0;
+      fingerprints.forEach((_, i) => {
+        if (found[i] === null || found[i] === undefined) found[i] = legacy[next++] ?? null;
+      });
+    }
+    return found.map((json) => {
+      const entry = parse<LedgerEntry>(json);
+      return entry?.status === 'ok' ? entry : undefined;
+    });
+  };
   return {
     async begin(batch, key, fingerprint, options) {
       const [kind, value] = await scripts.falbatchBeginRow(
         keys.batch(batch).results,
-        keys.ledger,
+        keys.ledger(fingerprint),
         keys.inflight(fingerprint),
         keys.request(options.owner),
         keys.batch(batch).keys,
         keys.batch(batch).meta,
+        keys.batch(batch).active,
+        keys.legacyLedger,
+        keys.job(options.owner),
+        ...retentionTail(keys, batch),
         key,
         fingerprint,
         options.owner,
@@ -272,8 +361,12 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         options.resume ? '1' : '0',
         options.mark,
         options.markTtlMs,
+        options.now,
+        batch,
+        defaultRetention,
+        retention.unfinishedRetentionMs,
       );
-      if (kind === 'ended' || kind === 'claimed' || kind === 'stale' || kind === 'lost') return { kind };
+      if (kind === 'ended' || kind === 'claimed' || kind === 'stale' || kind === 'lost' || kind === 'gone') return { kind };
       if (kind === 'ledger') {
         const entry = parse<LedgerEntry>(value);
         return entry ? { kind, entry } : { kind: 'claimed' };
@@ -300,12 +393,16 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
       const added = await scripts.falbatchRecordResult(
         batchKeys.results,
         batchKeys.counts,
-        keys.ledger,
+        keys.ledger(fingerprint),
         keys.inflight(fingerprint),
         keys.request(options.releaseFor ?? ''),
         batchKeys.keys,
         batchKeys.meta,
         batchKeys.stats,
+        batchKeys.active,
+        // The row's job: still there when the batch expired or was pruned, gone when Redis lost everything.
+        keys.job(options.releaseFor ?? jobIdFor(batch, key, fingerprint)),
+        ...retentionTail(keys, batch),
         key,
         JSON.stringify(result),
         result.status,
@@ -313,6 +410,9 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
         options.remember && result.status === 'ok' ? JSON.stringify(ledgerEntryOf(result)) : '',
         options.releaseFor ?? '',
         result.finished_at,
+        batch,
+        defaultRetention,
+        retention.unfinishedRetentionMs,
         ...statsIncrements(result).flat(),
       );
       if (added === -2) throw new BatchLostError(batch);
@@ -327,13 +427,25 @@ export function createResultStore(redis: Redis, keys: KeyLayout): ResultStore {
       return values.map((v) => parse<RowResult>(v));
     },
     async ledger(fingerprint) {
-      return parse<LedgerEntry>(await redis.hget(keys.ledger, fingerprint));
+      const [entry] = await ledgerMany([fingerprint]);
+      return entry;
     },
+    ledgerMany,
     async takeOver(fingerprint, from, to, ttlMs) {
       return (await scripts.falbatchTakeOverClaim(keys.inflight(fingerprint), from, to, ttlMs)) === 1;
     },
     async release(fingerprint, owner) {
       await scripts.falbatchReleaseClaim(keys.inflight(fingerprint), owner);
+    },
+    async leave(batch, owner) {
+      await redis.hdel(keys.batch(batch).active, owner);
+    },
+    async inFlight(batch) {
+      const [before = '', after = ''] = keys.jobLock('\u0000').split('\u0000');
+      return scripts.falbatchCountActive(keys.batch(batch).active, before, after);
+    },
+    async savedRequest(owner) {
+      return parseSavedRequest(await redis.get(keys.request(owner)));
     },
   };
 }

@@ -10,6 +10,15 @@ import { HOUR, MINUTE, type Clock } from '../time.js';
 import type { StatusErrorKnowledge, StatusErrorReporting } from './status-errors.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase, type Verdict } from './classify-error.js';
 
+/** Where a row's fal request is, as a dashboard shows it (see RowAttempt.reportPhase). */
+export type RowPhase =
+  | { phase: 'submitting' }
+  /** In fal's queue; `position` is fal's queue_position (0: next to run), when fal says. */
+  | { phase: 'queued'; position?: number }
+  | { phase: 'running' }
+  /** fal said it completed: its result is being read and stored. */
+  | { phase: 'fetching' };
+
 /** One attempt at a row, as the queue hands it over (nothing BullMQ-specific). */
 export interface RowAttempt {
   /** The row's job id: owns its claim and its request state. */
@@ -20,6 +29,8 @@ export interface RowAttempt {
   signal: AbortSignal | undefined;
   /** Persists the row's request state on the job (fields left out are removed) before going on. */
   saveState(state: RowRequestState): Promise<void>;
+  /** Told each phase of the fal call as it is seen (repeats included: the implementation throttles). */
+  reportPhase?(phase: RowPhase): void;
 }
 
 export interface RowProcessorDeps {
@@ -72,9 +83,10 @@ function timingFields(startedAt: number | undefined, status: FalStatus | undefin
  * - `already-ended`: the row had a final result (a duplicate delivery);
  * - `twin-in-flight`: an identical row is being called right now: wait for its answer, don't pay twice;
  * - `submit-in-flight`: another delivery of this row is submitting it: wait for the request it saves;
- * - `stale`: the row was edited and enqueued again since this job was made: a newer job answers it.
+ * - `stale`: the row was edited and enqueued again since this job was made: a newer job answers it;
+ * - `batch-gone`: the row's batch expired (its retention ran out) or was pruned: nothing to do.
  */
-export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger' | 'twin-in-flight' | 'submit-in-flight' | 'stale';
+export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger' | 'twin-in-flight' | 'submit-in-flight' | 'stale' | 'batch-gone';
 
 /** A claim outlives its row only this long if nobody releases it (crashes are handled by liveness). */
 const CLAIM_TTL = 24 * HOUR;
@@ -144,7 +156,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   const owner = attempt.jobId;
   const mark = await deps.submitter.mark();
   const begin = (): Promise<RowStart> =>
-    store.begin(data.b, data.k, data.f, { owner, claimTtlMs: CLAIM_TTL, resume: data.rid !== undefined, mark, markTtlMs: submitMarkTtl(config) });
+    store.begin(data.b, data.k, data.f, { owner, claimTtlMs: CLAIM_TTL, resume: data.rid !== undefined, mark, markTtlMs: submitMarkTtl(config), now: clock.now() });
   let start = await begin();
   if (start.kind === 'held') {
     if ((await deps.rowAlive(start.owner)) || !(await store.takeOver(data.f, start.owner, owner, CLAIM_TTL))) return 'twin-in-flight';
@@ -153,6 +165,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   if (start.kind === 'ended') return 'already-ended';
   if (start.kind === 'stale') return 'stale';
   if (start.kind === 'lost') throw new BatchLostError(data.b);
+  if (start.kind === 'gone') return 'batch-gone';
   if (start.kind === 'ledger') {
     await recordFromLedger(data, start.entry, deps);
     return 'from-ledger';
@@ -163,7 +176,10 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     // loop) but lives on, and will save the request it pays for. Wait for it, unless its
     // connection is gone: then its process died, and this delivery takes over.
     const alive = await deps.submitter.alive(start.holder);
-    if (alive !== false || !(await store.takeOverSubmit(owner, start.holder, mark, submitMarkTtl(config)))) return 'submit-in-flight';
+    if (alive !== false || !(await store.takeOverSubmit(owner, start.holder, mark, submitMarkTtl(config)))) {
+      await store.leave(data.b, owner);
+      return 'submit-in-flight';
+    }
     deps.log.info('taking over a row whose submitting worker is gone', { batch: data.b, key: data.k });
   }
 
@@ -179,8 +195,12 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     if (!requestId) {
       // The submit is not aborted with the attempt: once fal may have accepted it, its id must be
       // saved, or a handed-back row would pay again. It is bounded by the call time-out instead.
-      const startTimeout = config.startTimeoutSeconds === undefined ? {} : { startTimeoutSeconds: config.startTimeoutSeconds };
-      ({ requestId } = await fal.submit(data.e, data.in, startTimeout));
+      const submitOptions = {
+        ...(config.startTimeoutSeconds === undefined ? {} : { startTimeoutSeconds: config.startTimeoutSeconds }),
+        ...(data.qp !== undefined ? { priority: data.qp } : {}),
+      };
+      attempt.reportPhase?.({ phase: 'submitting' });
+      ({ requestId } = await fal.submit(data.e, data.in, submitOptions));
       submittedAt = clock.now();
       // First where every delivery of the row looks (this also lifts the submitting mark), then on the job.
       await store.saveRequest(owner, requestId, submittedAt, SAVED_REQUEST_TTL);
@@ -194,10 +214,13 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     status = await waitFor(data, requestId, submittedAt, attempt, deps, (seen) => {
       if (seen.state === 'IN_QUEUE') began.queued = true;
       else if (seen.state === 'IN_PROGRESS' && began.queued && began.at === undefined) began.at = clock.now();
+      if (seen.state === 'IN_QUEUE') attempt.reportPhase?.(seen.queuePosition === undefined ? { phase: 'queued' } : { phase: 'queued', position: seen.queuePosition });
+      else if (seen.state === 'IN_PROGRESS') attempt.reportPhase?.({ phase: 'running' });
     });
 
     if (status.error !== undefined) deps.statusErrors.sawStatusError();
     phase = 'result';
+    attempt.reportPhase?.({ phase: 'fetching' });
     const body = await readResult(data.e, requestId, status, attempt.signal, deps);
     const answer = readAnswer(body, data.o);
     if (!answer) throw new UnexpectedOutputError(data.e, body, data.o);
@@ -217,6 +240,8 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     await store.record(data.b, data.k, data.f, result, { remember: true, releaseFor: owner });
     return 'ok';
   } catch (error) {
+    // Whatever comes next (retry, put off, handed back, failed), this row stops calling fal now.
+    await store.leave(data.b, owner).catch(() => undefined);
     if (error instanceof AttemptError || error instanceof ResultPendingError || error instanceof BatchLostError || attempt.signal?.aborted) throw error;
     let verdict = classifyFalError(error, phase);
     verdict = { ...verdict, reason: deps.scrub(verdict.reason) } as Verdict;

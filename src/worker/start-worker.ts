@@ -1,3 +1,4 @@
+import { closeWithinGrace } from './close-within-grace.js';
 import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
@@ -12,12 +13,20 @@ import { rateLimitDelay, retryDelay } from './backoff.js';
 import { classifyFalError, type Verdict } from './classify-error.js';
 import { AttemptError, ResultPendingError, processRow, type RowTimingFields } from './process-row.js';
 import { createStatusErrorKnowledge } from './status-errors.js';
+import { sweepExpiredBatches } from '../queue/retention.js';
+import { createPhaseReporter } from './phase-reporter.js';
+import { observeRecords, safeListener, type WorkerEventListener } from './worker-events.js';
+import { PARK_MS } from '../queue/batch-control.js';
+import { createBatchGate } from './batch-gate.js';
+import { endCancelledRow } from './cancel-row.js';
 
 export interface StartWorkerOptions {
   /** fal requests in flight in this process. Default: config.concurrency. */
   concurrency?: number;
   /** The fal caller to use. Default: one built from the config (FAL_KEY, FAL_BASE_URL). */
   fal?: FalCaller;
+  /** Told what the worker does as it happens (rows recorded, retries, 429s, rows in flight): metrics. */
+  onEvent?: WorkerEventListener;
 }
 
 /** What a worker did since it started. */
@@ -32,6 +41,12 @@ export interface WorkerCounts {
   resultRereads: number;
   /** Rows of batches Redis lost (flushed, or restarted without persistence): nothing recorded. */
   lost: number;
+  /** Rows of batches that expired (their retention ran out) or were pruned while the rows waited: dropped, nothing called. */
+  gone: number;
+  /** Rows of paused batches, or batches over their spend cap, parked until `falbatch resume --batch`. */
+  parked: number;
+  /** Rows of cancelled batches ended as `cancelled` (their fal requests, if any, cancelled at fal). */
+  cancelled: number;
 }
 
 export interface WorkerHandle {
@@ -64,6 +79,15 @@ class RetryableRowError extends Error {
 }
 
 const SHUTDOWN = 'falbatch: worker shutting down';
+
+/** Starts the abort reason of a row whose batch was cancelled (`falbatch cancel`); the batch's reason follows. */
+const CANCELLED = 'falbatch: batch cancelled: ';
+
+/** The cancel reason of an aborted attempt, when it was aborted because its batch was cancelled. */
+function cancelReason(signal: AbortSignal | undefined): string | undefined {
+  const reason: unknown = signal?.reason;
+  return typeof reason === 'string' && reason.startsWith(CANCELLED) ? reason.slice(CANCELLED.length) : undefined;
+}
 /** A row whose last 429 is older than this starts a new run of 429s. */
 const RATE_LIMIT_RUN_GAP = 5 * MINUTE;
 
@@ -72,7 +96,9 @@ const RATE_LIMIT_RUN_GAP = 5 * MINUTE;
  * semantics (attempts, rate limits, moving jobs back); what an attempt does is in process-row.ts.
  */
 export async function startWorker(ctx: FalbatchContext, options: StartWorkerOptions = {}): Promise<WorkerHandle> {
-  const { config, clock, log, store, keys } = ctx;
+  const { config, clock, log, keys } = ctx;
+  const tell = safeListener(options.onEvent);
+  const store = options.onEvent ? observeRecords(ctx.store, tell) : ctx.store;
   const fal =
     options.fal ??
     createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock });
@@ -86,8 +112,17 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     alive: (mark: string) => isConnectionAlive(ctx.redis, markConnection(mark)),
   };
   const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge() };
-  const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0, resultRereads: 0, lost: 0 };
+  const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0, resultRereads: 0, lost: 0, gone: 0, parked: 0, cancelled: 0 };
   const lostBatches = new Set<string>();
+  const goneBatches = new Set<string>();
+  // A batch whose retention ran out (or that was pruned) with rows still queued: say so once, drop them.
+  const noteGone = (batch: string): void => {
+    if (!goneBatches.has(batch)) {
+      goneBatches.add(batch);
+      log.warn(`batch ${batch} is gone (its retention ran out, or it was pruned): its rows still in the queue are dropped without calling fal`, { batch });
+    }
+    counts.gone++;
+  };
 
   // A batch Redis lost has nothing to record under: say so once per batch, and let its jobs go.
   const noteLost = (error: BatchLostError): void => {
@@ -132,8 +167,54 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     log.warn(`row failed: ${verdict.reason}`, { batch: data.b, key: data.k, attempts });
   };
 
+  // Batch control (falbatch pause/cancel, --max-spend): rows of a paused batch, or of one over its
+  // spend cap, are parked (BullMQ's delayed set, PARK_MS, no attempt spent) until `resume` promotes
+  // them; rows of a cancelled batch end without calling fal; rows in flight when their batch is
+  // cancelled are aborted (the gate looks twice a second) and cancelled at fal.
+  const gate = createBatchGate(ctx, (jobId, reason) => worker.cancelJob(jobId, `${CANCELLED}${reason}`));
+  const park = async (job: Job<RowJobData>, token: string | undefined, why: string): Promise<never> => {
+    counts.parked++;
+    log.debug(`row parked: ${why}`, { batch: job.data.b, key: job.data.k });
+    await job.moveToDelayed(clock.now() + PARK_MS, token);
+    // A resume between the check and the park found nothing to wake: look again, now that it is parked.
+    if ((await gate.check(job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f), job.data)) === undefined) await job.promote().catch(() => undefined);
+    throw new DelayedError();
+  };
+  const endCancelled = async (job: Job<RowJobData>, token: string | undefined, reason: string, attempts: number): Promise<void> => {
+    const jobId = job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f);
+    let end;
+    try {
+      end = await endCancelledRow({ jobId, data: job.data, attempts, reason }, deps);
+    } catch (error) {
+      if (!(error instanceof BatchLostError)) throw error;
+      noteLost(error);
+      return;
+    }
+    if (end.kind === 'submitting') {
+      // Another delivery is submitting it: come back once its request id is saved, to cancel that.
+      await job.moveToDelayed(clock.now() + Math.max(4 * config.pollIntervalMs, 200), token);
+      throw new DelayedError();
+    }
+    if (end.kind === 'answered' || end.kind === 'ended') {
+      if (end.kind === 'answered') counts.ok++;
+      return;
+    }
+    // Ended; its job is kept (parked, not failed: the failed set keeps only the newest 10,000) for
+    // `falbatch retry`, which requeues it. A paid request fal completed goes with it, to be read.
+    counts.cancelled++;
+    if (end.kind === 'unreadable') await job.updateData({ ...withoutRequestState(job.data), rid: end.requestId, ...(end.submittedAt !== undefined ? { sub: end.submittedAt } : {}) });
+    await job.moveToDelayed(clock.now() + PARK_MS, token);
+    throw new DelayedError();
+  };
+
   const processor = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
     const attempt = job.attemptsMade + 1;
+    const hold = await gate.check(job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f), job.data);
+    if (hold?.kind === 'cancelled') return endCancelled(job, token, hold.reason, job.attemptsMade);
+    if (hold) return park(job, token, hold.reason);
+    const unwatch = gate.watch(job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f), job.data.b);
+    // The row's fal phase on its job's progress, for dashboards: throttled to a few writes per row.
+    const phases = createPhaseReporter((phase) => job.updateProgress(phase), clock);
     try {
       const outcome = await processRow(
         {
@@ -144,11 +225,13 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
           saveState: async (state) => {
             await job.updateData({ ...withoutRequestState(job.data), ...state });
           },
+          reportPhase: phases.report,
         },
         deps,
-      );
+      ).finally(phases.stop);
       if (outcome === 'ok') counts.ok++;
       else if (outcome === 'from-ledger') counts.fromLedger++;
+      else if (outcome === 'batch-gone') noteGone(job.data.b);
       else if (outcome === 'twin-in-flight' || outcome === 'submit-in-flight') {
         // An identical row is being called, or this row is being submitted by a worker that lost
         // its lock: come back when its answer (or request id) is likely saved.
@@ -161,6 +244,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         noteLost(error);
         return;
       }
+      const cancelled = cancelReason(signal);
+      if (cancelled !== undefined) return endCancelled(job, token, cancelled, attempt);
       if (error instanceof ResultPendingError && !signal?.aborted) {
         const now = clock.now();
         if (now - error.since >= config.resultBudgetMs) {
@@ -173,6 +258,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
           throw new UnrecoverableError(reason);
         }
         counts.resultRereads++;
+        tell({ type: 'retried', reason: 'result_reread' });
         await job.updateData({ ...withoutRequestState(job.data), ...error.state });
         const delay = retryDelay(error.state.rf ?? 1, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs });
         log.info(`reading the result again in ${formatDuration(delay)}: ${error.reason}`, { batch: job.data.b, key: job.data.k, request_id: error.state.rid });
@@ -196,6 +282,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
             throw new UnrecoverableError(verdict.reason);
           }
           counts.retried++;
+          tell({ type: 'retried', reason: verdict.errorType });
           log.info(`retrying row: ${verdict.reason}`, { batch: job.data.b, key: job.data.k, attempt });
           throw new RetryableRowError(verdict.reason, verdict.retryAfterMs);
         case 'rate-limited': {
@@ -209,6 +296,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
             throw new UnrecoverableError(verdict.reason);
           }
           counts.rateLimited++;
+          tell({ type: 'rate-limited' });
           await job.updateData({ ...job.data, rl: since, rla: now });
           // Every worker on the queue waits, not only this one; the row keeps its attempts.
           await ctx.queue.rateLimit(rateLimitDelay(verdict.retryAfterMs, now - since, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }));
@@ -220,10 +308,20 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
           await job.moveToWait(token);
           throw new WaitingError();
       }
+    } finally {
+      unwatch();
     }
   };
 
-  const worker = new Worker<RowJobData>(keys.queueName, processor, {
+  const observed = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
+    tell({ type: 'row-started' });
+    try {
+      await processor(job, token, signal);
+    } finally {
+      tell({ type: 'row-settled' });
+    }
+  };
+  const worker = new Worker<RowJobData>(keys.queueName, options.onEvent ? observed : processor, {
     connection: ctx.redis,
     prefix: keys.bullPrefix,
     concurrency: options.concurrency ?? config.concurrency,
@@ -246,6 +344,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     void recordFailure(job, { kind: 'permanent', reason: ctx.scrub(error.message), errorType: 'worker' }, job.attemptsMade).catch(() => undefined);
   });
   await worker.waitUntilReady();
+  // Batches whose retention ran out leave the batches list (also done by every enqueue and status).
+  await sweepExpiredBatches(ctx).catch((error: unknown) => log.warn('could not sweep expired batches', { error: ctx.scrub((error as Error).message) }));
 
   let closing: Promise<void> | undefined;
   let resolveClosed: () => void = () => undefined;
@@ -257,18 +357,13 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     counts: () => ({ ...counts }),
     close(graceMs = config.graceMs) {
       closing ??= (async () => {
-        const graceful = worker.close();
-        const expired = new AbortController();
-        const timer = clock.sleep(graceMs, expired.signal).then(
-          () => true,
-          () => false,
-        );
-        if (await Promise.race([graceful.then(() => false), timer])) {
-          log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`);
-          worker.cancelAllJobs(SHUTDOWN);
-          await graceful;
-        }
-        expired.abort();
+        await closeWithinGrace(worker, {
+          graceMs,
+          clock,
+          reason: SHUTDOWN,
+          onExpired: () => log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`),
+        });
+        gate.close();
         resolveClosed();
       })();
       return closing;

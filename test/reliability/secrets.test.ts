@@ -40,10 +40,17 @@ describe('secrets', () => {
     const rows = Array.from({ length: 20 }, (_, i) => `r${i},${i % 2 ? 'local.png' : `https://example.com/${i}.jpg`},prompt ${i},`);
     const manifest = h.file('m.csv', ['id,image_url,prompt,max_tokens', ...rows, 'bad,local.png,p,zero', 'unreach,https://x.invalid/a.png,p,'].join('\n'));
     const logs: string[] = [];
-    // Two namespaces, so both log formats see fal's faults (the second would otherwise resume the first).
-    for (const [format, out, prefix] of [['text', 'out.csv', h.prefix], ['json', 'out.jsonl', `${h.prefix}-json`]] as const) {
+    // A namespace per log format, so each sees fal's faults (a later one would otherwise resume the first).
+    for (const [format, out, prefix] of [
+      ['text', 'out.csv', h.prefix],
+      ['json', 'out.jsonl', `${h.prefix}-json`],
+      ['pretty', 'pretty.csv', `${h.prefix}-pretty`],
+    ] as const) {
       const result = await runCliProcess(['run', manifest, '--out', join(h.dir, out), '--log-level', 'debug', '--log-format', format, '--prefix', prefix], h.env());
       expect(result.code).toBe(2);
+      // Each format really was used (the pretty one by pino-pretty: "[HH:MM:SS] LEVEL: message").
+      if (format === 'pretty') expect(result.stderr).toMatch(/^\[\d\d:\d\d:\d\d\] (DEBUG|INFO|WARN): /m);
+      if (format === 'json') expect(result.stderr).toMatch(/^\{"level":\d+,"time":"/m);
       const stem = join(h.dir, out.replace(/\.\w+$/, ''));
       logs.push(result.stdout, result.stderr, readFileSync(join(h.dir, out), 'utf8'), readFileSync(`${stem}.errors.csv`, 'utf8'), readFileSync(`${stem}.report.json`, 'utf8'));
     }

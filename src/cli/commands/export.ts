@@ -32,7 +32,7 @@ export function exportCommand(io: CliIo, exit: (code: number) => void): Command 
     await withSession(io, flags, {}, async ({ ctx }) => {
       if (wait) {
         const status = await waitForBatch(ctx, flags.batch, { signal: io.signal, intervalMs: 500 });
-        if (status.paused !== undefined) throw new ConfigError(`batch ${flags.batch} cannot finish: the queue is paused: ${status.paused}`);
+        if (status.paused !== undefined) throw new ConfigError(`batch ${flags.batch} cannot finish: ${status.pausedBy === 'spend-cap' ? '' : 'the queue is paused: '}${status.paused}`);
       }
       const meta = await readBatchMeta(ctx.redis, ctx.keys, flags.batch);
       const { price } = await resolvePrice(ctx.config, meta?.defaultEndpoint || ctx.config.endpoint);

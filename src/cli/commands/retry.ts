@@ -30,9 +30,11 @@ export function retryCommand(io: CliIo, exit: (code: number) => void): Command {
             '\n',
         );
         if (summary.missing > 0) {
-          io.stderr(`${summary.missing} ${which} could not be requeued: their queue jobs were already cleaned up (failed jobs are kept 7 days).\n`);
+          io.stderr(`${summary.missing} ${which} could not be requeued: their queue jobs were already cleaned up (failed jobs are kept for the batch's retention, at most the newest 10,000).\n`);
         }
         if (summary.requeued > 0) io.stderr('Workers (`falbatch work`) process them; `falbatch run` on the same manifest does too.\n');
+        if (summary.uncancelled) io.stderr(`Batch ${summary.batch} was cancelled: the cancel is lifted.\n`);
+        if (summary.held !== undefined && summary.requeued > 0) io.stderr(`They wait: batch ${summary.batch} is held (${summary.held}).\n`);
       }
       exit(EXIT.ok);
     });

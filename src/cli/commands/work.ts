@@ -1,27 +1,54 @@
 import { Command } from 'commander';
-import { EXIT } from '../../errors.js';
+import { integerOption } from '../../config.js';
+import { ConfigError, EXIT } from '../../errors.js';
+import { startMetricsServer } from '../../metrics/start-metrics-server.js';
+import { startScheduler } from '../../worker/start-scheduler.js';
 import { startWorker } from '../../worker/start-worker.js';
 import type { CliIo } from '../io.js';
 import { withSession } from '../session.js';
-import { withConnectionOptions, withFalOptions, type RawFlags } from '../shared-options.js';
+import { withConnectionOptions, withFalOptions, withPriceOption, type RawFlags } from '../shared-options.js';
 
 interface WorkFlags extends RawFlags {
   emulate?: boolean;
+  /** false with --no-schedules. */
+  schedules?: boolean;
+  metricsPort?: string;
+  metricsHost?: string;
 }
 
 export function workCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
     withFalOptions(
-      new Command('work')
+      withPriceOption(new Command('work'))
         .description('Process rows of every batch in the namespace until stopped (SIGINT/SIGTERM stop gracefully)')
         .option('--grace <duration>', 'on SIGTERM, how long rows in flight may finish before they are handed back (default 30s)')
         .option('--lock-duration <duration>', 'how soon another worker resumes the rows of a worker that died (default 30s)')
-        .option('--emulate', 'use a built-in fal emulator instead of fal.ai'),
+        .option('--emulate', 'use a built-in fal emulator instead of fal.ai')
+        .option('--no-schedules', 'do not serve schedule ticks (`falbatch schedule`), e.g. on a machine that cannot read the schedules\' manifest files')
+        .option('--metrics-port <port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a free port; the log says which)')
+        .option('--metrics-host <host>', 'interface the metrics listen on (default 127.0.0.1; 0.0.0.0 for a scraper on another machine)'),
     ),
   ).action(async (flags: WorkFlags) => {
     await withSession(io, flags, { callsFal: true, emulate: flags.emulate ?? false }, async ({ ctx, config, log, step }) => {
-      const worker = await startWorker(ctx);
+      const metricsPort = integerOption('--metrics-port', flags.metricsPort);
+      if (metricsPort === undefined && flags.metricsHost !== undefined) throw new ConfigError('--metrics-host only applies with --metrics-port');
+      const metrics = metricsPort === undefined ? undefined : await startMetricsServer(ctx, { port: metricsPort, host: flags.metricsHost ?? '127.0.0.1' });
+      if (metrics) log.info(`metrics at ${metrics.url}`);
+      const worker = await startWorker(ctx, metrics ? { onEvent: metrics.onEvent } : {}).catch(async (error: unknown) => {
+        await metrics?.close();
+        throw error;
+      });
       log.info(`worker started: concurrency ${config.concurrency}${config.globalConcurrency ? `, global cap ${config.globalConcurrency}` : ''}, namespace ${config.prefix}`);
+      // Every work process serves the schedules' ticks; BullMQ runs each tick once, in one of them.
+      const scheduler =
+        flags.schedules === false
+          ? undefined
+          : await startScheduler(ctx).catch(async (error: unknown) => {
+              await worker.close();
+              await metrics?.close();
+              throw error;
+            });
+      if (scheduler) log.info('serving schedule ticks (falbatch schedule list)');
       // Every 30 s, what happened since the last report (nothing when idle).
       let reported = worker.counts();
       const progress = setInterval(() => {
@@ -41,7 +68,8 @@ export function workCommand(io: CliIo, exit: (code: number) => void): Command {
       clearInterval(progress);
       log.info(`stopping: rows in flight get up to ${config.graceMs} ms to finish, then go back to the queue`);
       step('rows in flight finishing, or going back to the queue');
-      await worker.close();
+      await Promise.all([worker.close(), scheduler?.close()]);
+      await metrics?.close();
       const total = worker.counts();
       log.info(`worker stopped: ${total.ok} ok, ${total.failed} failed, ${total.fromLedger} answered from earlier paid calls`);
       exit(EXIT.ok);

@@ -1,0 +1,359 @@
+import { resolve } from 'node:path';
+import { Queue } from 'bullmq';
+import { resolveConfig, type Config } from '../config.js';
+import type { FalbatchContext } from '../context.js';
+import { ConfigError } from '../errors.js';
+import { FETCH_DEFAULTS, isManifestUrl } from '../manifest/fetch-manifest.js';
+import { openManifestSource } from '../manifest/manifest-source.js';
+import { BATCH_NAME } from '../manifest/row-key.js';
+import { HOUR, MINUTE, SECOND } from '../time.js';
+
+/**
+ * Schedules: a manifest enqueued again and again into one batch, by a BullMQ job scheduler on a
+ * queue of its own (`{<queue>}-ticks`, see queue/keys.ts), never on the row queue. Each tick is one
+ * job, served by whichever `work` process takes it (worker/start-scheduler.ts), and runs
+ * ops/schedule-tick.ts. This file adds, lists and removes them.
+ */
+
+/** The manifest settings a schedule keeps (the flags of `enqueue` that change what rows are read and sent). */
+export const SCHEDULE_SETTINGS = [
+  'endpoint',
+  'attempts',
+  'filesRoot',
+  'encoding',
+  'maxPromptChars',
+  'maxInlineImageBytes',
+  'maxRecordBytes',
+  'inlineImages',
+  'uploadConcurrency',
+  'maxImageSide',
+  'input',
+  'outputField',
+  'imageColumns',
+  'promptTemplate',
+  'price',
+] as const satisfies ReadonlyArray<keyof Config>;
+
+export type ScheduleSettings = { [K in (typeof SCHEDULE_SETTINGS)[number]]?: Config[K] | undefined };
+
+/** Limits on downloading a manifest URL at each tick. */
+export interface ScheduleFetchLimits {
+  /** @default 30 s */
+  timeoutMs: number;
+  /** @default 1 GiB */
+  maxBytes: number;
+  /** @default 5 */
+  maxRedirects: number;
+}
+
+/** What a schedule's ticks do: stored as the job scheduler's template data. */
+export interface ScheduleDefinition {
+  v: 1;
+  name: string;
+  /** An absolute path (CSV file or images folder), or an http(s) URL. */
+  manifest: string;
+  /** The batch every tick enqueues into (default: the schedule's name): rows already there add nothing. */
+  batch: string;
+  prompt?: string | undefined;
+  /** A tick that meets a bad row enqueues nothing and is recorded as failed. */
+  strict: boolean;
+  /** Most rows a tick adds (the first ones in manifest order); the rest wait for later ticks. */
+  maxRows?: number | undefined;
+  /** Most a tick's added rows may be forecast to cost, in the price's currency (USD for fal's prices). */
+  maxSpend?: number | undefined;
+  fetch: ScheduleFetchLimits;
+  settings: ScheduleSettings;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface AddScheduleOptions {
+  name: string;
+  /** Path of a CSV manifest or images folder (made absolute: every `work` process must read it there), or an http(s) URL. */
+  manifest: string;
+  /** A cron expression (5 fields, or 6 with seconds first), in `tz` (default UTC). Exactly one of cron and everyMs. */
+  cron?: string | undefined;
+  /** IANA time zone of the cron expression, e.g. Europe/Paris. */
+  tz?: string | undefined;
+  /** Tick every this many ms (≥ 1 s); the first tick comes at once. */
+  everyMs?: number | undefined;
+  /** @default the schedule's name */
+  batch?: string | undefined;
+  prompt?: string | undefined;
+  strict?: boolean | undefined;
+  maxRows?: number | undefined;
+  maxSpend?: number | undefined;
+  fetch?: { [K in keyof ScheduleFetchLimits]?: ScheduleFetchLimits[K] | undefined } | undefined;
+  settings?: ScheduleSettings | undefined;
+}
+
+/** One tick's outcome, as kept in Redis (the last TICK_HISTORY per schedule). */
+export interface TickRecord {
+  /** When the tick was due (ms since the epoch): the scheduler makes one job per due time. */
+  tick: number;
+  /** When it started, and how long it took (ms). */
+  at: number;
+  ms: number;
+  /** ok: the manifest was enqueued; failed: it could not be (reason); skipped: the batch was being enqueued by another producer. */
+  outcome: 'ok' | 'failed' | 'skipped';
+  reason?: string;
+  batch: string;
+  rows: number;
+  added: number;
+  present: number;
+  rejected: number;
+  changed: number;
+  /** Rows left for later ticks by --max-rows or --max-spend. */
+  deferred: number;
+  /** Which cap stopped the tick adding rows. */
+  capped?: 'max-rows' | 'max-spend';
+  /** With --max-spend: the forecast cost of the rows added. */
+  spend?: { amount: number; currency: string };
+  /** The process that ran it: `host:pid`. */
+  worker: string;
+}
+
+/** A schedule, as `schedule list` shows it. */
+export interface Schedule extends ScheduleDefinition {
+  cron: string | undefined;
+  tz: string | undefined;
+  everyMs: number | undefined;
+  /** When the next tick is due (ms since the epoch); undefined when none is (a cron that never matches again). */
+  next: number | undefined;
+  /** The last ticks, newest first. */
+  ticks: TickRecord[];
+}
+
+/** Tick records kept per schedule. */
+export const TICK_HISTORY = 50;
+/** Job name of every tick. */
+const TICK_JOB = 'tick';
+const MIN_EVERY_MS = SECOND;
+const DAY = 24 * HOUR;
+
+/** A queue handle on the schedule ticks queue (close it after use; the connection stays the context's). */
+export function openTicksQueue(ctx: FalbatchContext): Queue<ScheduleDefinition> {
+  const queue = new Queue<ScheduleDefinition>(ctx.keys.ticksQueueName, { connection: ctx.redis, prefix: ctx.keys.bullPrefix });
+  queue.on('error', (error) => ctx.log.warn('schedule queue error', { error: error.message }));
+  return queue;
+}
+
+async function withTicksQueue<T>(ctx: FalbatchContext, body: (queue: Queue<ScheduleDefinition>) => Promise<T>): Promise<T> {
+  const queue = openTicksQueue(ctx);
+  try {
+    return await body(queue);
+  } finally {
+    await queue.close();
+  }
+}
+
+const EVERY_UNITS: Record<string, number> = { ms: 1, s: SECOND, m: MINUTE, h: HOUR, d: DAY };
+
+/** `--every`: `90s`, `15m`, `1h`, `1d`, `500ms` → ms; at least 1 s. */
+export function parseEvery(text: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/.exec(text);
+  const ms = match ? Math.round(Number(match[1]) * (EVERY_UNITS[match[2] ?? ''] ?? NaN)) : NaN;
+  if (!Number.isFinite(ms)) throw new ConfigError(`Expected --every to be a duration with a unit (ms, s, m, h or d), like 15m or 1d, got "${text}"`);
+  if (ms < MIN_EVERY_MS) throw new ConfigError(`Expected --every to be at least 1s, got "${text}"`);
+  return ms;
+}
+
+/** `1d`, `1h`, `15m`, `90s`: an interval as `--every` takes it. */
+export function formatEvery(ms: number): string {
+  for (const [unit, size] of [['d', DAY], ['h', HOUR], ['m', MINUTE], ['s', SECOND]] as const) {
+    if (ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+function checkTimeZone(tz: string): void {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+  } catch {
+    throw new ConfigError(`Expected --tz to be an IANA time zone like Europe/Paris or America/New_York, got "${tz}"`);
+  }
+}
+
+function positiveInteger(flag: string, value: number | undefined, max = Number.MAX_SAFE_INTEGER): void {
+  if (value !== undefined && (!Number.isInteger(value) || value < 1 || value > max)) throw new ConfigError(`Expected ${flag} to be an integer from 1 to ${max}, got ${String(value)}`);
+}
+
+/** Reads a stored definition, refusing one this version does not know. */
+export function parseDefinition(data: unknown): ScheduleDefinition {
+  const definition = data as Partial<ScheduleDefinition> | undefined;
+  if (!definition || definition.v !== 1 || typeof definition.name !== 'string' || typeof definition.manifest !== 'string' || typeof definition.batch !== 'string') {
+    throw new ConfigError('this schedule was stored by another falbatch version: remove it and add it again (`falbatch schedule remove NAME`, then `falbatch schedule add …`)');
+  }
+  return {
+    ...definition,
+    strict: definition.strict === true,
+    fetch: { ...FETCH_DEFAULTS, ...definition.fetch },
+    settings: definition.settings ?? {},
+  } as ScheduleDefinition;
+}
+
+/**
+ * Adds a schedule, or replaces the one of that name (its definition and timing; its tick records
+ * stay). Checked before anything is stored: the name, the timing (a cron expression BullMQ can
+ * parse, a time zone, an interval of at least 1 s), the settings (as `enqueue` checks them), and
+ * that a manifest file or folder is there now. A URL is fetched only by ticks.
+ */
+export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOptions): Promise<{ schedule: Schedule; created: boolean }> {
+  const { name } = options;
+  if (!BATCH_NAME.test(name)) throw new ConfigError(`Expected the schedule name to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${name}"`);
+  if ((options.cron === undefined) === (options.everyMs === undefined)) throw new ConfigError('A schedule needs exactly one of --cron "EXPR" and --every DURATION');
+  if (options.tz !== undefined) {
+    if (options.cron === undefined) throw new ConfigError('--tz applies to --cron (an --every interval does not depend on the time zone)');
+    checkTimeZone(options.tz);
+  }
+  if (options.everyMs !== undefined && (!Number.isFinite(options.everyMs) || options.everyMs < MIN_EVERY_MS)) throw new ConfigError(`Expected --every to be at least 1s, got ${options.everyMs} ms`);
+  const batch = options.batch ?? name;
+  if (!BATCH_NAME.test(batch)) throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
+  positiveInteger('--max-rows', options.maxRows);
+  if (options.maxSpend !== undefined && !(Number.isFinite(options.maxSpend) && options.maxSpend > 0)) throw new ConfigError(`Expected --max-spend to be an amount > 0, like 5 or 0.50, got ${String(options.maxSpend)}`);
+  const fetch = { ...FETCH_DEFAULTS, ...Object.fromEntries(Object.entries(options.fetch ?? {}).filter(([, v]) => v !== undefined)) } as ScheduleFetchLimits;
+  if (!(fetch.timeoutMs >= 1)) throw new ConfigError(`Expected --fetch-timeout to be a duration > 0, got ${fetch.timeoutMs} ms`);
+  positiveInteger('--max-manifest-bytes', fetch.maxBytes);
+  if (!Number.isInteger(fetch.maxRedirects) || fetch.maxRedirects < 0 || fetch.maxRedirects > 100) throw new ConfigError(`Expected --max-redirects to be an integer from 0 to 100, got ${fetch.maxRedirects}`);
+
+  // Only the settings given; filesRoot absolute (ticks run in other processes, other folders).
+  const settings: ScheduleSettings = {};
+  for (const key of SCHEDULE_SETTINGS) {
+    const value = options.settings?.[key];
+    if (value !== undefined) (settings as Record<string, unknown>)[key] = value;
+  }
+  if (settings.filesRoot !== undefined) settings.filesRoot = resolve(settings.filesRoot);
+  const config = resolveConfig({}, { ...ctx.config, ...settings });
+
+  let manifest = options.manifest;
+  if (isManifestUrl(manifest)) {
+    try {
+      new URL(manifest);
+    } catch {
+      throw new ConfigError(`Expected --manifest to be a path or an http(s) URL, got "${manifest}"`);
+    }
+  } else {
+    manifest = resolve(manifest);
+    // Fails now, not at every tick, on a missing file or a --prompt that does not fit it.
+    await openManifestSource(manifest, { filesRoot: config.filesRoot, encoding: config.encoding, maxRecordBytes: config.maxRecordBytes, prompt: options.prompt });
+  }
+
+  return withTicksQueue(ctx, async (queue) => {
+    const existing = await queue.getJobScheduler(name);
+    const now = ctx.clock.now();
+    const createdAt = (existing?.template?.data as Partial<ScheduleDefinition> | undefined)?.createdAt ?? now;
+    const definition: ScheduleDefinition = {
+      v: 1,
+      name,
+      manifest,
+      batch,
+      ...(options.prompt !== undefined ? { prompt: options.prompt } : {}),
+      strict: options.strict ?? false,
+      ...(options.maxRows !== undefined ? { maxRows: options.maxRows } : {}),
+      ...(options.maxSpend !== undefined ? { maxSpend: options.maxSpend } : {}),
+      fetch,
+      settings,
+      createdAt,
+      updatedAt: now,
+    };
+    const timing = options.cron !== undefined ? { pattern: options.cron.trim(), ...(options.tz !== undefined ? { tz: options.tz } : {}) } : { every: options.everyMs as number };
+    try {
+      await queue.upsertJobScheduler(name, timing, {
+        name: TICK_JOB,
+        data: definition,
+        // One try: a tick records its own failure; the next tick is the retry.
+        opts: { attempts: 1, removeOnComplete: true, removeOnFail: { count: 100 } },
+      });
+    } catch (error) {
+      if (options.cron === undefined) throw error;
+      throw new ConfigError(
+        `Expected --cron to be a cron expression (5 fields: minute hour day-of-month month day-of-week, or 6 with seconds first), e.g. "0 * * * *" for every hour, got "${options.cron}": ${(error as Error).message}`,
+      );
+    }
+    const schedule = await readSchedule(ctx, queue, name);
+    if (!schedule) throw new ConfigError(`schedule ${name} vanished while it was added (removed at the same moment?)`);
+    return { schedule, created: existing === undefined };
+  });
+}
+
+async function readSchedule(ctx: FalbatchContext, queue: Queue<ScheduleDefinition>, name: string, ticks = TICK_HISTORY): Promise<Schedule | undefined> {
+  const scheduler = await queue.getJobScheduler(name);
+  if (!scheduler) return undefined;
+  return toSchedule(scheduler, await tickRecords(ctx, name, ticks));
+}
+
+function toSchedule(scheduler: Awaited<ReturnType<Queue<ScheduleDefinition>['getJobScheduler']>> & object, ticks: TickRecord[]): Schedule {
+  const definition = parseDefinition(scheduler.template?.data);
+  return {
+    ...definition,
+    cron: scheduler.pattern ?? undefined,
+    tz: scheduler.tz ?? undefined,
+    everyMs: scheduler.every ?? undefined,
+    next: typeof scheduler.next === 'number' && Number.isFinite(scheduler.next) ? scheduler.next : undefined,
+    ticks,
+  };
+}
+
+/** The schedule's last `count` tick records, newest first. */
+export async function tickRecords(ctx: FalbatchContext, name: string, count = TICK_HISTORY): Promise<TickRecord[]> {
+  const raw = await ctx.redis.lrange(ctx.keys.scheduleTicks(name), 0, Math.max(0, count - 1));
+  return raw.flatMap((text) => {
+    try {
+      return [JSON.parse(text) as TickRecord];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/**
+ * Keeps a tick's record (the last TICK_HISTORY per schedule). A schedule removed while its tick ran
+ * keeps no records: checked after writing, so a removal at any moment leaves none behind.
+ */
+export async function recordTick(ctx: FalbatchContext, queue: Queue<ScheduleDefinition>, name: string, record: TickRecord): Promise<void> {
+  const key = ctx.keys.scheduleTicks(name);
+  await ctx.redis.multi().lpush(key, JSON.stringify(record)).ltrim(key, 0, TICK_HISTORY - 1).exec();
+  if (!(await queue.getJobScheduler(name))) await ctx.redis.del(key);
+}
+
+/** The definition a tick of `name` runs now, or undefined when the schedule was removed. */
+export async function currentDefinition(queue: Queue<ScheduleDefinition>, name: string): Promise<ScheduleDefinition | undefined> {
+  const scheduler = await queue.getJobScheduler(name);
+  return scheduler ? parseDefinition(scheduler.template?.data) : undefined;
+}
+
+export interface ListSchedulesOptions {
+  /** Tick records per schedule. @default TICK_HISTORY */
+  ticks?: number;
+}
+
+/** Every schedule of the namespace, by name, with its next tick and its last ticks. */
+export async function listSchedules(ctx: FalbatchContext, options: ListSchedulesOptions = {}): Promise<Schedule[]> {
+  return withTicksQueue(ctx, async (queue) => {
+    const schedulers = await queue.getJobSchedulers(0, -1, true);
+    const schedules: Schedule[] = [];
+    for (const scheduler of schedulers) {
+      const name = scheduler.key;
+      try {
+        schedules.push(toSchedule(scheduler, await tickRecords(ctx, name, options.ticks ?? TICK_HISTORY)));
+      } catch (error) {
+        ctx.log.warn(`schedule ${name}: ${(error as Error).message}`);
+      }
+    }
+    return schedules.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  });
+}
+
+/**
+ * Removes a schedule: its scheduler and its next tick (no tick starts after this), and its tick
+ * records. A tick already running finishes (what it enqueued stays in the batch). The batch itself
+ * is not touched. Throws when there is no such schedule.
+ */
+export async function removeSchedule(ctx: FalbatchContext, name: string): Promise<void> {
+  await withTicksQueue(ctx, async (queue) => {
+    const existed = await queue.getJobScheduler(name);
+    if (!existed) throw new ConfigError(`No schedule named "${name}" in namespace ${ctx.config.prefix}: \`falbatch schedule list\` lists them`);
+    await queue.removeJobScheduler(name);
+    await ctx.redis.del(ctx.keys.scheduleTicks(name));
+  });
+}

@@ -1,0 +1,124 @@
+import { closeWithinGrace } from './close-within-grace.js';
+import { Worker, type Job } from 'bullmq';
+import type { FalbatchContext } from '../context.js';
+import type { FalCaller } from '../fal/fal-caller.js';
+import { runScheduleTick } from '../ops/schedule-tick.js';
+import { currentDefinition, openTicksQueue, recordTick, type ScheduleDefinition, type TickRecord } from '../ops/schedules.js';
+
+export interface StartSchedulerOptions {
+  /**
+   * Ticks this process runs at once (of different schedules: a tick of a schedule whose batch is
+   * still being enqueued by an earlier tick is skipped). A tick mostly reads a manifest and writes
+   * Redis.
+   * @default 2
+   */
+  concurrency?: number;
+  /** For uploads of local images. Default: one made from the config. */
+  fal?: FalCaller;
+  /** The HTTP client for manifest URLs. Default: the global fetch. */
+  fetch?: typeof fetch;
+  /** Told of every tick this process ran, with its record. */
+  onTick?: (name: string, record: TickRecord) => void;
+}
+
+export interface SchedulerCounts {
+  ok: number;
+  failed: number;
+  skipped: number;
+}
+
+export interface SchedulerHandle {
+  counts(): SchedulerCounts;
+  /** Stops taking ticks; a tick running gets `graceMs` (default config.graceMs) to finish, then is interrupted (and recorded as such). */
+  close(graceMs?: number): Promise<void>;
+  readonly closed: Promise<void>;
+}
+
+const SHUTDOWN = 'falbatch: scheduler shutting down';
+
+/** `repeat:<schedule>:<due ms>`: BullMQ's id for a scheduler's job; the due time is its last part. */
+function dueTimeOf(job: Job): number | undefined {
+  const due = Number(job.id?.slice(job.id.lastIndexOf(':') + 1));
+  return Number.isFinite(due) && due > 0 ? due : undefined;
+}
+
+/**
+ * Serves the schedule ticks queue: every `work` process runs one, and BullMQ's job scheduler makes
+ * one job per due time, so each tick runs once however many processes serve it. The next tick is
+ * scheduled when this one starts, so a tick that fails (or a process that dies mid-tick) never
+ * stops the schedule; ticks are not retried (the next tick is the retry, and enqueueing is
+ * idempotent). A tick missed while no worker ran is run once, late, when one starts.
+ */
+export async function startScheduler(ctx: FalbatchContext, options: StartSchedulerOptions = {}): Promise<SchedulerHandle> {
+  const { config, clock, log, keys } = ctx;
+  const queue = openTicksQueue(ctx);
+  const counts: SchedulerCounts = { ok: 0, failed: 0, skipped: 0 };
+
+  const processor = async (job: Job<ScheduleDefinition>, _token?: string, signal?: AbortSignal): Promise<TickRecord | undefined> => {
+    const name = job.repeatJobKey ?? job.data.name;
+    const definition = await currentDefinition(queue, name);
+    if (!definition) {
+      log.info(`schedule ${name}: removed; its tick is not run`);
+      return undefined;
+    }
+    const scheduledAt = dueTimeOf(job) ?? clock.now();
+    const record = await runScheduleTick(ctx, definition, {
+      scheduledAt,
+      signal,
+      ...(options.fal ? { fal: options.fal } : {}),
+      ...(options.fetch ? { fetch: options.fetch } : {}),
+    });
+    await recordTick(ctx, queue, name, record);
+    counts[record.outcome]++;
+    const what =
+      record.outcome === 'ok'
+        ? `${record.rows} rows read, ${record.added} added, ${record.present} already present, ${record.rejected} rejected` +
+          (record.deferred > 0 ? `, ${record.deferred} left for later ticks (${record.capped ?? 'capped'})` : '') +
+          (record.spend ? `, forecast ${record.spend.amount} ${record.spend.currency}` : '')
+        : (record.reason ?? '');
+    const line = `schedule ${name}: tick ${new Date(scheduledAt).toISOString()} ${record.outcome}: ${what}`;
+    const fields = { schedule: name, batch: record.batch, tick: job.id, ms: record.ms };
+    if (record.outcome === 'failed') log.warn(line, fields);
+    else log.info(line, fields);
+    options.onTick?.(name, record);
+    return record;
+  };
+
+  const worker = new Worker<ScheduleDefinition, TickRecord | undefined>(keys.ticksQueueName, processor, {
+    connection: ctx.redis,
+    prefix: keys.bullPrefix,
+    concurrency: options.concurrency ?? 2,
+    lockDuration: config.lockDurationMs,
+    stalledInterval: config.lockDurationMs,
+    // A tick whose process died is run once more by another (enqueueing resumes, nothing is paid twice).
+    maxStalledCount: 1,
+  });
+  worker.on('error', (error) => log.warn('scheduler error', { error: ctx.scrub(error.message) }));
+  worker.on('failed', (job, error) => {
+    if (job) log.warn(`schedule ${job.repeatJobKey ?? job.data.name}: tick failed: ${ctx.scrub(error.message)}`);
+  });
+  await worker.waitUntilReady();
+
+  let closing: Promise<void> | undefined;
+  let resolveClosed: () => void = () => undefined;
+  const closed = new Promise<void>((resolve) => {
+    resolveClosed = resolve;
+  });
+  return {
+    closed,
+    counts: () => ({ ...counts }),
+    close(graceMs = config.graceMs) {
+      closing ??= (async () => {
+        await closeWithinGrace(worker, {
+          graceMs,
+          clock,
+          reason: SHUTDOWN,
+          onExpired: () => log.warn(`grace period of ${graceMs} ms over: interrupting the schedule tick running`),
+        });
+        await queue.close();
+        resolveClosed();
+      })();
+      return closing;
+    },
+  };
+}
