@@ -175,6 +175,7 @@ export async function runScheduleTick(ctx: FalbatchContext, definition: Schedule
       batch: definition.batch,
       prompt: definition.prompt,
       strict: definition.strict,
+      ...(definition.retention !== undefined ? { retentionMs: definition.retention === 'forever' ? Number.POSITIVE_INFINITY : definition.retention } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       fal: options.fal,
       ...(caps ? { admit: (rows: readonly ManifestRow[]) => (caps as Admission).admit(rows) } : {}),

@@ -61,6 +61,8 @@ export interface ScheduleDefinition {
   maxRows?: number | undefined;
   /** Most a tick's added rows may be forecast to cost, in the price's currency (USD for fal's prices). */
   maxSpend?: number | undefined;
+  /** The batch's retention (ms; `forever` for none): each tick sets it, as `enqueue --retention` does. */
+  retention?: number | 'forever' | undefined;
   fetch: ScheduleFetchLimits;
   settings: ScheduleSettings;
   createdAt: number;
@@ -83,6 +85,8 @@ export interface AddScheduleOptions {
   strict?: boolean | undefined;
   maxRows?: number | undefined;
   maxSpend?: number | undefined;
+  /** The batch's retention in ms (Infinity: forever); default: the batch keeps its own, a new one gets config.retentionMs. */
+  retentionMs?: number | undefined;
   fetch?: { [K in keyof ScheduleFetchLimits]?: ScheduleFetchLimits[K] | undefined } | undefined;
   settings?: ScheduleSettings | undefined;
 }
@@ -251,6 +255,7 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
       strict: options.strict ?? false,
       ...(options.maxRows !== undefined ? { maxRows: options.maxRows } : {}),
       ...(options.maxSpend !== undefined ? { maxSpend: options.maxSpend } : {}),
+      ...(options.retentionMs !== undefined ? { retention: Number.isFinite(options.retentionMs) ? options.retentionMs : ('forever' as const) } : {}),
       fetch,
       settings,
       createdAt,

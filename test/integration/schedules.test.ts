@@ -223,6 +223,19 @@ describe('scheduled enqueueing', () => {
     expect(await h.ctx.queue.getJobCountByTypes('waiting', 'prioritized', 'delayed')).toBe(7);
   });
 
+  it('a schedule with --retention gives its batch that retention at every tick (forever included)', async () => {
+    const h = await createHarness();
+    const manifest = h.file('m.csv', csv(ids(2)));
+    const { schedule } = await addSchedule(h.ctx, { name: 'kept', manifest, everyMs: 3_600_000, retentionMs: 2 * 3_600_000 });
+    expect(schedule.retention).toBe(2 * 3_600_000);
+    expect(await runScheduleTick(h.ctx, schedule)).toMatchObject({ outcome: 'ok', added: 2 });
+    expect(await h.ctx.redis.hget(h.ctx.keys.batch('kept').meta, 'retention_ms')).toBe(String(2 * 3_600_000));
+    const { schedule: forever } = await addSchedule(h.ctx, { name: 'kept', manifest, everyMs: 3_600_000, retentionMs: Number.POSITIVE_INFINITY });
+    expect(forever.retention).toBe('forever');
+    expect(await runScheduleTick(h.ctx, forever)).toMatchObject({ outcome: 'ok', added: 0, present: 2 });
+    expect(await h.ctx.redis.hget(h.ctx.keys.batch('kept').meta, 'retention_ms')).toBe('forever');
+  });
+
   it('--max-spend caps a tick at the rows whose forecast cost fits; without a usable price the tick refuses, saying why', async () => {
     const h = await createHarness();
     const manifest = h.file('m.csv', csv(ids(5)));

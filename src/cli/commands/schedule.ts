@@ -7,9 +7,10 @@ import { addSchedule, formatEvery, listSchedules, parseEvery, removeSchedule, SC
 import { formatDuration } from '../../time.js';
 import type { CliIo } from '../io.js';
 import { withSession } from '../session.js';
-import { overridesFrom, withConnectionOptions, withManifestReadOptions, withPriceOption, type RawFlags } from '../shared-options.js';
+import { overridesFrom, RETENTION_OPTION, retentionFrom, withConnectionOptions, withManifestReadOptions, withPriceOption, type RawFlags } from '../shared-options.js';
 
 interface AddFlags extends RawFlags {
+  retention?: string;
   manifest: string;
   cron?: string;
   tz?: string;
@@ -105,6 +106,7 @@ function addCommand(io: CliIo, exit: (code: number) => void): Command {
       .option('--fetch-timeout <duration>', 'for a URL: longest the whole download may take (default 30s)')
       .option('--max-manifest-bytes <n>', 'for a URL: largest manifest downloaded; a larger one fails the tick (default 1073741824, 1 GiB)')
       .option('--max-redirects <n>', 'for a URL: redirects followed (default 5)')
+      .option(...RETENTION_OPTION)
       .option('--json', 'print the schedule as JSON'),
   );
   const batch = command.options.find((option) => option.long === '--batch');
@@ -125,6 +127,7 @@ function addCommand(io: CliIo, exit: (code: number) => void): Command {
         strict: flags.strict,
         maxRows: integerOption('--max-rows', flags.maxRows),
         maxSpend: amountOption('--max-spend', flags.maxSpend),
+        retentionMs: retentionFrom(flags),
         fetch: {
           timeoutMs: durationOption('--fetch-timeout', flags.fetchTimeout),
           maxBytes: integerOption('--max-manifest-bytes', flags.maxManifestBytes),
