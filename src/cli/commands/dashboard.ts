@@ -1,3 +1,4 @@
+import { openTicksQueue } from '../../ops/schedules.js';
 import { Command } from 'commander';
 import { integerOption } from '../../config.js';
 import { startDashboard, type DashboardCredentials } from '../../dashboard/start-dashboard.js';
@@ -46,7 +47,12 @@ export function dashboardCommand(io: CliIo, exit: (code: number) => void): Comma
       refreshSeconds: integerOption('--refresh', flags.refresh) ?? 5,
     };
     await withSession(io, flags, { secrets: [credentials?.password] }, async ({ ctx, log, step }) => {
-      const dashboard = await startDashboard(ctx, options);
+      // The schedule ticks' queue beside the rows' one, so a tick and its outcome show there too.
+      const ticks = openTicksQueue(ctx);
+      const dashboard = await startDashboard(ctx, {
+        ...options,
+        queues: [{ queue: ticks, displayName: `schedule ticks (${ctx.config.prefix})`, description: 'one job per due tick of each schedule (falbatch schedule add)' }],
+      });
       io.stdout(`${dashboard.url}\n`);
       log.info(`dashboard at ${dashboard.url} (Bull Board at ${dashboard.url}/queues)${credentials ? ', basic auth on' : ''}${options.allowRetry ? ', retries allowed' : ', read-only'}`);
       await new Promise<void>((resolve) => {
@@ -55,6 +61,7 @@ export function dashboardCommand(io: CliIo, exit: (code: number) => void): Comma
       });
       step('closing the dashboard');
       await dashboard.close();
+      await ticks.close();
       exit(EXIT.ok);
     });
   });
