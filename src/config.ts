@@ -302,7 +302,7 @@ function validate(c: Config): void {
   if (c.globalConcurrency !== undefined) integer('--global-concurrency', c.globalConcurrency, 1, 100_000);
   integer('attempts', c.attempts, 1, 1000);
   integer('enqueueChunk', c.enqueueChunk, 1, 5000);
-  integer('maxWaiting', c.maxWaiting, 1, 100_000_000);
+  integer('--max-waiting', c.maxWaiting, 1, 100_000_000);
   integer('--max-image-bytes', c.maxInlineImageBytes, 1, 1024 * 1024 * 1024);
   integer('--upload-concurrency', c.uploadConcurrency, 1, 256);
   if (c.maxImageSide !== undefined) integer('--max-side', c.maxImageSide, 16, 16_384);

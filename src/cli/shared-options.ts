@@ -25,7 +25,8 @@ export function withManifestOptions(command: Command): Command {
   )
     .option('--strict', 'abort on the first bad row, before enqueueing anything')
     .option('--dry-run', 'read the manifest or folder and print what would be called, uploaded and paid (rows, rejections, calls left, uploads needed, fal time and cost), changing nothing')
-    .option(...RETENTION_OPTION);
+    .option(...RETENTION_OPTION)
+    .option('--max-waiting <n>', 'most rows waiting in the queue; past it the producer waits for workers, saying so (default 50000)');
 }
 
 /** --retention: flag and help, for the commands that create batches (run, enqueue; a schedule's ticks). */
@@ -165,6 +166,7 @@ export interface RawFlags {
   startTimeout?: string;
   callTimeout?: string;
   resultBudget?: string;
+  maxWaiting?: string;
   price?: string;
   encoding?: string;
   maxPromptChars?: string;
@@ -198,6 +200,7 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
     waitBudgetMs: durationOption('--wait-budget', flags.waitBudget),
     callTimeoutMs: durationOption('--call-timeout', flags.callTimeout),
     resultBudgetMs: durationOption('--result-budget', flags.resultBudget),
+    maxWaiting: integerOption('--max-waiting', flags.maxWaiting),
     price: flags.price === undefined ? undefined : parsePrice(flags.price),
     startTimeoutSeconds: startTimeout === undefined ? undefined : startTimeout / 1000,
     encoding: flags.encoding,

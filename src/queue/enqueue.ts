@@ -408,10 +408,24 @@ async function renewLease(ctx: FalbatchContext, lease: Lease): Promise<void> {
  * account) drains nothing, so waiting would be for ever: the producer stops and says so.
  */
 async function waitForRoom(ctx: FalbatchContext, lease: Lease, signal: AbortSignal | undefined): Promise<void> {
+  let saidAt: number | undefined;
   // Rows of batches with a lower priority wait in BullMQ's prioritized set: they count too.
-  while ((await ctx.queue.getJobCountByTypes('waiting', 'prioritized')) >= ctx.config.maxWaiting) {
+  for (;;) {
+    const waiting = await ctx.queue.getJobCountByTypes('waiting', 'prioritized');
+    if (waiting < ctx.config.maxWaiting) return;
     const reason = await pausedReason(ctx);
     if (reason !== undefined) throw new QueuePausedError(reason);
+    // Every wait says what it waits for: at once, then every 30 s while it lasts.
+    const now = ctx.clock.now();
+    if (saidAt === undefined || now - saidAt >= 30 * SECOND) {
+      saidAt = now;
+      const workers = await ctx.queue.getWorkersCount().catch(() => undefined);
+      ctx.log.warn(
+        `the queue holds ${waiting} rows waiting (--max-waiting ${ctx.config.maxWaiting}): waiting for workers to take some before adding more` +
+          (workers === 0 ? '; no worker is running: start `falbatch work` (same REDIS_URL and --prefix), or raise --max-waiting' : ''),
+        { waiting, workers },
+      );
+    }
     await renewLease(ctx, lease);
     await ctx.clock.sleep(SECOND, signal);
   }
