@@ -42,7 +42,9 @@ function leftovers(folder: string): string[] {
 
 describe('dataset formats', () => {
   it('writes Parquet with every column and the same values as JSONL; CSV gains the new columns before the carried ones', async () => {
-    const h = await createHarness({ emulator: { runners: 1, latency: '40ms' } });
+    // One runner and 300 ms a call: later calls wait at fal long enough for the worker to see them
+    // start (IN_QUEUE, then IN_PROGRESS), however loaded the machine is.
+    const h = await createHarness({ emulator: { runners: 1, latency: '300ms' } });
     const manifest = h.file(
       'm.csv',
       [
@@ -69,15 +71,16 @@ describe('dataset formats', () => {
     expect([full['cached'], twin['cached']].sort()).toEqual([false, true]);
     expect(twin['output']).toBe(full['output']);
     for (const row of [short, full, twin].filter((r) => r['cached'] === false)) {
-      expect(row['inference_s']).toBeCloseTo(0.04, 5);
-      expect(Number(row['latency_ms'])).toBeGreaterThanOrEqual(40);
+      expect(row['inference_s']).toBeCloseTo(0.3, 5);
+      // (From the submit's answer to the stored result: a little under fal's 300 ms is possible.)
+      expect(Number(row['latency_ms'])).toBeGreaterThanOrEqual(200);
     }
     // One runner: calls wait at fal, and the worker sees them start (IN_QUEUE, then IN_PROGRESS).
     const stored = (await h.ctx.store.getMany(summary.enqueue.batch, ['short', 'full', 'twin', 'unreachable'])).filter((r) => r?.started_at !== undefined);
     expect(stored.length).toBeGreaterThan(0);
     for (const result of stored) {
       expect(result?.started_at).toBeGreaterThanOrEqual(result?.submitted_at ?? Infinity);
-      expect((result?.finished_at ?? 0) - (result?.started_at ?? Infinity)).toBeGreaterThanOrEqual(35);
+      expect((result?.finished_at ?? 0) - (result?.started_at ?? Infinity)).toBeGreaterThanOrEqual(150);
     }
     expect(unreachable).toMatchObject({ status: 'failed', partial: null, cached: false, output: '' });
     expect(unreachable['error_type']).toMatch(/^\w+$/);
