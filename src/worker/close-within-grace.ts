@@ -23,3 +23,22 @@ export async function closeWithinGrace(worker: Worker, options: { graceMs: numbe
     expired.abort();
   }
 }
+
+/**
+ * A close that runs once however often it is asked for, and a promise that settles when it has:
+ * the `close()` and `closed` of falbatch's long-running handles (workers, the scheduler).
+ */
+export function closeOnce(run: (graceMs: number) => Promise<void>): { close(graceMs: number): Promise<void>; readonly closed: Promise<void> } {
+  let closing: Promise<void> | undefined;
+  let resolveClosed: () => void = () => undefined;
+  const closed = new Promise<void>((resolve) => {
+    resolveClosed = resolve;
+  });
+  return {
+    closed,
+    close(graceMs) {
+      closing ??= run(graceMs).then(resolveClosed);
+      return closing;
+    },
+  };
+}

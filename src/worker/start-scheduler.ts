@@ -1,4 +1,4 @@
-import { closeWithinGrace } from './close-within-grace.js';
+import { closeOnce, closeWithinGrace } from './close-within-grace.js';
 import { Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import type { FalCaller } from '../fal/fal-caller.js';
@@ -99,26 +99,18 @@ export async function startScheduler(ctx: FalbatchContext, options: StartSchedul
   });
   await worker.waitUntilReady();
 
-  let closing: Promise<void> | undefined;
-  let resolveClosed: () => void = () => undefined;
-  const closed = new Promise<void>((resolve) => {
-    resolveClosed = resolve;
+  const closer = closeOnce(async (graceMs) => {
+    await closeWithinGrace(worker, {
+      graceMs,
+      clock,
+      reason: SHUTDOWN,
+      onExpired: () => log.warn(`grace period of ${graceMs} ms over: interrupting the schedule tick running`),
+    });
+    await queue.close();
   });
   return {
-    closed,
+    closed: closer.closed,
     counts: () => ({ ...counts }),
-    close(graceMs = config.graceMs) {
-      closing ??= (async () => {
-        await closeWithinGrace(worker, {
-          graceMs,
-          clock,
-          reason: SHUTDOWN,
-          onExpired: () => log.warn(`grace period of ${graceMs} ms over: interrupting the schedule tick running`),
-        });
-        await queue.close();
-        resolveClosed();
-      })();
-      return closing;
-    },
+    close: (graceMs = config.graceMs) => closer.close(graceMs),
   };
 }

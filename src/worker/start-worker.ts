@@ -1,4 +1,4 @@
-import { closeWithinGrace } from './close-within-grace.js';
+import { closeOnce, closeWithinGrace } from './close-within-grace.js';
 import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
@@ -347,26 +347,18 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   // Batches whose retention ran out leave the batches list (also done by every enqueue and status).
   await sweepExpiredBatches(ctx).catch((error: unknown) => log.warn('could not sweep expired batches', { error: ctx.scrub((error as Error).message) }));
 
-  let closing: Promise<void> | undefined;
-  let resolveClosed: () => void = () => undefined;
-  const closed = new Promise<void>((resolve) => {
-    resolveClosed = resolve;
+  const closer = closeOnce(async (graceMs) => {
+    await closeWithinGrace(worker, {
+      graceMs,
+      clock,
+      reason: SHUTDOWN,
+      onExpired: () => log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`),
+    });
+    gate.close();
   });
   return {
-    closed,
+    closed: closer.closed,
     counts: () => ({ ...counts }),
-    close(graceMs = config.graceMs) {
-      closing ??= (async () => {
-        await closeWithinGrace(worker, {
-          graceMs,
-          clock,
-          reason: SHUTDOWN,
-          onExpired: () => log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`),
-        });
-        gate.close();
-        resolveClosed();
-      })();
-      return closing;
-    },
+    close: (graceMs = config.graceMs) => closer.close(graceMs),
   };
 }

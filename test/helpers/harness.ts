@@ -143,6 +143,18 @@ export function collectOutput(child: ChildProcessByStdio<null, Readable, Readabl
   });
 }
 
+/** Every key of the test's namespace, sorted. */
+export async function namespaceKeys(h: Pick<Harness, 'ctx' | 'prefix'>): Promise<string[]> {
+  const found: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await h.ctx.redis.scan(cursor, 'MATCH', `${h.prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    found.push(...keys);
+  } while (cursor !== '0');
+  return found.sort();
+}
+
 /** Parses the CSV export into records keyed by column name. */
 export async function readCsv(path: string): Promise<Array<Record<string, string>>> {
   const { parse } = await import('csv-parse/sync');

@@ -7,7 +7,7 @@ import { getStatus, listBatches } from '../../src/ops/status.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { BatchPrunedError, PRUNED_LEASE } from '../../src/queue/retention.js';
 import { runBatch } from '../../src/run-batch.js';
-import { createHarness, readCsv, until, type Harness } from '../helpers/harness.js';
+import { createHarness, readCsv, until, type Harness, namespaceKeys } from '../helpers/harness.js';
 
 /** A manifest with ids; `bad` rows point at an unreachable image (the model answers 422: the row fails). */
 function manifest(h: Harness, name: string, rows: Array<{ id: string; bad?: boolean }>): string {
@@ -15,20 +15,9 @@ function manifest(h: Harness, name: string, rows: Array<{ id: string; bad?: bool
   return h.file(name, `id,image_url,prompt\n${lines.join('\n')}\n`);
 }
 
-async function allKeys(h: Harness): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await h.ctx.redis.scan(cursor, 'MATCH', `${h.prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    found.push(...keys);
-  } while (cursor !== '0');
-  return found.sort();
-}
-
 /** Keys that belong to a batch: its data keys, its queue jobs (and their locks, logs), its rows' request state. */
 async function keysOfBatch(h: Harness, batch: string): Promise<string[]> {
-  return (await allKeys(h)).filter((key) => key.includes(`:batch:${batch}:`) || key.includes(`}:${batch}/`) || key.includes(`:request:${batch}/`));
+  return (await namespaceKeys(h)).filter((key) => key.includes(`:batch:${batch}:`) || key.includes(`}:${batch}/`) || key.includes(`:request:${batch}/`));
 }
 
 async function ledgerKeysOf(h: Harness, batch: string): Promise<string[]> {
@@ -98,7 +87,7 @@ describe('falbatch prune', () => {
     expect(await h.ctx.redis.get(lease)).toBe(PRUNED_LEASE);
     expect(await h.ctx.redis.pttl(lease)).toBeLessThanOrEqual(60_000);
     expect(worker.counts()).toMatchObject({ lost: 0, failed: 0 });
-    expect((await allKeys(h)).filter((key) => key.includes(':ledger:'))).toHaveLength(2);
+    expect((await namespaceKeys(h)).filter((key) => key.includes(':ledger:'))).toHaveLength(2);
     expect(h.emulator.stats().accepted).toBe(2);
   });
 

@@ -7,25 +7,13 @@ import { exportResults } from '../../src/results/export.js';
 import { getStatus, listBatches, waitForBatch } from '../../src/ops/status.js';
 import { pruneExpired } from '../../src/ops/prune.js';
 import { runBatch } from '../../src/run-batch.js';
-import { createHarness, readCsv, until, type Harness } from '../helpers/harness.js';
+import { createHarness, readCsv, until, type Harness, namespaceKeys } from '../helpers/harness.js';
 
 const DAY = 24 * 3600 * 1000;
 
 /** A manifest of rows without ids (each keyed by its content), one per prompt. */
 function manifest(h: Harness, name: string, prompts: string[]): string {
   return h.file(name, `image_url,prompt\n${prompts.map((p) => `https://example.com/${p}.jpg,${p}`).join('\n')}\n`);
-}
-
-/** Every key of the test's namespace. */
-async function allKeys(h: Harness): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await h.ctx.redis.scan(cursor, 'MATCH', `${h.prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    found.push(...keys);
-  } while (cursor !== '0');
-  return found.sort();
 }
 
 /** Keys that belong to a batch: its data keys, its queue jobs, its rows' request state. */
@@ -62,14 +50,14 @@ describe('retention', () => {
 
     const gone = [...aLedger.filter((key) => key !== shared), ...bLedger];
     await until('every key of a and b, and their own answers, to expire', async () => {
-      const keys = await allKeys(h);
+      const keys = await namespaceKeys(h);
       return keysOfBatch(keys, 'a').length === 0 && keysOfBatch(keys, 'b').length === 0 && gone.every((key) => !keys.includes(key));
     });
     // The list no longer shows them (status sweeps it), and nothing remains but c, its answers and BullMQ's own keys.
     expect((await listBatches(h.ctx)).map((s) => s.batch)).toEqual(['c']);
     expect(await h.ctx.redis.zrange(h.ctx.keys.batches, '0', '-1')).toEqual(['c']);
     expect(await h.ctx.redis.zrange(h.ctx.keys.expiries, '0', '-1')).toEqual(['c']);
-    const left = (await allKeys(h)).filter((key) => !key.includes(':batch:c:') && !cLedger.includes(key) && !key.endsWith(':batches') && !key.endsWith(':expiries'));
+    const left = (await namespaceKeys(h)).filter((key) => !key.includes(':batch:c:') && !cLedger.includes(key) && !key.endsWith(':batches') && !key.endsWith(':expiries'));
     expect(left.every((key) => /^[^:]+:\{jobs\}:(meta|events|id|stalled-check|marker|limiter|de|pc)$/.test(key))).toBe(true);
     expect(left.length).toBeLessThanOrEqual(8);
 
@@ -110,7 +98,7 @@ describe('retention', () => {
     await exportResults(h.ctx, { batch: 'busy', out: join(h.dir, 'out.csv') });
     expect((await readCsv(join(h.dir, 'out.csv'))).filter((row) => row['status'] === 'ok')).toHaveLength(10);
     await worker.close();
-    await until('the finished batch to expire', async () => keysOfBatch(await allKeys(h), 'busy').length === 0);
+    await until('the finished batch to expire', async () => keysOfBatch(await namespaceKeys(h), 'busy').length === 0);
   });
 
   it('an unfinished batch is kept at least 7 days whatever its retention; its retention counts from its last row', async () => {
@@ -129,7 +117,7 @@ describe('retention', () => {
     await waitForBatch(h.ctx, 'slow', { intervalMs: 25 });
     await worker.close();
     expect(await h.ctx.redis.pttl(meta)).toBeLessThanOrEqual(1000);
-    await until('the finished batch to expire', async () => keysOfBatch(await allKeys(h), 'slow').length === 0);
+    await until('the finished batch to expire', async () => keysOfBatch(await namespaceKeys(h), 'slow').length === 0);
   });
 
   it('rows of a batch that expired while they waited are dropped without a call, and not taken for a Redis loss', async () => {
@@ -149,7 +137,7 @@ describe('retention', () => {
     await worker.close();
     expect(worker.counts()).toMatchObject({ gone: 3, lost: 0, ok: 0, failed: 0 });
     expect(h.emulator.stats().accepted).toBe(0);
-    expect(keysOfBatch(await allKeys(h), 'expired')).toEqual([]);
+    expect(keysOfBatch(await namespaceKeys(h), 'expired')).toEqual([]);
     expect(lines.join('')).toContain('batch expired is gone (its retention ran out, or it was pruned)');
     expect(lines.join('')).not.toContain('Redis lost');
     // The worker's start swept the list.
