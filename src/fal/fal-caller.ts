@@ -89,8 +89,11 @@ function toStatus(body: unknown): FalStatus {
   };
 }
 
-/** Transient for a read of a request's state: worth asking again, the request itself is unharmed. */
-function isTransientRead(error: unknown): boolean {
+/**
+ * A failure worth trying again: no answer, a time-out, a broken answer, or a 5xx/429/408. For a
+ * read of a request's state, the request itself is unharmed.
+ */
+export function isTransientFalError(error: unknown): boolean {
   if (error instanceof FalTransportError || error instanceof FalTimeoutError || error instanceof FalProtocolError) return true;
   if (error instanceof FalHttpError) return error.status === 429 || error.status === 408 || error.status >= 500;
   return false;
@@ -220,7 +223,7 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
         } catch (error) {
           // A 404 may be a replica that has not seen the request yet: only a repeated one means it is gone.
           const notFoundYet = error instanceof FalHttpError && error.status === 404 && notFound++ < NOT_FOUND_READS;
-          if (wait.signal?.aborted || !(isTransientRead(error) || notFoundYet)) throw error;
+          if (wait.signal?.aborted || !(isTransientFalError(error) || notFoundYet)) throw error;
           failures++;
           const retryAfter = error instanceof FalHttpError ? error.retryAfterMs : undefined;
           delay = Math.max(retryAfter ?? 0, Math.min(wait.pollIntervalMs * 2 ** Math.min(failures, 6), 30_000));

@@ -248,9 +248,7 @@ export interface ResultStore {
   record(batch: string, key: string, fingerprint: string, result: RowResult, options: RecordOptions): Promise<boolean>;
   get(batch: string, key: string): Promise<RowResult | undefined>;
   getMany(batch: string, keys: readonly string[]): Promise<Array<RowResult | undefined>>;
-  /** The paid answer for a fingerprint, if the ledger still has it. */
-  ledger(fingerprint: string): Promise<LedgerEntry | undefined>;
-  /** The same for many fingerprints, in order (one round trip, two with a ledger from before retention). */
+  /** The paid answers for many fingerprints, in order (one round trip, two with a ledger from before retention). */
   ledgerMany(fingerprints: readonly string[]): Promise<Array<LedgerEntry | undefined>>;
   /** Takes the claim from `from` (gone without an answer), unless another row took it first. */
   takeOver(fingerprint: string, from: string, to: string, ttlMs: number): Promise<boolean>;
@@ -368,13 +366,15 @@ export function createResultStore(redis: Redis, keys: KeyLayout, retention: Rete
       );
       if (kind === 'ended' || kind === 'claimed' || kind === 'stale' || kind === 'lost' || kind === 'gone') return { kind };
       if (kind === 'ledger') {
+        // (The script decoded this entry already: it parses.)
         const entry = parse<LedgerEntry>(value);
-        return entry ? { kind, entry } : { kind: 'claimed' };
+        if (!entry) throw new Error(`ledger entry for ${fingerprint} does not parse`);
+        return { kind, entry };
       }
       if (kind === 'resume') {
-        // rid:<submitted at>:<request id>
-        const [, at = '0', ...id] = (value ?? '').split(':');
-        return { kind, requestId: id.join(':'), submittedAt: Number(at) };
+        const saved = parseSavedRequest(value);
+        if (saved?.kind !== 'request') throw new Error(`request key of ${options.owner} holds no request id`);
+        return { kind, requestId: saved.requestId, submittedAt: saved.submittedAt };
       }
       if (kind === 'submitting') return { kind, holder: value ?? '' };
       return { kind: 'held', owner: value ?? '' };
@@ -425,10 +425,6 @@ export function createResultStore(redis: Redis, keys: KeyLayout, retention: Rete
       if (rowKeys.length === 0) return [];
       const values = await redis.hmget(keys.batch(batch).results, ...rowKeys);
       return values.map((v) => parse<RowResult>(v));
-    },
-    async ledger(fingerprint) {
-      const [entry] = await ledgerMany([fingerprint]);
-      return entry;
     },
     ledgerMany,
     async takeOver(fingerprint, from, to, ttlMs) {

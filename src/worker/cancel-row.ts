@@ -1,7 +1,6 @@
 import type { ResolvedConfig } from '../config.js';
-import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError } from '../errors.js';
 import { readAnswer } from '../fal/endpoints.js';
-import type { FalCaller, FalStatus } from '../fal/fal-caller.js';
+import { isTransientFalError, type FalCaller, type FalStatus } from '../fal/fal-caller.js';
 import type { Logger } from '../log.js';
 import type { RowJobData } from '../queue/row-job.js';
 import type { ResultStore } from '../results/result-store.js';
@@ -91,11 +90,6 @@ export async function endCancelledRow(row: CancelledRow, deps: CancelRowDeps): P
   return { kind: 'unreadable', requestId, submittedAt };
 }
 
-function isTransient(error: unknown): boolean {
-  if (error instanceof FalTransportError || error instanceof FalTimeoutError || error instanceof FalProtocolError) return true;
-  return error instanceof FalHttpError && (error.status >= 500 || error.status === 429 || error.status === 408);
-}
-
 async function cancelAtFal(data: RowJobData, requestId: string, submittedAt: number | undefined, row: CancelledRow, deps: CancelRowDeps): Promise<RowResult> {
   const { fal, clock, log } = deps;
   let said: 'requested' | 'already-completed' | undefined;
@@ -135,7 +129,7 @@ async function cancelAtFal(data: RowJobData, requestId: string, submittedAt: num
         };
       }
     } catch (error) {
-      if (said === 'already-completed' && isTransient(error)) {
+      if (said === 'already-completed' && isTransientFalError(error)) {
         // fal ran it to the end before the cancel: it is paid for, and its answer exists.
         return {
           status: 'failed',

@@ -1,7 +1,7 @@
 import type { ResolvedConfig } from '../config.js';
-import { BatchLostError, FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError } from '../errors.js';
+import { BatchLostError, FalHttpError, FalTimeoutError } from '../errors.js';
 import { readAnswer } from '../fal/endpoints.js';
-import type { FalCaller, FalStatus } from '../fal/fal-caller.js';
+import { isTransientFalError, type FalCaller, type FalStatus } from '../fal/fal-caller.js';
 import type { Logger } from '../log.js';
 import type { RowJobData, RowRequestState } from '../queue/row-job.js';
 import type { ResultStore, RowStart } from '../results/result-store.js';
@@ -138,11 +138,6 @@ export class ResultPendingError extends Error {
   }
 }
 
-function isTransient(error: unknown): boolean {
-  if (error instanceof FalTransportError || error instanceof FalTimeoutError || error instanceof FalProtocolError) return true;
-  return error instanceof FalHttpError && (error.status >= 500 || error.status === 429 || error.status === 408);
-}
-
 /**
  * One attempt at one row: submit (or resume the saved request), wait, fetch the result, and store
  * it before returning, so the queue acknowledges only stored work. Errors come out as AttemptError
@@ -242,12 +237,12 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   } catch (error) {
     // Whatever comes next (retry, put off, handed back, failed), this row stops calling fal now.
     await store.leave(data.b, owner).catch(() => undefined);
-    if (error instanceof AttemptError || error instanceof ResultPendingError || error instanceof BatchLostError || attempt.signal?.aborted) throw error;
+    if (error instanceof BatchLostError || attempt.signal?.aborted) throw error;
     let verdict = classifyFalError(error, phase);
     verdict = { ...verdict, reason: deps.scrub(verdict.reason) } as Verdict;
     const saved = requestId !== undefined && phase !== 'submit';
     if (phase === 'result' && status !== undefined && requestId !== undefined && status.error === undefined) {
-      if ((isTransient(error) && verdict.kind !== 'rate-limited') || (error instanceof FalHttpError && error.status === 404)) {
+      if ((isTransientFalError(error) && verdict.kind !== 'rate-limited') || (error instanceof FalHttpError && error.status === 404)) {
         // fal said the job completed without error: it ran, was billed, and its answer exists. A
         // failing read is the gateway's problem: read again later, never pay again. Only for a
         // server known not to report failures on the status may an unchanging failure be the job's.
@@ -308,7 +303,7 @@ async function waitFor(
   deps: RowProcessorDeps,
   onStatus: (status: FalStatus) => void,
 ): Promise<FalStatus> {
-  const { fal, clock, config } = deps;
+  const { fal, config } = deps;
   // A resumed request keeps its original budget; even past it, it gets one look at its status.
   const deadline = submittedAt + config.waitBudgetMs;
   try {
@@ -345,7 +340,7 @@ async function readResult(endpoint: string, requestId: string, status: FalStatus
       return (await deps.fal.result(endpoint, requestId, signal)).data;
     } catch (error) {
       lastError = error;
-      if (!isTransient(error) || isJobsOwnFailure(error, status) || i === RESULT_READS - 1) break;
+      if (!isTransientFalError(error) || isJobsOwnFailure(error, status) || i === RESULT_READS - 1) break;
       await deps.clock.sleep(deps.config.pollIntervalMs * 2 ** i, signal);
     }
   }

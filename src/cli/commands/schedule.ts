@@ -1,3 +1,4 @@
+import { parseMaxSpend } from '../../queue/batch-control.js';
 import { Command } from 'commander';
 import { durationOption, integerOption } from '../../config.js';
 import { ConfigError, EXIT } from '../../errors.js';
@@ -29,13 +30,6 @@ interface AddFlags extends RawFlags {
 interface ListFlags extends RawFlags {
   json?: boolean;
   ticks?: string;
-}
-
-function amountOption(flag: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const value = Number(text.trim().replace(/^\$/, ''));
-  if (text.trim() === '' || !Number.isFinite(value) || value <= 0) throw new ConfigError(`Expected ${flag} to be an amount > 0, like 5 or 0.50, got "${text}"`);
-  return value;
 }
 
 /** A URL's query and credentials may hold a token: never printed. */
@@ -126,7 +120,7 @@ function addCommand(io: CliIo, exit: (code: number) => void): Command {
         prompt: flags.prompt,
         strict: flags.strict,
         maxRows: integerOption('--max-rows', flags.maxRows),
-        maxSpend: amountOption('--max-spend', flags.maxSpend),
+        maxSpend: parseMaxSpend('--max-spend', flags.maxSpend),
         retentionMs: retentionFrom(flags),
         fetch: {
           timeoutMs: durationOption('--fetch-timeout', flags.fetchTimeout),
