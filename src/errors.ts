@@ -18,7 +18,8 @@ export type ErrorCode =
   | 'FAL_PROTOCOL'
   | 'QUEUE_PAUSED'
   | 'RESULTS_NOT_WRITTEN'
-  | 'INTERRUPTED';
+  | 'INTERRUPTED'
+  | 'DEPENDENCY_MISSING';
 
 export interface FalbatchErrorOptions {
   cause?: unknown;
@@ -161,6 +162,26 @@ export class QueuePausedError extends FalbatchError {
 export class InterruptedError extends FalbatchError {
   constructor(message: string) {
     super('INTERRUPTED', message);
+  }
+}
+
+/**
+ * A package falbatch loads only when a feature needs it (sharp for --max-side, prom-client for
+ * --metrics-port, ...) could not be loaded: not installed, or its native part missing.
+ */
+export class DependencyError extends FalbatchError {
+  /** The package, e.g. `sharp`. */
+  readonly dependency: string;
+
+  /** @param purpose what needed it, e.g. "Downscaling images (--max-side)". */
+  constructor(dependency: string, purpose: string, cause: unknown) {
+    super(
+      'DEPENDENCY_MISSING',
+      `${purpose} needs the ${dependency} package, which could not be loaded: ${(cause as Error)?.message ?? String(cause)}\n` +
+        "Reinstall falbatch's dependencies (npm ci in a checkout, npm install where falbatch is a dependency).",
+      { cause },
+    );
+    this.dependency = dependency;
   }
 }
 

@@ -1,5 +1,7 @@
-import { pino } from 'pino';
-import pinoPretty from 'pino-pretty';
+import { requireDependency } from './load-dependency.js';
+
+type PinoModule = typeof import('pino');
+type PinoPrettyModule = typeof import('pino-pretty');
 
 export type LogFields = Record<string, unknown>;
 
@@ -60,9 +62,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const scrub = createScrubber(options.secrets ?? []);
   const write = options.write ?? ((line: string) => process.stderr.write(line));
   if (options.format === 'json' || options.format === 'pretty') {
+    // Required here, synchronously (createLogger is): the default text format loads neither.
+    const { pino } = requireDependency<PinoModule>('pino', `Logging in ${options.format} format (--log-format)`);
     const pretty =
       options.format === 'pretty'
-        ? pinoPretty.prettyFactory({ colorize: options.color ?? false, singleLine: true, errorLikeObjectKeys: [], translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname' })
+        ? requireDependency<PinoPrettyModule>('pino-pretty', 'Logging in pretty format (--log-format)').prettyFactory({ colorize: options.color ?? false, singleLine: true, errorLikeObjectKeys: [], translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname' })
         : undefined;
     const logger = pino(
       { level, base: null, timestamp: pino.stdTimeFunctions.isoTime },

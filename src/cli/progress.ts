@@ -1,4 +1,5 @@
-import cliProgress from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
+import { requireDependency } from '../load-dependency.js';
 import type { BatchStatus } from '../ops/status.js';
 import { formatDuration } from '../time.js';
 import type { CliIo } from './io.js';
@@ -155,6 +156,8 @@ export function createProgressView(io: CliIo, options: ProgressViewOptions, sing
       return true;
     },
   };
+  // Required only when bars are drawn (a terminal): plain lines and JSON need no cli-progress.
+  const cliProgress = requireDependency<typeof import('cli-progress')>('cli-progress', 'Progress bars');
   const bars = new cliProgress.MultiBar({
     stream: terminal as unknown as NodeJS.WritableStream,
     format: (_options, params, payload: { status?: BatchStatus }) => (payload.status ? barLine(payload.status, params.maxWidth) : ''),
@@ -165,7 +168,7 @@ export function createProgressView(io: CliIo, options: ProgressViewOptions, sing
     clearOnComplete: false,
     fps: 10,
   });
-  const shown = new Map<string, cliProgress.SingleBar>();
+  const shown = new Map<string, SingleBar>();
   const draw = (statuses: readonly BatchStatus[]): void => {
     for (const status of statuses) {
       const done = status.ok + status.failed;

@@ -1,9 +1,14 @@
-import { createBullBoard } from '@bull-board/api';
-import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import { HonoAdapter } from '@bull-board/hono';
-import { serveStatic } from '@hono/node-server/serve-static';
 import type { Queue } from 'bullmq';
 import type { Hono } from 'hono';
+import { importOnce } from '../load-dependency.js';
+
+// Loaded by the dashboard only (see load-dependency.ts).
+const loadBullBoardApi = importOnce('@bull-board/api', 'The dashboard (Bull Board)', async () => {
+  const [{ createBullBoard }, { BullMQAdapter }] = await Promise.all([import('@bull-board/api'), import('@bull-board/api/bullMQAdapter')]);
+  return { createBullBoard, BullMQAdapter };
+});
+const loadBullBoardHono = importOnce('@bull-board/hono', 'The dashboard (Bull Board)', () => import('@bull-board/hono'));
+const loadServeStatic = importOnce('@hono/node-server', 'The dashboard (Bull Board)', () => import('@hono/node-server/serve-static'));
 
 export interface BullBoardQueue {
   queue: Queue;
@@ -19,7 +24,8 @@ export interface BullBoardQueue {
  * jobs `falbatch retry` needs; "add" makes jobs no batch knows. Retry failed rows from falbatch's
  * page (`--allow-retry`) or with `falbatch retry` instead.
  */
-export function createBullBoardApp(queues: readonly BullBoardQueue[], basePath: string, homePath: string): Hono {
+export async function createBullBoardApp(queues: readonly BullBoardQueue[], basePath: string, homePath: string): Promise<Hono> {
+  const [{ createBullBoard, BullMQAdapter }, { HonoAdapter }, { serveStatic }] = await Promise.all([loadBullBoardApi(), loadBullBoardHono(), loadServeStatic()]);
   const serverAdapter = new HonoAdapter(serveStatic);
   serverAdapter.setBasePath(basePath);
   createBullBoard({

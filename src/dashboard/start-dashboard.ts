@@ -1,13 +1,10 @@
 import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
-import { createAdaptorServer } from '@hono/node-server';
-import { Hono } from 'hono';
-import { basicAuth } from 'hono/basic-auth';
-import { HTTPException } from 'hono/http-exception';
 import { redactUrl } from '../config.js';
 import type { FalbatchContext } from '../context.js';
 import { BatchNotFoundError, ConfigError } from '../errors.js';
 import { isLoopback, listen } from '../http-server.js';
+import { importOnce } from '../load-dependency.js';
 import { retryFailed, type RetryFailedSummary } from '../ops/retry.js';
 import { renderBatchesPage } from './batches-page.js';
 import { createBullBoardApp, type BullBoardQueue } from './bull-board.js';
@@ -57,6 +54,13 @@ export interface DashboardHandle {
 /** Where Bull Board is mounted. */
 export const QUEUES_PATH = '/queues';
 
+// Loaded by the dashboard only (see load-dependency.ts).
+const loadHono = importOnce('hono', 'The dashboard', async () => {
+  const [{ Hono }, { basicAuth }, { HTTPException }] = await Promise.all([import('hono'), import('hono/basic-auth'), import('hono/http-exception')]);
+  return { Hono, basicAuth, HTTPException };
+});
+const loadNodeServer = importOnce('@hono/node-server', 'The dashboard', () => import('@hono/node-server'));
+
 function constantTimeEqual(a: string, b: string): boolean {
   const left = Buffer.from(a);
   const right = Buffer.from(b);
@@ -87,6 +91,7 @@ export async function startDashboard(ctx: FalbatchContext, options: DashboardOpt
   const refreshSeconds = options.refreshSeconds ?? 5;
   const batchLimit = options.batchLimit ?? 50;
   checkOptions(host, credentials, refreshSeconds, batchLimit);
+  const [{ Hono, basicAuth, HTTPException }, { createAdaptorServer }] = await Promise.all([loadHono(), loadNodeServer()]);
   const prices = createPriceLookup(ctx);
   // A form's anti-forgery token: another site can make a browser post, but not read this page.
   const retryToken = options.allowRetry ? randomBytes(24).toString('base64url') : undefined;
@@ -167,7 +172,7 @@ export async function startDashboard(ctx: FalbatchContext, options: DashboardOpt
     displayName: `rows (${ctx.config.prefix})`,
     description: 'falbatch rows: one job per distinct row key, id <batch>/<key>',
   };
-  app.route(QUEUES_PATH, createBullBoardApp([rowQueue, ...(options.queues ?? [])], QUEUES_PATH, '/'));
+  app.route(QUEUES_PATH, await createBullBoardApp([rowQueue, ...(options.queues ?? [])], QUEUES_PATH, '/'));
   app.notFound((c) => c.text('falbatch dashboard: not found; batches are at /, the queue at /queues\n', 404));
   app.onError((error, c) => {
     if (error instanceof HTTPException) return error.getResponse();

@@ -1,4 +1,7 @@
-import { fileTypeFromBuffer } from 'file-type';
+import { importOnce } from '../load-dependency.js';
+
+/** file-type (and its tokenizers) is loaded by the first local image or data URI, not by a manifest of URLs. */
+const loadFileType = importOnce('file-type', 'Checking the type of local images and data URIs', () => import('file-type'));
 
 /**
  * The image types fal's vision models decode (llava's PIL loader), by the MIME type `file-type`
@@ -25,6 +28,7 @@ export type ImageType = { ok: true; mime: string; ext: string } | { ok: false; f
  * what the bytes are instead ("text/plain", "application/pdf", "unrecognised binary data").
  */
 export async function detectImageType(bytes: Uint8Array): Promise<ImageType> {
+  const { fileTypeFromBuffer } = await loadFileType();
   const detected = await fileTypeFromBuffer(bytes);
   if (detected) {
     const accepted = ACCEPTED.get(detected.mime);

@@ -1,5 +1,8 @@
-import sharp from 'sharp';
+import { importOnce } from '../load-dependency.js';
 import type { LoadedImage } from './local-image.js';
+
+/** sharp (libvips, ~25 MB) is loaded by the first image --max-side looks at, not by every producer. */
+const loadSharp = importOnce('sharp', 'Downscaling local images (--max-side)', async () => (await import('sharp')).default);
 
 /** Bytes as fal gets them, with their type. */
 export interface ImageContent {
@@ -74,6 +77,8 @@ export function createFitMemo(size = 10_000): FitMemo {
 
 /** True when the image fits maxSide×maxSide, or sharp cannot read its header (it then goes as it is). */
 async function fitsAsIs(bytes: Buffer, maxSide: number): Promise<boolean> {
+  // Outside the try: a sharp that cannot be loaded stops the run, it does not pass every image as it is.
+  const sharp = await loadSharp();
   try {
     // The header only: cheap, and enough to know whether the image fits.
     const { width, height } = await sharp(bytes).metadata();
@@ -92,6 +97,8 @@ export class DownscaleError extends Error {
 }
 
 async function downscale(original: ImageContent, maxSide: number): Promise<ImageContent> {
+  // Outside the try: a sharp that cannot be loaded is not the row's DownscaleError.
+  const sharp = await loadSharp();
   try {
     // rotate(): the copy carries no EXIF, so the orientation is applied to its pixels.
     const resized = sharp(original.bytes).rotate().resize({ width: maxSide, height: maxSide, fit: 'inside', withoutEnlargement: true });

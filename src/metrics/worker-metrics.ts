@@ -1,4 +1,5 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { requireDependency } from '../load-dependency.js';
 import { isBilled, timingOf } from '../results/batch-figures.js';
 import { costOf, type Price } from '../results/price.js';
 import type { WorkerEvent, WorkerEventListener } from '../worker/worker-events.js';
@@ -37,6 +38,8 @@ const SECONDS_BUCKETS = [0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 900];
  * time for its failure; queue wait and inference from the row's result.
  */
 export function createWorkerMetrics(options: WorkerMetricsOptions = {}): WorkerMetrics {
+  // Required here, synchronously (this function is): only a worker serving metrics loads prom-client.
+  const { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } = requireDependency<typeof import('prom-client')>('prom-client', 'Prometheus metrics (--metrics-port)');
   const registry = new Registry();
   const registers = [registry];
   if (options.processMetrics) collectDefaultMetrics({ register: registry });

@@ -12,7 +12,7 @@ import { buildReport, ERRORS_COLUMNS, errorsRow, sideFiles, type ExportReport } 
 import { hfMetadataFolder, hfMetadataPath, HfMetadataWriter, type HfMetadataOptions, type HfMetadataSummary } from './hf-metadata.js';
 import { extraNames, OUTPUT_COLUMNS, outputRow, type OutputRow } from './output-row.js';
 import type { Price } from './price.js';
-import { csvSink, jsonlSink, parquetSink, type RowSink } from './row-sinks.js';
+import { csvSink, jsonlSink, loadParquetWriter, parquetSink, type RowSink } from './row-sinks.js';
 import type { RowResult } from './row-result.js';
 
 export { OUTPUT_COLUMNS } from './output-row.js';
@@ -92,8 +92,10 @@ export async function checkWritable(file: string): Promise<void> {
 
 /** Fails early, before a batch is paid for, when `out` cannot take the results (format, folder). */
 export async function checkOutput(out: string): Promise<void> {
-  outputFormat(out);
+  const format = outputFormat(out);
   await checkWritable(out);
+  // Its writer too, loaded only for Parquet: a missing package is said now, not after the batch ran.
+  if (format === 'parquet') await loadParquetWriter();
 }
 
 /** Quotes a word for a POSIX shell, only when it needs it. */
@@ -102,9 +104,11 @@ function shellWord(word: string): string {
 }
 
 /** The `falbatch export` command that writes a batch's results to `out` (with --prefix when not the default). */
-export function exportCommandLine(config: Pick<ResolvedConfig, 'prefix' | 'redisUrl'>, batch: string, out: string, hfMetadata?: HfMetadataOptions): string {
+export function exportCommandLine(config: Pick<ResolvedConfig, 'prefix' | 'queue' | 'redisUrl' | 'redisCluster'>, batch: string, out: string, hfMetadata?: HfMetadataOptions): string {
   const words = ['falbatch', 'export', '--batch', batch];
   if (config.prefix !== DEFAULT_CONFIG.prefix) words.push('--prefix', config.prefix);
+  if (config.queue !== DEFAULT_CONFIG.queue) words.push('--queue', config.queue);
+  if (config.redisCluster) words.push('--redis-cluster');
   words.push('--out', resolve(out));
   if (hfMetadata) words.push(...(hfMetadata.folder !== undefined ? ['--hf-metadata-dir', resolve(hfMetadata.folder)] : ['--hf-metadata']));
   // A shell comment: the line still pastes as it is.
@@ -161,7 +165,7 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
   let current = out;
   try {
     const main = await create(out);
-    const sink: RowSink = format === 'csv' ? await csvSink(main, columns) : format === 'jsonl' ? jsonlSink(main) : parquetSink(main, columns);
+    const sink: RowSink = format === 'csv' ? await csvSink(main, columns) : format === 'jsonl' ? jsonlSink(main) : await parquetSink(main, columns);
     current = side.errors;
     const errors = await create(side.errors);
     await errors.write(stringify([[...ERRORS_COLUMNS]]));

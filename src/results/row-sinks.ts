@@ -1,5 +1,6 @@
 import { stringify } from 'csv-stringify/sync';
-import { ByteWriter, ParquetWriter, type SchemaElement, type Writer } from 'hyparquet-writer';
+import type { SchemaElement, Writer } from 'hyparquet-writer';
+import { importOnce } from '../load-dependency.js';
 import type { AtomicFile } from './atomic-file.js';
 import { COLUMN_TYPES, type OutputColumn, type OutputRow, type OutputValue } from './output-row.js';
 
@@ -37,6 +38,9 @@ export const ROW_GROUP_ROWS = 10_000;
 /** A row group is cut sooner when its text reaches this many characters (long prompts, long answers). */
 const ROW_GROUP_CHARS = 32 * 1024 * 1024;
 
+/** hyparquet-writer is loaded by a Parquet export only (checkOutput loads it before a batch is paid for). */
+export const loadParquetWriter = importOnce('hyparquet-writer', 'Writing Parquet (.parquet)', () => import('hyparquet-writer'));
+
 /**
  * Parquet through hyparquet-writer's ParquetWriter: rows are buffered into row groups of
  * ROW_GROUP_ROWS, each encoded and streamed to the file as soon as it is full (the writer's
@@ -44,7 +48,8 @@ const ROW_GROUP_CHARS = 32 * 1024 * 1024;
  * where JSONL has null); output columns have their types (attempts INT32, latency_ms INT64,
  * inference_s DOUBLE, partial and cached BOOLEAN), carried columns are strings.
  */
-export function parquetSink(file: AtomicFile, columns: readonly string[]): RowSink {
+export async function parquetSink(file: AtomicFile, columns: readonly string[]): Promise<RowSink> {
+  const { ByteWriter, ParquetWriter } = await loadParquetWriter();
   const typeOf = (name: string): (typeof COLUMN_TYPES)[OutputColumn] => COLUMN_TYPES[name as OutputColumn] ?? 'STRING';
   const schema: SchemaElement[] = [
     { name: 'root', num_children: columns.length },

@@ -106,7 +106,7 @@ describe('dataset formats', () => {
     const h = await createHarness();
     const path = join(h.dir, 'big.parquet');
     const file = await AtomicFile.create(path);
-    const sink = parquetSink(file, [...OUTPUT_COLUMNS, 'extra']);
+    const sink = await parquetSink(file, [...OUTPUT_COLUMNS, 'extra']);
     const total = 2 * ROW_GROUP_ROWS + 500;
     for (let start = 0; start < total; start += 1000) {
       await sink.write(
