@@ -126,9 +126,11 @@ export interface Config {
   /** Rows per addBulk call. @default 500 */
   enqueueChunk: number;
   /**
-   * Backpressure: the producer pauses while this many jobs wait in the queue, so a million-row
-   * manifest does not sit in Redis all at once.
-   * @default 50,000
+   * The queue's cap on waiting jobs (`--max-waiting`): a BullMQ job costs about 1 KB of Redis, so
+   * a million-row manifest is not all jobs at once. Rows past it wait in their batch's backlog as
+   * compact rows (queue/backlog.ts) and become jobs as workers drain the queue; the producer
+   * never waits. The last producer's value is the queue's (workers read it from Redis).
+   * @default 10,000
    */
   maxWaiting: number;
   /**
@@ -247,7 +249,7 @@ export const DEFAULT_CONFIG = {
   rateLimitBudgetMs: 30 * MINUTE,
   resultBudgetMs: 60 * MINUTE,
   enqueueChunk: 500,
-  maxWaiting: 50_000,
+  maxWaiting: 10_000,
   maxInlineImageBytes: 10 * 1024 * 1024,
   inlineImages: false,
   uploadConcurrency: 8,

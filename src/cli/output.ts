@@ -17,7 +17,8 @@ export function enqueueReport(summary: EnqueueSummary): string {
       (summary.changedRows > 0 ? ` (${summary.changedRows} of them changed since they were enqueued: called again)` : '') +
       `, ${summary.present} already present, ${summary.rejected} rejected` +
       (summary.skipped > 0 ? `, ${summary.skipped} skipped (their caption files exist)` : '') +
-      (summary.shared > 0 ? `, ${summary.shared} identical to another row (answered once)` : ''),
+      (summary.shared > 0 ? `, ${summary.shared} identical to another row (answered once)` : '') +
+      (summary.stored > 0 ? `; ${summary.stored} of the rows to call wait in Redis as compact rows, and become jobs as workers drain the queue` : ''),
   ];
   return `${lines.join('\n')}\n`;
 }
@@ -51,7 +52,7 @@ export function statusReport(status: BatchStatus): string {
     `  manifest  ${status.manifest}`,
     `  rows      ${status.rows} (${status.rejected} rejected${status.skipped > 0 ? `, ${status.skipped} skipped` : ''})`,
     `  calls     ${status.jobs} distinct: ${status.ok} ok, ${status.failed} failed, ${status.pending} pending` +
-      (status.pending > 0 ? ` (${status.inFlight} in flight, ${status.waiting} waiting)` : ''),
+      (status.pending > 0 ? ` (${status.inFlight} in flight, ${status.waiting} waiting${status.backlog > 0 ? `, ${status.backlog} of them not yet jobs: --max-waiting` : ''})` : ''),
   ];
   if (status.paused !== undefined) lines.push(`  paused    ${status.paused}`);
   if (status.cancelled !== undefined) lines.push(`  cancelled ${status.cancelled} (\`falbatch retry --batch ${status.batch} --error cancelled\` runs its cancelled rows again)`);

@@ -26,7 +26,7 @@ export function withManifestOptions(command: Command): Command {
     .option('--strict', 'abort on the first bad row, before enqueueing anything')
     .option('--dry-run', 'read the manifest or folder and print what would be called, uploaded and paid (rows, rejections, calls left, uploads needed, fal time and cost), changing nothing')
     .option(...RETENTION_OPTION)
-    .option('--max-waiting <n>', 'most rows waiting in the queue; past it the producer waits for workers, saying so (default 50000)');
+    .option('--max-waiting <n>', 'most jobs waiting in the queue (the queue\'s cap, kept by every worker): past it, rows wait in Redis as compact rows and become jobs as workers drain the queue; enqueue never waits for workers (default 10000)');
 }
 
 /** --retention: flag and help, for the commands that create batches (run, enqueue; a schedule's ticks). */

@@ -38,6 +38,11 @@ export interface BatchStatus extends CallFigures {
   inFlight: number;
   /** Row keys not ended and not in flight: queued for a worker, or delayed (retry backoff, rate limit). */
   waiting: number;
+  /**
+   * Of the waiting rows, those stored in the batch's backlog, not jobs yet (the queue held
+   * --max-waiting jobs): they become jobs as workers drain the queue.
+   */
+  backlog: number;
   /** A producer is still writing the batch. */
   enqueuing: boolean;
   /** Every row key ended and no producer is writing. */
@@ -80,9 +85,9 @@ export async function getStatus(ctx: FalbatchContext, batch: string, options: Ge
   const meta = await readBatchMeta(ctx.redis, ctx.keys, batch);
   if (!meta) throw await batchNotFound(ctx.redis, batch);
   const keys = ctx.keys.batch(batch);
-  const [[[, jobs], [, counts], [, enqueuing], [, stats]], inFlight] = await Promise.all([
-    ctx.redis.multi().hlen(keys.keys).hgetall(keys.counts).exists(keys.enqueuing).hgetall(keys.stats).exec().then((replies) =>
-      (replies ?? []) as [[unknown, number], [unknown, Record<string, string>], [unknown, number], [unknown, Record<string, string>]],
+  const [[[, jobs], [, counts], [, enqueuing], [, stats], [, backlog]], inFlight] = await Promise.all([
+    ctx.redis.multi().hlen(keys.keys).hgetall(keys.counts).exists(keys.enqueuing).hgetall(keys.stats).llen(keys.backlog).exec().then((replies) =>
+      (replies ?? []) as [[unknown, number], [unknown, Record<string, string>], [unknown, number], [unknown, Record<string, string>], [unknown, number]],
     ),
     ctx.store.inFlight(batch),
   ]);
@@ -115,6 +120,7 @@ export async function getStatus(ctx: FalbatchContext, batch: string, options: Ge
     // Clamped: a row may end between the two reads above.
     inFlight: Math.min(inFlight, pending),
     waiting: Math.max(0, pending - inFlight),
+    backlog: Math.min(backlog, Math.max(0, pending - inFlight)),
     enqueuing: isEnqueuing,
     finished: !isEnqueuing && meta.updatedAt > 0 && pending === 0,
     paused: (queue ?? held)?.reason,

@@ -1,16 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { relative, sep } from 'node:path';
-import type { JobsOptions } from 'bullmq';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import type { FalCaller } from '../fal/fal-caller.js';
-import { BatchLostError, BatchNotFoundError, ConfigError, ManifestError, QueuePausedError } from '../errors.js';
-import { applyBatchSettings, checkBatchSettings, pausedReason, type BatchSettings } from '../ops/control.js';
-import { bullPriority } from './batch-control.js';
+import { BatchLostError, BatchNotFoundError, ConfigError, ManifestError } from '../errors.js';
+import { applyBatchSettings, checkBatchSettings, type BatchSettings } from '../ops/control.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
 import { createRowMapping } from '../manifest/row-mapping.js';
-import { DEFAULT_OUTPUT_FIELD } from '../fal/endpoints.js';
 import { openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
 import { captionPath, type CaptionOptions } from '../results/caption-files.js';
 import { exists, findCaptionClashes, localImageOf } from './caption-targets.js';
@@ -24,7 +21,7 @@ import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/val
 import { SECOND } from '../time.js';
 import { metaFields } from './batch-meta.js';
 import { encodeRowEntry, type RowEntry } from './batch-rows.js';
-import type { RowJobData } from './row-job.js';
+import { setQueueCap, storeBacklog, topUpQueue, type BacklogRow } from './backlog.js';
 import { BatchPrunedError, defineRetentionScripts, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
 
 export interface EnqueueOptions {
@@ -115,6 +112,11 @@ export interface EnqueueSummary extends EnqueueProgress {
   skipped: number;
   /** Rows that would have added a job but were left for a later enqueue (`admit`). */
   deferred: number;
+  /**
+   * Of the batch's rows to call, those stored in its backlog when enqueue ended, not jobs yet (the
+   * queue held --max-waiting jobs): they become jobs as workers drain the queue.
+   */
+  stored: number;
 }
 
 const LEASE_MS = 60 * SECOND;
@@ -320,27 +322,6 @@ async function appendRows(redis: FalbatchContext['redis'], draft: string, at: nu
   if (length !== at + entries.length) throw new Error(`rows list ${draft} has ${length} entries, expected ${at + entries.length}: another enqueue of the same run?`);
 }
 
-/** Job options every row job gets: its identity, attempts with falbatch's backoff, and cleanup. */
-export function rowJobOptions(ctx: FalbatchContext, batch: string, key: string, fingerprint: string, priority?: number): JobsOptions {
-  const retentionMs = ctx.config.retentionMs;
-  const bull = priority === undefined ? 0 : bullPriority(priority);
-  return {
-    jobId: jobIdFor(batch, key, fingerprint),
-    // The batch's priority (1..10); the top one (the default) goes without: BullMQ's wait list, served first.
-    ...(bull > 0 ? { priority: bull } : {}),
-    attempts: ctx.config.attempts,
-    backoff: { type: 'falbatch' },
-    // Redis holds every result in the batch's results hash: finished jobs themselves are not needed.
-    removeOnComplete: true,
-    // A failed job is what `falbatch retry` moves back: kept for the namespace's retention (30 days
-    // by default), and at most the newest 10,000 in the queue. Not each batch's own: BullMQ applies
-    // a failing job's age limit to the whole failed set, so a short-lived batch would take the
-    // failed rows of long-lived ones with it. Failed jobs of batches that are gone go with
-    // `prune --expired` (or when they age out).
-    removeOnFail: Number.isFinite(retentionMs) ? { age: Math.ceil(retentionMs / SECOND), count: 10_000 } : { count: 10_000 },
-  };
-}
-
 // Points a row key at its new content, and drops the answer to its old content (counts follow).
 // KEYS: row keys, results, counts. ARGV: row key, new fingerprint.
 const EDIT_ROW = `
@@ -359,6 +340,39 @@ interface EditScripts {
 
 function defineEditScript(redis: FalbatchContext['redis']): void {
   if (!('falbatchEditRow' in redis)) redis.defineCommand('falbatchEditRow', { numberOfKeys: 3, lua: EDIT_ROW });
+}
+
+/** A row to call, as its batch's backlog stores it. */
+function backlogRowOf(row: ManifestRow): BacklogRow {
+  return { key: row.key, fingerprint: row.fingerprint, endpoint: row.endpoint, input: row.input, outputField: row.outputField };
+}
+
+/** Throws the first error of a MULTI's replies (ioredis reports them per command). */
+function throwIfFailed(replies: Array<[Error | null, unknown]> | null): void {
+  for (const [error] of replies ?? []) if (error) throw error;
+}
+
+/**
+ * Iterates `source` one item ahead: the next item is being produced while the caller works on
+ * this one (reading and validating a chunk overlaps writing the previous one to Redis). An error
+ * of the item read ahead surfaces when the caller gets to it.
+ */
+async function* readAhead<T>(source: AsyncGenerator<T>): AsyncGenerator<T> {
+  let next = source.next();
+  try {
+    for (;;) {
+      const current = await next;
+      if (current.done) return;
+      next = source.next();
+      // Not awaited until the caller is done with `current`: keep an early rejection from being unhandled.
+      next.catch(() => undefined);
+      yield current.value;
+    }
+  } finally {
+    // The caller stopped early (an error, or a break): let the source close its files.
+    await next.catch(() => undefined);
+    await source.return(undefined);
+  }
 }
 
 /** Of rows already in the batch with the same content, those with neither a result nor a job. */
@@ -400,34 +414,6 @@ async function renewLease(ctx: FalbatchContext, lease: Lease): Promise<void> {
   if ((await renew.call(redis, keys.length, ...keys, lease.run, LEASE_MS)) !== 1) {
     if ((await redis.exists(lease.meta)) === 0) throw await vanishedBatchError(ctx, lease.batch);
     throw new ConfigError(`Lost the lease on ${lease.key}: another producer took over this batch (this one stalled for over ${LEASE_MS / SECOND} s). Enqueue again.`);
-  }
-}
-
-/**
- * Backpressure: waits while the queue holds maxWaiting jobs. A paused queue (fal refused the
- * account) drains nothing, so waiting would be for ever: the producer stops and says so.
- */
-async function waitForRoom(ctx: FalbatchContext, lease: Lease, signal: AbortSignal | undefined): Promise<void> {
-  let saidAt: number | undefined;
-  // Rows of batches with a lower priority wait in BullMQ's prioritized set: they count too.
-  for (;;) {
-    const waiting = await ctx.queue.getJobCountByTypes('waiting', 'prioritized');
-    if (waiting < ctx.config.maxWaiting) return;
-    const reason = await pausedReason(ctx);
-    if (reason !== undefined) throw new QueuePausedError(reason);
-    // Every wait says what it waits for: at once, then every 30 s while it lasts.
-    const now = ctx.clock.now();
-    if (saidAt === undefined || now - saidAt >= 30 * SECOND) {
-      saidAt = now;
-      const workers = await ctx.queue.getWorkersCount().catch(() => undefined);
-      ctx.log.warn(
-        `the queue holds ${waiting} rows waiting (--max-waiting ${ctx.config.maxWaiting}): waiting for workers to take some before adding more` +
-          (workers === 0 ? '; no worker is running: start `falbatch work` (same REDIS_URL and --prefix), or raise --max-waiting' : ''),
-        { waiting, workers },
-      );
-    }
-    await renewLease(ctx, lease);
-    await ctx.clock.sleep(SECOND, signal);
   }
 }
 
@@ -476,7 +462,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     }
   }
 
-  const summary: EnqueueSummary = { batch, manifest: options.manifestLabel ?? file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0, deferred: 0 };
+  const summary: EnqueueSummary = { batch, manifest: options.manifestLabel ?? file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0, deferred: 0, stored: 0 };
   const now = clock.now();
   // Every enqueue takes the batches whose retention ran out off the list: a service enqueueing
   // every hour keeps the list (and Redis) bounded without anyone running prune.
@@ -497,19 +483,37 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
         `\`falbatch resume --batch ${batch}\` lifts the cancel; \`falbatch retry --batch ${batch} --error cancelled\` also runs its cancelled rows again.`,
     );
   }
+  // Workers top the queue up to the cap this producer sets (the last producer's --max-waiting).
+  await setQueueCap(ctx, config.maxWaiting);
+  let saidFull = false;
+  const topUp = async (): Promise<void> => {
+    const filled = await topUpQueue(ctx, { cap: config.maxWaiting });
+    if (saidFull || filled.busy || filled.waiting < filled.cap || (await redis.llen(batchKeys.backlog)) === 0) return;
+    // Said once: the cap is reached, nothing waits on it, and what (if anything) to do.
+    saidFull = true;
+    const workers = await ctx.queue.getWorkersCount().catch(() => undefined);
+    const what =
+      `the queue holds ${filled.waiting} rows waiting, its cap (--max-waiting ${filled.cap}): the other rows of batch ${batch} are stored in Redis ` +
+      'as compact rows, and become jobs as workers take rows';
+    if (workers === 0) ctx.log.warn(`${what}. No worker is running: start \`falbatch work\` (same REDIS_URL and --prefix) to call them.`, { waiting: filled.waiting, workers });
+    else ctx.log.info(`${what}.`, { waiting: filled.waiting, workers });
+  };
   const draft = batchKeys.rowsDraft(run);
   const lease: Lease = { key: batchKeys.enqueuing, run, batch, meta: batchKeys.meta, keepAlive: [draft, batchKeys.idsSeen(run)] };
   let extras: string[] = [];
   try {
-    for await (const chunk of validatedChunks(
-      ctx,
-      source,
-      batchKeys.idsSeen(run),
-      (columns) => {
-        extras = columns.extras.map((e) => e.name);
-      },
-      plan,
-      options,
+    // The next chunk is read and validated while this one is written to Redis.
+    for await (const chunk of readAhead(
+      validatedChunks(
+        ctx,
+        source,
+        batchKeys.idsSeen(run),
+        (columns) => {
+          extras = columns.extras.map((e) => e.name);
+        },
+        plan,
+        options,
+      ),
     )) {
       options.signal?.throwIfAborted();
       summary.rows += chunk.length;
@@ -532,7 +536,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
       }
       const rows = [...distinct.values()];
       if (rows.length === 0) continue;
-      const known = await redis.hmget(batchKeys.keys, ...rows.map((r) => r.key));
+      const [known, backlogged] = await Promise.all([redis.hmget(batchKeys.keys, ...rows.map((r) => r.key)), redis.llen(batchKeys.backlog)]);
       let fresh: ManifestRow[] = [];
       let edited: ManifestRow[] = [];
       const present: ManifestRow[] = [];
@@ -542,9 +546,9 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
         else if (fingerprint !== row.fingerprint) edited.push(row);
         else present.push(row);
       });
-      // Present, but neither ended nor queued: a producer died between editing the row and adding
-      // its job. Add it again.
-      let lost = await lostRows(ctx, batch, present);
+      // Present, but neither ended nor queued nor stored to call: Redis lost its job. Add it again.
+      // (While the batch has a backlog, a present row may be waiting in it: nothing is lost then.)
+      let lost = backlogged > 0 ? [] : await lostRows(ctx, batch, present);
       summary.present += present.length - lost.length;
       if (options.admit) {
         // The rows that would add a job, in manifest order: the first `admitted` go now.
@@ -559,13 +563,16 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
           lost = lost.filter((row) => admittedRows.has(row));
         }
       }
-      // An edited row (same id, other content) is answered afresh: its old answer is dropped now,
-      // before its new job exists, and a job of its old content still running will not record.
-      if (edited.length > 0) {
-        defineEditScript(redis);
-        const pipeline = redis.pipeline();
+      const jobs = [...fresh, ...edited, ...lost];
+      if (jobs.length > 0) {
+        // One transaction: an edited row (same id, other content) is answered afresh (its old answer
+        // dropped, and a job of its old content still running will not record); every row to call
+        // is stored in the batch's backlog, and new row keys are known to the batch. A row is never
+        // known without being stored. Then the queue is topped up from the backlog, to --max-waiting.
+        const store = redis.multi();
+        if (edited.length > 0) defineEditScript(redis);
         for (const row of edited) {
-          (pipeline as unknown as EditScripts).falbatchEditRow(batchKeys.keys, batchKeys.results, batchKeys.counts, row.key, row.fingerprint);
+          (store as unknown as EditScripts).falbatchEditRow(batchKeys.keys, batchKeys.results, batchKeys.counts, row.key, row.fingerprint);
           summary.changedRows++;
           if (summary.changed.length < REPORTED_REJECTIONS) {
             summary.changed.push({
@@ -574,27 +581,14 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
             });
           }
         }
-        await pipeline.exec();
-      }
-      const jobs = [...fresh, ...edited, ...lost];
-      if (jobs.length > 0) {
-        await waitForRoom(ctx, lease, options.signal);
-        await ctx.queue.addBulk(
-          jobs.map((row) => {
-            const data: RowJobData = { b: batch, k: row.key, e: row.endpoint, f: row.fingerprint, in: row.input, ...(row.outputField !== DEFAULT_OUTPUT_FIELD ? { o: row.outputField } : {}) };
-            if (control.falPriority === 'low') data.qp = 'low';
-            return { name: row.endpoint, data, opts: rowJobOptions(ctx, batch, row.key, row.fingerprint, control.priority) };
-          }),
-        );
-        // Only after the jobs exist: a crash between the two re-adds them next time, which BullMQ ignores.
-        if (fresh.length > 0) await redis.hset(batchKeys.keys, Object.fromEntries(fresh.map((row) => [row.key, row.fingerprint])));
+        storeBacklog(ctx, store, batch, jobs.map(backlogRowOf), control.priority);
+        if (fresh.length > 0) store.hset(batchKeys.keys, ...fresh.flatMap((row) => [row.key, row.fingerprint]));
+        throwIfFailed(await store.exec());
         // What was just written lives as long as the batch; a batch pruned (or lost) meanwhile keeps
-        // nothing of it: the touch removed its keys, and the jobs just added go too.
-        if (!(await touchBatch(ctx, batch, 'open'))) {
-          await Promise.all(jobs.map((row) => ctx.queue.remove(jobIdFor(batch, row.key, row.fingerprint)).catch(() => 0)));
-          throw await vanishedBatchError(ctx, batch);
-        }
+        // nothing of it: the touch removed its keys, its backlog with them.
+        if (!(await touchBatch(ctx, batch, 'open'))) throw await vanishedBatchError(ctx, batch);
         summary.added += jobs.length;
+        await topUp();
       }
       options.onProgress?.({ batch, rows: summary.rows, added: summary.added, present: summary.present, rejected: summary.rejected });
     }
@@ -608,6 +602,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     defineRetentionScripts(redis);
     touchBatchIn(ctx, finish, batch, 'rows');
     await finish.exec();
+    summary.stored = await redis.llen(batchKeys.backlog);
   } catch (error) {
     await redis.del(draft, batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run)).catch(() => undefined);
     // Whatever broke, a batch whose meta vanished under the producer was pruned (--force) or lost by Redis: say that.

@@ -12,6 +12,9 @@
  *   <prefix>:{<queue>}:ledger                    HASH the ledger of versions before retention (fingerprint → answer): read as a fallback,
  *                                                drained into ledger:<fingerprint> keys (on reuse, and by `prune --expired`)
  *   <prefix>:{<queue>}:paused                    STRING why the queue is paused (account-level fal error)
+ *   <prefix>:{<queue>}:backlog                   ZSET batches with rows stored but not yet jobs, in serving order (queue/backlog.ts)
+ *   <prefix>:{<queue>}:backlog:lock              STRING the process topping the queue up from the backlogs (PX)
+ *   <prefix>:{<queue>}:max-waiting               STRING the queue's cap on waiting jobs (the last producer's --max-waiting)
  *   <prefix>:{<queue>}:inflight:<fingerprint>    STRING the row calling fal for this input right now (others wait)
  *   <prefix>:{<queue>}:request:<job id>          STRING the row's fal request: `submitting:<connection>` while a delivery submits, then `rid:<ms>:<id>`
  *   <prefix>:{<queue>}:upload:<store>:<identity> STRING fal storage URL of a local image's upload (PX: inside fal's retention);
@@ -22,6 +25,7 @@
  *   <prefix>:{<queue>}:batch:<name>:results      HASH row key → result (the source of truth for export)
  *   <prefix>:{<queue>}:batch:<name>:counts       HASH status → number of row keys ended so
  *   <prefix>:{<queue>}:batch:<name>:stats        HASH figures of the ended rows (sums, latency histograms, rate ring) for status
+ *   <prefix>:{<queue>}:batch:<name>:backlog      LIST rows to call that are not jobs yet (compact entries, manifest order)
  *   <prefix>:{<queue>}:batch:<name>:active       HASH job id → ms, rows calling fal now (an entry whose BullMQ job lock is gone is stale: pruned by status)
  *   <prefix>:{<queue>}:batch:<name>:enqueuing    STRING lease held while a producer writes the batch (`pruned` for 60 s after
  *                                                `prune --force` overrode a producer or rows in flight: they stop, saying why)
@@ -42,6 +46,8 @@ export interface BatchKeys {
   stats: string;
   /** Rows calling fal right now: job id → when it began (ms). See ResultStore.inFlight. */
   active: string;
+  /** Rows stored to call that are not jobs yet (see queue/backlog.ts). */
+  backlog: string;
   enqueuing: string;
   /**
    * The batch's data keys: they live and die together, under the batch's retention (one PX for
@@ -76,6 +82,12 @@ export interface KeyLayout {
   /** The ledger hash of versions before retention: read as a fallback, drained. */
   readonly legacyLedger: string;
   readonly paused: string;
+  /** Batches with rows in their backlog, in the order they are served (see queue/backlog.ts). */
+  readonly backlog: string;
+  /** Held by the process topping the queue up from the backlogs. */
+  readonly backlogLock: string;
+  /** The queue's cap on waiting jobs (the last producer's --max-waiting). */
+  readonly maxWaiting: string;
   inflight(fingerprint: string): string;
   /** A row's fal request state, by job id (any delivery of the row reads it). */
   request(jobId: string): string;
@@ -104,6 +116,9 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
     ledger: (fingerprint) => `${base}:ledger:${fingerprint}`,
     legacyLedger: `${base}:ledger`,
     paused: `${base}:paused`,
+    backlog: `${base}:backlog`,
+    backlogLock: `${base}:backlog:lock`,
+    maxWaiting: `${base}:max-waiting`,
     inflight: (fingerprint) => `${base}:inflight:${fingerprint}`,
     request: (jobId) => `${base}:request:${jobId}`,
     upload: (store, identity) => `${base}:upload:${store}:${identity}`,
@@ -117,6 +132,7 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
         counts: `${at}:counts`,
         stats: `${at}:stats`,
         active: `${at}:active`,
+        backlog: `${at}:backlog`,
       };
       return {
         ...data,

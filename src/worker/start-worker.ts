@@ -18,6 +18,7 @@ import { createPhaseReporter } from './phase-reporter.js';
 import { observeRecords, safeListener, type WorkerEventListener } from './worker-events.js';
 import { PARK_MS } from '../queue/batch-control.js';
 import { createBatchGate } from './batch-gate.js';
+import { startRefiller } from './refill-queue.js';
 import { endCancelledRow } from './cancel-row.js';
 
 export interface StartWorkerOptions {
@@ -344,6 +345,11 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     void recordFailure(job, { kind: 'permanent', reason: ctx.scrub(error.message), errorType: 'worker' }, job.attemptsMade).catch(() => undefined);
   });
   await worker.waitUntilReady();
+  // Rows stored in batches' backlogs become jobs as this worker drains the queue.
+  const refiller = startRefiller(ctx);
+  worker.on('completed', refiller.nudge);
+  worker.on('failed', refiller.nudge);
+  worker.on('drained', refiller.nudge);
   // Batches whose retention ran out leave the batches list (also done by every enqueue and status).
   await sweepExpiredBatches(ctx).catch((error: unknown) => log.warn('could not sweep expired batches', { error: ctx.scrub((error as Error).message) }));
 
@@ -355,6 +361,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       onExpired: () => log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`),
     });
     gate.close();
+    await refiller.close();
   });
   return {
     closed: closer.closed,

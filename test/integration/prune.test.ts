@@ -92,17 +92,28 @@ describe('falbatch prune', () => {
   });
 
   it('refuses while a producer enqueues; --force stops the producer, which says the batch was pruned', async () => {
-    // The producer waits for room after its first chunk: nobody works the queue.
+    // The producer is held mid-manifest (its admission of the second chunk waits) until prune is done.
     const h = await createHarness({ config: { maxWaiting: 3, enqueueChunk: 3 } });
     const rows = Array.from({ length: 30 }, (_, i) => ({ id: `r${i}` }));
-    const producing = enqueueManifest(h.ctx, { manifest: manifest(h, 'm.csv', rows), batch: 'feeding' });
+    let chunks = 0;
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const producing = enqueueManifest(h.ctx, {
+      manifest: manifest(h, 'm.csv', rows),
+      batch: 'feeding',
+      admit: async (candidates) => {
+        if (++chunks === 2) await held;
+        return candidates.length;
+      },
+    });
     producing.catch(() => undefined);
-    await until('the producer to wait for room', async () => (await h.ctx.queue.getWaitingCount()) >= 3);
+    await until('the producer to be held on its second chunk', async () => chunks === 2 && (await h.ctx.queue.getWaitingCount()) >= 3);
     await expect(pruneBatch(h.ctx, { batch: 'feeding' })).rejects.toThrow(/Batch feeding is being enqueued by a producer right now: not pruned\. .*--force/);
 
     const forced = await pruneBatch(h.ctx, { batch: 'feeding', force: true });
     expect(forced).toMatchObject({ producerStopped: true, inFlight: 0 });
     expect(forced.jobs.waiting).toBeGreaterThanOrEqual(3);
+    release();
     await expect(producing).rejects.toBeInstanceOf(BatchPrunedError);
     await expect(producing).rejects.toThrow(/Batch feeding was dropped by `falbatch prune --force` while it ran: stopped/);
     // Nothing of it left but the mark; no job.

@@ -204,11 +204,15 @@ describe('servers that answer in other ways, claims that outlive their rows, pau
     expect(h.emulator.stats().accepted).toBe(2);
   });
 
-  it('run stops with the reason, instead of hanging, when the queue pauses while it enqueues', async () => {
+  it('run stops with the reason, instead of hanging, when the queue pauses while rows wait in the backlog', async () => {
     const h = await createHarness({ emulator: { locked: true }, config: { maxWaiting: 20, enqueueChunk: 10 } });
-    await expect(runBatch(h.ctx, { manifest: manifestOf(h, 100), out: join(h.dir, 'out.csv') })).rejects.toThrow(
-      /The queue is paused: fal refused the account \(403.*run `falbatch resume` and enqueue \(or run\) again/,
-    );
+    const summary = await runBatch(h.ctx, { manifest: manifestOf(h, 100), out: join(h.dir, 'out.csv') });
+    expect(summary.stopped).toBe('paused');
+    expect(summary.status).toMatchObject({ pausedBy: 'account', ok: 0, finished: false });
+    expect(summary.status.paused).toMatch(/fal refused the account \(403/);
+    // Every row is kept to call once the account is fixed: none was lost or paid for.
+    expect(summary.status.pending).toBe(100);
+    expect(h.emulator.stats().billed).toBe(0);
   });
 
   it('two producers on one batch at once: the second is told so, the first finishes', async () => {

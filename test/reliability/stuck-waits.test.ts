@@ -114,19 +114,3 @@ describe('nothing waits for ever', () => {
     expect(await h.ctx.redis.hlen(keys.keys)).toBe(rows);
   }, 240_000);
 });
-
-describe('a producer waiting for room in the queue', () => {
-  it('says what it waits for (and that no worker runs), and goes on once a worker takes rows', async () => {
-    const h = await createHarness({ emulator: { runners: 8 } });
-    const body = Array.from({ length: 120 }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n');
-    const manifest = h.file('m.csv', `id,image_url,prompt\n${body}\n`);
-    // The first chunk (50 rows) goes in at once; the next one waits for room.
-    const producer = spawnCli(['enqueue', manifest, '--max-waiting', '5'], h.env());
-    await until('the producer to say what it waits for', () => producer.output().includes('waiting for workers to take some before adding more'), 20_000);
-    expect(producer.output()).toMatch(/the queue holds \d+ rows waiting \(--max-waiting 5\).*no worker is running: start `falbatch work`/);
-    const worker = await h.startWorker();
-    expect(await producer.exited).toBe(0);
-    expect(producer.output()).toContain('120 rows read; 120 added');
-    await worker.close();
-  }, 60_000);
-});

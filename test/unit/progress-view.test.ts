@@ -20,6 +20,7 @@ function status(fields: Partial<BatchStatus> = {}): BatchStatus {
     pending: 1,
     inFlight: 1,
     waiting: 0,
+    backlog: 0,
     enqueuing: false,
     finished: false,
     paused: undefined,
