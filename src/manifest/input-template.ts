@@ -194,9 +194,16 @@ type BoundImages = { kind: 'absent' } | { kind: 'images'; references: string[]; 
 
 const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
+/** A template's placeholders, worked out once per template (renderTemplate runs once per row). */
+const placeholdersByTemplate = new WeakMap<InputTemplate, Placeholder[]>();
+
 /** Fills a template from one row's cells (`cell(key)`: the trimmed-or-not cell, undefined when the header lacks the column). */
 export async function renderTemplate(template: InputTemplate, cell: (key: string) => string | undefined, options: RenderOptions): Promise<Rendered> {
-  const placeholders = placeholdersOf(template.root);
+  let placeholders = placeholdersByTemplate.get(template);
+  if (!placeholders) {
+    placeholders = placeholdersOf(template.root);
+    placeholdersByTemplate.set(template, placeholders);
+  }
   const values = new Map<Placeholder, Bound>();
   const numbers: Record<string, number> = {};
   for (const p of placeholders) {

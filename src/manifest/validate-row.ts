@@ -90,10 +90,17 @@ export function abbreviateImage(cell: string): string {
     .join('|');
 }
 
+/** The image columns of a mapping's template, worked out once per template (not per row). */
+const imageColumnsOf = new WeakMap<EndpointMapping['template'], string[]>();
+
 /** What outputs show of a row under a mapping: its image cells (abbreviated) and its prompt. */
 function display(mapping: EndpointMapping | undefined, cell: (key: string) => string | undefined): { imageDisplay: string; prompt: string } {
   if (!mapping) return { imageDisplay: abbreviateImage(cell('image_url') ?? ''), prompt: (cell('prompt') ?? '').trim() };
-  const imageColumns = [...new Set(placeholdersOf(mapping.template.root).flatMap((p) => (p.type === 'image' || p.type === 'image[]' ? [p.key] : [])))];
+  let imageColumns = imageColumnsOf.get(mapping.template);
+  if (!imageColumns) {
+    imageColumns = [...new Set(placeholdersOf(mapping.template.root).flatMap((p) => (p.type === 'image' || p.type === 'image[]' ? [p.key] : [])))];
+    imageColumnsOf.set(mapping.template, imageColumns);
+  }
   return {
     imageDisplay: abbreviateImage(imageColumns.map((key) => cell(key) ?? '').join('|')),
     prompt: previewField(mapping.template, 'prompt', cell) ?? '',
@@ -167,7 +174,11 @@ export async function validateRow(record: { line: number; fields: string[] }, ct
   return {
     ok: true,
     row: {
-      ...shown,
+      id,
+      endpoint,
+      imageDisplay,
+      prompt,
+      extras,
       line: record.line,
       key: id ?? fingerprint,
       fingerprint,
