@@ -83,10 +83,9 @@ describe('progress: rows in flight and waiting, per batch, in O(rows in flight)'
     await until('two rows in flight', async () => (await getStatus(h.ctx, batch)).inFlight === 2, 20_000);
     worker.child.kill('SIGKILL');
     expect(await worker.exited).toBe(-1);
-    const killedAt = Date.now();
-    // No worker runs anywhere now: the two entries it left are stale, and status drops them.
-    await until('in flight back to 0', async () => (await getStatus(h.ctx, batch)).inFlight === 0, 10_000);
-    expect(Date.now() - killedAt).toBeLessThan(5000);
+    // No worker runs anywhere now: the two entries it left are stale (their 1 s locks expire), and
+    // status drops them, long before the 30 s the requests take.
+    await until('in flight back to 0', async () => (await getStatus(h.ctx, batch)).inFlight === 0, 20_000);
     const healed = await getStatus(h.ctx, batch);
     expect(healed).toMatchObject({ pending: 4, inFlight: 0, waiting: 4 });
     expect(await h.ctx.redis.hlen(h.ctx.keys.batch(batch).active)).toBe(0);

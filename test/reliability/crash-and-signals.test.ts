@@ -80,7 +80,8 @@ describe('crash safety, with worker processes really killed', () => {
 
   it('SIGTERM: the worker leaves within its grace period, hands rows back, and a new worker finishes them without paying twice', async () => {
     const rows = 12;
-    const h = await createHarness({ emulator: { runners: 12, latency: '4s' } });
+    // Requests take 12 s at fal: a worker that waited for them, instead of its 1 s grace, would take that long.
+    const h = await createHarness({ emulator: { runners: 12, latency: '12s' } });
     const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, rows) });
     const worker = spawnCli(['work', '--concurrency', '6', '--grace', '1s'], h.env());
     await until('six requests running at fal', () => h.emulator.stats().inProgress === 6);
@@ -88,7 +89,8 @@ describe('crash safety, with worker processes really killed', () => {
     worker.child.kill('SIGTERM');
     expect(await worker.exited).toBe(0);
     const tookMs = Date.now() - started;
-    expect(tookMs).toBeLessThan(1000 + 2500); // grace, then closing connections
+    // The grace, then closing connections: well under the 12 s the requests take, on a busy machine too.
+    expect(tookMs).toBeLessThan(8000);
     expect(worker.output()).toContain('grace period of 1000 ms over: handing rows in flight back to the queue');
     // Handed back, not failed: the six rows wait again, their fal request ids saved on them.
     const waiting = await h.ctx.queue.getJobs(['waiting'], 0, -1);
@@ -104,7 +106,8 @@ describe('crash safety, with worker processes really killed', () => {
   }, 60_000);
 
   it('a second SIGTERM exits at once', async () => {
-    const h = await createHarness({ emulator: { runners: 4, latency: '10s' } });
+    // Without the second SIGTERM the worker would wait out its 30 s grace for requests that take 60 s.
+    const h = await createHarness({ emulator: { runners: 4, latency: '60s' } });
     await enqueueManifest(h.ctx, { manifest: manifestOf(h, 4) });
     const worker = spawnCli(['work', '--concurrency', '4', '--grace', '30s'], h.env());
     await until('four requests running at fal', () => h.emulator.stats().inProgress === 4);
@@ -113,7 +116,7 @@ describe('crash safety, with worker processes really killed', () => {
     const started = Date.now();
     worker.child.kill('SIGTERM');
     expect(await worker.exited).toBe(130);
-    expect(Date.now() - started).toBeLessThan(2000);
+    expect(Date.now() - started).toBeLessThan(8000);
     expect(worker.output()).toContain('exiting now; rows in flight will be resumed by the next worker');
   }, 30_000);
 

@@ -44,7 +44,8 @@ describe('answers that break off, streams that break, results that do not come',
     const started = Date.now();
     const rows = await runAll(h, 3);
     expect(rows.map((r) => r['status'])).toEqual(['ok', 'ok', 'ok']);
-    expect(Date.now() - started).toBeLessThan(10_000);
+    // Far below the 60 s wait budget a row would spend on a stream that keeps breaking.
+    expect(Date.now() - started).toBeLessThan(30_000);
     expect(h.emulator.stats()).toMatchObject({ accepted: 3, billed: 3 });
   });
 
