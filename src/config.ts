@@ -10,15 +10,32 @@ export type WaitMode = 'stream' | 'poll';
 /** Every setting falbatch has. Environment variables and flags only override these. */
 export interface Config {
   /**
-   * Redis to use: `redis://[:password@]host:port[/db]` or `rediss://` for TLS.
+   * Redis to use: `redis://[:password@]host:port[/db]` or `rediss://` for TLS. With redisCluster,
+   * one or more seed nodes of the Cluster, comma-separated (`redis://:pw@10.0.0.1:7000,10.0.0.2:7000`):
+   * the first URL's scheme and credentials apply to every node, later ones may be `host:port`.
    * @default 'redis://127.0.0.1:6379' (env REDIS_URL)
    */
   redisUrl: string;
+  /**
+   * redisUrl names nodes of a Redis Cluster (ioredis `Cluster`), not one Redis. Every key of a
+   * queue shares one hash tag, so one queue lives in one slot, on one master: a Cluster brings
+   * failover (with replicas) and room beside it, not more throughput for the queue. A single
+   * Redis (the default) spends nothing on slot routing.
+   * @default false (env REDIS_CLUSTER=1, flag --redis-cluster)
+   */
+  redisCluster: boolean;
   /**
    * Key namespace in Redis. Producers and workers of the same batches must share it.
    * @default 'falbatch' (env FALBATCH_PREFIX, flag --prefix)
    */
   prefix: string;
+  /**
+   * Queue name inside the namespace, and the hash tag of all its keys (`<prefix>:{<queue>}:…`):
+   * one queue is one Redis Cluster slot, on one master. Namespaces on different queues can live on
+   * different masters of a Cluster; producers and workers of the same batches must share it.
+   * @default 'jobs' (env FALBATCH_QUEUE, flag --queue)
+   */
+  queue: string;
   /** fal credentials. Never logged, stored or echoed. (env FAL_KEY, or FAL_KEY_ID:FAL_KEY_SECRET) */
   falKey: string | undefined;
   /**
@@ -227,7 +244,9 @@ export interface Config {
 
 export const DEFAULT_CONFIG = {
   redisUrl: 'redis://127.0.0.1:6379',
+  redisCluster: false,
   prefix: 'falbatch',
+  queue: 'jobs',
   falKey: undefined,
   falBaseUrl: undefined,
   endpoint: 'fal-ai/llava-next',
@@ -277,7 +296,9 @@ export type ConfigOverrides = { [K in keyof Config]?: Config[K] | undefined };
 export function resolveConfig(env: Record<string, string | undefined> = {}, overrides: ConfigOverrides = {}): ResolvedConfig {
   const fromEnv: ConfigOverrides = {
     redisUrl: nonEmpty(env['REDIS_URL']),
+    redisCluster: booleanEnv('REDIS_CLUSTER', env['REDIS_CLUSTER']),
     prefix: nonEmpty(env['FALBATCH_PREFIX']),
+    queue: nonEmpty(env['FALBATCH_QUEUE']),
     falKey: nonEmpty(env['FAL_KEY']) ?? keyPair(env['FAL_KEY_ID'], env['FAL_KEY_SECRET']),
     falBaseUrl: nonEmpty(env['FAL_BASE_URL']),
   };
@@ -293,6 +314,14 @@ export function resolveConfig(env: Record<string, string | undefined> = {}, over
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+function booleanEnv(name: string, value: string | undefined): boolean | undefined {
+  const text = nonEmpty(value)?.toLowerCase();
+  if (text === undefined) return undefined;
+  if (['1', 'true', 'yes', 'on'].includes(text)) return true;
+  if (['0', 'false', 'no', 'off'].includes(text)) return false;
+  throw new ConfigError(`Expected ${name} to be 1 or 0 (true/false, yes/no), got "${value}"`);
 }
 
 function keyPair(id: string | undefined, secret: string | undefined): string | undefined {
@@ -338,6 +367,10 @@ function validate(c: Config): void {
   }
   integer('unfinishedRetentionMs', c.unfinishedRetentionMs, 0, Number.MAX_SAFE_INTEGER);
   if (c.waitMode !== 'stream' && c.waitMode !== 'poll') throw new ConfigError(`Expected --wait to be "stream" or "poll", got "${String(c.waitMode)}"`);
+  // No braces (the hash tag) and no `:` (the key separator).
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(c.queue)) {
+    throw new ConfigError(`Expected --queue to be 1-64 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${c.queue}"`);
+  }
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(c.prefix)) {
     throw new ConfigError(`Expected --prefix to be 1-64 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${c.prefix}"`);
   }
@@ -346,7 +379,8 @@ function validate(c: Config): void {
   }
   // The batch's row mapping: the template syntax, --output-field, --image-columns, and how they combine.
   createRowMapping(c);
-  checkUrl('REDIS_URL', c.redisUrl, ['redis:', 'rediss:']);
+  if (typeof c.redisCluster !== 'boolean') throw new ConfigError(`Expected redisCluster to be true or false, got ${String(c.redisCluster)}`);
+  redisTarget(c.redisUrl, c.redisCluster);
   if (c.falBaseUrl !== undefined) checkUrl('FAL_BASE_URL', c.falBaseUrl, ['http:', 'https:']);
 }
 
@@ -368,8 +402,12 @@ function checkUrl(name: string, value: string, protocols: string[]): void {
   }
 }
 
-/** A URL safe to print: the password (in the user part or a `password=` parameter) replaced. */
+/** A URL (or REDIS_URL's comma-separated list of them) safe to print: passwords (in the user part or a `password=` parameter) replaced. */
 export function redactUrl(value: string): string {
+  return value.includes(',') ? value.split(',').map(redactOneUrl).join(',') : redactOneUrl(value);
+}
+
+function redactOneUrl(value: string): string {
   try {
     const url = new URL(value);
     if (url.password) url.password = '***';
@@ -380,8 +418,20 @@ export function redactUrl(value: string): string {
   }
 }
 
-/** The Redis password in a URL, wherever ioredis would read it from. */
+/** The Redis password in a URL (the first one in a list of Cluster nodes), wherever ioredis would read it from. */
 export function redisPassword(url: string): string | undefined {
+  return redisPasswords(url)[0];
+}
+
+/** Every Redis password in REDIS_URL (one per URL of a Cluster's node list). */
+export function redisPasswords(url: string): string[] {
+  return url
+    .split(',')
+    .map((item) => passwordOf(item.trim()))
+    .filter((p): p is string => p !== undefined);
+}
+
+function passwordOf(url: string): string | undefined {
   try {
     const parsed = new URL(url);
     const password = parsed.password ? decodeURIComponent(parsed.password) : parsed.searchParams.get('password');
@@ -393,7 +443,66 @@ export function redisPassword(url: string): string | undefined {
 
 /** Values that must never be written anywhere: the fal key and the Redis password. */
 export function secretsOf(config: Pick<Config, 'falKey' | 'redisUrl'>): string[] {
-  return [config.falKey, redisPassword(config.redisUrl)].filter((s): s is string => s !== undefined);
+  return [config.falKey, ...redisPasswords(config.redisUrl)].filter((s): s is string => s !== undefined);
+}
+
+/** Where REDIS_URL points: one Redis, or the seed nodes of a Cluster, and how to log in. */
+export interface RedisTarget {
+  readonly cluster: boolean;
+  /** One node for a single Redis; the seed nodes of a Cluster (the rest are discovered). */
+  readonly nodes: ReadonlyArray<{ readonly host: string; readonly port: number }>;
+  readonly username: string | undefined;
+  readonly password: string | undefined;
+  readonly tls: boolean;
+  /** The database (a Cluster has only 0). */
+  readonly db: number;
+}
+
+/**
+ * Reads REDIS_URL: `redis[s]://[user:password@]host[:port][/db]`, or for a Cluster a comma-separated
+ * list of seed nodes whose first URL gives the scheme and credentials of all (later items may be
+ * plain `host:port`). Throws ConfigError naming what does not fit.
+ */
+export function redisTarget(value: string, cluster: boolean): RedisTarget {
+  const items = value.split(',').map((item) => item.trim());
+  if (items.length > 1 && !cluster) {
+    throw new ConfigError(
+      `Expected REDIS_URL to name one Redis, got a list of ${items.length} (${redactUrl(value)}): a list of nodes is for a Redis Cluster; set REDIS_CLUSTER=1 (or --redis-cluster)`,
+    );
+  }
+  const first = items[0] ?? '';
+  checkUrl('REDIS_URL', first, ['redis:', 'rediss:']);
+  const head = new URL(first);
+  const nodes = items.map((item, index) => {
+    if (item === '') throw new ConfigError(`Expected REDIS_URL to be a comma-separated list of nodes, got an empty item at position ${index + 1} in "${redactUrl(value)}"`);
+    const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(item) ? item : `${head.protocol}//${item}`;
+    if (index > 0) {
+      checkUrl('REDIS_URL', url, ['redis:', 'rediss:']);
+      const node = new URL(url);
+      if (node.protocol !== head.protocol || (node.password !== '' && node.password !== head.password) || (node.username !== '' && node.username !== head.username)) {
+        throw new ConfigError(
+          `Expected every node in REDIS_URL to use the first one's scheme and credentials (one Cluster, one login), got "${redactOneUrl(item)}" after "${redactOneUrl(first)}"`,
+        );
+      }
+    }
+    const parsed = new URL(url);
+    const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+    if (host === '') throw new ConfigError(`Expected REDIS_URL to name a host, got "${redactOneUrl(item)}"`);
+    const port = parsed.port === '' ? 6379 : Number(parsed.port);
+    return { host, port };
+  });
+  const dbText = head.pathname.replace(/^\//, '') || head.searchParams.get('db') || '0';
+  if (!/^\d+$/.test(dbText)) throw new ConfigError(`Expected the database in REDIS_URL to be a number, got "${dbText}" in "${redactOneUrl(first)}"`);
+  const db = Number(dbText);
+  if (cluster && db !== 0) throw new ConfigError(`Expected no database in REDIS_URL with REDIS_CLUSTER (a Redis Cluster has only database 0), got ${db} in "${redactOneUrl(first)}"`);
+  return {
+    cluster,
+    nodes,
+    username: head.username === '' ? undefined : decodeURIComponent(head.username),
+    password: passwordOf(first),
+    tls: head.protocol === 'rediss:',
+    db,
+  };
 }
 
 /** Parses a flag value that is a duration ("30s", "500ms"), naming the flag when it is not. */

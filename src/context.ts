@@ -1,8 +1,7 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { secretsOf, type ResolvedConfig } from './config.js';
 import { createScrubber, silentLogger, type Logger } from './log.js';
-import { checkEvictionPolicy, checkPersistence, connectRedis } from './queue/connection.js';
+import { checkEvictionPolicy, checkPersistence, checkServerMode, connectRedis, type RedisClient } from './queue/connection.js';
 import { createKeyLayout, type KeyLayout } from './queue/keys.js';
 import { createResultStore, type ResultStore } from './results/result-store.js';
 import { systemClock, type Clock } from './time.js';
@@ -10,7 +9,8 @@ import { systemClock, type Clock } from './time.js';
 /** One connection to one falbatch namespace: what every library entry point works with. */
 export interface FalbatchContext {
   readonly config: ResolvedConfig;
-  readonly redis: Redis;
+  /** One Redis, or a Redis Cluster (config.redisCluster): server-level commands go through queue/connection.ts. */
+  readonly redis: RedisClient;
   readonly keys: KeyLayout;
   /** The BullMQ queue rows travel on. */
   readonly queue: Queue;
@@ -30,10 +30,15 @@ export interface OpenContextOptions {
 /** Connects to Redis (failing fast with a clear message when it is not there) and opens the queue. */
 export async function openContext(config: ResolvedConfig, options: OpenContextOptions = {}): Promise<FalbatchContext> {
   const log = options.log ?? silentLogger;
-  const redis = await connectRedis(config.redisUrl, { log });
-  await checkEvictionPolicy(redis, log);
-  await checkPersistence(redis, log);
-  const keys = createKeyLayout(config.prefix);
+  const keys = createKeyLayout(config.prefix, config.queue);
+  const redis = await connectRedis(config.redisUrl, { log, cluster: config.redisCluster, home: keys.batches });
+  try {
+    // Together: one round trip of pipelined commands rather than one each.
+    await Promise.all([checkServerMode(redis, config.redisUrl), checkEvictionPolicy(redis, log), checkPersistence(redis, log)]);
+  } catch (error) {
+    redis.disconnect();
+    throw error;
+  }
   const queue = new Queue(keys.queueName, { connection: redis, prefix: keys.bullPrefix });
   queue.on('error', (error) => log.warn('queue error', { error: error.message }));
   let closed: Promise<void> | undefined;

@@ -6,6 +6,7 @@ export { resolveConfig, DEFAULT_CONFIG, redactUrl } from './config.js';
 export type { Config, ConfigOverrides, ResolvedConfig, WaitMode } from './config.js';
 export { openContext } from './context.js';
 export type { FalbatchContext, OpenContextOptions } from './context.js';
+export type { RedisClient } from './queue/connection.js';
 export {
   BatchNotFoundError,
   ConfigError,

@@ -27,9 +27,9 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function redisAnswers(url: string): Promise<boolean> {
+async function redisAnswers(url: string, cluster = false): Promise<boolean> {
   try {
-    const redis = await connectRedis(url, { connectTimeoutMs: 1500 });
+    const redis = await connectRedis(url, { connectTimeoutMs: 1500, cluster });
     await redis.quit();
     return true;
   } catch {
@@ -98,9 +98,12 @@ export async function startEmulation(config: ResolvedConfig, log: Logger): Promi
   // not find them and take them for paid answers.
   const overrides: ConfigOverrides = { falBaseUrl: emulator.url, falKey: key, prefix: emulatedPrefix(config.prefix) };
   let privateRedis: { url: string; stop: () => void } | undefined;
-  if (!(await redisAnswers(config.redisUrl))) {
+  if (!(await redisAnswers(config.redisUrl, config.redisCluster))) {
     privateRedis = await startPrivateRedis(log);
-    if (privateRedis) overrides.redisUrl = privateRedis.url;
+    if (privateRedis) {
+      overrides.redisUrl = privateRedis.url;
+      overrides.redisCluster = false;
+    }
     else log.warn(`Redis at ${redactUrl(config.redisUrl)} does not answer and redis-server could not be started`);
   }
   log.info(`emulating fal.ai at ${emulator.url}: answers are made up locally, nothing is billed (namespace ${overrides.prefix})`);

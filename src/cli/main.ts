@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { DEFAULT_CONFIG, redisPassword } from '../config.js';
+import { DEFAULT_CONFIG, redisPasswords } from '../config.js';
 import { EXIT, FalbatchError } from '../errors.js';
 import { createScrubber } from '../log.js';
 import { formatDuration, SECOND } from '../time.js';
@@ -55,7 +55,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       return error.exitCode === 0 ? EXIT.ok : EXIT.fatal;
     }
     // Last line of defence: whatever is printed here passes the secret scrubber too.
-    const scrub = createScrubber([io.env['FAL_KEY'], redisPassword(io.env['REDIS_URL'] ?? '')]);
+    const scrub = createScrubber([io.env['FAL_KEY'], ...redisPasswords(io.env['REDIS_URL'] ?? '')]);
     if (error instanceof FalbatchError) {
       io.stderr(`falbatch: ${scrub(error.message)}\n`);
       if (error.code === 'INTERRUPTED') return EXIT.interrupted;

@@ -113,11 +113,13 @@ export function captionsReport(summary: CaptionsSummary): string {
 }
 
 /** Why caption files failed, and the command that writes them again once fixed (the results are in Redis). */
-export function captionFailures(summary: CaptionsSummary, batch: string, flags: CaptionFlags & { prefix?: string | undefined }): string {
+export function captionFailures(summary: CaptionsSummary, batch: string, flags: CaptionFlags & { prefix?: string | undefined; queue?: string | undefined; redisCluster?: boolean | undefined }): string {
   const lines = summary.failed.map((f) => `  ${f.path}: ${f.reason}`);
   if (summary.failedCount > summary.failed.length) lines.push(`  … and ${summary.failedCount - summary.failed.length} more`);
   const words = ['falbatch', 'export', '--batch', batch, '--captions'];
   if (flags.prefix !== undefined) words.push('--prefix', flags.prefix);
+  if (flags.queue !== undefined) words.push('--queue', flags.queue);
+  if (flags.redisCluster) words.push('--redis-cluster');
   if (flags.captionExt !== undefined) words.push('--caption-ext', flags.captionExt);
   if (flags.captionMode !== undefined) words.push('--caption-mode', flags.captionMode);
   if (flags.captionPrefix !== undefined) words.push('--caption-prefix', flags.captionPrefix);

@@ -14,6 +14,8 @@ import { parseRetention } from '../queue/retention.js';
 export function withConnectionOptions(command: Command): Command {
   return command
     .option('--prefix <name>', 'Redis key namespace (env FALBATCH_PREFIX)', undefined)
+    .option('--queue <name>', 'queue in the namespace, the hash tag of its keys: one Redis Cluster slot (default jobs; env FALBATCH_QUEUE)')
+    .option('--redis-cluster', 'REDIS_URL names nodes of a Redis Cluster, comma-separated (env REDIS_CLUSTER=1)')
     .option('--log-level <level>', 'debug, info, warn, error or silent', 'info')
     .option('--log-format <format>', 'pretty (default on a terminal), text (default otherwise: short lines) or json (for log pipelines)');
 }
@@ -150,6 +152,8 @@ export function withFalOptions(command: Command): Command {
 
 export interface RawFlags {
   prefix?: string;
+  queue?: string;
+  redisCluster?: boolean;
   retention?: string;
   logLevel?: string;
   logFormat?: string;
@@ -188,6 +192,8 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
   const startTimeout = durationOption('--start-timeout', flags.startTimeout);
   return {
     prefix: flags.prefix,
+    queue: flags.queue,
+    redisCluster: flags.redisCluster,
     endpoint: flags.endpoint,
     concurrency: integerOption('--concurrency', flags.concurrency),
     globalConcurrency: integerOption('--global-concurrency', flags.globalConcurrency),

@@ -2,6 +2,7 @@ import type { JobType } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import { ConfigError } from '../errors.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
+import { scanKeys } from '../queue/connection.js';
 import { migrateLegacyLedger, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches } from '../queue/retention.js';
 
 export interface PruneBatchOptions {
@@ -162,13 +163,10 @@ export async function pruneBatch(ctx: FalbatchContext, options: PruneBatchOption
   const replies = (await multi.exec()) ?? [];
   summary.keys += replies.slice(2).reduce((sum, [, n]) => sum + Number(n ?? 0), 0);
   // What an interrupted producer left (drafts, ids seen, caption targets: 24 h TTLs), found by name.
-  cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', batchKeys.pattern, 'COUNT', PAGE);
-    cursor = next;
+  for await (const found of scanKeys(redis, batchKeys.pattern, PAGE)) {
     const left = found.filter((key) => key !== batchKeys.enqueuing);
     if (left.length > 0) summary.keys += await redis.unlink(...left);
-  } while (cursor !== '0');
+  }
 
   // Then its jobs, listed now: a producer stopped by the mark may have added some up to here (it
   // removes those it adds from now on, finding the batch gone).

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection.js';
 import { ConfigError } from '../errors.js';
 import { costOf, type Price } from '../results/price.js';
 import type { KeyLayout } from './keys.js';
@@ -112,7 +112,7 @@ export function controlFrom(values: ReadonlyArray<string | null | undefined>): B
   };
 }
 
-export async function readBatchControl(redis: Redis, keys: KeyLayout, batch: string): Promise<BatchControl> {
+export async function readBatchControl(redis: RedisClient, keys: KeyLayout, batch: string): Promise<BatchControl> {
   return controlFrom(await redis.hmget(keys.batch(batch).meta, ...FIELDS));
 }
 

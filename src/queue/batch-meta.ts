@@ -1,7 +1,6 @@
-import type { Redis } from 'ioredis';
 import { BatchNotFoundError } from '../errors.js';
 import { formatDuration } from '../time.js';
-import { redisPersists, redisUptimeMs } from './connection.js';
+import { redisPersists, redisUptimeMs, type RedisClient } from './connection.js';
 import type { KeyLayout } from './keys.js';
 import { retentionArg, retentionFromMeta } from './retention.js';
 
@@ -29,7 +28,7 @@ export interface BatchMeta {
   retentionMs: number | undefined;
 }
 
-export async function readBatchMeta(redis: Redis, keys: KeyLayout, batch: string): Promise<BatchMeta | undefined> {
+export async function readBatchMeta(redis: RedisClient, keys: KeyLayout, batch: string): Promise<BatchMeta | undefined> {
   const raw = await redis.hgetall(keys.batch(batch).meta);
   if (!raw['name']) return undefined;
   return {
@@ -67,7 +66,7 @@ export function metaFields(meta: Partial<BatchMeta>): Record<string, string> {
  * The error for a batch that is not there, with a hint when Redis may have lost it: a Redis that
  * keeps nothing on disk forgets every batch when it restarts.
  */
-export async function batchNotFound(redis: Redis, batch: string): Promise<BatchNotFoundError> {
+export async function batchNotFound(redis: RedisClient, batch: string): Promise<BatchNotFoundError> {
   if ((await redisPersists(redis)) !== false) return new BatchNotFoundError(batch);
   const uptime = await redisUptimeMs(redis);
   const since = uptime === undefined ? '' : ` and started ${formatDuration(uptime)} ago`;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { onHomeNode, type RedisClient } from './connection.js';
 import { BatchLostError, BatchNotFoundError, ConfigError } from '../errors.js';
 import { HOUR, MINUTE, SECOND, parseDuration } from '../time.js';
 import type { KeyLayout } from './keys.js';
@@ -242,7 +242,7 @@ interface RetentionScripts {
   falbatchMigrateLedger(numKeys: number, ...args: Array<string | number>): Promise<number>;
 }
 
-function scriptsOf(redis: Redis): RetentionScripts {
+function scriptsOf(redis: RedisClient): RetentionScripts {
   if (!('falbatchOpenBatch' in redis)) {
     redis.defineCommand('falbatchOpenBatch', { lua: OPEN_BATCH });
     redis.defineCommand('falbatchTouchBatch', { lua: TOUCH_BATCH });
@@ -254,7 +254,7 @@ function scriptsOf(redis: Redis): RetentionScripts {
 
 /** What the retention functions below need of a context. */
 export interface RetentionContext {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keys: KeyLayout;
   readonly config: RetentionSettings;
 }
@@ -297,7 +297,7 @@ export function touchBatchIn(ctx: RetentionContext, pipeline: unknown, batch: st
 }
 
 /** Defines the retention scripts on a connection (before a MULTI uses them). */
-export function defineRetentionScripts(redis: Redis): void {
+export function defineRetentionScripts(redis: RedisClient): void {
   scriptsOf(redis);
 }
 
@@ -305,9 +305,9 @@ function touchArgs(ctx: RetentionContext, batch: string, mode: TouchMode): Array
   return [batch, retentionArg(ctx.config.retentionMs), ctx.config.unfinishedRetentionMs, mode];
 }
 
-/** Redis's clock, in ms: expiries are Redis's, whatever the clocks of the machines. */
-export async function redisNow(redis: Redis): Promise<number> {
-  const [seconds, micros] = (await redis.time()) as unknown as Array<string | number>;
+/** Redis's clock, in ms: expiries are Redis's (on a Cluster, the namespace's master's), whatever the clocks of the machines. */
+export async function redisNow(redis: RedisClient): Promise<number> {
+  const [seconds, micros] = (await onHomeNode(redis, (node) => node.time())) as unknown as Array<string | number>;
   return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
 }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection.js';
 import type { UploadCache } from '../manifest/upload-images.js';
 import type { KeyLayout } from './keys.js';
 
@@ -24,7 +24,7 @@ export function uploadStore(falBaseUrl: string | undefined): string {
  * file is uploaded. A hit never extends it: fal's retention counts from the upload, so the entry
  * must die while the file still lives, however often it is reused.
  */
-export function createUploadCache(redis: Redis, keys: KeyLayout, options: UploadCacheOptions): UploadCache {
+export function createUploadCache(redis: RedisClient, keys: KeyLayout, options: UploadCacheOptions): UploadCache {
   const store = uploadStore(options.falBaseUrl);
   return {
     async get(identity) {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.js';
 import { DEFAULT_CONFIG } from '../config.js';
 import { BatchLostError } from '../errors.js';
 import type { KeyLayout } from '../queue/keys.js';
@@ -289,7 +289,7 @@ interface Scripts {
   falbatchCountActive(active: string, lockBefore: string, lockAfter: string): Promise<number>;
 }
 
-function scriptsOf(redis: Redis, keys: KeyLayout): Scripts {
+function scriptsOf(redis: RedisClient, keys: KeyLayout): Scripts {
   if (!('falbatchBeginRow' in redis)) {
     const tail = retentionTailLength(keys);
     redis.defineCommand('falbatchBeginRow', { numberOfKeys: 9 + tail, lua: BEGIN_ROW });
@@ -319,7 +319,7 @@ function ledgerEntryOf(result: RowResult): LedgerEntry {
  * config.unfinishedRetentionMs (default: DEFAULT_CONFIG's), what batches from before retention and
  * answers of batches that are gone are kept for, and the floor of unfinished batches.
  */
-export function createResultStore(redis: Redis, keys: KeyLayout, retention: RetentionSettings = { retentionMs: DEFAULT_CONFIG.retentionMs, unfinishedRetentionMs: DEFAULT_CONFIG.unfinishedRetentionMs }): ResultStore {
+export function createResultStore(redis: RedisClient, keys: KeyLayout, retention: RetentionSettings = { retentionMs: DEFAULT_CONFIG.retentionMs, unfinishedRetentionMs: DEFAULT_CONFIG.unfinishedRetentionMs }): ResultStore {
   const scripts = scriptsOf(redis, keys);
   const defaultRetention = retentionArg(retention.retentionMs);
   const ledgerMany = async (fingerprints: readonly string[]): Promise<Array<LedgerEntry | undefined>> => {

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { inject, onTestFinished } from 'vitest';
 import { resolveConfig, type ConfigOverrides, type ResolvedConfig } from '../../src/config.js';
 import { openContext, type FalbatchContext } from '../../src/context.js';
+import { scanKeys } from '../../src/queue/connection.js';
 import { createFalEmulator, type FalEmulator, type FalEmulatorOptions } from '../../src/emulator/create-fal-emulator.js';
 import { silentLogger, type Logger } from '../../src/log.js';
 import { startWorker, type StartWorkerOptions, type WorkerHandle } from '../../src/worker/start-worker.js';
@@ -19,19 +20,31 @@ export function redisUrl(): string {
   return inject('redisUrl');
 }
 
-/** Deletes every key under a prefix, `-emulated` twin included (tests own their prefix). */
+/**
+ * Deletes every key under a prefix, `-emulated` twin included (tests own their prefix). A list of
+ * Cluster nodes (`redis://a:1,b:2`) is cleaned node by node: a namespace's keys share one slot.
+ */
 export async function deletePrefix(url: string, prefix: string): Promise<void> {
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (found.length > 0) await redis.unlink(...found);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
+  const [first = url, ...others] = url.split(',');
+  const scheme = /^(\w+:\/\/)/.exec(first)?.[1] ?? 'redis://';
+  const nodes = [first, ...others.map((item) => (item.includes('://') ? item : `${scheme}${item}`))];
+  for (const node of nodes) {
+    const redis = new Redis(node, { lazyConnect: true, maxRetriesPerRequest: 1, ...(nodes.length > 1 ? { retryStrategy: () => null } : {}) });
+    // A Cluster node a test took down: the others are still cleaned.
+    if (nodes.length > 1) redis.on('error', () => undefined);
+    try {
+      await redis.connect();
+      let cursor = '0';
+      do {
+        const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (found.length > 0) await redis.unlink(...found);
+      } while (cursor !== '0');
+    } catch (error) {
+      if (nodes.length === 1) throw error;
+    } finally {
+      redis.disconnect();
+    }
   }
 }
 
@@ -143,15 +156,10 @@ export function collectOutput(child: ChildProcessByStdio<null, Readable, Readabl
   });
 }
 
-/** Every key of the test's namespace, sorted. */
+/** Every key of the test's namespace, sorted (on a Cluster, from every master). */
 export async function namespaceKeys(h: Pick<Harness, 'ctx' | 'prefix'>): Promise<string[]> {
   const found: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await h.ctx.redis.scan(cursor, 'MATCH', `${h.prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    found.push(...keys);
-  } while (cursor !== '0');
+  for await (const keys of scanKeys(h.ctx.redis, `${h.prefix}:*`)) found.push(...keys);
   return found.sort();
 }
 
