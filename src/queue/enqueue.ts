@@ -569,8 +569,9 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
         // dropped, and a job of its old content still running will not record); every row to call
         // is stored in the batch's backlog, and new row keys are known to the batch. A row is never
         // known without being stored. Then the queue is topped up from the backlog, to --max-waiting.
-        const store = redis.multi();
+        // (Scripts are defined on the client before the transaction is made: it takes them from there.)
         if (edited.length > 0) defineEditScript(redis);
+        const store = redis.multi();
         for (const row of edited) {
           (store as unknown as EditScripts).falbatchEditRow(batchKeys.keys, batchKeys.results, batchKeys.counts, row.key, row.fingerprint);
           summary.changedRows++;
