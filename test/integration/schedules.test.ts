@@ -57,6 +57,7 @@ describe('scheduled enqueueing', () => {
     });
     const tickLines = (): string[] => workers.flatMap((worker) => [...worker.output().matchAll(/schedule s: tick (\S+) (ok|failed|skipped)/g)].map((m) => m[1] as string));
     let beforeRemove: TickRecord[] = [];
+    let removeMs = 0;
     try {
       await until('three ok ticks', async () => (await ticksOf(h, 's')).filter((r) => r.outcome === 'ok').length >= 3, 90_000);
       await until('the 3 rows answered', async () => (await getStatus(h.ctx, 's')).ok === 3, 60_000);
@@ -115,7 +116,9 @@ describe('scheduled enqueueing', () => {
 
       // Removed: no tick is due any more, and none runs.
       beforeRemove = await ticksOf(h, 's');
+      const removeStarted = Date.now();
       const removed = await runCliProcess(['schedule', 'remove', 's'], h.env());
+      removeMs = Date.now() - removeStarted;
       expect(removed.code).toBe(0);
       expect(removed.stdout).toContain('schedule s removed');
       expect(await listSchedules(h.ctx)).toEqual([]);
@@ -137,11 +140,12 @@ describe('scheduled enqueueing', () => {
       await Promise.all(workers.map((worker) => worker.exited));
     }
     // Each tick ran once, in one of the two processes: every recorded tick is logged exactly once
-    // across both (at most one more ran between the last look and the removal).
+    // across both (and no more ran between the last look and the removal than fell due meanwhile:
+    // one a second, plus the one under way).
     const lines = tickLines();
     expect(new Set(lines).size).toBe(lines.length);
     for (const record of beforeRemove) expect(lines.filter((line) => line === new Date(record.tick).toISOString())).toHaveLength(1);
-    expect(lines.length - beforeRemove.length).toBeLessThanOrEqual(1);
+    expect(lines.length - beforeRemove.length).toBeLessThanOrEqual(Math.ceil(removeMs / 1000) + 1);
     for (const worker of workers) expect(worker.output()).not.toMatch(/\n\s+at /);
   }, 240_000);
 
@@ -190,7 +194,8 @@ describe('scheduled enqueueing', () => {
     const records = await ticksOf(h, 'u');
     expect(JSON.stringify(records)).not.toContain('s3cret');
     expect(JSON.stringify(records)).not.toContain('falbatch-manifest-');
-    const list = await runCliProcess(['schedule', 'list'], h.env());
+    // (Every tick kept: on a busy machine more ticks may have run since the 500 than the default shows.)
+    const list = await runCliProcess(['schedule', 'list', '--ticks', '50'], h.env());
     expect(list.stdout).toContain(`manifest   ${shown} -> batch u`);
     expect(list.stdout).toContain('the server answered 500');
     expect(list.stdout).not.toContain('s3cret');
