@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { createFalClient, type FalClient } from '@fal-ai/client';
 import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError } from '../errors.js';
 import { systemClock, type Clock } from '../time.js';
@@ -68,6 +67,10 @@ const STREAM_IDLE_MS = 60_000;
 const STREAM_FAILURES_BEFORE_POLLING = 3;
 /** Status reads answered 404 that are read again before the request is taken for gone. */
 const NOT_FOUND_READS = 2;
+/** A status stream's URL, and the request id in it. */
+const STREAM_URL = /\/requests\/([^/?#]+)\/status\/stream(?:[?#]|$)/;
+/** Why falbatch closed a status stream (made once: see streamOnce). */
+const STREAM_CLOSED = new Error('falbatch: status stream closed');
 
 function toStatus(body: unknown): FalStatus {
   if (typeof body !== 'object' || body === null) throw new FalProtocolError(`fal status is not an object: ${String(body)}`);
@@ -108,8 +111,11 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
   const clock = options.clock ?? systemClock;
   // Status streams wrap every failure in a generic ApiError(500); keep the real one by signal.
   const streamErrors = new WeakMap<AbortSignal, Error>();
-  // The connection of the stream being opened in this async context: closed by falbatch when done.
-  const streamConnection = new AsyncLocalStorage<AbortSignal>();
+  // Stream connections being opened, by request id: the transport gives each to its fetch, so that
+  // falbatch can close the connection itself (the client cannot, once its stream has errored).
+  // Keyed by URL rather than carried in an AsyncLocalStorage: a store, once entered, turns on
+  // async hooks for every promise of the process, a cost each Redis and HTTP call would pay.
+  const opening = new Map<string, AbortSignal[]>();
   const falFetch = createFalFetch({
     baseUrl: options.baseUrl,
     ...(options.fetch ? { fetch: options.fetch } : {}),
@@ -118,7 +124,10 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
     onError: (signal, error) => {
       if (signal) streamErrors.set(signal, error);
     },
-    extraSignal: () => streamConnection.getStore(),
+    streamSignal: (url) => {
+      const requestId = STREAM_URL.exec(url)?.[1];
+      return requestId === undefined ? undefined : opening.get(requestId)?.shift();
+    },
   });
   const client: FalClient = createFalClient({
     credentials: () => options.credentials,
@@ -129,29 +138,51 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
   const status = async (endpoint: string, requestId: string, signal?: AbortSignal): Promise<FalStatus> =>
     toStatus(await client.queue.status(endpoint, { requestId, logs: false, ...(signal ? { abortSignal: signal } : {}) }));
 
+  const forget = (requestId: string, signal: AbortSignal): void => {
+    const waiting = opening.get(requestId);
+    if (!waiting) return;
+    const at = waiting.indexOf(signal);
+    if (at >= 0) waiting.splice(at, 1);
+    if (waiting.length === 0) opening.delete(requestId);
+  };
+
   /** One stream connection: resolves with the last status seen when the server closes it or it goes idle. */
   const streamOnce = async (endpoint: string, requestId: string, wait: WaitOptions): Promise<FalStatus | undefined> => {
     const connection = new AbortController();
-    const stream = await streamConnection.run(connection.signal, () => client.queue.streamStatus(endpoint, { requestId, logs: false }));
+    const waiting = opening.get(requestId) ?? [];
+    if (waiting.length === 0) opening.set(requestId, waiting);
+    waiting.push(connection.signal);
+    let stream: Awaited<ReturnType<FalClient['queue']['streamStatus']>>;
+    try {
+      stream = await client.queue.streamStatus(endpoint, { requestId, logs: false });
+    } catch (error) {
+      forget(requestId, connection.signal);
+      throw error;
+    }
     let last: FalStatus | undefined;
     let finished = false;
-    let idle = new AbortController();
+    // Aborts carry a reason made once: an abort without one builds a DOMException (and its stack).
     const abort = (): void => {
-      stream.abort();
-      connection.abort();
+      stream.abort(STREAM_CLOSED);
+      connection.abort(STREAM_CLOSED);
     };
     // fal sends the current status as soon as a stream opens: one silent past the call time-out is
     // dead. Later, nothing guarantees events while a request waits, so a quiet stream is dropped
     // after a minute and the waiter asks for the status instead: a half-dead socket never holds a row.
-    const armIdle = (): void => {
-      idle.abort();
-      idle = new AbortController();
-      const window = last === undefined ? options.callTimeoutMs : STREAM_IDLE_MS;
-      clock.sleep(Math.max(0, Math.min(window, wait.deadline - clock.now())), idle.signal).then(abort, () => undefined);
+    // One timer per stream, pushed back by each event rather than made anew.
+    const idle = new AbortController();
+    let quietUntil = clock.now() + options.callTimeoutMs;
+    const watchQuiet = (): void => {
+      const until = Math.min(quietUntil, wait.deadline);
+      clock.sleep(Math.max(0, until - clock.now()), idle.signal).then(() => {
+        if (finished) return;
+        if (clock.now() >= Math.min(quietUntil, wait.deadline)) abort();
+        else watchQuiet();
+      }, () => undefined);
     };
     if (wait.signal?.aborted) abort();
     wait.signal?.addEventListener('abort', abort, { once: true });
-    armIdle();
+    watchQuiet();
     stream.on('data', (data) => {
       if (finished) return;
       try {
@@ -162,7 +193,7 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
       }
       // Done: no need to wait for the server to close the stream.
       if (last?.state === 'COMPLETED') abort();
-      else armIdle();
+      else quietUntil = clock.now() + (last === undefined ? options.callTimeoutMs : STREAM_IDLE_MS);
     });
     try {
       await stream.done();
@@ -171,9 +202,10 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
       throw streamErrors.get(stream.signal) ?? error;
     } finally {
       finished = true;
-      idle.abort();
+      idle.abort(STREAM_CLOSED);
       // Close the connection whatever happened (the client leaves it open after a bad event).
-      connection.abort();
+      connection.abort(STREAM_CLOSED);
+      forget(requestId, connection.signal);
       wait.signal?.removeEventListener('abort', abort);
     }
   };

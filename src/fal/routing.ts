@@ -10,8 +10,22 @@ export function isFalHost(hostname: string): boolean {
   return FAL_HOST.test(hostname);
 }
 
+/**
+ * An https URL already in the form URL parsing would give back (lower-case host, no port, nothing
+ * in the path or query that parsing encodes or resolves): what @fal-ai/client builds for every
+ * call. Such a URL is routed with string operations; any other is parsed.
+ */
+const PLAIN_URL = /^https:\/\/([a-z0-9-]+(?:\.[a-z0-9-]+)+)((?:\/[A-Za-z0-9\-_~!$&'()*+,;=:@%]+(?:\.[A-Za-z0-9\-_~!$&'()*+,;=:@%]*)*)*\/?)(\?[A-Za-z0-9\-._~!$&()*+,;=:@%/?]+)?$/;
+
 /** Returns the URL to call: rewritten under `baseUrl` for fal's hosts, unchanged otherwise. */
 export function routeFalUrl(url: string, baseUrl: string): string {
+  const plain = PLAIN_URL.exec(url);
+  // (%2e is a dot to URL parsing: a path holding one may have segments to resolve.)
+  if (plain && !/%2e/i.test(plain[2] ?? '')) {
+    const [, host = '', path = '', query = ''] = plain;
+    if (!isFalHost(host)) return url;
+    return `${baseUrl.replace(/\/+$/, '')}/${host}${path === '' ? '/' : path}${query}`;
+  }
   let parsed: URL;
   try {
     parsed = new URL(url);

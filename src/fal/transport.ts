@@ -1,10 +1,14 @@
 import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError, type FalOperation } from '../errors.js';
+import { createHttpFetch, isWholeAnswer } from './http-fetch.js';
 import { routeFalUrl } from './routing.js';
 
 export interface FalTransportOptions {
   /** FAL_BASE_URL: where fal traffic goes instead of fal's hosts (routing contract). */
   baseUrl: string | undefined;
-  /** The fetch to call in the end. Default: global fetch. Tests and proxies inject their own. */
+  /**
+   * The fetch to call in the end. Default: node:http(s) with keep-alive (http-fetch.ts), the global
+   * fetch for what that does not handle. Tests and proxies inject their own.
+   */
   fetch?: typeof fetch;
   /** Deadline of one call, streams excepted (their waiter sets its own). */
   callTimeoutMs: number;
@@ -16,10 +20,10 @@ export interface FalTransportOptions {
    */
   onError?: (signal: AbortSignal | undefined, error: Error) => void;
   /**
-   * An extra signal for the request being made now: lets the caller close a status stream's
-   * connection itself (the client cannot, once its stream has errored).
+   * An extra signal for a status stream about to be opened (by its URL): lets the caller close the
+   * stream's connection itself (the client cannot, once its stream has errored).
    */
-  extraSignal?: () => AbortSignal | undefined;
+  streamSignal?: (url: string) => AbortSignal | undefined;
 }
 
 /** Which fal operation a URL is, for messages and classification. */
@@ -53,6 +57,19 @@ function retryAfterMs(header: string | null, now: number): number | undefined {
   if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
   const date = Date.parse(header);
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/** The abort reason of a call past its deadline (made once: an abort without a reason builds a DOMException). */
+const TIMED_OUT = new Error('falbatch: call timed out');
+
+/** Whether a request asks for an event stream (its Accept header), without copying its headers. */
+function acceptsEventStream(headers: RequestInit['headers']): boolean {
+  if (headers === undefined) return false;
+  let accept: string | undefined;
+  if (headers instanceof Headers) accept = headers.get('accept') ?? undefined;
+  else if (Array.isArray(headers)) accept = headers.find(([name]) => name?.toLowerCase() === 'accept')?.[1];
+  else for (const [name, value] of Object.entries(headers)) if (name.toLowerCase() === 'accept' && typeof value === 'string') accept = value;
+  return accept?.includes('text/event-stream') ?? false;
 }
 
 /** Marks an error answer whose body broke off: what it said is unknown, so it says nothing about the job. */
@@ -113,75 +130,104 @@ function jsonHeaders(headers: Headers, bytes: ArrayBuffer): Headers {
  * (status streams turn every failure into a generic ApiError 500).
  */
 export function createFalFetch(options: FalTransportOptions): typeof fetch {
-  const inner = options.fetch ?? globalThis.fetch;
+  const inner = options.fetch ?? createHttpFetch();
   return async (input, init) => {
     const rawUrl = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
     const url = options.baseUrl ? routeFalUrl(rawUrl, options.baseUrl) : rawUrl;
     const method = init?.method ?? (input instanceof Request ? input.method : 'GET');
-    const what = describeFalRequest(url, method);
-    const headers = new Headers(init?.headers);
-    const isStream = (headers.get('accept') ?? '').includes('text/event-stream');
+    // Which fal operation this is, for messages: worked out only when one is written.
+    let described: ReturnType<typeof describeFalRequest> | undefined;
+    const what = (): ReturnType<typeof describeFalRequest> => (described ??= describeFalRequest(url, method));
+    const isStream = acceptsEventStream(init?.headers ?? (input instanceof Request ? input.headers : undefined));
     const callerSignal = init?.signal ?? undefined;
-    const timeout = isStream ? undefined : AbortSignal.timeout(options.callTimeoutMs);
-    const signals = [callerSignal, timeout, options.extraSignal?.()].filter((s): s is AbortSignal => s !== undefined);
-    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
+    // One controller per call, following the caller's signal (and, for a stream, falbatch's own),
+    // and a plain timer for the deadline: AbortSignal.timeout and AbortSignal.any cost several
+    // times as much, and every call pays it.
+    const call = new AbortController();
+    let timedOut = false;
+    // Unref'd, like AbortSignal.timeout's: a deadline alone keeps no process alive.
+    const timer = isStream
+      ? undefined
+      : setTimeout(() => {
+          timedOut = true;
+          call.abort(TIMED_OUT);
+        }, options.callTimeoutMs).unref();
+    const followed = [callerSignal, isStream ? options.streamSignal?.(url) : undefined].filter((s): s is AbortSignal => s !== undefined);
+    const forward = (event: Event): void => call.abort((event.target as AbortSignal).reason);
+    for (const signal of followed) {
+      if (signal.aborted) call.abort(signal.reason);
+      else signal.addEventListener('abort', forward, { once: true });
+    }
     const fail = (error: Error): never => {
       options.onError?.(callerSignal, error);
       throw error;
     };
-    let response: Response;
+    const failure = (error: unknown, cutOff: boolean): Error => {
+      const { operation, endpoint, requestId } = what();
+      if (timedOut) {
+        const late = cutOff ? "fal's answer did not arrive" : 'no answer from fal';
+        return new FalTimeoutError(operation, `${operation} ${endpoint}: ${late} within ${options.callTimeoutMs} ms`, requestId);
+      }
+      return new FalTransportError(operation, endpoint, transportCode(error), cutOff ? `answer cut off: ${(error as Error).message}` : (error as Error).message);
+    };
+    let streaming = false;
     try {
-      response = await inner(url, { ...init, ...(signal ? { signal } : {}) });
-    } catch (error) {
-      if (callerSignal?.aborted) throw error;
-      if (timeout?.aborted) {
-        return fail(new FalTimeoutError(what.operation, `${what.operation} ${what.endpoint}: no answer from fal within ${options.callTimeoutMs} ms`, what.requestId));
-      }
-      return fail(new FalTransportError(what.operation, what.endpoint, transportCode(error), (error as Error).message));
-    }
-    if (response.ok) {
-      if (isStream) {
-        if ((response.headers.get('content-type') ?? '').includes('text/event-stream')) return response;
-        // Not SSE: the client would read it as raw bytes with no error handling (a crash when the
-        // connection then breaks). A broken stream: the waiter reads the status instead.
-        await response.body?.cancel().catch(() => undefined);
-        return fail(new FalProtocolError(`${what.endpoint}: the status stream answered ${response.headers.get('content-type') ?? 'no content type'}, not text/event-stream`));
-      }
-      // Read the whole answer here: a connection cut mid-body would otherwise surface inside the
-      // client as a TypeError with a transport code, which the client retries (resubmitting).
-      let bytes: ArrayBuffer;
+      let response: Response;
       try {
-        bytes = await response.arrayBuffer();
+        response = await inner(url, { ...init, signal: call.signal });
       } catch (error) {
         if (callerSignal?.aborted) throw error;
-        if (timeout?.aborted) {
-          return fail(new FalTimeoutError(what.operation, `${what.operation} ${what.endpoint}: fal's answer did not arrive within ${options.callTimeoutMs} ms`, what.requestId));
-        }
-        return fail(new FalTransportError(what.operation, what.endpoint, transportCode(error), `answer cut off: ${(error as Error).message}`));
+        return fail(failure(error, false));
       }
-      return new Response(bytes, { status: response.status, statusText: response.statusText, headers: jsonHeaders(response.headers, bytes) });
-    }
-    const body = await readErrorBody(response);
-    if (body === CUT_OFF) {
-      // A 422 without its body may be a model error or a gateway's: read again rather than guess.
+      if (response.ok) {
+        if (isStream) {
+          if ((response.headers.get('content-type') ?? '').includes('text/event-stream')) {
+            // The stream goes on after this returns: its signals must still be able to close it.
+            streaming = true;
+            return response;
+          }
+          // Not SSE: the client would read it as raw bytes with no error handling (a crash when the
+          // connection then breaks). A broken stream: the waiter reads the status instead.
+          await response.body?.cancel().catch(() => undefined);
+          return fail(new FalProtocolError(`${what().endpoint}: the status stream answered ${response.headers.get('content-type') ?? 'no content type'}, not text/event-stream`));
+        }
+        // An answer already read whole, labelled JSON: nothing can break off while the client reads it.
+        if (isWholeAnswer(response) && (response.headers.get('content-type') ?? '').includes('application/json')) return response;
+        // Read the whole answer here: a connection cut mid-body would otherwise surface inside the
+        // client as a TypeError with a transport code, which the client retries (resubmitting).
+        let bytes: ArrayBuffer;
+        try {
+          bytes = await response.arrayBuffer();
+        } catch (error) {
+          if (callerSignal?.aborted) throw error;
+          return fail(failure(error, true));
+        }
+        return new Response(bytes, { status: response.status, statusText: response.statusText, headers: jsonHeaders(response.headers, bytes) });
+      }
+      const body = await readErrorBody(response);
+      const { operation, endpoint, requestId } = what();
+      if (body === CUT_OFF) {
+        // A 422 without its body may be a model error or a gateway's: read again rather than guess.
+        return fail(new FalTransportError(operation, endpoint, undefined, `its ${response.status} answer broke off before the body was complete; read again`));
+      }
+      const record = body && typeof body === 'object' ? (body as Record<string, unknown>) : {};
+      const retryable = response.headers.get('x-fal-retryable');
       return fail(
-        new FalTransportError(what.operation, what.endpoint, undefined, `its ${response.status} answer broke off before the body was complete; read again`),
+        new FalHttpError({
+          status: response.status,
+          endpoint,
+          operation,
+          body,
+          requestId: response.headers.get('x-fal-request-id') ?? requestId,
+          retryAfterMs: retryAfterMs(response.headers.get('retry-after'), (options.now ?? Date.now)()),
+          errorType: response.headers.get('x-fal-error-type') ?? (typeof record['error_type'] === 'string' ? record['error_type'] : undefined),
+          timeoutType: response.headers.get('x-fal-request-timeout-type') ?? undefined,
+          retryable: retryable === null ? undefined : retryable.toLowerCase() === 'true',
+        }),
       );
+    } finally {
+      clearTimeout(timer);
+      if (!streaming) for (const signal of followed) signal.removeEventListener('abort', forward);
     }
-    const record = body && typeof body === 'object' ? (body as Record<string, unknown>) : {};
-    const retryable = response.headers.get('x-fal-retryable');
-    return fail(
-      new FalHttpError({
-        status: response.status,
-        endpoint: what.endpoint,
-        operation: what.operation,
-        body,
-        requestId: response.headers.get('x-fal-request-id') ?? what.requestId,
-        retryAfterMs: retryAfterMs(response.headers.get('retry-after'), (options.now ?? Date.now)()),
-        errorType: response.headers.get('x-fal-error-type') ?? (typeof record['error_type'] === 'string' ? record['error_type'] : undefined),
-        timeoutType: response.headers.get('x-fal-request-timeout-type') ?? undefined,
-        retryable: retryable === null ? undefined : retryable.toLowerCase() === 'true',
-      }),
-    );
   };
 }

@@ -1,7 +1,11 @@
 /**
  * A row's BullMQ job data. Short names: a million of these sit in Redis.
- * `rid`/`sub` are written (job.updateData) right after submit and before waiting, so a worker that
- * picks the job up after a crash resumes the paid request instead of submitting it again.
+ * The request a row submits is saved right after submit, before waiting, under its request key
+ * (`request:<job id>`, see results/result-store.ts), where every delivery looks first: a worker
+ * that picks the job up after a crash resumes the paid request instead of submitting it again.
+ * `rid`/`sub` are written on the job when the row is put off or ended keeping its request (a
+ * result to read again later, a cancelled row fal had answered), for the delivery or the
+ * `falbatch retry` that reads it.
  */
 export interface RowJobData {
   /** Batch name. */

@@ -1,7 +1,8 @@
 import type { RedisClient } from '../queue/connection.js';
 import { DEFAULT_CONFIG } from '../config.js';
 import { BatchLostError } from '../errors.js';
-import type { KeyLayout } from '../queue/keys.js';
+import type { BatchKeys, KeyLayout } from '../queue/keys.js';
+import { CONTROL_FIELDS, controlFrom, type BatchControl } from '../queue/batch-control.js';
 import { jobIdFor } from '../manifest/row-key.js';
 import { RETENTION_LUA, retentionArg, retentionTail, retentionTailLength, type RetentionSettings } from '../queue/retention.js';
 import { RATE_SLOT_MS, RATE_SLOTS, statsIncrements } from './batch-figures.js';
@@ -22,9 +23,12 @@ import type { LedgerEntry, RowResult } from './row-result.js';
 // only in the ledger hash of earlier versions moves to its own key. A reused answer lives at
 // least this batch's retention from now.
 // A row that goes on to call fal (or to resume its request) joins the batch's active rows.
-// KEYS: results, ledger entry, inflight, request, row keys, meta, active, legacy ledger hash, job, then the retention tail.
+// Gated (ARGV[12] = 1): a batch paused, cancelled or under a spend cap is not begun; what the
+// worker needs to decide (the control fields, the spend so far, the row's request) comes back
+// instead, in the same round trip, changing nothing. A plain running batch, the common case, begins.
+// KEYS: results, ledger entry, inflight, request, row keys, meta, active, legacy ledger hash, job, stats, then the retention tail.
 // ARGV: row key, fingerprint, owner, claim ttl (ms), resume (1/0), submitting marker, marker ttl (ms), now (ms),
-//       batch, default retention, unfinished floor (ms).
+//       batch, default retention, unfinished floor (ms), gated (1/0), then the control fields to read.
 const BEGIN_ROW = `${RETENTION_LUA}
 if redis.call('EXISTS', KEYS[6]) == 0 then
   if redis.call('EXISTS', KEYS[9]) == 0 then return {'lost'} end
@@ -33,8 +37,15 @@ if redis.call('EXISTS', KEYS[6]) == 0 then
   if redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
   return {'gone'}
 end
+if ARGV[12] == '1' then
+  local control = redis.call('HMGET', KEYS[6], 'ctl_state', 'max_spend')
+  if control[1] == 'paused' or control[1] == 'cancelled' or control[2] then
+    local spend = redis.call('HMGET', KEYS[10], 'billed', 'inference_ms')
+    return {'control', redis.call('GET', KEYS[4]), spend[1], spend[2], unpack(redis.call('HMGET', KEYS[6], unpack(ARGV, 13)))}
+  end
+end
 local retention = retentionOf(KEYS[6], ARGV[10])
-touchBatch(10, ARGV[9], retention, tonumber(ARGV[11]), true, true)
+touchBatch(11, ARGV[9], retention, tonumber(ARGV[11]), true, true)
 local wanted = redis.call('HGET', KEYS[5], ARGV[1])
 if wanted and wanted ~= ARGV[2] then return {'stale'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'ended'} end
@@ -150,6 +161,16 @@ end
 return n
 `;
 
+// A row stops calling fal without an answer: it leaves the active rows; its request state goes
+// (any, or only this delivery's mark), and its claim (if still its own).
+// KEYS: active, request, inflight. ARGV: owner, drop request ('', 'any' or 'mark'), mark, release (1/0).
+const ABANDON_ROW = `
+redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[2] == 'any' or (ARGV[2] == 'mark' and redis.call('GET', KEYS[2]) == ARGV[3]) then redis.call('DEL', KEYS[2]) end
+if ARGV[4] == '1' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+return 1
+`;
+
 // Release a claim only if it is still ours (it may have been taken over since).
 const RELEASE_CLAIM = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -182,7 +203,13 @@ export type RowStart =
   | { kind: 'resume'; requestId: string; submittedAt: number }
   /** Another delivery of this row (`holder`: its mark) is submitting it right now. */
   | { kind: 'submitting'; holder: string }
-  | { kind: 'held'; owner: string };
+  | { kind: 'held'; owner: string }
+  /**
+   * Gated begin only: the batch is paused, cancelled or under a spend cap, and nothing was done.
+   * What the worker decides with: the batch's control, its spend so far (the stats' `billed` and
+   * `inference_ms`), and the row's request state.
+   */
+  | { kind: 'control'; control: BatchControl; billed: string | null; inferenceMs: string | null; request: SavedRequest | undefined };
 
 /** Who is submitting a row: the Redis connection of the delivery doing it (alive while its process is). */
 export function submittingMark(connectionId: string): string {
@@ -224,13 +251,27 @@ export interface BeginOptions {
   markTtlMs: number;
   /** Now (ms): when the row joins the batch's active rows. */
   now: number;
+  /**
+   * Look at the batch's control first: a batch paused, cancelled or under a spend cap is answered
+   * `control` (nothing begun) for the worker to decide; begin again ungated to go on.
+   */
+  gated?: boolean;
+}
+
+/** How a row that called fal stops without an answer (see ResultStore.abandon). */
+export interface AbandonOptions {
+  /** Forget the row's request state: any (`'any'`: the request is gone at fal), or only this mark (a submit that failed). */
+  dropRequest?: { mark: string } | 'any';
+  /** Let go of the row's claim on its input (when it still holds it). */
+  release: boolean;
 }
 
 export interface ResultStore {
   /**
    * Starts a row (one atomic step): ended already, answered by the ledger, a saved request to
    * resume, another delivery submitting it, claimed (and marked as submitting) for this delivery,
-   * or held by another row.
+   * or held by another row; gated (`options.gated`), the batch's control first when it is paused,
+   * cancelled or under a spend cap (nothing done).
    */
   begin(batch: string, key: string, fingerprint: string, options: BeginOptions): Promise<RowStart>;
   /** Takes the submitting mark from a delivery that is gone; false if the mark changed meanwhile. */
@@ -253,6 +294,12 @@ export interface ResultStore {
   /** Takes the claim from `from` (gone without an answer), unless another row took it first. */
   takeOver(fingerprint: string, from: string, to: string, ttlMs: number): Promise<boolean>;
   release(fingerprint: string, owner: string): Promise<void>;
+  /**
+   * A row that began calling fal stops without an answer (to retry, be put off, fail or be handed
+   * back), in one step: it leaves the batch's active rows and, as told, forgets its request state
+   * and lets go of its claim.
+   */
+  abandon(batch: string, owner: string, fingerprint: string, options: AbandonOptions): Promise<void>;
   /**
    * The row (job id `owner`) stops calling fal without an answer (handed back, put off, failed):
    * it leaves the batch's active rows. Recording a result does this too.
@@ -279,12 +326,13 @@ function parse<T>(json: string | null | undefined): T | undefined {
 
 interface Scripts {
   /** KEYS and ARGV as BEGIN_ROW says, the retention tail last among the keys. */
-  falbatchBeginRow(...args: Array<string | number>): Promise<string[]>;
+  falbatchBeginRow(...args: Array<string | number>): Promise<Array<string | null>>;
   falbatchTakeOverSubmit(request: string, seen: string, mark: string, ttlMs: number): Promise<number>;
   falbatchDropRequest(request: string, mark: string): Promise<number>;
   /** KEYS and ARGV as RECORD_RESULT says, the retention tail last among the keys. */
   falbatchRecordResult(...args: Array<string | number>): Promise<number>;
   falbatchReleaseClaim(key: string, owner: string): Promise<number>;
+  falbatchAbandonRow(active: string, request: string, inflight: string, owner: string, drop: string, mark: string, release: string): Promise<number>;
   falbatchTakeOverClaim(key: string, from: string, to: string, ttlMs: number): Promise<number>;
   falbatchCountActive(active: string, lockBefore: string, lockAfter: string): Promise<number>;
 }
@@ -292,11 +340,12 @@ interface Scripts {
 function scriptsOf(redis: RedisClient, keys: KeyLayout): Scripts {
   if (!('falbatchBeginRow' in redis)) {
     const tail = retentionTailLength(keys);
-    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 9 + tail, lua: BEGIN_ROW });
+    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 10 + tail, lua: BEGIN_ROW });
     redis.defineCommand('falbatchRecordResult', { numberOfKeys: 10 + tail, lua: RECORD_RESULT });
     redis.defineCommand('falbatchTakeOverSubmit', { numberOfKeys: 1, lua: TAKE_OVER_SUBMIT });
     redis.defineCommand('falbatchDropRequest', { numberOfKeys: 1, lua: DROP_REQUEST });
     redis.defineCommand('falbatchReleaseClaim', { numberOfKeys: 1, lua: RELEASE_CLAIM });
+    redis.defineCommand('falbatchAbandonRow', { numberOfKeys: 3, lua: ABANDON_ROW });
     redis.defineCommand('falbatchTakeOverClaim', { numberOfKeys: 1, lua: TAKE_OVER_CLAIM });
     redis.defineCommand('falbatchCountActive', { numberOfKeys: 1, lua: COUNT_ACTIVE });
   }
@@ -322,6 +371,18 @@ function ledgerEntryOf(result: RowResult): LedgerEntry {
 export function createResultStore(redis: RedisClient, keys: KeyLayout, retention: RetentionSettings = { retentionMs: DEFAULT_CONFIG.retentionMs, unfinishedRetentionMs: DEFAULT_CONFIG.unfinishedRetentionMs }): ResultStore {
   const scripts = scriptsOf(redis, keys);
   const defaultRetention = retentionArg(retention.retentionMs);
+  // A batch's keys and retention tail, made once per batch rather than for every call of every row.
+  const batchCache = new Map<string, { keys: BatchKeys; tail: string[] }>();
+  const cachedBatch = (batch: string): { keys: BatchKeys; tail: string[] } => {
+    let cached = batchCache.get(batch);
+    if (!cached) {
+      if (batchCache.size >= 1000) batchCache.clear();
+      cached = { keys: keys.batch(batch), tail: retentionTail(keys, batch) };
+      batchCache.set(batch, cached);
+    }
+    return cached;
+  };
+  const batchKeys = (batch: string): BatchKeys => cachedBatch(batch).keys;
   const ledgerMany = async (fingerprints: readonly string[]): Promise<Array<LedgerEntry | undefined>> => {
     if (fingerprints.length === 0) return [];
     const found: Array<string | null> = await redis.mget(...fingerprints.map((fingerprint) => keys.ledger(fingerprint)));
@@ -341,17 +402,19 @@ export function createResultStore(redis: RedisClient, keys: KeyLayout, retention
   };
   return {
     async begin(batch, key, fingerprint, options) {
-      const [kind, value] = await scripts.falbatchBeginRow(
-        keys.batch(batch).results,
+      const { keys: batchKeys, tail } = cachedBatch(batch);
+      const reply = await scripts.falbatchBeginRow(
+        batchKeys.results,
         keys.ledger(fingerprint),
         keys.inflight(fingerprint),
         keys.request(options.owner),
-        keys.batch(batch).keys,
-        keys.batch(batch).meta,
-        keys.batch(batch).active,
+        batchKeys.keys,
+        batchKeys.meta,
+        batchKeys.active,
         keys.legacyLedger,
         keys.job(options.owner),
-        ...retentionTail(keys, batch),
+        batchKeys.stats,
+        ...tail,
         key,
         fingerprint,
         options.owner,
@@ -363,7 +426,14 @@ export function createResultStore(redis: RedisClient, keys: KeyLayout, retention
         batch,
         defaultRetention,
         retention.unfinishedRetentionMs,
+        options.gated ? '1' : '0',
+        ...CONTROL_FIELDS,
       );
+      const [kind, value] = reply;
+      if (kind === 'control') {
+        const [, request, billed, inferenceMs, ...control] = reply as Array<string | null>;
+        return { kind, control: controlFrom(control), billed: billed ?? null, inferenceMs: inferenceMs ?? null, request: parseSavedRequest(request) };
+      }
       if (kind === 'ended' || kind === 'claimed' || kind === 'stale' || kind === 'lost' || kind === 'gone') return { kind };
       if (kind === 'ledger') {
         // (The script decoded this entry already: it parses.)
@@ -389,7 +459,7 @@ export function createResultStore(redis: RedisClient, keys: KeyLayout, retention
       await scripts.falbatchDropRequest(keys.request(owner), mark ?? '');
     },
     async record(batch, key, fingerprint, result, options) {
-      const batchKeys = keys.batch(batch);
+      const { keys: batchKeys, tail } = cachedBatch(batch);
       const added = await scripts.falbatchRecordResult(
         batchKeys.results,
         batchKeys.counts,
@@ -402,7 +472,7 @@ export function createResultStore(redis: RedisClient, keys: KeyLayout, retention
         batchKeys.active,
         // The row's job: still there when the batch expired or was pruned, gone when Redis lost everything.
         keys.job(options.releaseFor ?? jobIdFor(batch, key, fingerprint)),
-        ...retentionTail(keys, batch),
+        ...tail,
         key,
         JSON.stringify(result),
         result.status,
@@ -434,7 +504,19 @@ export function createResultStore(redis: RedisClient, keys: KeyLayout, retention
       await scripts.falbatchReleaseClaim(keys.inflight(fingerprint), owner);
     },
     async leave(batch, owner) {
-      await redis.hdel(keys.batch(batch).active, owner);
+      await redis.hdel(batchKeys(batch).active, owner);
+    },
+    async abandon(batch, owner, fingerprint, options) {
+      const drop = options.dropRequest;
+      await scripts.falbatchAbandonRow(
+        batchKeys(batch).active,
+        keys.request(owner),
+        keys.inflight(fingerprint),
+        owner,
+        drop === undefined ? '' : drop === 'any' ? 'any' : 'mark',
+        drop === undefined || drop === 'any' ? '' : drop.mark,
+        options.release ? '1' : '0',
+      );
     },
     async inFlight(batch) {
       const [before = '', after = ''] = keys.jobLock('\u0000').split('\u0000');

@@ -1,7 +1,7 @@
 import type { FalbatchContext } from '../context.js';
-import { CONTROL_FIELDS, OPERATOR_CANCEL, controlFrom, holdOf, spendOf, type BatchHold } from '../queue/batch-control.js';
+import { CONTROL_FIELDS, OPERATOR_CANCEL, controlFrom, holdOf, spendOf, type BatchControl, type BatchHold } from '../queue/batch-control.js';
 import type { RowJobData } from '../queue/row-job.js';
-import { parseSavedRequest } from '../results/result-store.js';
+import { parseSavedRequest, type SavedRequest } from '../results/result-store.js';
 
 /** How often a worker looks whether the batches of its rows in flight were cancelled. */
 export const CANCEL_SWEEP_MS = 500;
@@ -15,14 +15,35 @@ export const CANCEL_SWEEP_MS = 500;
  */
 export interface BatchGate {
   /**
-   * Whether a row may be called now: undefined, or what holds its batch. One round trip. A row
-   * whose fal request was already made (saved on its job or in Redis) is not held by a pause or
-   * the spend cap: it is paid for (or running at fal) anyway, and reading its answer is free.
+   * Whether a row may be called now: undefined, or what holds its batch (see holdFor). One round
+   * trip. A row's attempt asks the same in its begin script (gated), without this extra trip.
    */
   check(jobId: string, data: RowJobData): Promise<BatchHold | undefined>;
   /** Registers a row this worker is calling; the function returned forgets it. */
   watch(jobId: string, batch: string): () => void;
   close(): void;
+}
+
+/** What a gated begin answered about a batch that is not plainly running (see RowStart `control`). */
+export interface ControlView {
+  control: BatchControl;
+  billed: string | null | undefined;
+  inferenceMs: string | null | undefined;
+  request: SavedRequest | undefined;
+}
+
+/**
+ * What holds a row of the batch, if anything: its control, its spend against its cap. A row whose
+ * fal request was already made (saved on its job or in Redis) is not held by a pause or the spend
+ * cap: it is paid for (or running at fal) anyway, and reading its answer is free.
+ */
+export function holdFor(batch: string, data: RowJobData, view: ControlView): BatchHold | undefined {
+  const { control } = view;
+  if (control.state === 'running' && !control.cap) return undefined;
+  const hold = holdOf(batch, control, control.cap ? spendOf(control.cap.price, view.billed, view.inferenceMs) : undefined);
+  if (!hold || hold.kind === 'cancelled') return hold;
+  const made = data.rid !== undefined || view.request?.kind === 'request';
+  return made ? undefined : hold;
 }
 
 export function createBatchGate(ctx: FalbatchContext, onCancelled: (jobId: string, reason: string) => void, sweepMs: number = CANCEL_SWEEP_MS): BatchGate {
@@ -63,13 +84,13 @@ export function createBatchGate(ctx: FalbatchContext, onCancelled: (jobId: strin
       const keys = ctx.keys.batch(data.b);
       const replies =
         (await ctx.redis.multi().hmget(keys.meta, ...CONTROL_FIELDS).hmget(keys.stats, 'billed', 'inference_ms').get(ctx.keys.request(jobId)).exec()) ?? [];
-      const control = controlFrom((replies[0]?.[1] as Array<string | null> | undefined) ?? []);
-      if (control.state === 'running' && !control.cap) return undefined;
       const [billed, inferenceMs] = (replies[1]?.[1] as Array<string | null> | undefined) ?? [];
-      const hold = holdOf(data.b, control, control.cap ? spendOf(control.cap.price, billed, inferenceMs) : undefined);
-      if (!hold || hold.kind === 'cancelled') return hold;
-      const made = data.rid !== undefined || parseSavedRequest(replies[2]?.[1] as string | null | undefined)?.kind === 'request';
-      return made ? undefined : hold;
+      return holdFor(data.b, data, {
+        control: controlFrom((replies[0]?.[1] as Array<string | null> | undefined) ?? []),
+        billed,
+        inferenceMs,
+        request: parseSavedRequest(replies[2]?.[1] as string | null | undefined),
+      });
     },
     watch(jobId, batch) {
       watched.set(jobId, batch);

@@ -9,6 +9,9 @@ export const PHASE_SETTLE_MS = 500;
 /** A new queue position alone (same phase) is written at most this often. */
 export const POSITION_REFRESH_MS = 5 * SECOND;
 
+/** Why a pending write's timer was dropped. */
+const STOPPED = new Error('falbatch: phase no longer pending');
+
 export interface PhaseReporter {
   /** A phase seen now; written later if it still holds and differs from what was written. */
   report(phase: RowPhase): void;
@@ -38,7 +41,8 @@ export function createPhaseReporter(write: (phase: RowPhase) => Promise<unknown>
   let stopped = false;
 
   const cancelTimer = (): void => {
-    timer?.controller.abort();
+    // With a reason: an abort without one builds a DOMException, and every row stops its reporter.
+    timer?.controller.abort(STOPPED);
     timer = undefined;
   };
 

@@ -8,6 +8,8 @@ import type { ResultStore, RowStart } from '../results/result-store.js';
 import type { LedgerEntry, RowResult } from '../results/row-result.js';
 import { HOUR, MINUTE, type Clock } from '../time.js';
 import type { StatusErrorKnowledge, StatusErrorReporting } from './status-errors.js';
+import type { BatchHold } from '../queue/batch-control.js';
+import { holdFor } from './batch-gate.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase, type Verdict } from './classify-error.js';
 
 /** Where a row's fal request is, as a dashboard shows it (see RowAttempt.reportPhase). */
@@ -29,6 +31,11 @@ export interface RowAttempt {
   signal: AbortSignal | undefined;
   /** Persists the row's request state on the job (fields left out are removed) before going on. */
   saveState(state: RowRequestState): Promise<void>;
+  /**
+   * Keeps the request this delivery made or resumes on the job it holds, in memory only (what
+   * a failure then records): Redis has it under the row's request key, where deliveries look.
+   */
+  noteState?(state: Pick<RowRequestState, 'rid' | 'sub'>): void;
   /** Told each phase of the fal call as it is seen (repeats included: the implementation throttles). */
   reportPhase?(phase: RowPhase): void;
 }
@@ -84,9 +91,10 @@ function timingFields(startedAt: number | undefined, status: FalStatus | undefin
  * - `twin-in-flight`: an identical row is being called right now: wait for its answer, don't pay twice;
  * - `submit-in-flight`: another delivery of this row is submitting it: wait for the request it saves;
  * - `stale`: the row was edited and enqueued again since this job was made: a newer job answers it;
- * - `batch-gone`: the row's batch expired (its retention ran out) or was pruned: nothing to do.
+ * - `batch-gone`: the row's batch expired (its retention ran out) or was pruned: nothing to do;
+ * - `{ held }`: its batch is paused, cancelled or over its spend cap (see holdFor): nothing was done.
  */
-export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger' | 'twin-in-flight' | 'submit-in-flight' | 'stale' | 'batch-gone';
+export type RowOutcome = 'ok' | 'already-ended' | 'from-ledger' | 'twin-in-flight' | 'submit-in-flight' | 'stale' | 'batch-gone' | { held: BatchHold };
 
 /** A claim outlives its row only this long if nobody releases it (crashes are handled by liveness). */
 const CLAIM_TTL = 24 * HOUR;
@@ -150,12 +158,19 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   // answer, for as long as the row holding the claim can still give one (the TTL is a backstop).
   const owner = attempt.jobId;
   const mark = await deps.submitter.mark();
-  const begin = (): Promise<RowStart> =>
-    store.begin(data.b, data.k, data.f, { owner, claimTtlMs: CLAIM_TTL, resume: data.rid !== undefined, mark, markTtlMs: submitMarkTtl(config), now: clock.now() });
-  let start = await begin();
+  const begin = (gated: boolean): Promise<RowStart> =>
+    store.begin(data.b, data.k, data.f, { owner, claimTtlMs: CLAIM_TTL, resume: data.rid !== undefined, mark, markTtlMs: submitMarkTtl(config), now: clock.now(), gated });
+  // Gated: a batch paused, cancelled or under a spend cap answers what holds it, in the same round
+  // trip; a row it does not hold begins ungated.
+  let start = await begin(true);
+  if (start.kind === 'control') {
+    const hold = holdFor(data.b, data, start);
+    if (hold) return { held: hold };
+    start = await begin(false);
+  }
   if (start.kind === 'held') {
     if ((await deps.rowAlive(start.owner)) || !(await store.takeOver(data.f, start.owner, owner, CLAIM_TTL))) return 'twin-in-flight';
-    start = await begin();
+    start = await begin(false);
   }
   if (start.kind === 'ended') return 'already-ended';
   if (start.kind === 'stale') return 'stale';
@@ -166,6 +181,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     return 'from-ledger';
   }
   if (start.kind === 'held') return 'twin-in-flight';
+  if (start.kind === 'control') throw new Error(`an ungated begin of row ${data.k} answered with its batch's control`);
   if (start.kind === 'submitting') {
     // Another delivery of this row is submitting it: a worker that lost its lock (a stalled event
     // loop) but lives on, and will save the request it pays for. Wait for it, unless its
@@ -197,11 +213,14 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
       attempt.reportPhase?.({ phase: 'submitting' });
       ({ requestId } = await fal.submit(data.e, data.in, submitOptions));
       submittedAt = clock.now();
-      // Where every delivery of the row looks (this also lifts the submitting mark), and on the job:
-      // sent together, one round trip instead of two (either one alone resumes the request).
-      await Promise.all([store.saveRequest(owner, requestId, submittedAt, SAVED_REQUEST_TTL), attempt.saveState({ rid: requestId, sub: submittedAt })]);
+      // Saved, before waiting, where every delivery of the row looks first (its begin script: this
+      // also lifts the submitting mark). The job's data is not written too: a second copy, for
+      // one more script per row, that no delivery needs while this one lives.
+      await store.saveRequest(owner, requestId, submittedAt, SAVED_REQUEST_TTL);
+      attempt.noteState?.({ rid: requestId, sub: submittedAt });
       attempt.signal?.throwIfAborted();
     } else {
+      if (start.kind === 'resume') attempt.noteState?.({ rid: requestId, sub: submittedAt });
       deps.log.debug('resuming fal request', { batch: data.b, key: data.k, request_id: requestId });
     }
 
@@ -236,8 +255,11 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     return 'ok';
   } catch (error) {
     // Whatever comes next (retry, put off, handed back, failed), this row stops calling fal now.
-    await store.leave(data.b, owner).catch(() => undefined);
-    if (error instanceof BatchLostError || attempt.signal?.aborted) throw error;
+    const leave = (): Promise<void> => store.leave(data.b, owner).catch(() => undefined);
+    if (error instanceof BatchLostError || attempt.signal?.aborted) {
+      await leave();
+      throw error;
+    }
     let verdict = classifyFalError(error, phase);
     verdict = { ...verdict, reason: deps.scrub(verdict.reason) } as Verdict;
     const saved = requestId !== undefined && phase !== 'submit';
@@ -251,6 +273,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
         const since = data.ru ?? clock.now();
         const mayBeJobs = failures >= RESULT_FAILURES_FOR_JOB_FAILURE[deps.statusErrors.current];
         if (!mayBeJobs) {
+          await leave();
           throw new ResultPendingError(`${verdict.reason} (fal said the request completed: its result will be read again)`, { rid: requestId, sub: submittedAt, rf: failures, ru: since, rs: signature }, since);
         }
       } else if (error instanceof FalHttpError && error.status >= 400 && error.status < 500 && verdict.kind === 'permanent') {
@@ -259,17 +282,14 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
       }
     }
     const resubmit = verdict.kind === 'retry' && verdict.resubmit;
-    // The request is gone or failed at fal: forget it, so the next attempt submits anew. (A row that
-    // fails for good keeps it: its request id goes into the result.)
-    if (saved && resubmit) {
-      await store.dropRequest(owner);
-      await attempt.saveState({});
-    }
-    // A submit that failed leaves nothing to wait for: other deliveries may submit.
-    if (phase === 'submit') await store.dropRequest(owner, mark);
+    // One script: the row leaves the active rows; a request gone or failed at fal is forgotten, so
+    // the next attempt submits anew (a row that fails for good keeps it: its request id goes into
+    // the result); a submit that failed leaves nothing to wait for (other deliveries may submit);
+    // the claim goes with the request: kept while this row will resume it, released otherwise.
+    const dropRequest = saved && resubmit ? 'any' : phase === 'submit' ? { mark } : undefined;
     const keepsRequest = saved && verdict.kind !== 'permanent' && !resubmit;
-    // The claim goes with the request: kept while this row will resume it, released otherwise.
-    if (!keepsRequest) await store.release(data.f, owner);
+    await store.abandon(data.b, owner, data.f, { ...(dropRequest ? { dropRequest } : {}), release: !keepsRequest });
+    if (saved && resubmit) await attempt.saveState({});
     throw new AttemptError(phase, verdict, timingFields(began.at, status));
   }
 }

@@ -16,7 +16,7 @@ import { createStatusErrorKnowledge } from './status-errors.js';
 import { sweepExpiredBatches } from '../queue/retention.js';
 import { createPhaseReporter } from './phase-reporter.js';
 import { observeRecords, safeListener, type WorkerEventListener } from './worker-events.js';
-import { PARK_MS } from '../queue/batch-control.js';
+import { PARK_MS, type BatchHold } from '../queue/batch-control.js';
 import { createBatchGate } from './batch-gate.js';
 import { startRefiller } from './refill-queue.js';
 import { endCancelledRow } from './cancel-row.js';
@@ -136,6 +136,11 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
 
   const recordFailure = async (job: Job<RowJobData>, verdict: Verdict, attempts: number, timing: RowTimingFields = {}): Promise<void> => {
     const { data } = job;
+    const jobId = job.id ?? jobIdFor(data.b, data.k, data.f);
+    // The row's fal request, for its result: on the job when this delivery made or resumed it, else
+    // where every delivery saves it (a job failed outside the processor).
+    const saved = data.rid === undefined ? await store.savedRequest(jobId).catch(() => undefined) : undefined;
+    const request = saved?.kind === 'request' ? { rid: saved.requestId, sub: saved.submittedAt } : { rid: data.rid, sub: data.sub };
     const now = clock.now();
     const recorded = store.record(
       data.b,
@@ -148,14 +153,14 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         attempts,
         endpoint: data.e,
         finished_at: now,
-        ...(data.rid !== undefined ? { request_id: data.rid } : {}),
-        ...(data.sub !== undefined ? { submitted_at: data.sub, latency_ms: now - data.sub } : {}),
+        ...(request.rid !== undefined ? { request_id: request.rid } : {}),
+        ...(request.sub !== undefined ? { submitted_at: request.sub, latency_ms: now - request.sub } : {}),
         ...timing,
       },
       // Failures stay out of the ledger: a later batch may retry an identical row (the image may be
       // reachable by then). Within this batch the row has ended and is not called again. Identical
       // rows waiting on this one may go on now.
-      { remember: false, releaseFor: job.id ?? jobIdFor(data.b, data.k, data.f) },
+      { remember: false, releaseFor: jobId },
     );
     try {
       await recorded;
@@ -210,12 +215,12 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
 
   const processor = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
     const attempt = job.attemptsMade + 1;
-    const hold = await gate.check(job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f), job.data);
-    if (hold?.kind === 'cancelled') return endCancelled(job, token, hold.reason, job.attemptsMade);
-    if (hold) return park(job, token, hold.reason);
+    // A batch's pause, cancel and spend cap are asked in the row's begin script (gated), which
+    // answers `{ held }` below: no round trip of their own.
     const unwatch = gate.watch(job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f), job.data.b);
     // The row's fal phase on its job's progress, for dashboards: throttled to a few writes per row.
     const phases = createPhaseReporter((phase) => job.updateProgress(phase), clock);
+    let held: BatchHold | undefined;
     try {
       const outcome = await processRow(
         {
@@ -226,11 +231,15 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
           saveState: async (state) => {
             await job.updateData({ ...withoutRequestState(job.data), ...state });
           },
+          noteState: (state) => {
+            job.data = { ...job.data, ...state };
+          },
           reportPhase: phases.report,
         },
         deps,
       ).finally(phases.stop);
-      if (outcome === 'ok') counts.ok++;
+      if (typeof outcome === 'object') held = outcome.held;
+      else if (outcome === 'ok') counts.ok++;
       else if (outcome === 'from-ledger') counts.fromLedger++;
       else if (outcome === 'batch-gone') noteGone(job.data.b);
       else if (outcome === 'twin-in-flight' || outcome === 'submit-in-flight') {
@@ -267,7 +276,9 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         throw new DelayedError();
       }
       if (signal?.aborted) {
-        // Shutdown past its grace period: hand the row back; its saved request id goes with it.
+        // Shutdown past its grace period: hand the row back; its saved request id goes with it (on
+        // the job too, for whoever looks at the queue).
+        if (job.data.rid !== undefined) await job.updateData(job.data);
         await job.moveToWait(token);
         throw new WaitingError();
       }
@@ -312,6 +323,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     } finally {
       unwatch();
     }
+    if (held?.kind === 'cancelled') return endCancelled(job, token, held.reason, job.attemptsMade);
+    if (held) return park(job, token, held.reason);
   };
 
   const observed = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {

@@ -1,0 +1,139 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FalHttpError, FalTimeoutError, FalTransportError } from '../../src/errors.js';
+import { createHttpFetch, isWholeAnswer } from '../../src/fal/http-fetch.js';
+import { createFalFetch } from '../../src/fal/transport.js';
+
+type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
+
+// A real server on port 0 per test: the keep-alive fetch must give what the global fetch gives.
+let server: Server;
+let base: string;
+let handler: Handler;
+const sockets = new Set<Socket>();
+let connections = 0;
+
+beforeEach(async () => {
+  connections = 0;
+  server = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (body += chunk));
+    req.on('end', () => handler(req, res, body));
+  });
+  server.on('connection', (socket) => {
+    connections++;
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterEach(async () => {
+  for (const socket of sockets) socket.destroy();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+const json = (res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void => {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(value));
+};
+
+describe('the keep-alive fetch behind the fal transport', () => {
+  it('sends method, headers and body, and answers as fetch does, on one connection for many calls', async () => {
+    handler = (req, res, body) => json(res, 200, { method: req.method, path: req.url, auth: req.headers['authorization'], body }, { 'x-fal-request-id': 'r1' });
+    const fal = createFalFetch({ baseUrl: undefined, callTimeoutMs: 2000 });
+    for (let i = 0; i < 5; i++) {
+      const response = await fal(`${base}/queue.fal.run/a/b?x=${i}`, { method: 'POST', headers: { Authorization: 'Key k', 'Content-Type': 'application/json' }, body: '{"é":1}' });
+      expect(response.status).toBe(200);
+      expect(response.headers.get('X-Fal-Request-Id')).toBe('r1');
+      expect(await response.json()).toEqual({ method: 'POST', path: `/queue.fal.run/a/b?x=${i}`, auth: 'Key k', body: '{"é":1}' });
+    }
+    expect(connections).toBe(1);
+  });
+
+  it('reads an answer whole before handing it over', async () => {
+    handler = (_req, res) => json(res, 200, { ok: true });
+    const response = await createHttpFetch()(`${base}/x`);
+    expect(isWholeAnswer(response)).toBe(true);
+    expect(await response.json()).toEqual({ ok: true });
+  });
+
+  it('decodes an answer a server compressed unasked (gzip, deflate, br), whole or streamed, as the global fetch does', async () => {
+    const { gzipSync, deflateSync, brotliCompressSync } = await import('node:zlib');
+    const encoders = { gzip: gzipSync, deflate: deflateSync, br: brotliCompressSync };
+    for (const [coding, encode] of Object.entries(encoders)) {
+      handler = (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': coding });
+        res.end(encode(Buffer.from(JSON.stringify({ coding, output: 'a cat' }))));
+      };
+      const response = await createHttpFetch()(`${base}/x`);
+      expect(await response.json()).toEqual({ coding, output: 'a cat' });
+      handler = (_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': coding });
+        res.end(encode(Buffer.from('data: {"status":"COMPLETED"}\n\n')));
+      };
+      const stream = await createHttpFetch()(`${base}/s`);
+      expect(await stream.text()).toBe('data: {"status":"COMPLETED"}\n\n');
+    }
+  });
+
+  it('an error answer becomes FalHttpError with its status, body and Retry-After', async () => {
+    handler = (_req, res) => json(res, 429, { detail: 'slow down' }, { 'retry-after': '2' });
+    const fal = createFalFetch({ baseUrl: undefined, callTimeoutMs: 2000 });
+    const error = await fal(`${base}/queue.fal.run/a/b`, { method: 'POST', body: '{}' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(FalHttpError);
+    expect(error).toMatchObject({ status: 429, retryAfterMs: 2000, body: { detail: 'slow down' } });
+  });
+
+  it('an answer cut off mid-body is a transport error, never a short answer', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+      res.write('{"output": "half');
+      setTimeout(() => res.socket?.destroy(), 20);
+    };
+    const fal = createFalFetch({ baseUrl: undefined, callTimeoutMs: 2000 });
+    await expect(fal(`${base}/queue.fal.run/a/b/requests/r1`)).rejects.toBeInstanceOf(FalTransportError);
+  });
+
+  it('a call past its deadline is a time-out, and its connection is let go', async () => {
+    handler = () => undefined;
+    const fal = createFalFetch({ baseUrl: undefined, callTimeoutMs: 200 });
+    await expect(fal(`${base}/queue.fal.run/a/b/requests/r1/status`)).rejects.toBeInstanceOf(FalTimeoutError);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(sockets.size).toBe(0);
+  });
+
+  it('streams an event stream, and the caller closes it with its signal', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: {"status":"IN_PROGRESS"}\n\n');
+    };
+    const controller = new AbortController();
+    const fal = createFalFetch({ baseUrl: undefined, callTimeoutMs: 200 });
+    const response = await fal(`${base}/queue.fal.run/a/b/requests/r1/status/stream`, { headers: { accept: 'text/event-stream' }, signal: controller.signal });
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toContain('IN_PROGRESS');
+    // Open past the call time-out: streams have none of their own.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    controller.abort(new Error('done'));
+    await expect(reader.read()).rejects.toBeDefined();
+  });
+
+  it('leaves redirects, Blob bodies and Request objects to the global fetch', async () => {
+    handler = (req, res, body) => {
+      if (req.url === '/old') {
+        res.writeHead(307, { location: '/new' });
+        res.end();
+        return;
+      }
+      json(res, 200, { path: req.url, body });
+    };
+    const plain = createHttpFetch();
+    expect(await (await plain(`${base}/old`, { method: 'POST', body: 'x' })).json()).toEqual({ path: '/new', body: 'x' });
+    expect(await (await plain(`${base}/blob`, { method: 'PUT', body: new Blob(['bytes']) })).json()).toEqual({ path: '/blob', body: 'bytes' });
+    expect(await (await plain(new Request(`${base}/request`))).json()).toEqual({ path: '/request', body: '' });
+  });
+});
