@@ -88,6 +88,13 @@ export interface Config {
    */
   concurrency: number;
   /**
+   * Learn the account's fal concurrency and keep that many requests (plus a small headroom) in
+   * flight across every auto worker of the queue (`--concurrency auto`, the CLI's default when no
+   * number is given): see worker/concurrency-control.ts. `concurrency` is then each process's most.
+   * @default false in the library; the CLI's default (no --concurrency number) is true
+   */
+  autoConcurrency: boolean;
+  /**
    * Cap on in-flight fal requests across every worker process on every machine (fal's limit is per
    * account). Unset: no cap beyond each worker's own concurrency.
    */
@@ -255,6 +262,7 @@ export const DEFAULT_CONFIG = {
   imageColumns: [],
   promptTemplate: undefined,
   concurrency: 8,
+  autoConcurrency: false,
   globalConcurrency: undefined,
   attempts: 5,
   backoffBaseMs: 2 * SECOND,

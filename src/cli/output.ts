@@ -54,6 +54,14 @@ export function statusReport(status: BatchStatus): string {
     `  calls     ${status.jobs} distinct: ${status.ok} ok, ${status.failed} failed, ${status.pending} pending` +
       (status.pending > 0 ? ` (${status.inFlight} in flight, ${status.waiting} waiting${status.backlog > 0 ? `, ${status.backlog} of them not yet jobs: --max-waiting` : ''})` : ''),
   ];
+  if (status.concurrency) {
+    const c = status.concurrency;
+    lines.push(
+      c.mode === 'auto'
+        ? `  fal       ${c.slots === undefined ? 'slots not learned yet' : `${c.slots} slots learned`}, ${c.target} requests kept in flight (auto: ${c.reason})`
+        : `  fal       ${c.target} requests in flight at most (${c.reason})`,
+    );
+  }
   if (status.paused !== undefined) lines.push(`  paused    ${status.paused}`);
   if (status.cancelled !== undefined) lines.push(`  cancelled ${status.cancelled} (\`falbatch retry --batch ${status.batch} --error cancelled\` runs its cancelled rows again)`);
   lines.push(...controlLines(status));

@@ -138,11 +138,17 @@ export function hfMetadataFrom(flags: DatasetFlags): HfMetadataOptions | undefin
   return flags.hfMetadata ? {} : undefined;
 }
 
+/** `--concurrency N` (fixed), or `auto` / nothing: learned (worker/concurrency-control.ts). */
+function concurrencyOption(text: string | undefined): { concurrency?: number | undefined; autoConcurrency: boolean } {
+  if (text === undefined || text.trim().toLowerCase() === 'auto') return { autoConcurrency: true };
+  return { concurrency: integerOption('--concurrency', text), autoConcurrency: false };
+}
+
 /** Flags of the commands that call fal (run, work). */
 export function withFalOptions(command: Command): Command {
   return command
-    .option('--concurrency <n>', 'fal requests in flight in this process (default 8)')
-    .option('--global-concurrency <n>', 'cap on fal requests in flight across all workers')
+    .option('--concurrency <n|auto>', "fal requests in flight in this process, or auto (the default): learn the account's fal concurrency and keep that many in flight (plus a small headroom) across every auto worker of the queue")
+    .option('--global-concurrency <n>', 'cap on fal requests in flight across all workers, while this worker runs (wins over auto)')
     .option('--wait <mode>', 'how to wait for fal: stream or poll (default stream)')
     .option('--start-timeout <duration>', "fal's start timeout: fal gives up on a request not started by then (default: none)")
     .option('--wait-budget <duration>', 'longest a row waits for its fal request before it is cancelled and retried (default 15m)')
@@ -195,7 +201,7 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
     queue: flags.queue,
     redisCluster: flags.redisCluster,
     endpoint: flags.endpoint,
-    concurrency: integerOption('--concurrency', flags.concurrency),
+    ...concurrencyOption(flags.concurrency),
     globalConcurrency: integerOption('--global-concurrency', flags.globalConcurrency),
     attempts: integerOption('--attempts', flags.attempts),
     waitMode: waitMode as WaitMode | undefined,

@@ -1,4 +1,5 @@
 import type { FalbatchContext } from '../context.js';
+import { readQueueConcurrency, type QueueConcurrency } from '../worker/concurrency-control.js';
 import { BatchNotFoundError } from '../errors.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { sweepExpiredBatches, vanishedBatchError } from '../queue/retention.js';
@@ -64,6 +65,12 @@ export interface BatchStatus extends CallFigures {
   /** Its spend cap (`--max-spend`) and its spend so far by the price the cap was set with; null without a cap. */
   spend: { amount: number; cap: number; currency: string } | null;
   /**
+   * The queue's cap on requests in flight, while a worker holds one: learned from fal
+   * (`--concurrency auto`: the account's slots and the target kept in flight) or fixed
+   * (`--global-concurrency`), and why. Null when no worker sets one.
+   */
+  concurrency: QueueConcurrency | null;
+  /**
    * Row keys ended (ok or failed) per minute over the last minute (a window of 50 to 60 s, or
    * since the batch was created if later).
    */
@@ -97,7 +104,7 @@ export async function getStatus(ctx: FalbatchContext, batch: string, options: Ge
   const isEnqueuing = enqueuing === 1;
   const figures = figuresOf(aggregateFromStats(stats ?? {}), options.price);
   const rowsPerMinute = rateFromStats(stats ?? {}, ctx.clock.now(), meta.createdAt);
-  const [queue, { control, spent, hold }] = await Promise.all([queuePause(ctx), batchControlState(ctx, batch)]);
+  const [queue, { control, spent, hold }, concurrency] = await Promise.all([queuePause(ctx), batchControlState(ctx, batch), readQueueConcurrency(ctx)]);
   const retentionMs = meta.retentionMs ?? ctx.config.retentionMs;
   const left = await ctx.redis.pttl(keys.meta);
   // A batch with nothing left to call is held back by nothing (a cap reached by its last rows, a pause after its end).
@@ -129,6 +136,7 @@ export async function getStatus(ctx: FalbatchContext, batch: string, options: Ge
     priority: control.priority,
     falPriority: control.falPriority,
     spend: control.cap && spent !== undefined ? { amount: Math.round(spent * 1e6) / 1e6, cap: control.cap.amount, currency: control.cap.price.currency } : null,
+    concurrency: concurrency ?? null,
     rowsPerMinute: Math.round(rowsPerMinute * 100) / 100,
     etaMs: pending > 0 && rowsPerMinute > 0 ? Math.round((pending / rowsPerMinute) * 60_000) : null,
     latencyMs: { total: figures.latency.total ?? null, queueWait: figures.latency.queueWait ?? null, inference: figures.latency.inference ?? null },

@@ -15,6 +15,11 @@
  *   <prefix>:{<queue>}:backlog                   ZSET batches with rows stored but not yet jobs, in serving order (queue/backlog.ts)
  *   <prefix>:{<queue>}:backlog:lock              STRING the process topping the queue up from the backlogs (PX)
  *   <prefix>:{<queue>}:max-waiting               STRING the queue's cap on waiting jobs (the last producer's --max-waiting)
+ *   <prefix>:{<queue>}:concurrency               HASH the queue's in-flight cap (BullMQ's global concurrency) and why: mode auto|fixed,
+ *                                                slots, target, reason, at, owner; PX: a lease its setter renews (worker/concurrency-control.ts)
+ *   <prefix>:{<queue>}:concurrency:load          HASH auto worker id → what its requests do at fal now (running, waiting, in flight, when)
+ *   <prefix>:{<queue>}:concurrency:leader        STRING the auto worker that learns the account's slots (PX lease)
+ *   <prefix>:{<queue>}:concurrency:slots         STRING the slots last learned (PX a week): where the next run starts
  *   <prefix>:{<queue>}:inflight:<fingerprint>    STRING the row calling fal for this input right now (others wait)
  *   <prefix>:{<queue>}:request:<job id>          STRING the row's fal request: `submitting:<connection>` while a delivery submits, then `rid:<ms>:<id>`
  *   <prefix>:{<queue>}:upload:<store>:<identity> STRING fal storage URL of a local image's upload (PX: inside fal's retention);
@@ -88,6 +93,14 @@ export interface KeyLayout {
   readonly backlogLock: string;
   /** The queue's cap on waiting jobs (the last producer's --max-waiting). */
   readonly maxWaiting: string;
+  /** The in-flight cap of the queue and why: learned (--concurrency auto) or fixed (--global-concurrency); a lease. */
+  readonly concurrency: string;
+  /** What each auto worker's requests are doing at fal now: worker → running, waiting, in flight, when. */
+  readonly falLoad: string;
+  /** The auto worker that learns the account's slots for the queue (a lease). */
+  readonly concurrencyLeader: string;
+  /** The slots last learned, to start the next run from (kept a week). */
+  readonly learnedSlots: string;
   inflight(fingerprint: string): string;
   /** A row's fal request state, by job id (any delivery of the row reads it). */
   request(jobId: string): string;
@@ -119,6 +132,10 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
     backlog: `${base}:backlog`,
     backlogLock: `${base}:backlog:lock`,
     maxWaiting: `${base}:max-waiting`,
+    concurrency: `${base}:concurrency`,
+    falLoad: `${base}:concurrency:load`,
+    concurrencyLeader: `${base}:concurrency:leader`,
+    learnedSlots: `${base}:concurrency:slots`,
     inflight: (fingerprint) => `${base}:inflight:${fingerprint}`,
     request: (jobId) => `${base}:request:${jobId}`,
     upload: (store, identity) => `${base}:upload:${store}:${identity}`,

@@ -19,6 +19,7 @@ import { observeRecords, safeListener, type WorkerEventListener } from './worker
 import { PARK_MS, type BatchHold } from '../queue/batch-control.js';
 import { createBatchGate } from './batch-gate.js';
 import { startRefiller } from './refill-queue.js';
+import { AUTO_MAX, startConcurrencyControl } from './concurrency-control.js';
 import { endCancelledRow } from './cancel-row.js';
 
 export interface StartWorkerOptions {
@@ -103,7 +104,12 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   const fal =
     options.fal ??
     createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock });
-  if (config.globalConcurrency !== undefined) await ctx.queue.setGlobalConcurrency(config.globalConcurrency);
+  // The queue's in-flight cap: --global-concurrency N while this worker runs, else learned from
+  // what fal says of the requests (--concurrency auto), else none left over from a run that is gone.
+  const concurrency = await startConcurrencyControl(
+    ctx,
+    config.globalConcurrency !== undefined ? { kind: 'fixed', cap: config.globalConcurrency } : config.autoConcurrency && options.concurrency === undefined ? { kind: 'auto' } : { kind: 'local' },
+  );
   const rowAlive = async (jobId: string): Promise<boolean> => {
     const state = await ctx.queue.getJobState(jobId);
     return state !== 'completed' && state !== 'failed' && state !== 'unknown';
@@ -220,6 +226,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     const unwatch = gate.watch(job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f), job.data.b);
     // The row's fal phase on its job's progress, for dashboards: throttled to a few writes per row.
     const phases = createPhaseReporter((phase) => job.updateProgress(phase), clock);
+    const flightId = job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f);
+    concurrency.tracker.begin(flightId, clock.now());
     let held: BatchHold | undefined;
     try {
       const outcome = await processRow(
@@ -234,10 +242,16 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
           noteState: (state) => {
             job.data = { ...job.data, ...state };
           },
-          reportPhase: phases.report,
+          reportPhase: (phase) => {
+            concurrency.tracker.phase(flightId, phase, clock.now());
+            phases.report(phase);
+          },
         },
         deps,
-      ).finally(phases.stop);
+      ).finally(() => {
+        phases.stop();
+        concurrency.tracker.end(flightId);
+      });
       if (typeof outcome === 'object') held = outcome.held;
       else if (outcome === 'ok') counts.ok++;
       else if (outcome === 'from-ledger') counts.fromLedger++;
@@ -338,7 +352,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   const worker = new Worker<RowJobData>(keys.queueName, options.onEvent ? observed : processor, {
     connection: ctx.redis,
     prefix: keys.bullPrefix,
-    concurrency: options.concurrency ?? config.concurrency,
+    // Auto: as many as the learned cap lets through (BullMQ's global concurrency holds the rest).
+    concurrency: options.concurrency ?? (config.autoConcurrency && config.globalConcurrency === undefined ? AUTO_MAX : config.concurrency),
     lockDuration: config.lockDurationMs,
     stalledInterval: config.lockDurationMs,
     // A stalled row resumes its saved fal request, so a crash costs nothing: let it survive any number.
@@ -375,6 +390,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     });
     gate.close();
     await refiller.close();
+    await concurrency.close();
   });
   return {
     closed: closer.closed,

@@ -21,6 +21,7 @@ function status(fields: Partial<BatchStatus> = {}): BatchStatus {
     inFlight: 1,
     waiting: 0,
     backlog: 0,
+    concurrency: null,
     enqueuing: false,
     finished: false,
     paused: undefined,

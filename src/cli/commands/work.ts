@@ -38,7 +38,13 @@ export function workCommand(io: CliIo, exit: (code: number) => void): Command {
         await metrics?.close();
         throw error;
       });
-      log.info(`worker started: concurrency ${config.concurrency}${config.globalConcurrency ? `, global cap ${config.globalConcurrency}` : ''}, namespace ${config.prefix}`);
+      const concurrency =
+        config.globalConcurrency !== undefined
+          ? `at most ${config.globalConcurrency} requests in flight across the queue (--global-concurrency)${config.autoConcurrency ? '' : `, ${config.concurrency} in this process`}`
+          : config.autoConcurrency
+            ? "concurrency auto (learning the account's fal slots from what fal says of the requests)"
+            : `concurrency ${config.concurrency}`;
+      log.info(`worker started: ${concurrency}, namespace ${config.prefix}`);
       // Every work process serves the schedules' ticks; BullMQ runs each tick once, in one of them.
       const scheduler =
         flags.schedules === false

@@ -1,0 +1,143 @@
+import { SECOND } from '../time.js';
+
+/**
+ * What the requests of the queue (every worker's) look like at fal right now: how many run
+ * (IN_PROGRESS), how many wait in fal's queue for a slot (IN_QUEUE behind others, or for longer
+ * than a dispatch takes), and how many are in flight in all (submitting, waiting, running, being
+ * read).
+ */
+export interface FalLoad {
+  running: number;
+  /** Waiting for a slot: IN_QUEUE behind others, or for longer than a dispatch takes. */
+  queued: number;
+  /** IN_QUEUE at all (for however short a time). */
+  waiting: number;
+  /** Started after waiting in fal's queue, since the last observation. */
+  waited: number;
+  inFlight: number;
+}
+
+/** A change of the in-flight target, and why: what the log says. */
+export interface SlotDecision {
+  /** The account's slots as learned, or undefined until fal has shown them. */
+  slots: number | undefined;
+  /** Requests to keep in flight: the slots plus headroom (before that, what is being tried). */
+  target: number;
+  reason: string;
+}
+
+export interface SlotLearnerOptions {
+  /** The target before anything is learned. @default 2 (a new fal account's concurrency) */
+  initial?: number;
+  /** Slots learned before (an earlier run): where to start, checked again as requests run. */
+  slots?: number;
+  /** Never more in flight than this. @default 256 */
+  max?: number;
+  /** Least time a target holds before it is raised: long enough for requests to show they wait. @default 500 ms */
+  growEveryMs?: number;
+  /** How long running counts are remembered while requests queue (their mean is the slots). @default 3 s */
+  windowMs?: number;
+}
+
+/**
+ * Requests kept in flight beyond the slots, to hide the round trip between one request ending at
+ * fal and the next one submitted: 2, or 10 % of the slots for large accounts (always within the
+ * bound of max(2, 15 %)).
+ */
+export function headroomFor(slots: number): number {
+  return Math.max(2, Math.ceil(slots * 0.1));
+}
+
+/**
+ * Learns an account's fal concurrency from what fal says of our own requests, and decides how
+ * many to keep in flight. fal runs at most N requests of an account at once and queues the rest
+ * without an error, so:
+ *
+ * - a request waiting in fal's queue while others of ours run means the account is full: its
+ *   slots are how many of ours run meanwhile (the mean of the recent looks), and the target
+ *   becomes slots + headroom;
+ * - every request starting at once (none waiting in fal's queue, however briefly) while all the
+ *   target is in use, for growEveryMs since the last change, means there may be more slots: the
+ *   target grows (doubles until a limit was seen, then by a quarter);
+ * - slots re-learned lower (fal lowered the limit, another client of the account took slots) lower
+ *   the target at once; higher ones raise it.
+ *
+ * Pure: fed observations with the time they were made (observe), no I/O of its own.
+ */
+export interface SlotLearner {
+  /** The current decision. */
+  current(): SlotDecision;
+  /** Takes in what fal shows now; returns the new decision when the target or the slots changed. */
+  observe(load: FalLoad, now: number): SlotDecision | undefined;
+}
+
+export function createSlotLearner(options: SlotLearnerOptions = {}): SlotLearner {
+  const max = options.max ?? 256;
+  const growEveryMs = options.growEveryMs ?? SECOND / 2;
+  const windowMs = options.windowMs ?? 3 * SECOND;
+  let decision: SlotDecision = {
+    slots: options.slots,
+    target: Math.min(max, options.initial ?? 2),
+    reason: options.slots === undefined ? 'starting: nothing learned yet' : `starting from the ${options.slots} slots learned before`,
+  };
+  let lastChangeAt = Number.NEGATIVE_INFINITY;
+  /** When a request of ours last waited in fal's queue (however briefly): no room shown since. */
+  let contendedAt = Number.NEGATIVE_INFINITY;
+  /** Running counts seen while requests queued, recently: [time, running]. */
+  let seen: Array<[number, number]> = [];
+
+  const change = (next: SlotDecision, now: number): SlotDecision | undefined => {
+    if (next.target === decision.target && next.slots === decision.slots) return undefined;
+    decision = next;
+    lastChangeAt = now;
+    return decision;
+  };
+
+  return {
+    current: () => decision,
+    observe(load, now) {
+      seen = seen.filter(([at]) => now - at <= windowMs);
+      if (load.waiting > 0 || load.waited > 0) contendedAt = now;
+      // Full: requests of ours waited for a slot (still waiting, or started after a wait) while others ran.
+      if ((load.queued > 0 || load.waited > 0) && load.running > 0) {
+        seen.push([now, load.running]);
+        // The typical count of ours running while requests waited: one look may catch a request
+        // fal has finished but whose end has not reached us, or (summed over workers) reports a
+        // few milliseconds apart, one either way; the mean of the recent looks, rounded, is what
+        // the account runs (and does not flap between neighbours).
+        const slots = Math.round(seen.reduce((sum, [, running]) => sum + running, 0) / seen.length);
+        const target = Math.min(max, slots + headroomFor(slots));
+        const was = decision.slots;
+        return change(
+          {
+            slots,
+            target,
+            reason:
+              `requests of ours waited in fal's queue while ${slots} ran: the account runs ${slots} at once` +
+              (was !== undefined && was !== slots ? ` (was ${was})` : '') +
+              `; keeping ${target} in flight`,
+          },
+          now,
+        );
+      }
+      // Every request started at once and the whole target is in use: there may be room for more.
+      const quietFor = now - Math.max(lastChangeAt, contendedAt);
+      if (load.inFlight >= decision.target && decision.target < max && quietFor >= growEveryMs) {
+        // Before fal has shown any limit, double (a new account has 2 slots, a large one 40 or more);
+        // after, step up by a quarter: the limit was raised, or other clients of the account let go.
+        const step = decision.slots === undefined ? decision.target : Math.max(1, Math.ceil(decision.target / 4));
+        const target = Math.min(max, decision.target + step);
+        const slots = decision.slots !== undefined && load.running > decision.slots ? load.running : decision.slots;
+        return change(
+          {
+            slots,
+            target,
+            reason: `all ${load.inFlight} requests in flight started at once (${load.running} running, none waiting in fal's queue): trying ${target}`,
+          },
+          now,
+        );
+      }
+      return undefined;
+    },
+  };
+}

@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import { enqueueManifest } from '../../src/queue/enqueue.js';
+import { getStatus } from '../../src/ops/status.js';
+import { headroomFor } from '../../src/worker/slot-learner.js';
+import { createHarness, runCliProcess, spawnCli, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
+
+function manifestOf(h: Harness, rows: number): string {
+  const body = Array.from({ length: rows }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n');
+  return h.file('m.csv', `id,image_url,prompt\n${body}\n`);
+}
+
+async function learned(h: Harness, batch: string): Promise<number | undefined> {
+  return (await getStatus(h.ctx, batch)).concurrency?.slots;
+}
+
+/** Once the target is down to `bound`, what fal holds of ours never goes above it again. */
+async function settleAt(h: Harness, bound: number): Promise<void> {
+  await until(`at most ${bound} requests outstanding at fal`, () => h.emulator.stats().outstanding <= bound, 30_000);
+  h.emulator.reset();
+}
+
+async function stop(workers: SpawnedCli[]): Promise<void> {
+  for (const worker of workers) worker.child.kill('SIGTERM');
+  for (const worker of workers) expect(await worker.exited).toBe(0);
+}
+
+describe('--concurrency auto: the account\'s fal slots, learned and followed', () => {
+  it('learns 7 slots it is not told, keeps at most 7 + headroom outstanding, follows 7 → 20 and 20 → 4, and status shows it', async () => {
+    const h = await createHarness({ emulator: { runners: 7, latency: '150..300ms', seed: 3 } });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 3000) });
+    const worker = spawnCli(['work'], h.env());
+    try {
+      await until('7 slots learned', async () => (await learned(h, batch)) === 7, 30_000);
+      await settleAt(h, 7 + headroomFor(7));
+      await until('rows ending with the cap held', async () => (await getStatus(h.ctx, batch)).ok >= 200, 30_000);
+      expect(h.emulator.stats().maxOutstanding).toBeLessThanOrEqual(7 + headroomFor(7));
+      const shown = await runCliProcess(['status', '--batch', batch], h.env());
+      expect(shown.stdout).toMatch(/fal +7 slots learned, 9 requests kept in flight \(auto: .*the account runs 7 at once/);
+
+      // fal raises the account's limit: the target follows within 30 s.
+      h.emulator.setRunners(20);
+      await until('20 slots learned', async () => (await learned(h, batch)) === 20, 30_000);
+      expect(worker.output()).toMatch(/fal concurrency: .*the account runs 20 at once \(was \d+\)/);
+
+      // And lowers it: the backlog at fal drains, and outstanding stays within 4 + headroom.
+      h.emulator.setRunners(4);
+      await until('4 slots learned', async () => (await learned(h, batch)) === 4, 30_000);
+      await settleAt(h, 4 + headroomFor(4));
+      const before = (await getStatus(h.ctx, batch)).ok;
+      await until('rows ending at 4 slots', async () => (await getStatus(h.ctx, batch)).ok >= before + 60, 30_000);
+      expect(h.emulator.stats().maxOutstanding).toBeLessThanOrEqual(4 + headroomFor(4));
+    } finally {
+      await stop([worker]);
+    }
+    // Its cap does not outlive the run: a worker of fixed concurrency started after finds none.
+    await until('the lease to lapse', async () => (await h.ctx.redis.exists(h.ctx.keys.concurrency)) === 0, 20_000);
+    const later = spawnCli(['work', '--concurrency', '3'], h.env());
+    await until('the worker to start', () => later.output().includes('worker started'), 20_000);
+    await until('the leftover cap lifted', async () => (await h.ctx.queue.getGlobalConcurrency()) === null, 10_000);
+    await stop([later]);
+  }, 180_000);
+
+  it('two work processes share one learned limit: together they stay within 7 + headroom', async () => {
+    const h = await createHarness({ emulator: { runners: 7, latency: '150..300ms', seed: 4 } });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 1500) });
+    const workers = [spawnCli(['work'], h.env()), spawnCli(['work'], h.env())];
+    try {
+      await until('7 slots learned', async () => (await learned(h, batch)) === 7, 30_000);
+      await settleAt(h, 7 + headroomFor(7));
+      const before = (await getStatus(h.ctx, batch)).ok;
+      await until('rows ending with both workers', async () => (await getStatus(h.ctx, batch)).ok >= before + 200, 30_000);
+      expect(h.emulator.stats().maxOutstanding).toBeLessThanOrEqual(7 + headroomFor(7));
+    } finally {
+      await stop(workers);
+    }
+    // Both took rows (the shared cap, not one worker, is what limits).
+    for (const worker of workers) expect(worker.output()).toContain('worker started: concurrency auto');
+  }, 120_000);
+
+  it('--global-concurrency wins over auto while its worker runs, and is lifted when it stops', async () => {
+    const h = await createHarness({ emulator: { runners: 7, latency: '100..200ms' } });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 400) });
+    const fixed = spawnCli(['work', '--global-concurrency', '3', '--concurrency', '8'], h.env());
+    const auto = spawnCli(['work'], h.env());
+    try {
+      await until('rows ending', async () => (await getStatus(h.ctx, batch)).ok >= 50, 30_000);
+      expect((await getStatus(h.ctx, batch)).concurrency).toMatchObject({ mode: 'fixed', target: 3, reason: '--global-concurrency 3' });
+      expect(h.emulator.stats().maxOutstanding).toBeLessThanOrEqual(3);
+      fixed.child.kill('SIGTERM');
+      expect(await fixed.exited).toBe(0);
+      // The auto worker takes over: it learns the 7 slots the fixed cap had hidden.
+      await until('7 slots learned', async () => (await learned(h, batch)) === 7, 30_000);
+    } finally {
+      await stop([auto]);
+    }
+  }, 120_000);
+});
