@@ -13,14 +13,12 @@
 //   npm run build && node bench/slot-filling.mjs
 //   BENCH_ROWS=800 BENCH_RUNNERS=16 BENCH_LATENCY_MIN_MS=300 BENCH_LATENCY_MAX_MS=500
 //   BENCH_HEADROOM=1,2 (also --concurrency R+1, R+2)  BENCH_ROUNDS=1 (medians over rounds)
-import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { benchRedis } from './lib/bench-redis.mjs';
-import { deletePrefix } from './lib/delete-prefix.mjs';
 import { writeManifest } from './lib/manifest.mjs';
-import { falbatchEnv, firstSubmit, markdownTable, round, runFalbatch, spawnNode, startEmulator, until, ROOT } from './lib/processes.mjs';
-import { getStatus, openContext, resolveConfig, silentLogger } from '../dist/index.js';
+import { capacity, measureFalbatch as measureFalbatchRun } from './lib/falbatch-run.mjs';
+import { markdownTable, round, spawnNode, startEmulator, ROOT } from './lib/processes.mjs';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 800);
 const RUNNERS = Number(process.env.BENCH_RUNNERS ?? 16);
@@ -50,44 +48,15 @@ async function measureScript(mode) {
   }
 }
 
-async function measureFalbatch(concurrency, waitFlags) {
-  const emulator = await startEmulator(EMULATOR_ARGS);
-  const prefix = `bench-slots-${randomUUID().slice(0, 8)}`;
-  const env = falbatchEnv(REDIS_URL, emulator.url);
-  const ctx = await openContext(resolveConfig({ REDIS_URL }, { prefix }), { log: silentLogger });
-  let worker;
-  try {
-    // Enqueue first, then start the worker: the rows are all there when it starts.
-    await runFalbatch(['enqueue', manifest.path, '--batch', 'slots', '--prefix', prefix, '--log-level', 'error'], env);
-    const spawned = performance.now();
-    worker = spawnNode(['work', '--concurrency', String(concurrency), ...waitFlags, '--prefix', prefix, '--log-level', 'warn'], { env });
-    const started = await firstSubmit(emulator, () => worker.assertRunning());
-    let status;
-    const ended = await until('the batch to finish', async () => {
-      emulator.assertRunning();
-      worker.assertRunning();
-      return (status = await getStatus(ctx, 'slots')).finished;
-    });
-    return {
-      seconds: (ended - started) / 1000,
-      fromSpawnSeconds: (ended - spawned) / 1000,
-      ok: status.ok,
-      failed: status.failed,
-      ...(await capacity(emulator)),
-    };
-  } finally {
-    const code = await worker?.stop();
-    if (code !== undefined && code !== 0) say(`falbatch work exited ${code}:\n${worker.stderr()}`);
-    await ctx.close();
-    await emulator.close();
-    await deletePrefix(REDIS_URL, prefix);
-  }
-}
-
-async function capacity(emulator) {
-  const stats = await emulator.stats();
-  return { maxInProgress: stats.maxInProgress, maxOutstanding: stats.maxOutstanding, billed: stats.billed, duplicateBilled: stats.duplicateBilled };
-}
+/** falbatch work with these flags (no --concurrency: the CLI's default, auto). */
+const measureFalbatch = (concurrency, waitFlags) =>
+  measureFalbatchRun({
+    emulatorArgs: EMULATOR_ARGS,
+    manifestPath: manifest.path,
+    redisUrl: REDIS_URL,
+    workArgs: [...(concurrency === undefined ? [] : ['--concurrency', String(concurrency)]), ...waitFlags],
+    say,
+  });
 
 const configs = [
   { key: 'script-stream', what: 'script: p-limit(R) around fal.subscribe, streaming', run: () => measureScript('streaming') },
@@ -95,6 +64,7 @@ const configs = [
   { key: 'falbatch-poll', what: 'falbatch work --concurrency R --wait poll', run: () => measureFalbatch(RUNNERS, ['--wait', 'poll']) },
   { key: 'falbatch-stream', what: 'falbatch work --concurrency R --wait stream', run: () => measureFalbatch(RUNNERS, ['--wait', 'stream']) },
   { key: 'falbatch-default', what: 'falbatch work --concurrency R (default --wait)', run: () => measureFalbatch(RUNNERS, []) },
+  { key: 'falbatch-auto', what: 'falbatch work, no flags (--concurrency auto: slots learned)', run: () => measureFalbatch(undefined, []) },
   ...HEADROOM.map((extra) => ({
     key: `falbatch-default-r+${extra}`,
     what: `extra: falbatch work --concurrency R+${extra} (default --wait)`,
@@ -121,7 +91,7 @@ const median = (list) => [...list].sort((a, b) => a.seconds - b.seconds)[Math.fl
 const results = configs.map((c) => ({ key: c.key, what: c.what, ...median(samples[c.key]) }));
 const scripts = results.filter((r) => r.key.startsWith('script-'));
 const best = scripts.reduce((a, b) => (b.seconds < a.seconds ? b : a));
-const falbatchModes = results.filter((r) => ['falbatch-poll', 'falbatch-stream', 'falbatch-default'].includes(r.key));
+const falbatchModes = results.filter((r) => ['falbatch-poll', 'falbatch-stream', 'falbatch-default', 'falbatch-auto'].includes(r.key));
 const byKey = Object.fromEntries(results.map((r) => [r.key, r]));
 // What each slot sat idle per row: R × wall − the fal time all rows took, over the rows.
 const idleMsPerRow = (seconds) => ((RUNNERS * seconds - ROWS * ((MIN_MS + MAX_MS) / 2 / 1000)) / ROWS) * 1000;
@@ -138,6 +108,9 @@ const target = {
   defaultIsBestMode: byKey['falbatch-default'].seconds <= fastestMode.seconds * 1.005,
   defaultVsBestScriptAtLeast099: best.seconds / byKey['falbatch-default'].seconds >= 0.99,
   defaultOfIdealAtLeast097: idealSeconds / byKey['falbatch-default'].seconds >= 0.97,
+  // The CLI's default is now auto (no --concurrency): the same targets, without being told R.
+  autoVsBestScriptAtLeast099: best.seconds / byKey['falbatch-auto'].seconds >= 0.99,
+  autoOfIdealAtLeast097: idealSeconds / byKey['falbatch-auto'].seconds >= 0.97,
 };
 
 console.log(

@@ -213,6 +213,13 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
       clearInterval(timer);
       await redis.hdel(keys.falLoad, id).catch(() => undefined);
       await lua.falbatchDropLease(keys.concurrencyLeader, id).catch(() => undefined);
+      // The last auto worker leaves no cap behind (others would take the lead within a tick).
+      const now = clock.now();
+      const others = Object.values(await redis.hgetall(keys.falLoad).catch(() => ({}))).filter((report) => now - Number(report.split(',').at(-1)) <= LOAD_FRESH_MS);
+      if (others.length === 0 && (await redis.hget(keys.concurrency, 'owner').catch(() => null)) === id) {
+        await redis.del(keys.concurrency).catch(() => undefined);
+        await queue.removeGlobalConcurrency().catch(() => undefined);
+      }
     },
   };
 }

@@ -35,7 +35,7 @@ export interface SlotLearnerOptions {
   max?: number;
   /** Least time a target holds before it is raised: long enough for requests to show they wait. @default 500 ms */
   growEveryMs?: number;
-  /** How long running counts are remembered while requests queue (their mean is the slots). @default 3 s */
+  /** How long running counts are remembered while requests queue (their lower third is the slots). @default 3 s */
   windowMs?: number;
 }
 
@@ -54,7 +54,7 @@ export function headroomFor(slots: number): number {
  * without an error, so:
  *
  * - a request waiting in fal's queue while others of ours run means the account is full: its
- *   slots are how many of ours run meanwhile (the mean of the recent looks), and the target
+ *   slots are how many of ours run meanwhile (the lower third of the recent looks), and the target
  *   becomes slots + headroom;
  * - every request starting at once (none waiting in fal's queue, however briefly) while all the
  *   target is in use, for growEveryMs since the last change, means there may be more slots: the
@@ -101,11 +101,12 @@ export function createSlotLearner(options: SlotLearnerOptions = {}): SlotLearner
       // Full: requests of ours waited for a slot (still waiting, or started after a wait) while others ran.
       if ((load.queued > 0 || load.waited > 0) && load.running > 0) {
         seen.push([now, load.running]);
-        // The typical count of ours running while requests waited: one look may catch a request
-        // fal has finished but whose end has not reached us, or (summed over workers) reports a
-        // few milliseconds apart, one either way; the mean of the recent looks, rounded, is what
-        // the account runs (and does not flap between neighbours).
-        const slots = Math.round(seen.reduce((sum, [, running]) => sum + running, 0) / seen.length);
+        // How many of ours run while requests wait, as the recent looks saw it. A look may count a
+        // request fal has finished whose end has not reached us yet (one too many), or, summed over
+        // workers, reports a few milliseconds apart: the counts lean high, and a target over the
+        // account's slots + headroom breaks the bound, so the lower third of the looks is taken.
+        const sorted = seen.map(([, running]) => running).sort((a, b) => a - b);
+        const slots = sorted[Math.floor((sorted.length - 1) / 3)] as number;
         const target = Math.min(max, slots + headroomFor(slots));
         const was = decision.slots;
         return change(
