@@ -27,13 +27,13 @@ export interface SlotDecision {
 }
 
 export interface SlotLearnerOptions {
-  /** The target before anything is learned. @default 2 (a new fal account's concurrency) */
+  /** The target before anything is learned. @default 4 (a new fal account's 2 slots plus its headroom) */
   initial?: number;
   /** Slots learned before (an earlier run): where to start, checked again as requests run. */
   slots?: number;
   /** Never more in flight than this. @default 256 */
   max?: number;
-  /** Least time a target holds before it is raised: long enough for requests to show they wait. @default 500 ms */
+  /** Least time a target holds before it is raised: long enough for requests to show they wait. @default 250 ms */
   growEveryMs?: number;
   /** How long running counts are remembered while requests queue (their lower third is the slots). @default 3 s */
   windowMs?: number;
@@ -73,11 +73,11 @@ export interface SlotLearner {
 
 export function createSlotLearner(options: SlotLearnerOptions = {}): SlotLearner {
   const max = options.max ?? 256;
-  const growEveryMs = options.growEveryMs ?? SECOND / 2;
+  const growEveryMs = options.growEveryMs ?? SECOND / 4;
   const windowMs = options.windowMs ?? 3 * SECOND;
   let decision: SlotDecision = {
     slots: options.slots,
-    target: Math.min(max, options.initial ?? 2),
+    target: Math.min(max, options.initial ?? 4),
     reason: options.slots === undefined ? 'starting: nothing learned yet' : `starting from the ${options.slots} slots learned before`,
   };
   let lastChangeAt = Number.NEGATIVE_INFINITY;

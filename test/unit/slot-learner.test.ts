@@ -25,9 +25,9 @@ describe('headroom', () => {
 });
 
 describe('the slot learner', () => {
-  it('doubles from 2 while every request starts at once, and learns 7 slots when requests wait while 7 run', () => {
+  it('doubles from 4 (a new account\'s 2 slots and headroom) while every request starts at once, and learns 7 slots when requests wait while 7 run', () => {
     const learner = createSlotLearner();
-    expect(learner.current()).toMatchObject({ slots: undefined, target: 2 });
+    expect(learner.current()).toMatchObject({ slots: undefined, target: 4 });
     drive(learner, () => 7, 0, 5000);
     expect(learner.current()).toMatchObject({ slots: 7, target: 7 + headroomFor(7) });
     expect(learner.current().reason).toMatch(/waited in fal's queue while 7 ran: the account runs 7 at once; keeping 9 in flight/);
@@ -44,16 +44,16 @@ describe('the slot learner', () => {
   });
 
   it('never raises the target before the last one held long enough to show whether requests wait', () => {
-    const learner = createSlotLearner({ growEveryMs: 500 });
-    expect(learner.observe({ running: 2, queued: 0, waiting: 0, waited: 0, inFlight: 2 }, 0)?.target).toBe(4);
-    expect(learner.observe({ running: 4, queued: 0, waiting: 0, waited: 0, inFlight: 4 }, 250)).toBeUndefined();
-    expect(learner.observe({ running: 4, queued: 0, waiting: 0, waited: 0, inFlight: 4 }, 500)?.target).toBe(8);
+    const first = createSlotLearner({ initial: 2, growEveryMs: 500 });
+    expect(first.observe({ running: 2, queued: 0, waiting: 0, waited: 0, inFlight: 2 }, 0)?.target).toBe(4);
+    expect(first.observe({ running: 4, queued: 0, waiting: 0, waited: 0, inFlight: 4 }, 250)).toBeUndefined();
+    expect(first.observe({ running: 4, queued: 0, waiting: 0, waited: 0, inFlight: 4 }, 500)?.target).toBe(8);
   });
 
   it('does not grow while the target is not all in use (too few rows to fill it)', () => {
     const learner = createSlotLearner();
     for (let now = 0; now < 10_000; now += 250) learner.observe({ running: 1, queued: 0, waiting: 0, waited: 0, inFlight: 1 }, now);
-    expect(learner.current().target).toBe(2);
+    expect(learner.current().target).toBe(4);
   });
 
   it('follows the account from 7 slots to 20 within seconds, and back down to 4 at once', () => {
