@@ -122,8 +122,11 @@ export function createSlotLearner(options: SlotLearnerOptions = {}): SlotLearner
         );
       }
       // Every request started at once and the whole target is in use: there may be room for more.
+      // Once slots are known, "in use" means more of ours running at fal than those slots: requests
+      // being submitted or read are in flight but not at fal, and would look like room.
       const quietFor = now - Math.max(lastChangeAt, contendedAt);
-      if (load.inFlight >= decision.target && decision.target < max && quietFor >= growEveryMs) {
+      const roomShown = decision.slots === undefined ? load.inFlight >= decision.target : load.running > decision.slots;
+      if (roomShown && decision.target < max && quietFor >= growEveryMs) {
         // Before fal has shown any limit, double (a new account has 2 slots, a large one 40 or more);
         // after, step up by a quarter: the limit was raised, or other clients of the account let go.
         const step = decision.slots === undefined ? decision.target : Math.max(1, Math.ceil(decision.target / 4));
