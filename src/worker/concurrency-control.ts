@@ -6,8 +6,13 @@ import { createSlotLearner, headroomFor, type FalLoad, type SlotDecision } from 
 
 /** How often a worker tells the queue what its requests do at fal, and the leader decides. */
 export const CONTROL_TICK_MS = 250;
-/** A worker's report older than this is not counted (the worker died, or stalls). */
+/** A worker's report older than this (Redis time) is not counted: the worker died. */
 const LOAD_FRESH_MS = 2 * SECOND;
+/**
+ * A live worker's report older than this holds the decision back a tick: summed with fresher
+ * reports of other workers it could count one request (one slot) twice, or none.
+ */
+const LOAD_SAME_MOMENT_MS = 600;
 /** The lease of the learning leader, and of the queue's cap: renewed every tick by whoever holds it. */
 const LEASE_MS = 10 * SECOND;
 /** How long learned slots seed the next run. */
@@ -64,6 +69,29 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 `;
 
+// Writes the queue's cap (a lease). KEYS: cap hash, BullMQ's queue meta. ARGV: '1' when it is an
+// auto cap (then only if no fixed cap is held), PX, the cap, then field, value pairs. Returns 1 when written.
+// KEYS[2]: BullMQ's queue meta, whose \`concurrency\` field is its global concurrency (what
+// Queue.setGlobalConcurrency writes), set in the same script so no other write lands between.
+const WRITE_CAP = `
+if ARGV[1] == '1' and redis.call('HGET', KEYS[1], 'mode') == 'fixed' then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'concurrency', ARGV[3])
+return 1
+`;
+
+// A worker's report of its load, stamped with Redis's clock (every host's reports compare, whatever
+// their clocks). KEYS: load hash. ARGV: worker id, report, PX. Returns Redis's time (ms).
+const REPORT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ',' .. now)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return now
+`;
+
 // Drops a lease held by `holder`. KEYS: key. ARGV: holder.
 const DROP = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -71,6 +99,8 @@ return 0
 `;
 
 interface Scripts {
+  falbatchWriteCap(key: string, bullMeta: string, auto: string, ms: number, cap: number, ...fields: string[]): Promise<number>;
+  falbatchReportLoad(key: string, worker: string, report: string, ms: number): Promise<number>;
   falbatchHoldLease(key: string, holder: string, ms: number): Promise<number>;
   falbatchDropLease(key: string, holder: string): Promise<number>;
 }
@@ -79,6 +109,8 @@ function scripts(ctx: FalbatchContext): Scripts {
   if (!('falbatchHoldLease' in ctx.redis)) {
     ctx.redis.defineCommand('falbatchHoldLease', { numberOfKeys: 1, lua: HOLD });
     ctx.redis.defineCommand('falbatchDropLease', { numberOfKeys: 1, lua: DROP });
+    ctx.redis.defineCommand('falbatchReportLoad', { numberOfKeys: 1, lua: REPORT });
+    ctx.redis.defineCommand('falbatchWriteCap', { numberOfKeys: 2, lua: WRITE_CAP });
   }
   return ctx.redis as unknown as Scripts;
 }
@@ -109,21 +141,24 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
     return { tracker, close: async () => undefined };
   }
 
-  const setCap = async (state: Omit<QueueConcurrency, 'at'>, owner: string): Promise<void> => {
-    await queue.setGlobalConcurrency(state.target);
-    await redis
-      .multi()
-      .del(keys.concurrency)
-      .hset(keys.concurrency, {
-        mode: state.mode,
-        ...(state.slots !== undefined ? { slots: String(state.slots) } : {}),
-        target: String(state.target),
-        reason: state.reason,
-        at: String(clock.now()),
-        owner,
-      })
-      .pexpire(keys.concurrency, LEASE_MS)
-      .exec();
+  /** Writes the queue's cap and why; an auto cap only where no fixed one is held (checked in the same script). */
+  const setCap = async (state: Omit<QueueConcurrency, 'at'>, owner: string): Promise<boolean> => {
+    const fields = [
+      'mode',
+      state.mode,
+      ...(state.slots !== undefined ? ['slots', String(state.slots)] : []),
+      'target',
+      String(state.target),
+      'reason',
+      state.reason,
+      'at',
+      String(clock.now()),
+      'owner',
+      owner,
+    ];
+    const bullMeta = queue.keys['meta'];
+    if (bullMeta === undefined) throw new Error("BullMQ's queue meta key is unknown");
+    return (await lua.falbatchWriteCap(keys.concurrency, bullMeta, state.mode === 'auto' ? '1' : '0', LEASE_MS, state.target, ...fields)) === 1;
   };
 
   if (mode.kind === 'fixed') {
@@ -131,9 +166,10 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
     await setCap({ mode: 'fixed', slots: undefined, target: mode.cap, reason }, id);
     const renew = setInterval(() => {
       void (async () => {
-        // Still ours (a later fixed worker may have taken it over): keep it.
-        if ((await redis.hget(keys.concurrency, 'owner')) === id) await redis.pexpire(keys.concurrency, LEASE_MS);
-        else if ((await redis.exists(keys.concurrency)) === 0) await setCap({ mode: 'fixed', slots: undefined, target: mode.cap, reason }, id);
+        // Ours, or taken by an auto worker that read the cap just before this one set it: set it
+        // again, BullMQ's value with it. (A later fixed worker's cap is left to it.)
+        const [held, owner] = await redis.hmget(keys.concurrency, 'mode', 'owner');
+        if (owner === id || held !== 'fixed') await setCap({ mode: 'fixed', slots: undefined, target: mode.cap, reason }, id);
       })().catch(() => undefined);
     }, tickMs);
     renew.unref();
@@ -161,11 +197,7 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
   const tick = async (): Promise<void> => {
     const now = clock.now();
     const own = tracker.load(now);
-    await redis
-      .multi()
-      .hset(keys.falLoad, id, `${own.running},${own.queued},${own.waiting},${own.waited},${own.inFlight},${now}`)
-      .pexpire(keys.falLoad, LEASE_MS)
-      .exec();
+    const redisNow = await lua.falbatchReportLoad(keys.falLoad, id, `${own.running},${own.queued},${own.waiting},${own.waited},${own.inFlight}`, LEASE_MS);
     const lead = (await lua.falbatchHoldLease(keys.concurrencyLeader, id, LEASE_MS)) === 1;
     if (!lead) {
       leading = false;
@@ -176,16 +208,19 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
     if (current[0] === 'fixed') return;
     const reports = await redis.hgetall(keys.falLoad);
     const load: FalLoad = { running: 0, queued: 0, waiting: 0, waited: 0, inFlight: 0 };
+    let sameMoment = true;
     for (const report of Object.values(reports)) {
       const [running, queued, waiting, waited, inFlight, at] = report.split(',').map(Number);
-      if (at === undefined || now - at > LOAD_FRESH_MS) continue;
+      if (at === undefined || redisNow - at > LOAD_FRESH_MS) continue;
+      if (redisNow - at > LOAD_SAME_MOMENT_MS) sameMoment = false;
       load.running += running ?? 0;
       load.queued += queued ?? 0;
       load.waiting += waiting ?? 0;
       load.waited += waited ?? 0;
       load.inFlight += inFlight ?? 0;
     }
-    const decided: SlotDecision | undefined = learner.observe(load, now);
+    // (A worker that stalls a moment: decide on the next tick, not on counts of two moments.)
+    const decided: SlotDecision | undefined = sameMoment ? learner.observe(load, now) : undefined;
     if (decided || !leading || current[1] !== id) {
       const state = learner.current();
       await setCap({ mode: 'auto', slots: state.slots, target: state.target, reason: state.reason }, id);
@@ -214,8 +249,8 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
       await redis.hdel(keys.falLoad, id).catch(() => undefined);
       await lua.falbatchDropLease(keys.concurrencyLeader, id).catch(() => undefined);
       // The last auto worker leaves no cap behind (others would take the lead within a tick).
-      const now = clock.now();
-      const others = Object.values(await redis.hgetall(keys.falLoad).catch(() => ({}))).filter((report) => now - Number(report.split(',').at(-1)) <= LOAD_FRESH_MS);
+      // (Any other report still there: a worker stopped within the last seconds lets it lapse.)
+      const others = Object.values(await redis.hgetall(keys.falLoad).catch(() => ({})));
       if (others.length === 0 && (await redis.hget(keys.concurrency, 'owner').catch(() => null)) === id) {
         await redis.del(keys.concurrency).catch(() => undefined);
         await queue.removeGlobalConcurrency().catch(() => undefined);

@@ -83,6 +83,8 @@ export function createSlotLearner(options: SlotLearnerOptions = {}): SlotLearner
   let lastChangeAt = Number.NEGATIVE_INFINITY;
   /** When a request of ours last waited in fal's queue (however briefly): no room shown since. */
   let contendedAt = Number.NEGATIVE_INFINITY;
+  /** Since when room has shown in every look (slots known): undefined when the last look showed none. */
+  let roomSince: number | undefined;
   /** Running counts seen while requests queued, recently: [time, running]. */
   let seen: Array<[number, number]> = [];
 
@@ -122,16 +124,23 @@ export function createSlotLearner(options: SlotLearnerOptions = {}): SlotLearner
         );
       }
       // Every request started at once and the whole target is in use: there may be room for more.
-      // Once slots are known, "in use" means more of ours running at fal than those slots: requests
-      // being submitted or read are in flight but not at fal, and would look like room.
+      // Once slots are known the target holds a headroom of requests that wait at fal, so a moment
+      // without one waiting (they were being submitted or read) is no room: it takes a whole
+      // second of every request starting at once (a look counting ours running is too noisy on a
+      // busy machine to tell 8 from 7).
       const quietFor = now - Math.max(lastChangeAt, contendedAt);
-      const roomShown = decision.slots === undefined ? load.inFlight >= decision.target : load.running > decision.slots;
-      if (roomShown && decision.target < max && quietFor >= growEveryMs) {
+      const roomShown = load.inFlight >= decision.target;
+      roomSince = roomShown ? (roomSince ?? now) : undefined;
+      const quietNeeded = decision.slots === undefined ? growEveryMs : Math.max(SECOND, 4 * growEveryMs);
+      const roomHeld = roomSince !== undefined && (decision.slots === undefined || now - roomSince >= quietNeeded);
+      if (roomShown && roomHeld && decision.target < max && quietFor >= quietNeeded) {
         // Before fal has shown any limit, double (a new account has 2 slots, a large one 40 or more);
         // after, step up by a quarter: the limit was raised, or other clients of the account let go.
         const step = decision.slots === undefined ? decision.target : Math.max(1, Math.ceil(decision.target / 4));
         const target = Math.min(max, decision.target + step);
-        const slots = decision.slots !== undefined && load.running > decision.slots ? load.running : decision.slots;
+        // (The slots stay as learned until requests wait again: a count of ours running is too
+        // noisy to set them from.)
+        const slots = decision.slots;
         return change(
           {
             slots,

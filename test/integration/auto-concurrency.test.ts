@@ -70,7 +70,8 @@ describe('--concurrency auto: the account\'s fal slots, learned and followed', (
       await settleAt(h, 7 + headroomFor(7));
       const before = (await getStatus(h.ctx, batch)).ok;
       await until('rows ending with both workers', async () => (await getStatus(h.ctx, batch)).ok >= before + 200, 30_000);
-      expect(h.emulator.stats().maxOutstanding).toBeLessThanOrEqual(7 + headroomFor(7));
+      const said = workers.map((w) => w.output().split('\n').filter((line) => line.includes('fal concurrency')).join('\n')).join('\n---\n');
+      expect(h.emulator.stats().maxOutstanding, said).toBeLessThanOrEqual(7 + headroomFor(7));
     } finally {
       await stop(workers);
     }
@@ -84,7 +85,11 @@ describe('--concurrency auto: the account\'s fal slots, learned and followed', (
     const fixed = spawnCli(['work', '--global-concurrency', '3', '--concurrency', '8'], h.env());
     const auto = spawnCli(['work'], h.env());
     try {
-      await until('rows ending', async () => (await getStatus(h.ctx, batch)).ok >= 50, 30_000);
+      // (The two start together: once the fixed cap is set, it holds.)
+      await until('the fixed cap set', async () => (await getStatus(h.ctx, batch)).concurrency?.mode === 'fixed', 30_000);
+      await settleAt(h, 3);
+      const before = (await getStatus(h.ctx, batch)).ok;
+      await until('rows ending', async () => (await getStatus(h.ctx, batch)).ok >= before + 50, 30_000);
       expect((await getStatus(h.ctx, batch)).concurrency).toMatchObject({ mode: 'fixed', target: 3, reason: '--global-concurrency 3' });
       expect(h.emulator.stats().maxOutstanding).toBeLessThanOrEqual(3);
       fixed.child.kill('SIGTERM');

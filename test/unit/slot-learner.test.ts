@@ -34,13 +34,15 @@ describe('the slot learner', () => {
   });
 
   it('does not grow while requests show IN_QUEUE, however briefly: only after a quiet spell', () => {
-    const learner = createSlotLearner({ slots: 7, initial: 9, growEveryMs: 500 });
+    const learner = createSlotLearner({ slots: 7, initial: 9 });
     // (IN_QUEUE for a moment, as a dispatch to a free runner shows: not yet a wait for a slot.)
     expect(learner.observe({ running: 8, queued: 0, waiting: 1, waited: 0, inFlight: 9 }, 1000)).toBeUndefined();
     expect(learner.observe({ running: 8, queued: 0, waiting: 1, waited: 0, inFlight: 9 }, 1250)).toBeUndefined();
     expect(learner.observe({ running: 9, queued: 0, waiting: 0, waited: 0, inFlight: 9 }, 1500)).toBeUndefined();
     expect(learner.current().target).toBe(9);
-    expect(learner.observe({ running: 9, queued: 0, waiting: 0, waited: 0, inFlight: 9 }, 1750)?.target).toBe(12);
+    // Slots known: a whole second of every request starting at once, not one look.
+    for (const at of [1750, 2000]) expect(learner.observe({ running: 9, queued: 0, waiting: 0, waited: 0, inFlight: 9 }, at)).toBeUndefined();
+    expect(learner.observe({ running: 9, queued: 0, waiting: 0, waited: 0, inFlight: 9 }, 2250)).toMatchObject({ slots: 7, target: 12 });
   });
 
   it('never raises the target before the last one held long enough to show whether requests wait', () => {
