@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { deletePrefix } from './lib/delete-prefix.mjs';
 import { markdownTable, ROOT, round, spawnNode } from './lib/processes.mjs';
+import { usedMemory } from './lib/redis-memory.mjs';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 1_000_000);
 const SMALL = Number(process.env.BENCH_SMALL_ROWS ?? 100_000);
@@ -30,8 +31,6 @@ async function writeManifest(path, rows) {
   await once(out, 'finish');
 }
 
-const usedMemory = async () => Number(/^used_memory:(\d+)/m.exec(await redis.info('memory'))?.[1]);
-
 /** Peak RSS of a live process so far (VmHWM, bytes); polled until it exits. */
 function peakRss(pid) {
   try {
@@ -43,7 +42,7 @@ function peakRss(pid) {
 
 /** Runs a node process to its end: wall seconds, peak RSS, Redis bytes it left per row. */
 async function measure(args, { env = {}, script } = {}, rows) {
-  const before = await usedMemory();
+  const before = await usedMemory(redis);
   const started = performance.now();
   const proc = spawnNode(args, { env: { REDIS_URL, ...env }, ...(script ? { script } : {}) });
   let peak = 0;
@@ -52,7 +51,7 @@ async function measure(args, { env = {}, script } = {}, rows) {
   clearInterval(timer);
   const seconds = (performance.now() - started) / 1000;
   if (code !== 0) throw new Error(`${args.join(' ')} exited ${code}:\n${proc.stdout()}${proc.stderr()}`);
-  const after = await usedMemory();
+  const after = await usedMemory(redis);
   return { seconds, rowsPerSecond: rows / seconds, peakRssMb: peak / 2 ** 20, redisBytesPerRow: (after - before) / rows, output: proc.stdout() };
 }
 

@@ -17,6 +17,7 @@
 //
 //   npm run build && node bench/memory.mjs
 //   BENCH_ROWS=100000 BENCH_CONCURRENCY=32 BENCH_RUNNERS=256
+import { memoryOf, usedMemory } from './lib/redis-memory.mjs';
 import { randomUUID } from 'node:crypto';
 import { createReadStream, rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -41,39 +42,6 @@ const say = (text) => process.stderr.write(`${text}\n`);
 const manifest = writeManifest(ROWS, 'memory');
 const redis = new Redis(REDIS_URL);
 
-async function usedMemory() {
-  return Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
-}
-
-/**
- * Bytes Redis holds under a prefix (MEMORY USAGE over its keys), how many keys, and both by kind of
- * key (the key with its per-row parts, such as a fingerprint or a job id, replaced by `*`).
- */
-async function memoryOf(prefix) {
-  let bytes = 0;
-  let keys = 0;
-  const kinds = new Map();
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (found.length === 0) continue;
-    const pipeline = redis.pipeline();
-    for (const key of found) pipeline.memory('USAGE', key, 'SAMPLES', '0');
-    const replies = (await pipeline.exec()) ?? [];
-    replies.forEach(([, used], i) => {
-      bytes += Number(used ?? 0);
-      const kind = kindOf(found[i].slice(prefix.length + 1));
-      const entry = kinds.get(kind) ?? { keys: 0, bytes: 0 };
-      entry.keys++;
-      entry.bytes += Number(used ?? 0);
-      kinds.set(kind, entry);
-    });
-    keys += found.length;
-  } while (cursor !== '0');
-  const byKind = [...kinds].map(([kind, entry]) => ({ kind, ...entry })).sort((a, b) => b.bytes - a.bytes);
-  return { bytes, keys, byKind };
-}
 
 function kindOf(key) {
   return key
@@ -83,7 +51,7 @@ function kindOf(key) {
 }
 
 async function snapshot(prefix) {
-  const [used, own] = [await usedMemory(), await memoryOf(prefix)];
+  const [used, own] = [await usedMemory(redis), await memoryOf(redis, prefix, kindOf)];
   return { usedMemory: used, ownBytes: own.bytes, ownKeys: own.keys, byKind: own.byKind };
 }
 

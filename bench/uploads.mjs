@@ -4,6 +4,7 @@
 // upload cache warm, and uploads downscaled with --max-side. The fal emulator runs in this process
 // and stores the uploads. Redis memory is MEMORY USAGE over the run's keys (exact on a shared Redis);
 // used_memory's delta is given too.
+import { memoryOf, usedMemory } from './lib/redis-memory.mjs';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,26 +35,6 @@ const manifest = join(dir, 'rows.csv');
 const lines = Array.from({ length: ROWS }, (_, i) => `img${i % IMAGES}.${(i % IMAGES) % 2 === 0 ? 'png' : 'jpg'},caption ${i}`);
 writeFileSync(manifest, `image_url,prompt\n${lines.join('\n')}\n`);
 
-/** Bytes Redis holds for a prefix (MEMORY USAGE over its keys: exact whatever else shares the Redis). */
-async function memoryOf(redis, prefix) {
-  let total = 0;
-  let keys = 0;
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (found.length === 0) continue;
-    const pipeline = redis.pipeline();
-    for (const key of found) pipeline.memory('USAGE', key, 'SAMPLES', '0');
-    for (const [, bytes] of (await pipeline.exec()) ?? []) total += Number(bytes ?? 0);
-    keys += found.length;
-  } while (cursor !== '0');
-  return { bytes: total, keys };
-}
-
-async function usedMemory(redis) {
-  return Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? 0);
-}
 
 async function measure(mode) {
   const emulator = await createFalEmulator({ key: 'k' });

@@ -4,6 +4,7 @@ import { openContext } from '../../src/context.js';
 import { getStatus } from '../../src/ops/status.js';
 import { connectionIdOf, isConnectionAlive, isCluster } from '../../src/queue/connection.js';
 import { createHarness, namespaceKeys, readCsv, runCliProcess, spawnCli, until, type Harness } from '../helpers/harness.js';
+import { freezeMidSubmit } from '../helpers/frozen-worker.js';
 import { clusterUnsupported, startRedisCluster, type LocalRedisCluster } from '../helpers/redis-cluster.js';
 
 function manifestOf(h: Harness, rows: number): string {
@@ -115,22 +116,9 @@ describe.skipIf(missing !== undefined)(`a Redis Cluster of three masters${missin
     const enqueued = await runCliProcess(['enqueue', manifestOf(h, rows), '--batch', 'f'], env);
     expect(enqueued.code, enqueued.stderr).toBe(0);
     const args = ['work', '--concurrency', '4', '--lock-duration', '1s'];
-    const frozen = spawnCli(args, env);
-    await until('four submits accepted by fal, their answers not yet back', () => h.emulator.stats().accepted === rows);
-    frozen.child.kill('SIGSTOP');
-    const other = spawnCli(args, env);
-    try {
-      await until(
-        'the other worker to take every stalled row, twice',
-        async () => {
-          const jobs = await h.ctx.queue.getJobs(['active', 'delayed', 'wait']);
-          return h.emulator.stats().accepted > rows || (jobs.length === rows && jobs.every((job) => job.attemptsStarted >= 3));
-        },
-        20_000,
-      );
-    } finally {
-      frozen.child.kill('SIGCONT');
-    }
+    // The other worker takes the rows over once their locks expire, and tries each more than once,
+    // and must not pay for them again while the frozen one can still save its request ids.
+    const { frozen, other } = await freezeMidSubmit(h, rows, args, env);
     await until('the batch to finish', async () => (await getStatus(h.ctx, 'f')).finished, 30_000);
     other.child.kill('SIGTERM');
     frozen.child.kill('SIGTERM');

@@ -4,6 +4,7 @@ import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { exportResults } from '../../src/results/export.js';
 import { getStatus } from '../../src/ops/status.js';
 import { createHarness, readCsv, runCliProcess, spawnCli, until, type Harness } from '../helpers/harness.js';
+import { freezeMidSubmit } from '../helpers/frozen-worker.js';
 
 function manifestOf(h: Harness, rows: number): string {
   const body = Array.from({ length: rows }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n');
@@ -51,25 +52,9 @@ describe('crash safety, with worker processes really killed', () => {
     const h = await createHarness({ emulator: { runners: 8, latency: '50ms', faults: ['slow@submit=1x4'] } });
     const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, rows) });
     const args = ['work', '--concurrency', '4', '--lock-duration', '1s'];
-    const frozen = spawnCli(args, h.env());
-    await until('four submits accepted by fal, their answers not yet back', () => h.emulator.stats().accepted === rows);
-    // SIGSTOP: what an event loop blocked far longer than the lock looks like from outside.
-    frozen.child.kill('SIGSTOP');
-    const other = spawnCli(args, h.env());
-    try {
-      // The other worker takes the rows over once their locks expire, and tries each more than once...
-      await until(
-        'the other worker to take every stalled row, twice',
-        async () => {
-          const jobs = await h.ctx.queue.getJobs(['active', 'delayed', 'wait']);
-          return h.emulator.stats().accepted > rows || (jobs.length === rows && jobs.every((job) => job.attemptsStarted >= 3));
-        },
-        20_000,
-      );
-    } finally {
-      // ...and must not have paid for them again while the frozen one could still save its request ids.
-      frozen.child.kill('SIGCONT');
-    }
+    // The other worker takes the rows over once their locks expire, and tries each more than once,
+    // and must not pay for them again while the frozen one can still save its request ids.
+    const { frozen, other } = await freezeMidSubmit(h, rows, args, h.env());
     await until('the batch to finish', async () => (await getStatus(h.ctx, batch)).finished, 30_000);
     other.child.kill('SIGTERM');
     frozen.child.kill('SIGTERM');
