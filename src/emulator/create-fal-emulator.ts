@@ -39,6 +39,11 @@ export interface FalEmulatorOptions {
   retainCompleted?: number;
   /** What fal's pricing API (`api.fal.ai/v1/models/pricing`) answers, per endpoint id. Default: DEFAULT_PRICES. */
   prices?: Readonly<Record<string, EmulatedPrice>>;
+  /**
+   * Told each job a submit creates, as it is created (before its answer is written): a test or a
+   * benchmark learns which paid requests exist, and when they began to.
+   */
+  onAccepted?: (requestId: string) => void;
 }
 
 export interface FalEmulator {
@@ -108,6 +113,7 @@ export async function createFalEmulator(options: FalEmulatorOptions = {}): Promi
     retryAfterSeconds: options.retryAfterSeconds ?? 1,
     quirks: new Set(options.quirks ?? []),
     prices: options.prices ?? DEFAULT_PRICES,
+    ...(options.onAccepted ? { onAccepted: options.onAccepted } : {}),
     onAdmin: (action, body) => {
       switch (action) {
         case 'GET stats':

@@ -30,6 +30,8 @@ export interface RouteDeps {
   onAdmin: (action: string, body: Record<string, unknown>) => unknown;
   /** What fal's pricing API answers, per endpoint id. */
   prices: Readonly<Record<string, EmulatedPrice>>;
+  /** Told each job a submit creates. */
+  onAccepted?: (requestId: string) => void;
 }
 
 interface Target {
@@ -180,6 +182,7 @@ export class EmulatorRoutes {
     const startTimeoutMs = typeof timeoutHeader === 'string' && Number(timeoutHeader) > 0 ? Number(timeoutHeader) * 1000 : undefined;
     const request = queue.submit(model, input, fingerprint, `${fingerprint}#${nth}`, startTimeoutMs);
     stats.count('accepted');
+    this.#deps.onAccepted?.(request.id);
     const urls = requestUrls(base, endpoint, request.id);
     answer(res, fault, 200, { status: 'IN_QUEUE', request_id: request.id, ...urls, queue_position: queue.position(request) }, this.#idHeader(request.id));
   }
