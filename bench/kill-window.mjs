@@ -137,9 +137,10 @@ async function measure(latency) {
     const results = await ctx.redis.hlen(ctx.keys.batch('kw').results);
     // Let MONITOR's last lines arrive before reading what it saw.
     await sleep(200);
-    // Each killed process's accepted requests whose id never reached Redis.
+    // Accepted requests whose id never reached Redis.
     const orphans = [...seen.accepted].filter(([id]) => !seen.saved.has(id));
-    for (const kill of kills) kill.orphans = orphans.filter(([, at]) => at >= kill.bornUs && at <= kill.killedUs + 1_000_000).length;
+    // Each to the worker alive when fal accepted it (one at a time: the next starts after a kill).
+    kills.forEach((kill, i) => (kill.orphans = orphans.filter(([, at]) => at >= kill.bornUs && at < (kills[i + 1]?.bornUs ?? Infinity)).length));
     // The window of requests saved while a worker ran undisturbed (the last one), over its busy stretch.
     const lastBorn = kills.at(-1)?.killedUs ?? 0;
     const pairs = [...seen.saved].filter(([id, at]) => seen.accepted.has(id) && at > lastBorn).map(([id, at]) => [seen.accepted.get(id), at, seen.parsed.get(id)]);
