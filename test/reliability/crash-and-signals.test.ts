@@ -84,7 +84,6 @@ describe('crash safety, with worker processes really killed', () => {
     const stats = h.emulator.stats();
     expect(inFlight.every((n) => n <= 8)).toBe(true);
     expect(stats.accepted - rows).toBeLessThanOrEqual(inFlight.reduce((sum, n) => sum + n, 0));
-    expect(stats.billed).toBeLessThanOrEqual(stats.accepted);
   }, 120_000);
 
   it('a fast endpoint, 25 rows in flight, killed 8 times: extra calls ≤ the submits in flight at each kill, every row once', async () => {
@@ -101,7 +100,6 @@ describe('crash safety, with worker processes really killed', () => {
     // A kill can cost at most one extra call per submit in flight, and never more than --concurrency.
     expect(inFlight.every((n) => n <= concurrency)).toBe(true);
     expect(stats.accepted - rows).toBeLessThanOrEqual(inFlight.reduce((sum, n) => sum + n, 0));
-    expect(stats.billed).toBeLessThanOrEqual(stats.accepted);
     expect(stats.duplicateBilled).toBe(stats.billed - rows);
   }, 180_000);
 
