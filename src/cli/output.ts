@@ -180,8 +180,9 @@ export function exportReport(summary: ExportSummary): string {
 }
 
 const HF_LEFT_OUT: Record<keyof HfMetadataSummary['leftOut'], string> = {
-  notAnswered: 'not answered (failed, rejected or pending)',
-  skipped: 'skipped (no call made)',
+  notAnswered: 'not answered (failed, rejected or pending) and without a caption file',
+  skipped: 'skipped, enqueued by an older falbatch that did not keep their images (enqueue again)',
+  noCaptionFile: 'without a caption file yet (write them: export --captions)',
   notLocal: 'whose image is not a local file',
   severalImages: 'with several images',
   outsideFolder: 'whose image is outside the metadata folder',

@@ -14,7 +14,9 @@ function byName(a: Dirent, b: Dirent): number {
  * folder's entries in code-unit order of their names: the same tree always gives the same order,
  * on any machine. Streams: one folder's listing at a time, nothing else is read. Hidden entries
  * (names starting with ".") are left out, and so are links to folders (no cycles); a link to a
- * file is listed (the image reader keeps it inside the folder).
+ * file is listed (the image reader keeps it inside the folder). So is anything else named as an
+ * image (a FIFO, a socket, a device): its row is rejected saying what it is, and counted, rather
+ * than left out unseen.
  */
 export async function* walkImages(root: string, relative = ''): AsyncGenerator<string> {
   const entries = await readdir(relative === '' ? root : join(root, relative), { withFileTypes: true });
@@ -23,6 +25,6 @@ export async function* walkImages(root: string, relative = ''): AsyncGenerator<s
     if (entry.name.startsWith('.')) continue;
     const path = relative === '' ? entry.name : `${relative}/${entry.name}`;
     if (entry.isDirectory()) yield* walkImages(root, path);
-    else if ((entry.isFile() || entry.isSymbolicLink()) && IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) yield path;
+    else if (IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) yield path;
   }
 }

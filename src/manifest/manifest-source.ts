@@ -91,7 +91,7 @@ function folderSource(folder: string, prompt: string, options: ManifestSourceOpt
         line++;
         // The image cell is a path relative to the files root; a name with "|" would read as two images.
         const cell = filesRoot === folder ? relative : resolve(folder, relative);
-        if (relative.includes('|')) yield { line, error: `image ${relative}: its name contains "|", which separates images in falbatch; rename the file` };
+        if (relative.includes('|')) yield { line, error: `image ${relative}: its name contains "|", which separates images in falbatch; rename the file`, leading: [relative] };
         else yield { line, fields: [relative, cell, prompt] };
       }
     },
