@@ -32,78 +32,101 @@ function expectMetadataMirrorsCaptionFiles(folder: string, images: string[]): Ar
   return lines;
 }
 
+/** A folder of real images (`sub/` included), and the maintainer's caption command for it. */
+async function captionedFolder(dir: string, images: string[], out: string): Promise<{ folder: string; args: string[] }> {
+  const folder = join(dir, 'set');
+  mkdirSync(join(folder, 'sub'), { recursive: true });
+  for (const image of images) writeFileSync(join(folder, image), pngBytes(image));
+  return { folder, args: ['run', folder, '--prompt', 'Caption this', '--captions', '--caption-prefix', 'ohwx, ', '--hf-metadata', '--out', out] };
+}
+
+async function runOk(args: string[], env: Record<string, string>): Promise<string> {
+  const result = await runCliProcess(args, env);
+  expect(result.code, result.stderr).toBe(0);
+  return result.stdout;
+}
+
+const IMAGES = ['a.png', 'b.png', 'sub/c.png'];
+
 describe('running the same caption command again keeps the dataset whole', () => {
-  it('metadata.jsonl and the results list every captioned image, made now or before, with the text of its caption file; missing strings are NULL in Parquet', async () => {
+  it('metadata.jsonl lists every captioned image after a rerun, and after an image is added', async () => {
     const h = await createHarness();
-    const folder = join(h.dir, 'set');
-    mkdirSync(join(folder, 'sub'), { recursive: true });
-    const images = ['a.png', 'b.png', 'sub/c.png', 'hand.png'];
-    for (const image of images) writeFileSync(join(folder, image), pngBytes(image));
-    // Captioned by hand before falbatch ever ran: the dataset has it too.
-    writeFileSync(join(folder, 'hand.txt'), 'ohwx, a hand-written caption\n');
-    const out = join(h.dir, 'caps.parquet');
-    const args = ['run', folder, '--prompt', 'Caption this', '--captions', '--caption-prefix', 'ohwx, ', '--hf-metadata', '--out', out];
-
-    const first = await runCliProcess(args, h.env());
-    expect(first.code, first.stderr).toBe(0);
-    const batch = /batch (\S+):/.exec(first.stdout)?.[1] ?? '';
+    const { folder, args } = await captionedFolder(h.dir, IMAGES, join(h.dir, 'caps.parquet'));
+    await runOk(args, h.env());
+    expect(readJsonl(join(folder, 'metadata.jsonl')).map((line) => line['file_name'])).toEqual(IMAGES);
+    await runOk(args, h.env());
     expect(h.emulator.stats()).toMatchObject({ accepted: 3 });
-    // The trigger word is in metadata.jsonl, as in the .txt files.
-    const firstLines = expectMetadataMirrorsCaptionFiles(folder, images);
-    expect(firstLines.every((line) => String(line['text']).startsWith('ohwx, '))).toBe(true);
-    const firstRows = byId(await readParquet(out));
-    expect(firstRows['a.png']).toMatchObject({ status: 'ok', error: null, error_type: null });
-    expect(firstRows['hand.png']).toMatchObject({ status: 'skipped', output: 'ohwx, a hand-written caption\n', request_id: null, error_type: null, attempts: 0 });
-    const answers = Object.fromEntries(['a.png', 'b.png', 'sub/c.png'].map((id) => [id, firstRows[id]?.['output']]));
-    for (const [id, answer] of Object.entries(answers)) expect(readFileSync(join(folder, id.replace('.png', '.txt')), 'utf8')).toBe(`ohwx, ${answer}`);
-
-    // The same command again: nothing to call, and the outputs still describe the whole folder.
-    const again = await runCliProcess(args, h.env());
-    expect(again.code, again.stderr).toBe(0);
-    expect(h.emulator.stats()).toMatchObject({ accepted: 3 });
-    expect(expectMetadataMirrorsCaptionFiles(folder, images)).toEqual(firstLines);
-    const rerunRows = byId(await readParquet(out));
-    expect(Object.values(rerunRows).map((row) => row['status'])).toEqual(['skipped', 'skipped', 'skipped', 'skipped']);
-    // Each skipped row carries its caption: the answer this batch made it from, else its file's text.
-    for (const [id, answer] of Object.entries(answers)) expect(rerunRows[id]).toMatchObject({ status: 'skipped', output: answer, attempts: 0, request_id: null });
-    expect(rerunRows['hand.png']?.['output']).toBe('ohwx, a hand-written caption\n');
-
-    // One image more: it alone is called, and every image is in the dataset.
+    expect(readJsonl(join(folder, 'metadata.jsonl')).map((line) => line['file_name'])).toEqual(IMAGES);
     writeFileSync(join(folder, 'sub', 'new.png'), pngBytes('new'));
-    const added = await runCliProcess(args, h.env());
-    expect(added.code, added.stderr).toBe(0);
+    const added = await runOk(args, h.env());
     expect(h.emulator.stats()).toMatchObject({ accepted: 4 });
-    expectMetadataMirrorsCaptionFiles(folder, [...images, 'sub/new.png']);
-    const addedRows = byId(await readParquet(out));
-    expect(addedRows['sub/new.png']).toMatchObject({ status: 'ok', error: null });
-    expect(Object.values(addedRows).filter((row) => row['status'] === 'skipped')).toHaveLength(4);
-
-    // export --batch, without the caption flags (the batch knows its caption files): the same dataset.
-    const before = readFileSync(join(folder, 'metadata.jsonl'), 'utf8');
-    const jsonl = join(h.dir, 'again.jsonl');
-    const exported = await runCliProcess(['export', '--batch', batch, '--out', jsonl, '--hf-metadata'], h.env());
-    expect(exported.code, exported.stderr).toBe(0);
-    expect(exported.stdout).toContain(`hf metadata  ${join(folder, 'metadata.jsonl')}: 5 images captioned`);
-    expect(readFileSync(join(folder, 'metadata.jsonl'), 'utf8')).toBe(before);
-    const jsonlRows = byId(readJsonl(jsonl));
-    expect(jsonlRows['a.png']).toMatchObject({ status: 'skipped', output: answers['a.png'], request_id: null });
-    expect(jsonlRows['sub/new.png']).toMatchObject({ status: 'ok', error: null, error_type: null });
-    // CSV has an empty cell where JSONL and Parquet have null.
-    const csv = join(h.dir, 'again.csv');
-    expect((await runCliProcess(['export', '--batch', batch, '--out', csv], h.env())).code).toBe(0);
-    expect(byId(await readCsv(csv))['sub/new.png']).toMatchObject({ status: 'ok', error: '', error_type: '' });
+    expect(added).toContain(`hf metadata  ${join(folder, 'metadata.jsonl')}: 4 images captioned`);
+    expect(readJsonl(join(folder, 'metadata.jsonl')).map((line) => line['file_name'])).toEqual([...IMAGES, 'sub/new.png']);
   }, 90_000);
+
+  it("metadata.jsonl's text is byte for byte its caption file, trigger word included, for images captioned now, before, or by hand", async () => {
+    const h = await createHarness();
+    const { folder, args } = await captionedFolder(h.dir, [...IMAGES, 'hand.png'], join(h.dir, 'caps.parquet'));
+    writeFileSync(join(folder, 'hand.txt'), 'ohwx, a hand-written caption\n');
+    await runOk(args, h.env());
+    const lines = expectMetadataMirrorsCaptionFiles(folder, [...IMAGES, 'hand.png']);
+    expect(lines.every((line) => String(line['text']).startsWith('ohwx, '))).toBe(true);
+    await runOk(args, h.env());
+    expect(expectMetadataMirrorsCaptionFiles(folder, [...IMAGES, 'hand.png'])).toEqual(lines);
+  }, 60_000);
+
+  it('the results of a rerun carry the caption of every skipped row: the answer the batch made it from, else its file', async () => {
+    const h = await createHarness();
+    const out = join(h.dir, 'caps.parquet');
+    const { folder, args } = await captionedFolder(h.dir, [...IMAGES, 'hand.png'], out);
+    writeFileSync(join(folder, 'hand.txt'), 'ohwx, a hand-written caption\n');
+    await runOk(args, h.env());
+    const first = byId(await readParquet(out));
+    expect(first['hand.png']).toMatchObject({ status: 'skipped', output: 'ohwx, a hand-written caption\n', attempts: 0 });
+    const answers = Object.fromEntries(IMAGES.map((id) => [id, first[id]?.['output']]));
+    await runOk(args, h.env());
+    const rerun = byId(await readParquet(out));
+    expect(Object.values(rerun).map((row) => row['status'])).toEqual(['skipped', 'skipped', 'skipped', 'skipped']);
+    for (const id of IMAGES) {
+      expect(answers[id]).toMatch(/\w/);
+      expect(rerun[id]).toMatchObject({ status: 'skipped', output: answers[id], attempts: 0, request_id: null, error: expect.stringContaining('exists (--caption-mode skip)') });
+    }
+    expect(rerun['hand.png']?.['output']).toBe('ohwx, a hand-written caption\n');
+  }, 60_000);
+
+  it('a string a row does not have is NULL in Parquet and null in JSONL (an empty cell in CSV), like its numbers and booleans', async () => {
+    const h = await createHarness();
+    const out = join(h.dir, 'caps.parquet');
+    const { args } = await captionedFolder(h.dir, ['a.png'], out);
+    const batch = /batch (\S+):/.exec(await runOk(args, h.env()))?.[1] ?? '';
+    expect((await readParquet(out))[0]).toMatchObject({ id: 'a.png', status: 'ok', error: null, error_type: null, latency_ms: expect.anything() });
+    const jsonl = join(h.dir, 'caps.jsonl');
+    await runOk(['export', '--batch', batch, '--out', jsonl], h.env());
+    expect(readJsonl(jsonl)[0]).toMatchObject({ status: 'ok', error: null, error_type: null });
+    const csv = join(h.dir, 'caps.csv');
+    await runOk(['export', '--batch', batch, '--out', csv], h.env());
+    expect((await readCsv(csv))[0]).toMatchObject({ status: 'ok', error: '', error_type: '' });
+  }, 60_000);
+
+  it('export --batch after a rerun, without the caption flags, writes the whole dataset too (the batch knows its caption files)', async () => {
+    const h = await createHarness();
+    const { folder, args } = await captionedFolder(h.dir, IMAGES, join(h.dir, 'caps.parquet'));
+    await runOk(args, h.env());
+    const batch = /batch (\S+):/.exec(await runOk(args, h.env()))?.[1] ?? '';
+    const jsonl = join(h.dir, 'again.jsonl');
+    const exported = await runOk(['export', '--batch', batch, '--out', jsonl, '--hf-metadata'], h.env());
+    expect(exported).toContain(`hf metadata  ${join(folder, 'metadata.jsonl')}: 3 images captioned`);
+    expectMetadataMirrorsCaptionFiles(folder, IMAGES);
+    for (const row of readJsonl(jsonl)) expect(`ohwx, ${String(row['output'])}`).toBe(readFileSync(join(folder, String(row['id']).replace('.png', '.txt')), 'utf8'));
+  }, 60_000);
 
   it('export --batch --captions in another mode writes the files first, and metadata.jsonl says what they now hold', async () => {
     const h = await createHarness();
     const folder = join(h.dir, 'set');
     mkdirSync(folder);
     for (const image of ['a.png', 'b.png']) writeFileSync(join(folder, image), pngBytes(image));
-    const first = await runCliProcess(['run', folder, '--prompt', 'Caption this', '--captions', '--out', join(h.dir, 'out.csv')], h.env());
-    expect(first.code, first.stderr).toBe(0);
-    const batch = /batch (\S+):/.exec(first.stdout)?.[1] ?? '';
-    const result = await runCliProcess(['export', '--batch', batch, '--out', join(h.dir, 'out.jsonl'), '--hf-metadata', '--captions', '--caption-mode', 'append', '--caption-suffix', ' [v2]'], h.env());
-    expect(result.code, result.stderr).toBe(0);
+    const batch = /batch (\S+):/.exec(await runOk(['run', folder, '--prompt', 'Caption this', '--captions', '--out', join(h.dir, 'out.csv')], h.env()))?.[1] ?? '';
+    await runOk(['export', '--batch', batch, '--out', join(h.dir, 'out.jsonl'), '--hf-metadata', '--captions', '--caption-mode', 'append', '--caption-suffix', ' [v2]'], h.env());
     const lines = expectMetadataMirrorsCaptionFiles(folder, ['a.png', 'b.png']);
     expect(lines.every((line) => String(line['text']).endsWith(' [v2]'))).toBe(true);
   }, 60_000);
