@@ -20,6 +20,12 @@ export function enqueueReport(summary: EnqueueSummary): string {
       (summary.shared > 0 ? `, ${summary.shared} identical to another row (answered once)` : '') +
       (summary.stored > 0 ? `; ${summary.stored} of the rows to call wait in Redis as compact rows, and become jobs as workers drain the queue` : ''),
   ];
+  const notImages = Object.entries(summary.notImages);
+  if (notImages.length > 0) {
+    const count = notImages.reduce((sum, [, n]) => sum + n, 0);
+    const kinds = notImages.map(([ext, n]) => `${n} ${ext === '' ? 'without an extension' : ext}`).join(', ');
+    lines.push(`  ${count} other ${count === 1 ? 'file' : 'files'} in the folder left out, not images (${kinds})`);
+  }
   return `${lines.join('\n')}\n`;
 }
 

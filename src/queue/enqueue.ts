@@ -110,6 +110,11 @@ export interface EnqueueSummary extends EnqueueProgress {
   rejections: Rejection[];
   /** Rows that need no call: their image already has a caption file (`--captions`, mode skip). */
   skipped: number;
+  /**
+   * A folder's files left out as not images (caption files, metadata.jsonl, a .heic photo), by
+   * lowercased extension ('' for none); hidden files are not counted. Empty for a CSV.
+   */
+  notImages: Record<string, number>;
   /** Rows that would have added a job but were left for a later enqueue (`admit`). */
   deferred: number;
   /**
@@ -476,7 +481,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     }
   }
 
-  const summary: EnqueueSummary = { batch, manifest: options.manifestLabel ?? file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0, deferred: 0, stored: 0 };
+  const summary: EnqueueSummary = { batch, manifest: options.manifestLabel ?? file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0, notImages: {}, deferred: 0, stored: 0 };
   const now = clock.now();
   // Every enqueue takes the batches whose retention ran out off the list: a service enqueueing
   // every hour keeps the list (and Redis) bounded without anyone running prune.
@@ -607,6 +612,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
       }
       options.onProgress?.({ batch, rows: summary.rows, added: summary.added, present: summary.present, rejected: summary.rejected });
     }
+    summary.notImages = source.notImages();
     const finish = redis.multi();
     if (summary.rows > 0) finish.rename(draft, batchKeys.rows);
     else finish.del(batchKeys.rows);

@@ -133,16 +133,19 @@ describe('running the same caption command again keeps the dataset whole', () =>
 });
 
 describe('every file of a folder and every rejected line is accounted for', () => {
-  it('a FIFO named as an image is a rejected row saying what it is, not left out unseen (and nothing blocks on it)', async () => {
+  it('a FIFO named as an image is a rejected row saying what it is, and files that are not images are counted (nothing blocks on the FIFO)', async () => {
     const h = await createHarness();
     const folder = join(h.dir, 'set');
     mkdirSync(folder);
     writeFileSync(join(folder, 'a.png'), pngBytes('a'));
     execFileSync('mkfifo', [join(folder, 'pipe.png')]);
+    // Files that are not images are counted too (a hidden one is not: it is nobody's dataset).
+    for (const name of ['notes.txt', 'photo.heic', 'readme', '.DS_Store']) writeFileSync(join(folder, name), 'x');
     const out = join(h.dir, 'out.csv');
     const result = await runCliProcess(['run', folder, '--prompt', 'Caption this', '--out', out], h.env());
     expect(result.code, result.stderr).toBe(2);
     expect(result.stdout).toMatch(/1 rejected/);
+    expect(result.stdout).toContain('3 other files in the folder left out, not images (1 .txt, 1 .heic, 1 without an extension)');
     const rows = byId(await readCsv(out));
     expect(rows['a.png']?.['status']).toBe('ok');
     expect(rows['pipe.png']).toMatchObject({ status: 'rejected', error: expect.stringContaining('is not a regular file (a FIFO)') });
