@@ -3,6 +3,11 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
 import { describe, expect, it } from 'vitest';
+import { waitForBatch } from '../../src/ops/status.js';
+import { enqueueManifest } from '../../src/queue/enqueue.js';
+import { captionOptions } from '../../src/results/caption-files.js';
+import { exportResults } from '../../src/results/export.js';
+import { writeCaptions } from '../../src/results/write-captions.js';
 import { createHarness, readCsv, runCliProcess } from '../helpers/harness.js';
 import { pngBytes } from '../helpers/images.js';
 
@@ -177,5 +182,29 @@ describe('every file of a folder and every rejected line is accounted for', () =
     expect(rows[1]?.['error']).toContain('not valid UTF-8');
     const errors = await readCsv(join(h.dir, 'out.errors.csv'));
     expect(errors.map((row) => row['id'])).toEqual(['long-1', 'latin-2']);
+  }, 60_000);
+});
+
+describe('metadata.jsonl of a batch with caption files, exported before they are written', () => {
+  it('leaves out, and counts, answered images whose caption file is not written yet; a hand-written one goes in; writing the captions completes it', async () => {
+    const h = await createHarness();
+    const folder = join(h.dir, 'set');
+    mkdirSync(folder);
+    for (const image of ['a.png', 'b.png', 'hand.png']) writeFileSync(join(folder, image), pngBytes(image));
+    writeFileSync(join(folder, 'hand.txt'), 'by hand');
+    const captions = captionOptions({ prefix: 'ohwx, ' });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: folder, prompt: 'Caption this', captions });
+    const worker = await h.startWorker();
+    await waitForBatch(h.ctx, batch, { intervalMs: 50 });
+    await worker.close();
+    const out = join(h.dir, 'out.jsonl');
+    // The batch remembers its caption files: export reads them without being told.
+    const before = await exportResults(h.ctx, { batch, out, hfMetadata: {} });
+    expect(before.hfMetadata).toMatchObject({ written: 1, leftOut: { noCaptionFile: 2, notAnswered: 0 } });
+    expect(readJsonl(join(folder, 'metadata.jsonl'))).toEqual([{ file_name: 'hand.png', text: 'by hand' }]);
+    await writeCaptions(h.ctx, { batch, captions });
+    const after = await exportResults(h.ctx, { batch, out, hfMetadata: {} });
+    expect(after.hfMetadata).toMatchObject({ written: 3, leftOut: { noCaptionFile: 0 } });
+    expectMetadataMirrorsCaptionFiles(folder, ['a.png', 'b.png', 'hand.png']);
   }, 60_000);
 });
