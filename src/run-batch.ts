@@ -93,6 +93,13 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
     await worker.close();
   }
   status = await getStatus(ctx, enqueue.batch, options.price ? { price: options.price } : {});
+  // Caption files first: metadata.jsonl is read from them, so it says exactly what they hold. (A
+  // file that cannot be written is listed, not thrown: the results file is still written.)
+  let captions: CaptionsSummary | undefined;
+  if (options.captions) {
+    options.onStep?.('writing caption files beside the images');
+    captions = await writeCaptions(ctx, { batch: enqueue.batch, captions: options.captions });
+  }
   options.onStep?.(`writing the results to ${resolve(options.out)}`);
   let exported: ExportSummary;
   try {
@@ -101,6 +108,7 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
       out: options.out,
       ...(options.hfMetadata ? { hfMetadata: options.hfMetadata } : {}),
       ...(options.price ? { price: options.price } : {}),
+      ...(options.captions ? { captionExt: options.captions.ext } : {}),
     });
   } catch (error) {
     // Everything is paid for and in Redis: the message says so, with the counts and the export command.
@@ -110,12 +118,6 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
       ? `Batch ${enqueue.batch} finished: ${counts}`
       : `Batch ${enqueue.batch} stopped before the end (${counts}, ${status.pending} pending; run the same command again to finish it)`;
     throw new ResultsNotWrittenError(error.reason, { batch: error.batch, out: error.out, exportCommand: error.exportCommand, ran }, { cause: error.cause });
-  }
-  // Caption files last: the results file (the record of the batch) is already safe.
-  let captions: CaptionsSummary | undefined;
-  if (options.captions) {
-    options.onStep?.('writing caption files beside the images');
-    captions = await writeCaptions(ctx, { batch: enqueue.batch, captions: options.captions });
   }
   return { enqueue, status, export: exported, stopped, captions };
 }

@@ -20,6 +20,12 @@ export function enqueueReport(summary: EnqueueSummary): string {
       (summary.shared > 0 ? `, ${summary.shared} identical to another row (answered once)` : '') +
       (summary.stored > 0 ? `; ${summary.stored} of the rows to call wait in Redis as compact rows, and become jobs as workers drain the queue` : ''),
   ];
+  const notImages = Object.entries(summary.notImages);
+  if (notImages.length > 0) {
+    const count = notImages.reduce((sum, [, n]) => sum + n, 0);
+    const kinds = notImages.map(([ext, n]) => `${n} ${ext === '' ? 'without an extension' : ext}`).join(', ');
+    lines.push(`  ${count} other ${count === 1 ? 'file' : 'files'} in the folder left out, not images (${kinds})`);
+  }
   return `${lines.join('\n')}\n`;
 }
 
@@ -180,8 +186,9 @@ export function exportReport(summary: ExportSummary): string {
 }
 
 const HF_LEFT_OUT: Record<keyof HfMetadataSummary['leftOut'], string> = {
-  notAnswered: 'not answered (failed, rejected or pending)',
-  skipped: 'skipped (no call made)',
+  notAnswered: 'not answered (failed, rejected or pending) and without a caption file',
+  skipped: 'skipped, enqueued by an older falbatch that did not keep their images (enqueue again)',
+  noCaptionFile: 'without a caption file yet (write them: export --captions)',
   notLocal: 'whose image is not a local file',
   severalImages: 'with several images',
   outsideFolder: 'whose image is outside the metadata folder',

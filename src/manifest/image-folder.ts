@@ -14,15 +14,20 @@ function byName(a: Dirent, b: Dirent): number {
  * folder's entries in code-unit order of their names: the same tree always gives the same order,
  * on any machine. Streams: one folder's listing at a time, nothing else is read. Hidden entries
  * (names starting with ".") are left out, and so are links to folders (no cycles); a link to a
- * file is listed (the image reader keeps it inside the folder).
+ * file is listed (the image reader keeps it inside the folder). So is anything else named as an
+ * image (a FIFO, a socket, a device): its row is rejected saying what it is, and counted, rather
+ * than left out unseen. `notImages`, when given, counts the other entries left out (files of other
+ * types: captions, a .heic photo), by lowercased extension ('' for none).
  */
-export async function* walkImages(root: string, relative = ''): AsyncGenerator<string> {
+export async function* walkImages(root: string, notImages?: Map<string, number>, relative = ''): AsyncGenerator<string> {
   const entries = await readdir(relative === '' ? root : join(root, relative), { withFileTypes: true });
   entries.sort(byName);
   for (const entry of entries) {
     if (entry.name.startsWith('.')) continue;
     const path = relative === '' ? entry.name : `${relative}/${entry.name}`;
-    if (entry.isDirectory()) yield* walkImages(root, path);
-    else if ((entry.isFile() || entry.isSymbolicLink()) && IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) yield path;
+    const ext = extname(entry.name).toLowerCase();
+    if (entry.isDirectory()) yield* walkImages(root, notImages, path);
+    else if (IMAGE_EXTENSIONS.has(ext)) yield path;
+    else notImages?.set(ext, (notImages.get(ext) ?? 0) + 1);
   }
 }

@@ -21,6 +21,8 @@ export interface ManifestSource {
   records(): AsyncIterable<RawRecord>;
   /** `<name>-<hash>`: the same source with the same settings resumes its batch. */
   defaultBatchName(defaultEndpoint: string): Promise<string>;
+  /** Files of a folder left out as not images, by lowercased extension, as the last records() pass found them (none for a CSV). */
+  notImages(): Record<string, number>;
 }
 
 export interface ManifestSourceOptions {
@@ -75,23 +77,27 @@ function csvSource(file: string, options: ManifestSourceOptions): ManifestSource
     filesRoot,
     records: () => readRecords(readManifest(file), { encoding: options.encoding, maxRecordBytes: options.maxRecordBytes }),
     defaultBatchName: (defaultEndpoint) => defaultBatchName(file, defaultEndpoint, filesRoot, options.encoding),
+    notImages: () => ({}),
   };
 }
 
 function folderSource(folder: string, prompt: string, options: ManifestSourceOptions): ManifestSource {
   const filesRoot = options.filesRoot ? resolve(options.filesRoot) : folder;
+  let notImages = new Map<string, number>();
   return {
     kind: 'folder',
     path: folder,
     filesRoot,
+    notImages: () => Object.fromEntries(notImages),
     async *records() {
+      notImages = new Map();
       yield { line: 1, fields: FOLDER_HEADER };
       let line = 1;
-      for await (const relative of walkImages(folder)) {
+      for await (const relative of walkImages(folder, notImages)) {
         line++;
         // The image cell is a path relative to the files root; a name with "|" would read as two images.
         const cell = filesRoot === folder ? relative : resolve(folder, relative);
-        if (relative.includes('|')) yield { line, error: `image ${relative}: its name contains "|", which separates images in falbatch; rename the file` };
+        if (relative.includes('|')) yield { line, error: `image ${relative}: its name contains "|", which separates images in falbatch; rename the file`, leading: [relative] };
         else yield { line, fields: [relative, cell, prompt] };
       }
     },

@@ -27,7 +27,16 @@ export interface Line {
   tooLong: boolean;
   /** The line has bytes that are not valid text in the encoding. */
   invalid: InvalidBytes | undefined;
+  /**
+   * For a line too long or with invalid bytes: the valid text it starts with (up to the first
+   * invalid byte; of a line too long, within its first HEAD_BYTES), so that its first fields (its
+   * id) can still be named. Undefined for the other lines.
+   */
+  head?: string;
 }
+
+/** Bytes kept of the start of a line too long, for its head. */
+export const HEAD_BYTES = 4096;
 
 export interface ReadLinesOptions {
   /** Encoding name (any WHATWG label); a byte order mark at the start of the file wins over it. */
@@ -87,6 +96,19 @@ function concat(parts: Uint8Array[], length: number): Uint8Array {
   return out;
 }
 
+/** The first `n` bytes of `parts` put end to end (a copy). */
+function firstBytes(parts: readonly Uint8Array[], n: number): Uint8Array {
+  const taken: Uint8Array[] = [];
+  let length = 0;
+  for (const part of parts) {
+    if (length >= n) break;
+    const piece = part.subarray(0, n - length);
+    taken.push(piece);
+    length += piece.length;
+  }
+  return concat(taken, length);
+}
+
 /**
  * Cuts bytes into lines on raw bytes, before decoding: in UTF-8 and the single- and double-byte
  * encodings, 0x0A and 0x0D are never part of another character (UTF-16 is cut on 16-bit code
@@ -105,6 +127,8 @@ class LineSplitter {
   #partsBytes = 0;
   /** The current line's length once it is over the limit (its bytes are dropped); -1 before. */
   #skipped = -1;
+  /** The first HEAD_BYTES of the current line once it is over the limit. */
+  #head: Uint8Array | undefined;
   /** The last chunk ended in \r: a \n starting the next one belongs to it. */
   #afterCr = false;
   /** UTF-16: the first byte of a code unit split between chunks. */
@@ -207,6 +231,7 @@ class LineSplitter {
     }
     if (this.#partsBytes + rest.length > this.#max) {
       this.#skipped = this.#partsBytes + rest.length;
+      this.#head = firstBytes([...this.#parts, rest], HEAD_BYTES);
       this.#parts = [];
       this.#partsBytes = 0;
       return;
@@ -219,12 +244,18 @@ class LineSplitter {
     const number = ++this.#number;
     const length = (this.#skipped >= 0 ? this.#skipped : this.#partsBytes) + piece.length;
     const tooLong = this.#skipped >= 0 || length > this.#max;
+    const start = !tooLong
+      ? undefined
+      : this.#skipped >= 0
+        ? (this.#head ?? new Uint8Array(0))
+        : firstBytes([...this.#parts, piece], HEAD_BYTES);
     const bytes = tooLong || this.#parts.length === 0 ? piece : concat([...this.#parts, piece], length);
     this.#parts = [];
     this.#partsBytes = 0;
     this.#skipped = -1;
-    if (tooLong) {
-      out.push({ number, text: '', bytes: length, tooLong: true, invalid: undefined });
+    this.#head = undefined;
+    if (start) {
+      out.push({ number, text: '', bytes: length, tooLong: true, invalid: undefined, head: this.#validStart(start, true) });
       return;
     }
     try {
@@ -232,8 +263,20 @@ class LineSplitter {
     } catch {
       const index = this.#encoding === 'utf-8' ? invalidUtf8At(bytes) : -1;
       const at = index < 0 ? undefined : { byte: bytes[index] as number, index, offset: this.#lineStart + index };
-      out.push({ number, text: this.#lenient.decode(bytes), bytes: length, tooLong: false, invalid: { encoding: this.#encoding, at } });
+      out.push({ number, text: this.#lenient.decode(bytes), bytes: length, tooLong: false, invalid: { encoding: this.#encoding, at }, head: this.#validStart(bytes, false) });
     }
+  }
+
+  /** The text `bytes` start with, up to their first invalid sequence (`cut`: they may end mid-character). */
+  #validStart(bytes: Uint8Array, cut: boolean): string {
+    if (this.#encoding === 'utf-8') {
+      const index = invalidUtf8At(bytes);
+      return this.#lenient.decode(index < 0 ? bytes : bytes.subarray(0, index));
+    }
+    const text = this.#lenient.decode(cut ? bytes.subarray(0, bytes.length - (bytes.length % this.#width)) : bytes);
+    const bad = text.indexOf('\uFFFD');
+    // A character cut at the end of a line too long decodes as one replacement character.
+    return bad < 0 ? text : text.slice(0, bad);
   }
 }
 

@@ -6,8 +6,56 @@ import { encodingLabel } from './text-encoding.js';
 
 export type { ByteSource } from './read-lines.js';
 
-/** One CSV record with the line it starts on, or why the text there is not a record. */
-export type RawRecord = { line: number; fields: string[] } | { line: number; error: string };
+/**
+ * One CSV record with the line it starts on, or why the text there is not a record; for a line
+ * rejected for its bytes (too long, not valid text), `leading` holds the fields it starts with
+ * that could be read whole (its id, when that comes first).
+ */
+export type RawRecord = { line: number; fields: string[] } | { line: number; error: string; leading?: string[] };
+
+/**
+ * The whole fields `text` starts with: each one ended by a comma (the text may stop in the middle
+ * of the next). A quoted field is read as CSV reads it; stops at anything unclear.
+ */
+export function leadingFields(text: string): string[] {
+  const fields: string[] = [];
+  let at = 0;
+  while (at < text.length) {
+    if (text[at] === '"') {
+      let value = '';
+      let from = at + 1;
+      for (;;) {
+        const quote = text.indexOf('"', from);
+        if (quote < 0) return fields;
+        value += text.slice(from, quote);
+        if (text[quote + 1] === '"') {
+          value += '"';
+          from = quote + 2;
+          continue;
+        }
+        at = quote + 1;
+        break;
+      }
+      if (text[at] !== ',') return fields;
+      fields.push(value);
+      at++;
+      continue;
+    }
+    const comma = text.indexOf(',', at);
+    if (comma < 0) return fields;
+    const value = text.slice(at, comma);
+    if (value.includes('"') || value.includes('\n') || value.includes('\r')) return fields;
+    fields.push(value);
+    at = comma + 1;
+  }
+  return fields;
+}
+
+/** A line rejected for its bytes, with the fields that could still be read. */
+function byteError(line: Line, error: string): RawRecord {
+  const leading = line.head === undefined ? [] : leadingFields(line.head);
+  return leading.length > 0 ? { line: line.number, error, leading } : { line: line.number, error };
+}
 
 export interface ReadRecordsOptions {
   /**
@@ -166,7 +214,7 @@ export async function* readRecords(source: ByteSource, options: ReadRecordsOptio
         yield* abandon(`is not closed within ${limit}`);
         return;
       }
-      yield { line: line.number, error: `the line is ${formatBytes(line.bytes)} long, over the limit of ${limit}; it was skipped` };
+      yield byteError(line, `the line is ${formatBytes(line.bytes)} long, over the limit of ${limit}; it was skipped`);
       return;
     }
     candidate.push(line);
@@ -182,7 +230,7 @@ export async function* readRecords(source: ByteSource, options: ReadRecordsOptio
     bytes = 0;
     const first = done[0] as Line;
     if (done.length === 1 && first.invalid) {
-      yield { line: first.number, error: describeInvalid(first, first) };
+      yield byteError(first, describeInvalid(first, first));
       return;
     }
     if (done.length === 1 && first.text.trim() === '') return;

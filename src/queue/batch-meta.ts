@@ -22,6 +22,12 @@ export interface BatchMeta {
   /** Absolute path the rows' local image files (RowEntry.files) are relative to. */
   filesRoot: string;
   /**
+   * Extension of the caption files beside the batch's images, when its last enqueue had
+   * `--captions` (e.g. `.txt`); '' when it had not. Export reads those files: a skipped row's
+   * caption, and metadata.jsonl's text.
+   */
+  captionExt: string;
+  /**
    * How long the batch is kept after its last write (ms; Infinity: until pruned). Undefined for a
    * batch from before retention: the namespace default applies (see queue/retention.ts).
    */
@@ -42,6 +48,7 @@ export async function readBatchMeta(redis: RedisClient, keys: KeyLayout, batch: 
     skipped: Number(raw['skipped'] ?? 0),
     extras: raw['extras'] ? (JSON.parse(raw['extras']) as string[]) : [],
     filesRoot: raw['files_root'] ?? '',
+    captionExt: raw['caption_ext'] ?? '',
     retentionMs: retentionFromMeta(raw['retention_ms']),
   };
 }
@@ -58,6 +65,7 @@ export function metaFields(meta: Partial<BatchMeta>): Record<string, string> {
   if (meta.skipped !== undefined) fields['skipped'] = String(meta.skipped);
   if (meta.extras !== undefined) fields['extras'] = JSON.stringify(meta.extras);
   if (meta.filesRoot !== undefined) fields['files_root'] = meta.filesRoot;
+  if (meta.captionExt !== undefined) fields['caption_ext'] = meta.captionExt;
   if (meta.retentionMs !== undefined) fields['retention_ms'] = retentionArg(meta.retentionMs);
   return fields;
 }

@@ -110,6 +110,11 @@ export interface EnqueueSummary extends EnqueueProgress {
   rejections: Rejection[];
   /** Rows that need no call: their image already has a caption file (`--captions`, mode skip). */
   skipped: number;
+  /**
+   * A folder's files left out as not images (caption files, metadata.jsonl, a .heic photo), by
+   * lowercased extension ('' for none); hidden files are not counted. Empty for a CSV.
+   */
+  notImages: Record<string, number>;
   /** Rows that would have added a job but were left for a later enqueue (`admit`). */
   deferred: number;
   /**
@@ -130,7 +135,7 @@ const REPORTED_REJECTIONS = 1000;
 const FILE_READS_AT_ONCE = 8;
 
 /** A row to call, or one that will not be: rejected (bad), or skipped (`skip`: nothing to do, e.g. its caption exists). */
-type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedRow; skip?: true };
+type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedRow; skip?: true; image?: string };
 
 /** What decides, before a row is validated, that it needs no call, or cannot have a caption file. */
 interface CaptionPlan {
@@ -178,7 +183,7 @@ async function* validatedChunks(
     // mode those whose file exists need nothing (no upload, no call). Decided from the cell alone.
     const beforeValidation = async (record: { line: number; fields: string[] }, index: number): Promise<Verdict | undefined> => {
       if (!plan) return undefined;
-      const shown = (reason: string, skip: boolean): Verdict => ({
+      const shown = (reason: string, skip: boolean, image?: string): Verdict => ({
         ok: false,
         rejected: {
           line: record.line,
@@ -190,6 +195,7 @@ async function* validatedChunks(
           extras: map.extras.map(({ index: at }) => record.fields[at] ?? ''),
         },
         ...(skip ? { skip: true as const } : {}),
+        ...(image !== undefined ? { image } : {}),
       });
       const clash = clashes[index];
       if (clash) return shown(clash, false);
@@ -197,15 +203,12 @@ async function* validatedChunks(
       const image = localImageOf(record.fields, map, source.filesRoot);
       if (image === undefined) return undefined;
       const caption = captionPath(image, plan.captions.ext);
-      return (await exists(caption)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true) : undefined;
+      return (await exists(caption)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true, image) : undefined;
     };
     const verdicts = await Promise.all(
       records.map((record, index) =>
         'error' in record
-          ? Promise.resolve<Verdict>({
-              ok: false,
-              rejected: { line: record.line, reason: record.error, id: undefined, endpoint: '', imageDisplay: '', prompt: '', extras: map.extras.map(() => '') },
-            })
+          ? Promise.resolve<Verdict>({ ok: false, rejected: unreadRow(record, map) })
           : limit(async () => (await beforeValidation(record, index)) ??
               validateRow(record, {
                 columns: map,
@@ -284,10 +287,26 @@ async function* validatedChunks(
   if (pending.length > 0) yield await settle(pending);
 }
 
+/** A record that could not be read as one, with what of it could: the whole fields its line starts with (its id, most often). */
+function unreadRow(record: { line: number; error: string; leading?: string[] }, map: ColumnMap): RejectedRow {
+  const cell = (at: number | undefined): string => (at === undefined ? undefined : record.leading?.[at]) ?? '';
+  return {
+    line: record.line,
+    reason: record.error,
+    id: cell(map.known.id).trim() || undefined,
+    endpoint: cell(map.known.endpoint).trim(),
+    imageDisplay: '',
+    prompt: cell(map.known.prompt).trim(),
+    extras: map.extras.map(({ index }) => cell(index)),
+  };
+}
+
 function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
   if (!verdict.ok && verdict.skip) {
     const { rejected: row } = verdict;
-    return { line: row.line, key: row.id ?? '', imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras, skipped: row.reason };
+    // Its image is kept too: export reads its caption file (the results, metadata.jsonl).
+    const files = verdict.image === undefined ? [] : [relative(filesRoot, verdict.image).split(sep).join('/')];
+    return { line: row.line, key: row.id ?? '', imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras, skipped: row.reason, ...(files.length > 0 ? { files } : {}) };
   }
   if (verdict.ok) {
     const { row } = verdict;
@@ -462,7 +481,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     }
   }
 
-  const summary: EnqueueSummary = { batch, manifest: options.manifestLabel ?? file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0, deferred: 0, stored: 0 };
+  const summary: EnqueueSummary = { batch, manifest: options.manifestLabel ?? file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0, notImages: {}, deferred: 0, stored: 0 };
   const now = clock.now();
   // Every enqueue takes the batches whose retention ran out off the list: a service enqueueing
   // every hour keeps the list (and Redis) bounded without anyone running prune.
@@ -593,10 +612,11 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
       }
       options.onProgress?.({ batch, rows: summary.rows, added: summary.added, present: summary.present, rejected: summary.rejected });
     }
+    summary.notImages = source.notImages();
     const finish = redis.multi();
     if (summary.rows > 0) finish.rename(draft, batchKeys.rows);
     else finish.del(batchKeys.rows);
-    finish.hset(batchKeys.meta, metaFields({ manifest: options.manifestLabel ?? file, updatedAt: clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, skipped: summary.skipped, extras, filesRoot: source.filesRoot }));
+    finish.hset(batchKeys.meta, metaFields({ manifest: options.manifestLabel ?? file, updatedAt: clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, skipped: summary.skipped, extras, filesRoot: source.filesRoot, captionExt: options.captions?.ext ?? '' }));
     finish.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
     // The rows list comes with the draft's 24 h TTL: it gets the batch's, with every other key.
     // Open (the unfinished floor) while rows are pending; this producer's lease goes right after.

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, extname, join } from 'node:path';
-import { ConfigError } from '../errors.js';
+import { basename, dirname, extname, join, resolve } from 'node:path';
+import pLimit from 'p-limit';
+import { ConfigError, OutputError } from '../errors.js';
+import type { RowEntry } from '../queue/batch-rows.js';
 
 /**
  * What to do where an image already has a caption file:
@@ -98,4 +100,33 @@ export async function readCaption(path: string): Promise<string | undefined> {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
   }
+}
+
+/** Caption files read at once by an export. */
+const READS_AT_ONCE = 16;
+
+/**
+ * The caption file text of each row (in order) with one local image, where `wanted`: undefined
+ * for the others, for rows whose file does not exist, and for all when `ext` is '' (no caption
+ * files). A file that exists but cannot be read stops the export, naming it.
+ */
+export async function readRowCaptions(
+  entries: readonly RowEntry[],
+  options: { filesRoot: string; ext: string; wanted: (entry: RowEntry) => boolean },
+): Promise<Array<string | undefined>> {
+  if (options.ext === '') return entries.map(() => undefined);
+  const limit = pLimit(READS_AT_ONCE);
+  return Promise.all(
+    entries.map((entry) => {
+      const [file, ...more] = entry.files ?? [];
+      if (file === undefined || more.length > 0 || entry.rejected !== undefined || !options.wanted(entry)) return undefined;
+      const path = captionPath(resolve(options.filesRoot, file), options.ext);
+      return limit(() =>
+        readCaption(path).catch((error: unknown) => {
+          const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+          throw new OutputError(`Cannot read the caption file ${path} (${reason}): make it a readable text file, or move it away, and export again.`, { cause: error });
+        }),
+      );
+    }),
+  );
 }

@@ -6,8 +6,9 @@ import { DEFAULT_CONFIG, type ResolvedConfig } from '../config.js';
 import type { FalbatchContext } from '../context.js';
 import { OutputError, ResultsNotWrittenError } from '../errors.js';
 import { batchNotFound, readBatchMeta, type BatchMeta } from '../queue/batch-meta.js';
-import { decodeRowEntry } from '../queue/batch-rows.js';
+import { decodeRowEntry, type RowEntry } from '../queue/batch-rows.js';
 import { AtomicFile, asOutputError } from './atomic-file.js';
+import { readRowCaptions } from './caption-files.js';
 import { buildReport, ERRORS_COLUMNS, errorsRow, sideFiles, type ExportReport } from './export-report.js';
 import { hfMetadataFolder, hfMetadataPath, HfMetadataWriter, type HfMetadataOptions, type HfMetadataSummary } from './hf-metadata.js';
 import { extraNames, OUTPUT_COLUMNS, outputRow, type OutputRow } from './output-row.js';
@@ -34,6 +35,13 @@ export interface ExportOptions {
   hfMetadata?: HfMetadataOptions;
   /** What the endpoint costs: the report then estimates the batch's cost. Default: no estimate. */
   price?: Price;
+  /**
+   * Extension of the caption files beside the images (`--caption-ext`): a skipped row's caption
+   * (when the batch holds no answer for it) and metadata.jsonl's `text` are read from them.
+   * Default: the extension of the batch's last enqueue with `--captions`; a batch without caption
+   * files reads none (metadata.jsonl then holds the answers).
+   */
+  captionExt?: string;
 }
 
 export interface ExportSummary {
@@ -156,6 +164,8 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
   const extras = extraNames(meta.extras);
   const columns = [...OUTPUT_COLUMNS, ...extras];
   const counts = { rows: 0, ok: 0, failed: 0, rejected: 0, skipped: 0, pending: 0 };
+  // '' : the batch has no caption files.
+  const captionExt = options.captionExt ?? meta.captionExt;
   const files: AtomicFile[] = [];
   const create = async (path: string): Promise<AtomicFile> => {
     const file = await AtomicFile.create(path);
@@ -170,27 +180,37 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
     const errors = await create(side.errors);
     await errors.write(stringify([[...ERRORS_COLUMNS]]));
     current = metadataFolder === undefined ? out : hfMetadataPath(metadataFolder);
-    const metadata = metadataFolder === undefined ? undefined : new HfMetadataWriter(await create(hfMetadataPath(metadataFolder)), metadataFolder, meta.filesRoot);
+    const metadata = metadataFolder === undefined ? undefined : new HfMetadataWriter(await create(hfMetadataPath(metadataFolder)), metadataFolder, meta.filesRoot, captionExt !== '');
     current = out;
 
     for (let start = 0; ; start += PAGE) {
       const page = (await ctx.redis.lrange(keys.rows, start, start + PAGE - 1)).map(decodeRowEntry);
       if (page.length === 0) break;
-      const called = page.filter((entry) => entry.rejected === undefined && entry.skipped === undefined);
-      const results = await ctx.store.getMany(batch, called.map((entry) => entry.key));
-      const byKey = new Map<string, RowResult | undefined>(called.map((entry, i) => [entry.key, results[i]]));
+      // A skipped row's key may hold the answer an earlier run of this batch wrote its caption from.
+      const keyed = page.filter((entry) => entry.rejected === undefined && entry.key !== '');
+      const results = await ctx.store.getMany(batch, keyed.map((entry) => entry.key));
+      const byKey = new Map<string, RowResult | undefined>(keyed.map((entry, i) => [entry.key, results[i]]));
+      const earlierAnswer = (entry: RowEntry): string | undefined => {
+        const result = entry.skipped === undefined ? undefined : byKey.get(entry.key);
+        return result?.status === 'ok' ? result.output : undefined;
+      };
+      const captions = await readRowCaptions(page, {
+        filesRoot: meta.filesRoot,
+        ext: captionExt,
+        wanted: (entry) => metadata !== undefined || (entry.skipped !== undefined && earlierAnswer(entry) === undefined),
+      });
       const lines: OutputRow[] = [];
       const errorLines: OutputRow[] = [];
       let metadataLines = '';
-      for (const entry of page) {
+      for (const [i, entry] of page.entries()) {
         const result = entry.rejected === undefined && entry.skipped === undefined ? byKey.get(entry.key) : undefined;
-        const { row, status } = outputRow(entry, result, extras);
+        const { row, status } = outputRow(entry, result, extras, earlierAnswer(entry) ?? captions[i]);
         counts.rows++;
         counts[status]++;
         lines.push(row);
         const error = errorsRow(entry, result, status);
         if (error) errorLines.push(error);
-        if (metadata) metadataLines += metadata.line(entry, result) ?? '';
+        if (metadata) metadataLines += metadata.line(entry, result, captions[i]) ?? '';
       }
       current = out;
       await sink.write(lines);

@@ -24,14 +24,16 @@ export const HF_METADATA_FILE = 'metadata.jsonl';
 export interface HfMetadataSummary {
   /** The metadata.jsonl written. */
   path: string;
-  /** Lines written: ok rows with an answer and exactly one local image in the folder. */
+  /** Lines written: images with a caption (see HfMetadataWriter). */
   written: number;
   /** Rows left out, by why. */
   leftOut: {
-    /** Not answered: failed, rejected or still pending. */
+    /** Not answered (failed, rejected or still pending), and no caption file either. */
     notAnswered: number;
-    /** Skipped at enqueue (e.g. their caption file existed): no answer in this batch. */
+    /** Skipped rows of a batch enqueued by a falbatch that did not keep their image (enqueue again). */
     skipped: number;
+    /** Answered or skipped, but their caption file is not there (not written yet: `export --captions`). */
+    noCaptionFile: number;
     /** Their image is a URL or a data URI, not a local file. */
     notLocal: number;
     /** Several images in one row: imagefolder metadata has one file per line. */
@@ -56,33 +58,46 @@ export function hfMetadataPath(folder: string): string {
   return join(folder, HF_METADATA_FILE);
 }
 
-/** Writes metadata.jsonl lines for one row at a time, counting what it leaves out. */
+/**
+ * Writes metadata.jsonl lines for one row at a time, counting what it leaves out.
+ *
+ * Where the batch has caption files (`captions`), metadata.jsonl is the same dataset as those
+ * files: one line per image whose caption file exists, whatever made it (this batch's answer, an
+ * earlier run's, a hand-written one; a skipped row's included), its `text` exactly what the file
+ * holds. A LoRA trained from either is trained on the same pairs. Without caption files, one line
+ * per ok row, its `text` the answer.
+ */
 export class HfMetadataWriter {
   readonly summary: HfMetadataSummary;
   readonly #file: AtomicFile;
   readonly #folder: string;
   readonly #filesRoot: string;
+  readonly #captions: boolean;
 
-  /** `filesRoot`: what the rows' `files` are relative to (the batch meta's files root). */
-  constructor(file: AtomicFile, folder: string, filesRoot: string) {
+  /** `filesRoot`: what the rows' `files` are relative to (the batch meta's files root). `captions`: the text comes from caption files. */
+  constructor(file: AtomicFile, folder: string, filesRoot: string, captions: boolean) {
     this.#file = file;
     this.#folder = folder;
     this.#filesRoot = filesRoot;
-    this.summary = { path: file.path, written: 0, leftOut: { notAnswered: 0, skipped: 0, notLocal: 0, severalImages: 0, outsideFolder: 0 } };
+    this.#captions = captions;
+    this.summary = { path: file.path, written: 0, leftOut: { notAnswered: 0, skipped: 0, noCaptionFile: 0, notLocal: 0, severalImages: 0, outsideFolder: 0 } };
   }
 
-  /** The line for a row, or undefined (counted) when it cannot have one. */
-  line(entry: RowEntry, result: RowResult | undefined): string | undefined {
+  /** The line for a row, or undefined (counted) when it cannot have one. `caption`: its caption file's text, when it has one. */
+  line(entry: RowEntry, result: RowResult | undefined, caption: string | undefined): string | undefined {
     const { leftOut } = this.summary;
-    if (entry.skipped !== undefined) {
+    const answered = entry.skipped === undefined && entry.rejected === undefined && result?.status === 'ok' && result.output !== undefined;
+    const files = entry.files ?? [];
+    if (entry.skipped !== undefined && files.length === 0) {
       leftOut.skipped++;
       return undefined;
     }
-    if (entry.rejected !== undefined || result?.status !== 'ok' || result.output === undefined) {
+    // A row neither answered nor skipped goes in only for a caption file it already has.
+    const wanted = answered || entry.skipped !== undefined || (this.#captions && caption !== undefined);
+    if (!wanted || entry.rejected !== undefined) {
       leftOut.notAnswered++;
       return undefined;
     }
-    const files = entry.files ?? [];
     if (files.length === 0) {
       leftOut.notLocal++;
       return undefined;
@@ -96,8 +111,13 @@ export class HfMetadataWriter {
       leftOut.outsideFolder++;
       return undefined;
     }
+    const text = this.#captions ? caption : result?.output;
+    if (text === undefined) {
+      leftOut.noCaptionFile++;
+      return undefined;
+    }
     this.summary.written++;
-    return `${JSON.stringify({ file_name: fileName.split(sep).join('/'), text: result.output })}\n`;
+    return `${JSON.stringify({ file_name: fileName.split(sep).join('/'), text })}\n`;
   }
 
   async write(lines: string): Promise<void> {

@@ -55,24 +55,29 @@ export function exportStatusOf(entry: RowEntry, result: RowResult | undefined): 
   return result?.status ?? 'pending';
 }
 
-/** One manifest row as every output format writes it (`extras`: the carried columns' output names). */
-export function outputRow(entry: RowEntry, result: RowResult | undefined, extras: readonly string[]): { row: OutputRow; status: ExportStatus } {
+/**
+ * One manifest row as every output format writes it (`extras`: the carried columns' output names).
+ * A string the row does not have (no answer, no error, no request) is null: an empty cell in CSV,
+ * null in JSONL and Parquet, like the numbers and booleans it does not have. `caption`: for a
+ * skipped row, the caption it already has (the batch's earlier answer, or its caption file's text).
+ */
+export function outputRow(entry: RowEntry, result: RowResult | undefined, extras: readonly string[], caption?: string): { row: OutputRow; status: ExportStatus } {
   const status = exportStatusOf(entry, result);
   const ended = status === 'ok' || status === 'failed';
   const row: OutputRow = {
-    id: entry.key,
+    id: entry.key === '' ? null : entry.key,
     status,
-    output: result?.output ?? '',
-    error: entry.rejected !== undefined ? `line ${entry.line}: ${entry.rejected}` : entry.skipped !== undefined ? entry.skipped : (result?.error ?? ''),
+    output: status === 'skipped' ? (caption ?? null) : (result?.output ?? null),
+    error: entry.rejected !== undefined ? `line ${entry.line}: ${entry.rejected}` : entry.skipped !== undefined ? entry.skipped : (result?.error ?? null),
     attempts: result?.attempts ?? 0,
-    request_id: result?.request_id ?? '',
+    request_id: result?.request_id ?? null,
     endpoint: entry.endpoint,
     image_url: entry.imageDisplay,
     prompt: entry.prompt,
     latency_ms: result?.latency_ms ?? null,
     // Known only for an answer: false means the model ended it itself.
     partial: status === 'ok' ? result?.partial === true : null,
-    error_type: status === 'rejected' ? REJECTED_ERROR_TYPE : status === 'failed' ? (result?.error_type ?? '') : '',
+    error_type: status === 'rejected' ? REJECTED_ERROR_TYPE : status === 'failed' ? (result?.error_type ?? null) : null,
     inference_s: result?.inference_s ?? null,
     cached: ended ? result?.cached === true : null,
   };

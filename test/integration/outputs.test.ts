@@ -64,7 +64,8 @@ describe('dataset formats', () => {
     expect(parquet.columns).toEqual([...OUTPUT_COLUMNS, 'note']);
     expect(parquet.rows.map((r) => r['id'])).toEqual(['short', 'full', 'twin', 'unreachable', 'bad']);
     const [short, full, twin, unreachable, bad] = parquet.rows as [Record<string, unknown>, Record<string, unknown>, Record<string, unknown>, Record<string, unknown>, Record<string, unknown>];
-    expect(short).toMatchObject({ status: 'ok', partial: true, cached: false, error_type: '', attempts: 1, note: 'cut' });
+    // A string the row does not have is null, as the numbers and booleans it does not have.
+    expect(short).toMatchObject({ status: 'ok', partial: true, cached: false, error_type: null, error: null, attempts: 1, note: 'cut' });
     expect(String(short['output']).split(' ')).toHaveLength(3);
     expect(full).toMatchObject({ status: 'ok', partial: false, note: 'whole' });
     // The identical row is answered once: one of the two pays, the other reuses its answer.
@@ -82,7 +83,7 @@ describe('dataset formats', () => {
       expect(result?.started_at).toBeGreaterThanOrEqual(result?.submitted_at ?? Infinity);
       expect((result?.finished_at ?? 0) - (result?.started_at ?? Infinity)).toBeGreaterThanOrEqual(150);
     }
-    expect(unreachable).toMatchObject({ status: 'failed', partial: null, cached: false, output: '' });
+    expect(unreachable).toMatchObject({ status: 'failed', partial: null, cached: false, output: null });
     expect(unreachable['error_type']).toMatch(/^\w+$/);
     expect(unreachable['error']).toMatch(/could not download images\.invalid/);
     expect(bad).toMatchObject({ status: 'rejected', error_type: 'invalid_row', partial: null, cached: null, inference_s: null, latency_ms: null, attempts: 0 });
@@ -165,7 +166,7 @@ describe('Hugging Face imagefolder metadata', () => {
     expect(summary.export.hfMetadata).toEqual({
       path: metadataPath,
       written: 3,
-      leftOut: { notAnswered: 1, skipped: 0, notLocal: 1, severalImages: 1, outsideFolder: 0 },
+      leftOut: { notAnswered: 1, skipped: 0, noCaptionFile: 0, notLocal: 1, severalImages: 1, outsideFolder: 0 },
     });
     const captions = new Map((await readCsv(out)).map((row) => [row['id'], row['output']]));
     const lines = readJsonl(metadataPath);

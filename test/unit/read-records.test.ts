@@ -139,7 +139,7 @@ describe('readRecords', () => {
     expect(records).toEqual([
       { line: 1, fields: ['h', 'p'] },
       { line: 2, fields: ['first.png', 'ok'] },
-      { line: 3, error: expect.stringMatching(/the line is 256\.0 MiB long, over the limit of 16\.0 MiB \(--max-record-bytes\); it was skipped/) },
+      { line: 3, error: expect.stringMatching(/the line is 256\.0 MiB long, over the limit of 16\.0 MiB \(--max-record-bytes\); it was skipped/), leading: ['huge.png'] },
       { line: 4, fields: ['after.png', 'still read'] },
     ]);
     expect(peak).toBeLessThan(64 * MiB);
@@ -165,7 +165,7 @@ describe('readRecords', () => {
       expect(records).toEqual([
         { line: 1, fields: ['h', 'p'] },
         { line: 2, fields: ['uno.png', '日本語'] },
-        { line: 3, error: expect.stringContaining(`not valid UTF-8: byte 0xE9 at byte 12 of the line (offset ${offset} in the file)`) },
+        { line: 3, error: expect.stringContaining(`not valid UTF-8: byte 0xE9 at byte 12 of the line (offset ${offset} in the file)`), leading: ['dos.png'] },
         { line: 4, fields: ['tres.png', 'ok'] },
       ]);
       const error = (records[2] as { error: string }).error;
@@ -179,8 +179,8 @@ describe('readRecords', () => {
     const bytes = Buffer.concat([Buffer.from('h,p\na.png,caf'), Buffer.from([0xe9]), Buffer.from('\na.png,caf'), Buffer.from([0xe8]), Buffer.from('\n')]);
     const records = await read(bytes);
     expect(records.slice(1)).toEqual([
-      { line: 2, error: expect.stringContaining('byte 0xE9') },
-      { line: 3, error: expect.stringContaining('byte 0xE8') },
+      { line: 2, error: expect.stringContaining('byte 0xE9'), leading: ['a.png'] },
+      { line: 3, error: expect.stringContaining('byte 0xE8'), leading: ['a.png'] },
     ]);
   });
 
@@ -199,9 +199,29 @@ describe('readRecords', () => {
     expect(await read(Buffer.concat([good, bad]), 3, { encoding: 'utf-16le' })).toEqual([
       { line: 1, fields: ['h', 'p'] },
       { line: 2, fields: ['bild.png', 'Grüße'] },
-      { line: 3, error: expect.stringContaining('not valid utf-16le') },
+      { line: 3, error: expect.stringContaining('not valid utf-16le'), leading: ['x.png'] },
       { line: 4, fields: ['y.png', 'ok'] },
     ]);
+  });
+
+  it('a line rejected for its bytes keeps the whole fields it starts with (its id), in any chunking', async () => {
+    const long = Buffer.concat([Buffer.from('"id, ""7""",é-ü.png,'), Buffer.from('日'.repeat(2000)), Buffer.from('\n')]);
+    const invalid = Buffer.concat([Buffer.from('r2,b.png,caf'), Buffer.from([0xe9]), Buffer.from(',more\n')]);
+    const firstCut = Buffer.concat([Buffer.from('r3'), Buffer.from([0xff]), Buffer.from(',c.png,x\n')]);
+    const bytes = Buffer.concat([Buffer.from('id,image_url,prompt\n'), long, invalid, firstCut, Buffer.from('r4,d.png,fine\n')]);
+    for (const chunkSize of [0, 1, 5, 64]) {
+      expect(await read(bytes, chunkSize, { maxRecordBytes: 1000 })).toEqual([
+        { line: 1, fields: ['id', 'image_url', 'prompt'] },
+        { line: 2, error: expect.stringContaining('over the limit of 1000 bytes'), leading: ['id, "7"', 'é-ü.png'] },
+        { line: 3, error: expect.stringContaining('not valid UTF-8'), leading: ['r2', 'b.png'] },
+        // Its first field holds the bad byte: nothing can be named.
+        { line: 4, error: expect.stringContaining('not valid UTF-8') },
+        { line: 5, fields: ['r4', 'd.png', 'fine'] },
+      ]);
+    }
+    // The kept start of a line too long is cut mid-character: the whole fields before it still come out.
+    const cutMid = Buffer.concat([Buffer.from('h\n'), Buffer.from('a,'), Buffer.from('日'.repeat(5000)), Buffer.from(',x\n')]);
+    expect((await read(cutMid, 7, { maxRecordBytes: 100 }))[1]).toEqual({ line: 2, error: expect.stringContaining('over the limit'), leading: ['a'] });
   });
 
   it('refuses an encoding it does not know, with a ConfigError naming the flag', async () => {

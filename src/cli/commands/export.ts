@@ -36,11 +36,14 @@ export function exportCommand(io: CliIo, exit: (code: number) => void): Command 
       }
       const meta = await readBatchMeta(ctx.redis, ctx.keys, flags.batch);
       const { price } = await resolvePrice(ctx.config, meta?.defaultEndpoint || ctx.config.endpoint);
+      // Caption files first: metadata.jsonl and skipped rows' captions are read from them.
+      const written = captions ? await writeCaptions(ctx, { batch: flags.batch, captions }) : undefined;
       const summary =
-        flags.out === undefined ? undefined : await exportResults(ctx, { batch: flags.batch, out: flags.out, ...(hfMetadata ? { hfMetadata } : {}), ...(price ? { price } : {}) });
+        flags.out === undefined
+          ? undefined
+          : await exportResults(ctx, { batch: flags.batch, out: flags.out, ...(hfMetadata ? { hfMetadata } : {}), ...(price ? { price } : {}), ...(captions ? { captionExt: captions.ext } : {}) });
       if (summary) io.stdout(exportReport(summary));
-      if (captions) {
-        const written = await writeCaptions(ctx, { batch: flags.batch, captions });
+      if (written) {
         io.stdout(captionsReport(written));
         if (written.failedCount > 0) {
           io.stderr(captionFailures(written, flags.batch, flags));
