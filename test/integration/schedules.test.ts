@@ -296,6 +296,10 @@ describe('scheduled enqueueing', () => {
     const manifest = h.file('m.csv', csv(['a']));
     const cases: Array<[string[], string]> = [
       [['--cron', 'every hour'], 'Expected --cron to be a cron expression'],
+      // Fewer fields than 5 were filled in by the parser: "5" became a weekly tick.
+      [['--cron', '5'], 'Expected --cron to be a cron expression of 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, e.g. "0 * * * *" for every hour, got "5" (1 field)'],
+      [['--cron', '* * *'], 'got "* * *" (3 fields)'],
+      [['--cron', '0 0 0 1 1 * 2030'], 'got "0 0 0 1 1 * 2030" (7 fields)'],
       [['--cron', '0 * * * *', '--tz', 'Mars/Olympus'], 'Expected --tz to be an IANA time zone'],
       [['--cron', '0 * * * *', '--every', '1h'], 'A schedule needs exactly one of --cron "EXPR" and --every DURATION'],
       [['--every', '100ms'], 'Expected --every to be at least 1s'],

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ManifestRow } from '../../src/manifest/validate-row.js';
 import { createAdmission } from '../../src/ops/schedule-tick.js';
-import { formatEvery, parseEvery } from '../../src/ops/schedules.js';
+import { checkCron, formatEvery, parseEvery } from '../../src/ops/schedules.js';
 
 function rows(count: number, endpoint = 'fal-ai/llava-next', from = 0): ManifestRow[] {
   return Array.from({ length: count }, (_, i) => ({
@@ -46,6 +46,29 @@ describe('--every', () => {
 
   it('formats an interval as --every takes it', () => {
     expect([86_400_000, 3_600_000, 5_400_000, 90_000, 1500].map(formatEvery)).toEqual(['1d', '1h', '90m', '90s', '1500ms']);
+  });
+});
+
+describe('--cron', () => {
+  it.each([
+    ['0 * * * *', '0 * * * *'],
+    ['  30   2 * * 1-5 ', '30 2 * * 1-5'],
+    ['*/10 * * * * *', '*/10 * * * * *'],
+  ])('takes %j (5 or 6 fields) as %j', (text, expression) => {
+    expect(checkCron(text)).toBe(expression);
+  });
+
+  it.each([
+    ['5', 1],
+    ['* * *', 3],
+    ['0 0 * *', 4],
+    ['0 0 0 * * * *', 7],
+    ['@daily', 1],
+    ['', 0],
+  ])('refuses %j (%d fields), showing the form expected', (text, fields) => {
+    expect(() => checkCron(text)).toThrow(
+      `Expected --cron to be a cron expression of 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, e.g. "0 * * * *" for every hour, got "${text}" (${fields} field${fields === 1 ? '' : 's'})`,
+    );
   });
 });
 
