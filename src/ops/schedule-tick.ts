@@ -3,6 +3,7 @@ import { resolveConfig } from '../config.js';
 import type { FalbatchContext } from '../context.js';
 import { ConfigError, FalbatchError } from '../errors.js';
 import type { FalCaller } from '../fal/fal-caller.js';
+import type { CheckedUploads } from '../manifest/upload-images.js';
 import { resolvePrice } from '../fal/pricing.js';
 import { displayUrl, fetchManifest, isManifestUrl, type FetchedManifest } from '../manifest/fetch-manifest.js';
 import type { ManifestRow } from '../manifest/validate-row.js';
@@ -117,6 +118,8 @@ export interface RunTickOptions {
   fetch?: typeof fetch;
   /** Who runs it, for the record. Default: `host:pid`. */
   worker?: string;
+  /** Cached upload URLs the process running the ticks checked already (see EnqueueOptions.checkedUploads). */
+  checkedUploads?: CheckedUploads | undefined;
 }
 
 /**
@@ -178,6 +181,7 @@ export async function runScheduleTick(ctx: FalbatchContext, definition: Schedule
       ...(definition.retention !== undefined ? { retentionMs: definition.retention === 'forever' ? Number.POSITIVE_INFINITY : definition.retention } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       fal: options.fal,
+      checkedUploads: options.checkedUploads,
       ...(caps ? { admit: (rows: readonly ManifestRow[]) => (caps as Admission).admit(rows) } : {}),
       ...(url ? { manifestLabel: displayUrl(url) } : {}),
     });

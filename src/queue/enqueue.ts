@@ -3,6 +3,7 @@ import { relative, sep } from 'node:path';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import type { FalCaller } from '../fal/fal-caller.js';
+import type { CheckedUploads } from '../manifest/upload-images.js';
 import { BatchLostError, BatchNotFoundError, ConfigError, ManifestError } from '../errors.js';
 import { applyBatchSettings, checkBatchSettings, type BatchSettings } from '../ops/control.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
@@ -51,6 +52,12 @@ export interface EnqueueOptions {
    * with FAL_KEY_MISSING (a manifest of URLs needs no credentials).
    */
   fal?: FalCaller | undefined;
+  /**
+   * Cached upload URLs this process checked in earlier enqueues, trusted without a check for a
+   * while (a schedule service's ticks: see worker/start-scheduler.ts). Default: each cached URL is
+   * checked once in this enqueue.
+   */
+  checkedUploads?: CheckedUploads | undefined;
   /**
    * Caps what this enqueue adds (a schedule's per-tick --max-rows, --max-spend). Called, in
    * manifest order, with the rows of each chunk that would add a job (new, changed, or lost):

@@ -2,7 +2,7 @@ import type { FalbatchContext } from '../context.js';
 import { MissingCredentialsError } from '../errors.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
 import { inlineLocalImages, type LocalImageDelivery } from '../manifest/resolve-images.js';
-import { createUploadingDelivery, type FileUploader } from '../manifest/upload-images.js';
+import { createUploadingDelivery, type CheckedUploads, type FileUploader } from '../manifest/upload-images.js';
 import { SECOND } from '../time.js';
 import { createUploadCache } from './upload-cache.js';
 
@@ -11,6 +11,8 @@ export interface ImageDeliveryOptions {
   fal?: FalCaller | undefined;
   /** Stops waits between upload attempts. */
   signal?: AbortSignal | undefined;
+  /** Cached URLs checked by earlier enqueues of this process (see EnqueueOptions.checkedUploads). */
+  checkedUploads?: CheckedUploads | undefined;
 }
 
 /** A check of a cached URL is a HEAD: quick, or the storage is not answering. */
@@ -50,6 +52,7 @@ export function localImageDelivery(ctx: FalbatchContext, run: ImageDeliveryOptio
     attempts: config.attempts,
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
     checkTimeoutMs: Math.min(CHECK_TIMEOUT_MS, config.callTimeoutMs),
+    checked: run.checkedUploads,
     clock: ctx.clock,
     log: ctx.log,
     signal: run.signal,

@@ -2,7 +2,9 @@ import { closeOnce, closeWithinGrace } from './close-within-grace.js';
 import { Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import type { FalCaller } from '../fal/fal-caller.js';
+import { createCheckedUploads } from '../manifest/upload-images.js';
 import { runScheduleTick } from '../ops/schedule-tick.js';
+import { HOUR } from '../time.js';
 import { currentDefinition, openTicksQueue, recordTick, type ScheduleDefinition, type TickRecord } from '../ops/schedules.js';
 
 export interface StartSchedulerOptions {
@@ -19,6 +21,14 @@ export interface StartSchedulerOptions {
   fetch?: typeof fetch;
   /** Told of every tick this process ran, with its record. */
   onTick?: (name: string, record: TickRecord) => void;
+  /**
+   * How long a cached upload URL found served by one tick is trusted by the next ticks of this
+   * process without a check (a HEAD to fal storage). The cache entry itself dies inside fal's
+   * retention, so this only bounds how long a file fal lost early goes unnoticed; shorter checks
+   * every cached image of a schedule more often.
+   * @default 24 h
+   */
+  uploadRecheckMs?: number;
 }
 
 export interface SchedulerCounts {
@@ -35,6 +45,7 @@ export interface SchedulerHandle {
 }
 
 const SHUTDOWN = 'falbatch: scheduler shutting down';
+const UPLOAD_RECHECK_MS = 24 * HOUR;
 
 /** `repeat:<schedule>:<due ms>`: BullMQ's id for a scheduler's job; the due time is its last part. */
 function dueTimeOf(job: Job): number | undefined {
@@ -53,6 +64,8 @@ export async function startScheduler(ctx: FalbatchContext, options: StartSchedul
   const { config, clock, log, keys } = ctx;
   const queue = openTicksQueue(ctx);
   const counts: SchedulerCounts = { ok: 0, failed: 0, skipped: 0 };
+  // Ticks over an unchanged manifest cost a read: cached uploads are not checked at every tick.
+  const checkedUploads = createCheckedUploads(options.uploadRecheckMs ?? UPLOAD_RECHECK_MS);
 
   const processor = async (job: Job<ScheduleDefinition>, _token?: string, signal?: AbortSignal): Promise<TickRecord | undefined> => {
     const name = job.repeatJobKey ?? job.data.name;
@@ -65,6 +78,7 @@ export async function startScheduler(ctx: FalbatchContext, options: StartSchedul
     const record = await runScheduleTick(ctx, definition, {
       scheduledAt,
       signal,
+      checkedUploads,
       ...(options.fal ? { fal: options.fal } : {}),
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });

@@ -11,6 +11,9 @@ import { getStatus } from '../../src/ops/status.js';
 import { startScheduler } from '../../src/worker/start-scheduler.js';
 import { createHarness, runCliProcess, spawnCli, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
 import { ManualClock } from '../helpers/manual-clock.js';
+import { pngBytes } from '../helpers/images.js';
+import { createCheckedUploads } from '../../src/manifest/upload-images.js';
+import { enqueueManifest } from '../../src/queue/enqueue.js';
 
 /** A manifest of URL rows with these ids (prompt = "describe <id>"). */
 function csv(ids: string[]): string {
@@ -226,6 +229,57 @@ describe('scheduled enqueueing', () => {
     expect(seen.map((r) => r.capped)).toEqual(['max-rows', 'max-rows', undefined, undefined]);
     expect(seen[0]?.reason).toBe('--max-rows 3 reached: 4 new rows left for later ticks');
     expect(await h.ctx.queue.getJobCountByTypes('waiting', 'prioritized', 'delayed')).toBe(7);
+  });
+
+  it('a schedule service checks cached uploads once, not at every tick: ticks over an unchanged manifest send nothing to fal storage', async () => {
+    const h = await createHarness();
+    const names = ids(8);
+    for (const name of names) h.file(`${name}.png`, pngBytes(name));
+    const manifest = h.file('m.csv', `id,image_url,prompt\n${names.map((name) => `${name},${name}.png,describe ${name}`).join('\n')}\n`);
+    // Uploaded by an earlier run: the schedule finds every image in the upload cache.
+    await enqueueManifest(h.ctx, { manifest, batch: 'earlier' });
+    expect(h.emulator.stats()).toMatchObject({ uploads: 8, fileReads: 0 });
+
+    await addSchedule(h.ctx, { name: 'local', manifest, everyMs: 1000 });
+    const scheduler = await startScheduler(h.ctx);
+    onTestFinished(() => scheduler.close(0));
+    await until('four ok ticks', async () => (await ticksOf(h, 'local')).filter((r) => r.outcome === 'ok').length >= 4, 60_000);
+    await scheduler.close(0);
+    const ok = (await ticksOf(h, 'local')).filter((r) => r.outcome === 'ok');
+    expect(ok[0]).toMatchObject({ added: 8, present: 0 });
+    for (const later of ok.slice(1)) expect(later).toMatchObject({ added: 0, present: 8 });
+    // The first tick checked each cached URL (8 HEADs); the later ones sent nothing (8 each before).
+    expect(h.emulator.stats()).toMatchObject({ uploads: 8, fileReads: 8 });
+  }, 90_000);
+
+  it("a schedule service's checks of cached uploads: a URL found served is trusted until the re-check interval, one fal lost is uploaded again", async () => {
+    const h = await createHarness();
+    const clock = new ManualClock(Date.UTC(2026, 5, 1, 12));
+    const ctx = { ...h.ctx, clock };
+    const names = ids(3);
+    for (const name of names) h.file(`${name}.png`, pngBytes(name));
+    const manifest = h.file('m.csv', `id,image_url,prompt\n${names.map((name) => `${name},${name}.png,describe ${name}`).join('\n')}\n`);
+    await enqueueManifest(ctx, { manifest, batch: 'earlier' });
+    const { schedule } = await addSchedule(ctx, { name: 'local', manifest, everyMs: 3_600_000 });
+    const checkedUploads = createCheckedUploads(24 * 3_600_000);
+    const tick = async (): Promise<TickRecord> => runScheduleTick(ctx, schedule, { checkedUploads });
+
+    expect(await tick()).toMatchObject({ outcome: 'ok', added: 3 });
+    expect(h.emulator.stats()).toMatchObject({ uploads: 3, fileReads: 3 });
+    await clock.advance(23 * 3_600_000);
+    expect(await tick()).toMatchObject({ outcome: 'ok', present: 3 });
+    expect(h.emulator.stats()).toMatchObject({ uploads: 3, fileReads: 3 });
+    // A day after the check: checked again, once.
+    await clock.advance(3_600_000);
+    expect(await tick()).toMatchObject({ outcome: 'ok', present: 3 });
+    expect(h.emulator.stats()).toMatchObject({ uploads: 3, fileReads: 6 });
+    // fal lost the files: the next check finds them gone, uploads them again, and trusts the new ones.
+    h.emulator.expireFiles();
+    await clock.advance(24 * 3_600_000);
+    await tick();
+    expect(h.emulator.stats()).toMatchObject({ uploads: 6, fileReads: 9 });
+    await tick();
+    expect(h.emulator.stats()).toMatchObject({ uploads: 6, fileReads: 9 });
   });
 
   it('a schedule with --retention gives its batch that retention at every tick (forever included)', async () => {
