@@ -72,6 +72,9 @@ describe('dashboard', () => {
     onTestFinished(() => browser.close());
     const context = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD } });
     const page = await context.newPage();
+    // Every asset from the dashboard itself: nothing to a font CDN or any other third party.
+    const requested: string[] = [];
+    page.on('request', (request) => requested.push(request.url()));
     const dialogs: string[] = [];
     page.on('dialog', (dialog) => {
       dialogs.push(dialog.message());
@@ -110,6 +113,8 @@ describe('dashboard', () => {
     expect(action.status).toBe(405);
     expect(await h.ctx.queue.getFailedCount()).toBe(2);
     expect(dialogs).toEqual([]);
+    expect(requested.length).toBeGreaterThan(3);
+    expect(requested.filter((url) => new URL(url).origin !== board.url)).toEqual([]);
   });
 
   it('refuses a non-loopback host without credentials, and serves loopback names only', async () => {
