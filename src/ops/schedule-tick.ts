@@ -10,7 +10,7 @@ import type { ManifestRow } from '../manifest/validate-row.js';
 import { BatchBusyError, enqueueManifest, type EnqueueSummary } from '../queue/enqueue.js';
 import type { Price } from '../results/price.js';
 import { forecastCost } from './estimate.js';
-import type { ScheduleDefinition, TickRecord } from './schedules.js';
+import { tickRecord, type ScheduleDefinition, type TickRecord } from './schedules.js';
 
 /** What a tick's rows are forecast to cost, per call, for an endpoint (in the price's currency). */
 export interface CallCost {
@@ -132,20 +132,7 @@ export interface RunTickOptions {
 export async function runScheduleTick(ctx: FalbatchContext, definition: ScheduleDefinition, options: RunTickOptions = {}): Promise<TickRecord> {
   const { clock } = ctx;
   const at = clock.now();
-  const record: TickRecord = {
-    tick: options.scheduledAt ?? at,
-    at,
-    ms: 0,
-    outcome: 'ok',
-    batch: definition.batch,
-    rows: 0,
-    added: 0,
-    present: 0,
-    rejected: 0,
-    changed: 0,
-    deferred: 0,
-    worker: options.worker ?? `${hostname()}:${process.pid}`,
-  };
+  const record = tickRecord({ tick: options.scheduledAt ?? at, at, outcome: 'ok', batch: definition.batch, worker: options.worker ?? `${hostname()}:${process.pid}` });
   const url = isManifestUrl(definition.manifest) ? definition.manifest : undefined;
   let fetched: FetchedManifest | undefined;
   let caps: Admission | undefined;
