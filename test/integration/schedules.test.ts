@@ -9,7 +9,7 @@ import { runScheduleTick } from '../../src/ops/schedule-tick.js';
 import { addSchedule, listSchedules, openTicksQueue, removeSchedule, tickRecords, type TickRecord } from '../../src/ops/schedules.js';
 import { getStatus } from '../../src/ops/status.js';
 import { startScheduler } from '../../src/worker/start-scheduler.js';
-import { createHarness, runCliProcess, spawnCli, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
+import { createHarness, runCliProcess, spawnCli, startPrivateRedis, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
 import { ManualClock } from '../helpers/manual-clock.js';
 import { pngBytes } from '../helpers/images.js';
 import { createCheckedUploads } from '../../src/manifest/upload-images.js';
@@ -273,6 +273,39 @@ describe('scheduled enqueueing', () => {
     expect(listed?.ticks.filter((r) => r.outcome === 'missed').map((r) => r.tick).sort()).toEqual(Array.from({ length: missed }, (_, i) => due + (i + 1) * 1000));
     expect(listed?.ticks.find((r) => r.tick === due)).toMatchObject({ outcome: 'ok', missed });
   }, 60_000);
+
+  it('ticks due while Redis was down are recorded as missed by the work process that serves the schedule', async () => {
+    const redis = await startPrivateRedis();
+    const h = await createHarness({ redisUrl: redis.url });
+    await addSchedule(h.ctx, { name: 'outage', manifest: h.file('m.csv', csv(['a'])), everyMs: 1000 });
+    const worker = spawnCli(['work', '--grace', '2s'], h.env());
+    onTestFinished(() => {
+      if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
+    });
+    await until('two ok ticks', async () => (await ticksOf(h, 'outage')).filter((r) => r.outcome === 'ok').length >= 2, 60_000);
+    await redis.stop();
+    const down = Date.now();
+    await new Promise((resolve) => setTimeout(resolve, 4000)); // Redis down for a while
+    await redis.start();
+    const up = Date.now();
+    let late: TickRecord | undefined;
+    await until('a tick run late, in place of the ones due while Redis was down', async () => {
+      late = (await ticksOf(h, 'outage')).find((r) => r.at >= up && (r.missed ?? 0) > 0);
+      return late !== undefined;
+    }, 60_000);
+    worker.child.kill('SIGTERM');
+    expect(await worker.exited).toBe(0);
+    const records = await ticksOf(h, 'outage');
+    const missed = records.filter((r) => r.outcome === 'missed');
+    // The ticks due while Redis was down (about 4), but the one run late in their place, are there
+    // as missed (and any due just before, that the loaded machine had not taken yet).
+    expect(missed.filter((r) => r.tick > down && r.tick < up).length).toBeGreaterThanOrEqual(2);
+    expect(missed.length).toBe(records.reduce((sum, r) => sum + (r.missed ?? 0), 0));
+    expect(new Set(records.map((r) => r.tick)).size).toBe(records.length);
+    const list = await runCliProcess(['schedule', 'list', '--ticks', '50'], h.env());
+    expect(list.stdout).toContain('MISSED: no work process took this tick when it was due (Redis unreachable, or none running)');
+    expect(worker.output()).toMatch(/schedule outage: \d+ ticks due from \S+ missed \(no work process could take them: Redis unreachable, or none running\)/);
+  }, 120_000);
 
   it('a schedule service checks cached uploads once, not at every tick: ticks over an unchanged manifest send nothing to fal storage', async () => {
     const h = await createHarness();
