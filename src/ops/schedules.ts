@@ -119,7 +119,7 @@ export interface TickRecord {
   spend?: { amount: number; currency: string };
   /** The process that ran it: `host:pid`. */
   worker: string;
-  /** Ticks due after this one, while it waited to run, that it stood in for: recorded as missed. */
+  /** Ticks due after this one, while it waited to run, that it stood in for: recorded as missed (for a cron schedule, counted up to 100). */
   missed?: number;
 }
 
@@ -148,8 +148,8 @@ const DAY = 24 * HOUR;
 
 /** Missed ticks recorded one by one for a late tick (the first ones; its record counts them all). */
 export const MISSED_RECORDS = 10;
-/** Most due times of a cron schedule walked to count the ticks missed. */
-const MISSED_WALK = 1000;
+/** Most due times of a cron schedule walked to count the ticks missed (each step parses the expression: about 1 ms). */
+const MISSED_WALK = 100;
 
 export interface MissedTicks {
   /** The first MISSED_RECORDS due times missed, oldest first. */

@@ -97,9 +97,9 @@ describe('missed ticks: those due while a late tick waited to run', () => {
     expect(missedTicks({ pattern: '30 2 * * *', tz: 'Europe/Paris' }, paris, paris + 3 * day)).toEqual({ times: [paris + day, paris + 2 * day], count: 2, more: false });
   });
 
-  it('stops counting a cron schedule after 1000 due times, saying there were more', () => {
+  it('stops counting a cron schedule after 100 due times, saying there were more', () => {
     const walked = missedTicks({ pattern: '* * * * * *' }, due, due + 2 * HOUR);
-    expect(walked).toMatchObject({ count: 1000, more: true });
+    expect(walked).toMatchObject({ count: 100, more: true });
     expect(walked.times).toEqual(Array.from({ length: MISSED_RECORDS }, (_, i) => due + (i + 1) * 1000));
   });
 });
