@@ -81,6 +81,8 @@ export type { SweepSummary } from './queue/retention.js';
 export { addSchedule, listSchedules, removeSchedule, tickRecords, parseEvery, TICK_HISTORY } from './ops/schedules.js';
 export type { AddScheduleOptions, ListSchedulesOptions, Schedule, ScheduleDefinition, ScheduleFetchLimits, ScheduleSettings, TickRecord } from './ops/schedules.js';
 export { createAdmission, runScheduleTick } from './ops/schedule-tick.js';
+export { createCheckedUploads } from './manifest/upload-images.js';
+export type { CheckedUploads } from './manifest/upload-images.js';
 export type { Admission, AdmissionOptions, CallCost, RunTickOptions } from './ops/schedule-tick.js';
 export { fetchManifest, FETCH_DEFAULTS } from './manifest/fetch-manifest.js';
 export type { FetchedManifest, FetchManifestOptions } from './manifest/fetch-manifest.js';

@@ -150,8 +150,9 @@ export function planReport(plan: EnqueuePlan, forecast: CostForecast, price: Pri
   const lines = [
     `dry run of batch ${plan.batch}: nothing enqueued, uploaded or called`,
     `  rows      ${plan.rows} (${plan.rejected} rejected${plan.skipped > 0 ? `, ${plan.skipped} skipped: their caption files exist` : ''})`,
-    `  calls     ${plan.calls} distinct: ${plan.done} already done in this batch, ${plan.answered} answered by earlier paid calls, ${plan.toCall} to call`,
-    `  images    ${plan.localImages} distinct local images: ${plan.uploads} to upload, ${plan.localImages - plan.uploads} already in fal storage`,
+    `  calls     ${plan.calls} distinct: ${plan.done} already done in this batch, ${plan.answered} answered by earlier paid calls, ${plan.toCall} to call` +
+      (plan.shared > 0 ? `; ${plan.shared} more ${plan.shared === 1 ? 'row identical to one of these shares its answer' : 'rows identical to these share their answers'}` : ''),
+    `  images    ${plan.localImages} distinct local images: ${plan.uploads} to upload${plan.expired > 0 ? ` (${plan.expired} cached but no longer served by fal storage)` : ''}, ${plan.localImages - plan.uploads} already in fal storage`,
   ];
   lines.push(
     forecast.inferenceSeconds === undefined

@@ -135,7 +135,8 @@ export function renderBatchesPage(list: DashboardBatches, options: BatchesPageOp
   const updated = new Date(options.now).toISOString().slice(11, 19);
   const parts = [
     `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">${refresh}`,
-    `<title>falbatch · batches</title><style>${STYLE}</style></head><body>`,
+    // The icon Bull Board serves (else the browser asks for /favicon.ico, which is not there).
+    `<title>falbatch · batches</title><link rel="icon" type="image/svg+xml" href="${escapeHtml(options.queuesPath)}/static/images/logo.svg"><style>${STYLE}</style></head><body>`,
     `<header><h1>falbatch</h1><nav><a href="/">Batches</a><a href="${escapeHtml(options.queuesPath)}">Queue (Bull Board)</a><a href="/api/batches">JSON</a></nav>`,
     `<p class="meta">namespace <code>${escapeHtml(options.prefix)}</code> · ${escapeHtml(options.redis)} · updated ${escapeHtml(updated)} UTC` +
       (options.refreshSeconds > 0 ? ` · refreshes every ${escapeHtml(options.refreshSeconds)} s` : '') +

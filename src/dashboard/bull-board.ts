@@ -8,6 +8,7 @@ const loadBullBoardApi = importOnce('@bull-board/api', 'The dashboard (Bull Boar
   return { createBullBoard, BullMQAdapter };
 });
 const loadBullBoardHono = importOnce('@bull-board/hono', 'The dashboard (Bull Board)', () => import('@bull-board/hono'));
+const loadHono = importOnce('hono', 'The dashboard (Bull Board)', () => import('hono'));
 const loadServeStatic = importOnce('@hono/node-server', 'The dashboard (Bull Board)', () => import('@hono/node-server/serve-static'));
 
 export interface BullBoardQueue {
@@ -15,6 +16,19 @@ export interface BullBoardQueue {
   /** What the board calls it. */
   displayName: string;
   description: string;
+}
+
+/** A `<link>` element whose href leaves the page's origin (`https://…`, `//host/…`). */
+const REMOTE_LINK = /<link\b[^>]*\bhref\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:)?\/\/[^>]*>\s*/gi;
+
+/**
+ * Bull Board's page without the links it makes to other origins (its index loads fonts from a
+ * public font CDN): offline or on a private network they fail, and a user's browser would call a
+ * third party. Its fonts fall back to the browser's sans-serif and monospace; every other asset it
+ * uses is served from its own static folder, here.
+ */
+export function withoutRemoteLinks(html: string): string {
+  return html.replace(REMOTE_LINK, '');
 }
 
 /**
@@ -25,7 +39,7 @@ export interface BullBoardQueue {
  * page (`--allow-retry`) or with `falbatch retry` instead.
  */
 export async function createBullBoardApp(queues: readonly BullBoardQueue[], basePath: string, homePath: string): Promise<Hono> {
-  const [{ createBullBoard, BullMQAdapter }, { HonoAdapter }, { serveStatic }] = await Promise.all([loadBullBoardApi(), loadBullBoardHono(), loadServeStatic()]);
+  const [{ createBullBoard, BullMQAdapter }, { HonoAdapter }, { serveStatic }, { Hono }] = await Promise.all([loadBullBoardApi(), loadBullBoardHono(), loadServeStatic(), loadHono()]);
   const serverAdapter = new HonoAdapter(serveStatic);
   serverAdapter.setBasePath(basePath);
   createBullBoard({
@@ -33,5 +47,13 @@ export async function createBullBoardApp(queues: readonly BullBoardQueue[], base
     serverAdapter,
     options: { uiConfig: { boardTitle: 'falbatch', miscLinks: [{ text: 'Batches', url: homePath }] } },
   });
-  return serverAdapter.registerPlugin();
+  const app = new Hono();
+  app.use('*', async (c, next) => {
+    await next();
+    if (!c.res.headers.get('content-type')?.startsWith('text/html')) return;
+    const headers = new Headers(c.res.headers);
+    headers.delete('content-length');
+    c.res = new Response(withoutRemoteLinks(await c.res.text()), { status: c.res.status, headers });
+  });
+  return app.route('/', serverAdapter.registerPlugin());
 }

@@ -1,4 +1,4 @@
-import pLimit from 'p-limit';
+import pLimit, { type LimitFunction } from 'p-limit';
 import { ConfigError, FalbatchError, FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError, falDetailText } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { systemClock, type Clock } from '../time.js';
@@ -21,6 +21,92 @@ export interface UploadCache {
   set(identity: string, url: string): Promise<void>;
 }
 
+/**
+ * Cached upload URLs found served, and when: kept by a long-running process (a schedule service)
+ * across its enqueues, so that a tick over an unchanged manifest does not check every cached image
+ * again. Without one, each enqueue run checks each cached URL once.
+ */
+export interface CheckedUploads {
+  /** Whether `url` was found served less than the re-check interval ago. */
+  fresh(url: string, now: number): boolean;
+  /** `url` is served now (just checked, or just uploaded). */
+  remember(url: string, now: number): void;
+}
+
+/** Most URLs a CheckedUploads remembers (the oldest checks are forgotten first: checked again). */
+const CHECKED_REMEMBERED = 100_000;
+
+/**
+ * A process's memory of checked uploads: a URL found served is trusted for `recheckMs` without
+ * another check. The cache entry itself dies inside fal's retention (queue/upload-cache.ts), so a
+ * URL trusted here is one fal promised to keep; the re-check only catches files fal lost early.
+ */
+export function createCheckedUploads(recheckMs: number): CheckedUploads {
+  const checkedAt = new Map<string, number>();
+  return {
+    fresh: (url, now) => {
+      const at = checkedAt.get(url);
+      return at !== undefined && now - at < recheckMs;
+    },
+    remember: (url, now) => {
+      checkedAt.delete(url);
+      checkedAt.set(url, now);
+      if (checkedAt.size > CHECKED_REMEMBERED) checkedAt.delete(checkedAt.keys().next().value as string);
+    },
+  };
+}
+
+export interface CachedUrlCheckOptions {
+  uploader: Pick<FileUploader, 'checkFile'>;
+  /** Bounds the checks in flight (shared with the uploads of the run). */
+  limit: LimitFunction;
+  /** Deadline of one check of a cached URL. */
+  checkTimeoutMs: number;
+  /** URLs checked by earlier runs of this process, trusted without a check. Default: none. */
+  checked?: CheckedUploads | undefined;
+  clock?: Clock;
+  log?: Logger;
+  signal?: AbortSignal | undefined;
+}
+
+/** Whether a cached URL is still served: `unknown` when the check could not tell (the URL is then kept). */
+export type CachedUrlCheck = (url: string) => Promise<'present' | 'gone' | 'unknown'>;
+
+/**
+ * The check of a cached URL, as one run does it (and the dry run forecasts it): a HEAD, unless the
+ * process checked the URL recently (`checked`). A check that cannot tell (a time-out, a 5xx, no
+ * connection) keeps the cached URL: the cache lives shorter than fal's retention, so the URL is
+ * expected to serve, and an unreachable CDN says nothing about the file (re-uploading everything on
+ * a CDN hiccup would defeat the cache, and fails the same way). After three such checks in a row
+ * the run stops checking.
+ */
+export function createCachedUrlCheck(options: CachedUrlCheckOptions): CachedUrlCheck {
+  const clock = options.clock ?? systemClock;
+  const log = options.log ?? silentLogger;
+  let failures = 0;
+  return async (url) => {
+    if (options.checked?.fresh(url, clock.now())) return 'present';
+    if (failures >= CHECK_FAILURES_BEFORE_TRUSTING) return 'unknown';
+    try {
+      const timeout = AbortSignal.timeout(options.checkTimeoutMs);
+      const state = await options.limit(() => options.uploader.checkFile(url, options.signal ? AbortSignal.any([timeout, options.signal]) : timeout));
+      failures = 0;
+      if (state === 'present') options.checked?.remember(url, clock.now());
+      return state;
+    } catch (error) {
+      options.signal?.throwIfAborted();
+      failures++;
+      const why = error instanceof Error ? error.message : String(error);
+      if (failures === CHECK_FAILURES_BEFORE_TRUSTING) {
+        log.warn(`fal storage did not answer ${failures} checks of cached uploads in a row (${why}): cached URLs are used unchecked for the rest of this run`);
+      } else {
+        log.debug('could not check a cached upload; using it', { url, error: why });
+      }
+      return 'unknown';
+    }
+  };
+}
+
 export interface UploadingDeliveryOptions {
   uploader: FileUploader;
   cache: UploadCache;
@@ -32,6 +118,8 @@ export interface UploadingDeliveryOptions {
   backoff: { baseMs: number; maxMs: number };
   /** Deadline of one check of a cached URL. */
   checkTimeoutMs: number;
+  /** Cached URLs this process checked in earlier runs (a schedule service's ticks). Default: each run checks. */
+  checked?: CheckedUploads | undefined;
   clock?: Clock;
   random?: () => number;
   log?: Logger;
@@ -110,13 +198,10 @@ function uploadName(image: PreparedImage, ext: string): string {
 /**
  * Local images uploaded to fal storage, the job carrying only the URL. Each distinct content
  * (identity) is uploaded at most once: concurrent rows share one upload, later rows, batches and
- * runs find its URL in the cache. A cached URL is checked once per run (HEAD): one fal no longer
- * serves is uploaded again and the cache overwritten. A check that cannot tell (a time-out, a 5xx,
- * no connection) keeps the cached URL: the cache lives shorter than fal's retention, so the URL is
- * expected to serve, and an unreachable CDN says nothing about the file (re-uploading everything on
- * a CDN hiccup would defeat the cache, and fails the same way). After three such checks in a row
- * the run stops checking. Uploads are retried like fal calls; one that fails for good rejects the
- * rows that need it, with the reason.
+ * runs find its URL in the cache. A cached URL is checked once per run (HEAD, see
+ * createCachedUrlCheck), or once per re-check interval across the runs sharing `checked`: one fal
+ * no longer serves is uploaded again and the cache overwritten. Uploads are retried like fal calls;
+ * one that fails for good rejects the rows that need it, with the reason.
  */
 export function createUploadingDelivery(options: UploadingDeliveryOptions): UploadingDelivery {
   const clock = options.clock ?? systemClock;
@@ -125,28 +210,7 @@ export function createUploadingDelivery(options: UploadingDeliveryOptions): Uplo
   const counts: UploadCounts = { uploaded: 0, reused: 0, replaced: 0, failed: 0 };
   /** Per content: its URL, or why it could not be uploaded (said per row, naming the row's own cell). */
   const outcomes = new Map<string, Promise<Outcome>>();
-  let checkFailures = 0;
-
-  /** `unknown` when the check could not tell. */
-  const check = async (url: string): Promise<'present' | 'gone' | 'unknown'> => {
-    if (checkFailures >= CHECK_FAILURES_BEFORE_TRUSTING) return 'unknown';
-    try {
-      const timeout = AbortSignal.timeout(options.checkTimeoutMs);
-      const state = await limit(() => options.uploader.checkFile(url, options.signal ? AbortSignal.any([timeout, options.signal]) : timeout));
-      checkFailures = 0;
-      return state;
-    } catch (error) {
-      options.signal?.throwIfAborted();
-      checkFailures++;
-      const why = error instanceof Error ? error.message : String(error);
-      if (checkFailures === CHECK_FAILURES_BEFORE_TRUSTING) {
-        log.warn(`fal storage did not answer ${checkFailures} checks of cached uploads in a row (${why}): cached URLs are used unchecked for the rest of this run`);
-      } else {
-        log.debug('could not check a cached upload; using it', { url, error: why });
-      }
-      return 'unknown';
-    }
-  };
+  const check = createCachedUrlCheck({ uploader: options.uploader, limit, checkTimeoutMs: options.checkTimeoutMs, checked: options.checked, clock, log, signal: options.signal });
 
   const upload = async (image: PreparedImage, cell: string): Promise<Outcome> => {
     const content = await image.content();
@@ -184,7 +248,10 @@ export function createUploadingDelivery(options: UploadingDeliveryOptions): Uplo
       else log.debug(message);
     }
     const uploaded = await upload(image, cell);
-    if (uploaded.ok) await options.cache.set(image.identity, uploaded.url);
+    if (uploaded.ok) {
+      await options.cache.set(image.identity, uploaded.url);
+      options.checked?.remember(uploaded.url, clock.now());
+    }
     return uploaded;
   };
 

@@ -3,13 +3,14 @@ import { resolveConfig } from '../config.js';
 import type { FalbatchContext } from '../context.js';
 import { ConfigError, FalbatchError } from '../errors.js';
 import type { FalCaller } from '../fal/fal-caller.js';
+import type { CheckedUploads } from '../manifest/upload-images.js';
 import { resolvePrice } from '../fal/pricing.js';
 import { displayUrl, fetchManifest, isManifestUrl, type FetchedManifest } from '../manifest/fetch-manifest.js';
 import type { ManifestRow } from '../manifest/validate-row.js';
 import { BatchBusyError, enqueueManifest, type EnqueueSummary } from '../queue/enqueue.js';
 import type { Price } from '../results/price.js';
 import { forecastCost } from './estimate.js';
-import type { ScheduleDefinition, TickRecord } from './schedules.js';
+import { tickRecord, type ScheduleDefinition, type TickRecord } from './schedules.js';
 
 /** What a tick's rows are forecast to cost, per call, for an endpoint (in the price's currency). */
 export interface CallCost {
@@ -117,6 +118,8 @@ export interface RunTickOptions {
   fetch?: typeof fetch;
   /** Who runs it, for the record. Default: `host:pid`. */
   worker?: string;
+  /** Cached upload URLs the process running the ticks checked already (see EnqueueOptions.checkedUploads). */
+  checkedUploads?: CheckedUploads | undefined;
 }
 
 /**
@@ -129,20 +132,7 @@ export interface RunTickOptions {
 export async function runScheduleTick(ctx: FalbatchContext, definition: ScheduleDefinition, options: RunTickOptions = {}): Promise<TickRecord> {
   const { clock } = ctx;
   const at = clock.now();
-  const record: TickRecord = {
-    tick: options.scheduledAt ?? at,
-    at,
-    ms: 0,
-    outcome: 'ok',
-    batch: definition.batch,
-    rows: 0,
-    added: 0,
-    present: 0,
-    rejected: 0,
-    changed: 0,
-    deferred: 0,
-    worker: options.worker ?? `${hostname()}:${process.pid}`,
-  };
+  const record = tickRecord({ tick: options.scheduledAt ?? at, at, outcome: 'ok', batch: definition.batch, worker: options.worker ?? `${hostname()}:${process.pid}` });
   const url = isManifestUrl(definition.manifest) ? definition.manifest : undefined;
   let fetched: FetchedManifest | undefined;
   let caps: Admission | undefined;
@@ -178,6 +168,7 @@ export async function runScheduleTick(ctx: FalbatchContext, definition: Schedule
       ...(definition.retention !== undefined ? { retentionMs: definition.retention === 'forever' ? Number.POSITIVE_INFINITY : definition.retention } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       fal: options.fal,
+      checkedUploads: options.checkedUploads,
       ...(caps ? { admit: (rows: readonly ManifestRow[]) => (caps as Admission).admit(rows) } : {}),
       ...(url ? { manifestLabel: displayUrl(url) } : {}),
     });

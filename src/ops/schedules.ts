@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { Queue } from 'bullmq';
+import { getNextMillis, Queue } from 'bullmq';
 import { resolveConfig, type Config } from '../config.js';
 import type { FalbatchContext } from '../context.js';
 import { ConfigError } from '../errors.js';
@@ -98,8 +98,12 @@ export interface TickRecord {
   /** When it started, and how long it took (ms). */
   at: number;
   ms: number;
-  /** ok: the manifest was enqueued; failed: it could not be (reason); skipped: the batch was being enqueued by another producer. */
-  outcome: 'ok' | 'failed' | 'skipped';
+  /**
+   * ok: the manifest was enqueued; failed: it could not be (reason); skipped: the batch was being
+   * enqueued by another producer; missed: no work process took the tick when it was due (Redis
+   * unreachable, or none running), and a late tick ran in its place (reason).
+   */
+  outcome: 'ok' | 'failed' | 'skipped' | 'missed';
   reason?: string;
   batch: string;
   rows: number;
@@ -115,6 +119,13 @@ export interface TickRecord {
   spend?: { amount: number; currency: string };
   /** The process that ran it: `host:pid`. */
   worker: string;
+  /** Ticks due after this one, while it waited to run, that it stood in for: recorded as missed (for a cron schedule, counted up to 100). */
+  missed?: number;
+}
+
+/** A tick's record before anything was read: no rows, nothing added. */
+export function tickRecord(fields: Pick<TickRecord, 'tick' | 'at' | 'outcome' | 'batch' | 'worker'> & { reason?: string }): TickRecord {
+  return { ...fields, ms: 0, rows: 0, added: 0, present: 0, rejected: 0, changed: 0, deferred: 0 };
 }
 
 /** A schedule, as `schedule list` shows it. */
@@ -134,6 +145,45 @@ export const TICK_HISTORY = 50;
 const TICK_JOB = 'tick';
 const MIN_EVERY_MS = SECOND;
 const DAY = 24 * HOUR;
+
+/** Missed ticks recorded one by one for a late tick (the first ones; its record counts them all). */
+export const MISSED_RECORDS = 10;
+/** Most due times of a cron schedule walked to count the ticks missed (each step parses the expression: about 1 ms). */
+const MISSED_WALK = 100;
+
+export interface MissedTicks {
+  /** The first MISSED_RECORDS due times missed, oldest first. */
+  times: number[];
+  /** How many ticks were missed (at least that many when `more`). */
+  count: number;
+  more: boolean;
+}
+
+/**
+ * The ticks a schedule missed while one of its ticks waited to run. BullMQ's job scheduler keeps
+ * one job per schedule, due at its next time, and schedules the following one from the moment that
+ * job starts: a tick that starts late (Redis unreachable, no work process running) stands in for
+ * every tick due meanwhile, which never run. Those are the due times after `due` (the late tick's)
+ * and before `until` (the next tick scheduled after it started).
+ */
+export function missedTicks(timing: { every?: number | undefined; pattern?: string | undefined; tz?: string | undefined }, due: number, until: number): MissedTicks {
+  const { every, pattern } = timing;
+  if (every !== undefined && every > 0) {
+    const count = Math.max(0, Math.ceil((until - due) / every) - 1);
+    return { times: Array.from({ length: Math.min(count, MISSED_RECORDS) }, (_, i) => due + (i + 1) * every), count, more: false };
+  }
+  const times: number[] = [];
+  let count = 0;
+  let at = due;
+  while (pattern !== undefined && count < MISSED_WALK) {
+    const next = getNextMillis(at, { pattern, ...(timing.tz !== undefined ? { tz: timing.tz } : {}) });
+    if (next === undefined || !(next < until) || !(next > at)) return { times, count, more: false };
+    count++;
+    if (times.length < MISSED_RECORDS) times.push(next);
+    at = next;
+  }
+  return { times, count, more: count >= MISSED_WALK };
+}
 
 /** A queue handle on the schedule ticks queue (close it after use; the connection stays the context's). */
 export function openTicksQueue(ctx: FalbatchContext): Queue<ScheduleDefinition> {
@@ -168,6 +218,21 @@ export function formatEvery(ms: number): string {
     if (ms % size === 0) return `${ms / size}${unit}`;
   }
   return `${ms}ms`;
+}
+
+const CRON_FORM = '5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, e.g. "0 * * * *" for every hour';
+
+/**
+ * `--cron`: 5 or 6 fields, nothing else. BullMQ's parser fills in the fields missing (`"5"` became
+ * a weekly tick) and takes aliases such as `@daily`, so a typo would silently become another
+ * schedule. Returns the expression with its fields separated by single spaces.
+ */
+export function checkCron(expression: string): string {
+  const fields = expression.trim().split(/\s+/).filter((field) => field !== '');
+  if (fields.length !== 5 && fields.length !== 6) {
+    throw new ConfigError(`Expected --cron to be a cron expression of ${CRON_FORM}, got "${expression}" (${fields.length} field${fields.length === 1 ? '' : 's'})`);
+  }
+  return fields.join(' ');
 }
 
 function checkTimeZone(tz: string): void {
@@ -206,6 +271,7 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
   const { name } = options;
   if (!BATCH_NAME.test(name)) throw new ConfigError(`Expected the schedule name to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${name}"`);
   if ((options.cron === undefined) === (options.everyMs === undefined)) throw new ConfigError('A schedule needs exactly one of --cron "EXPR" and --every DURATION');
+  const cron = options.cron === undefined ? undefined : checkCron(options.cron);
   if (options.tz !== undefined) {
     if (options.cron === undefined) throw new ConfigError('--tz applies to --cron (an --every interval does not depend on the time zone)');
     checkTimeZone(options.tz);
@@ -261,7 +327,7 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
       createdAt,
       updatedAt: now,
     };
-    const timing = options.cron !== undefined ? { pattern: options.cron.trim(), ...(options.tz !== undefined ? { tz: options.tz } : {}) } : { every: options.everyMs as number };
+    const timing = cron !== undefined ? { pattern: cron, ...(options.tz !== undefined ? { tz: options.tz } : {}) } : { every: options.everyMs as number };
     try {
       await queue.upsertJobScheduler(name, timing, {
         name: TICK_JOB,
@@ -270,10 +336,8 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
         opts: { attempts: 1, removeOnComplete: true, removeOnFail: { count: 100 } },
       });
     } catch (error) {
-      if (options.cron === undefined) throw error;
-      throw new ConfigError(
-        `Expected --cron to be a cron expression (5 fields: minute hour day-of-month month day-of-week, or 6 with seconds first), e.g. "0 * * * *" for every hour, got "${options.cron}": ${(error as Error).message}`,
-      );
+      if (cron === undefined) throw error;
+      throw new ConfigError(`Expected --cron to be a cron expression of ${CRON_FORM}, got "${options.cron}": ${(error as Error).message}`);
     }
     const schedule = await readSchedule(ctx, queue, name);
     if (!schedule) throw new ConfigError(`schedule ${name} vanished while it was added (removed at the same moment?)`);
@@ -312,19 +376,33 @@ export async function tickRecords(ctx: FalbatchContext, name: string, count = TI
 }
 
 /**
- * Keeps a tick's record (the last TICK_HISTORY per schedule). A schedule removed while its tick ran
+ * Keeps a tick's record, and those of the ticks it stood in for (`missed`, oldest first, due after
+ * it): the last TICK_HISTORY per schedule, newest due first. A schedule removed while its tick ran
  * keeps no records: checked after writing, so a removal at any moment leaves none behind.
  */
-export async function recordTick(ctx: FalbatchContext, queue: Queue<ScheduleDefinition>, name: string, record: TickRecord): Promise<void> {
+export async function recordTick(ctx: FalbatchContext, queue: Queue<ScheduleDefinition>, name: string, record: TickRecord, missed: readonly TickRecord[] = []): Promise<void> {
   const key = ctx.keys.scheduleTicks(name);
-  await ctx.redis.multi().lpush(key, JSON.stringify(record)).ltrim(key, 0, TICK_HISTORY - 1).exec();
+  await ctx.redis
+    .multi()
+    .lpush(key, ...[record, ...missed].map((r) => JSON.stringify(r)))
+    .ltrim(key, 0, TICK_HISTORY - 1)
+    .exec();
   if (!(await queue.getJobScheduler(name))) await ctx.redis.del(key);
 }
 
-/** The definition a tick of `name` runs now, or undefined when the schedule was removed. */
-export async function currentDefinition(queue: Queue<ScheduleDefinition>, name: string): Promise<ScheduleDefinition | undefined> {
+/** What a tick of a schedule runs now, when the schedule ticks, and when its next tick is due. */
+export interface CurrentSchedule {
+  definition: ScheduleDefinition;
+  timing: { every: number | undefined; pattern: string | undefined; tz: string | undefined };
+  next: number | undefined;
+}
+
+/** The schedule `name` as a tick runs it now, or undefined when the schedule was removed. */
+export async function currentSchedule(queue: Queue<ScheduleDefinition>, name: string): Promise<CurrentSchedule | undefined> {
   const scheduler = await queue.getJobScheduler(name);
-  return scheduler ? parseDefinition(scheduler.template?.data) : undefined;
+  if (!scheduler) return undefined;
+  const { cron, tz, everyMs, next, ticks: _, ...definition } = toSchedule(scheduler, []);
+  return { definition, timing: { every: everyMs, pattern: cron, tz }, next };
 }
 
 export interface ListSchedulesOptions {

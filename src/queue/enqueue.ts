@@ -3,6 +3,7 @@ import { relative, sep } from 'node:path';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import type { FalCaller } from '../fal/fal-caller.js';
+import type { CheckedUploads } from '../manifest/upload-images.js';
 import { BatchLostError, BatchNotFoundError, ConfigError, ManifestError } from '../errors.js';
 import { applyBatchSettings, checkBatchSettings, type BatchSettings } from '../ops/control.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
@@ -13,7 +14,7 @@ import { captionPath, type CaptionOptions } from '../results/caption-files.js';
 import { exists, findCaptionClashes, localImageOf } from './caption-targets.js';
 import { LocalImageReader } from '../manifest/local-image.js';
 import { createImageResolver, type LocalImageDelivery } from '../manifest/resolve-images.js';
-import { localImageDelivery, type ImageDeliveryOptions } from './image-delivery.js';
+import { cachedUploadCheck, localImageDelivery, type ImageDeliveryOptions } from './image-delivery.js';
 import { createUploadCache } from './upload-cache.js';
 import type { RawRecord } from '../manifest/read-records.js';
 import { BATCH_NAME, jobIdFor } from '../manifest/row-key.js';
@@ -51,6 +52,12 @@ export interface EnqueueOptions {
    * with FAL_KEY_MISSING (a manifest of URLs needs no credentials).
    */
   fal?: FalCaller | undefined;
+  /**
+   * Cached upload URLs this process checked in earlier enqueues, trusted without a check for a
+   * while (a schedule service's ticks: see worker/start-scheduler.ts). Default: each cached URL is
+   * checked once in this enqueue.
+   */
+  checkedUploads?: CheckedUploads | undefined;
   /**
    * Caps what this enqueue adds (a schedule's per-tick --max-rows, --max-spend). Called, in
    * manifest order, with the rows of each chunk that would add a job (new, changed, or lost):
@@ -652,20 +659,26 @@ export interface EnqueuePlan {
   done: number;
   /** Of those, answered by an identical row already paid for (this namespace's ledger): free. */
   answered: number;
-  /** Calls left to pay for. */
+  /** Calls left to pay for: each distinct input once (identical rows, with or without ids, share one call). */
   toCall: number;
-  /** Distinct local image contents the rows use, and how many of them are not in fal storage yet. */
+  /** Rows not counted in calls: identical to a row counted there (another id, another file of the same content), they share its answer. */
+  shared: number;
+  /** Distinct local image contents the rows use, and how many of them the run would upload. */
   localImages: number;
   uploads: number;
+  /** Of the uploads, cached ones fal storage no longer serves (checked as the run checks them: a HEAD). */
+  expired: number;
   /** The first 1,000 rejections, as enqueue reports them. */
   rejections: Rejection[];
 }
 
 /**
  * Reads the manifest (or folder) as enqueue would, and says what it would do: rows, rejections,
- * skips, calls left to pay for (the batch's results and the ledger consulted), distinct local
- * images and uploads needed (the upload cache consulted). Nothing is enqueued, uploaded, called or
- * written (temporary keys of the read itself aside, removed at the end).
+ * skips, calls left to pay for (the batch's results and the ledger consulted; identical rows
+ * counted once, as the workers call them once), distinct local images and uploads needed (the
+ * upload cache consulted, and each cached URL checked at fal storage as the run checks it). Nothing
+ * is enqueued, uploaded, called or written (temporary keys of the read itself aside, removed at the
+ * end).
  */
 export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueuePlan> {
   const { redis, keys, config } = ctx;
@@ -674,24 +687,33 @@ export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions)
   const batch = options.batch ?? (await source.defaultBatchName(mappingSignature === undefined ? config.endpoint : `${config.endpoint}\0${mappingSignature}`));
   const batchKeys = keys.batch(batch);
   const run = `dry-${randomUUID()}`;
-  const plan: EnqueuePlan = { batch, manifest: source.path, rows: 0, rejected: 0, skipped: 0, calls: 0, done: 0, answered: 0, toCall: 0, localImages: 0, uploads: 0, rejections: [] };
-  // Local images: their identities, and whether fal storage has them (the cache), never uploaded.
+  const plan: EnqueuePlan = { batch, manifest: source.path, rows: 0, rejected: 0, skipped: 0, calls: 0, done: 0, answered: 0, toCall: 0, shared: 0, localImages: 0, uploads: 0, expired: 0, rejections: [] };
+  // Local images: their identities, and whether fal storage still has them (the cache, and the
+  // check the run would make of a cached URL), never uploaded.
   const cache = createUploadCache(redis, keys, { falBaseUrl: config.falBaseUrl, ttlMs: config.uploadCacheTtlMs });
-  const seenImages = new Map<string, Promise<boolean>>();
+  const check = config.inlineImages ? undefined : cachedUploadCheck(ctx, options);
+  const inStorage = async (identity: string): Promise<'stored' | 'missing' | 'expired'> => {
+    if (!check) return 'stored';
+    const url = await cache.get(identity);
+    if (url === undefined) return 'missing';
+    return (await check(url)) === 'gone' ? 'expired' : 'stored';
+  };
+  const seenImages = new Set<string>();
   const counting: LocalImageDelivery = {
     async reference(image) {
-      let cached = seenImages.get(image.identity);
-      if (!cached) {
-        cached = config.inlineImages ? Promise.resolve(true) : cache.get(image.identity).then((url) => url !== undefined);
-        seenImages.set(image.identity, cached);
+      if (!seenImages.has(image.identity)) {
+        seenImages.add(image.identity);
         plan.localImages++;
-        if (!(await cached)) plan.uploads++;
+        const state = await inStorage(image.identity);
+        if (state !== 'stored') plan.uploads++;
+        if (state === 'expired') plan.expired++;
       }
       return { ok: true, reference: `dry-run:${image.identity}` };
     },
   };
   const captionPlan = options.captions === undefined ? undefined : { captions: options.captions, clashKey: batchKeys.captionClashes(run) };
   const seenKeys = new Set<string>();
+  const seenInputs = new Set<string>();
   try {
     if (source.kind === 'csv') await checkHeader(source.path, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, createRowMapping(config).layout);
     if (captionPlan) await findCaptionClashes(ctx, source, createRowMapping(config).layout, captionPlan.captions, batchKeys.captionTargets(run), captionPlan.clashKey);
@@ -710,16 +732,21 @@ export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions)
         }
       }
       if (rows.length === 0) continue;
-      plan.calls += rows.length;
       const [ended, paid] = await Promise.all([redis.hmget(batchKeys.results, ...rows.map((r) => r.key)), ctx.store.ledgerMany(rows.map((r) => r.fingerprint))]);
-      rows.forEach((_, i) => {
+      rows.forEach((row, i) => {
         if (ended[i] !== null && ended[i] !== undefined) plan.done++;
-        else if (paid[i] !== null && paid[i] !== undefined) plan.answered++;
-        else plan.toCall++;
+        // An identical row (another id, or another file of the same content) shares one answer.
+        else if (seenInputs.has(row.fingerprint)) plan.shared++;
+        else {
+          seenInputs.add(row.fingerprint);
+          if (paid[i] !== null && paid[i] !== undefined) plan.answered++;
+          else plan.toCall++;
+        }
       });
     }
   } finally {
     await redis.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
   }
+  plan.calls = plan.done + plan.answered + plan.toCall;
   return plan;
 }

@@ -2,7 +2,8 @@ import type { FalbatchContext } from '../context.js';
 import { MissingCredentialsError } from '../errors.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
 import { inlineLocalImages, type LocalImageDelivery } from '../manifest/resolve-images.js';
-import { createUploadingDelivery, type FileUploader } from '../manifest/upload-images.js';
+import pLimit from 'p-limit';
+import { createCachedUrlCheck, createUploadingDelivery, type CachedUrlCheck, type CheckedUploads, type FileUploader } from '../manifest/upload-images.js';
 import { SECOND } from '../time.js';
 import { createUploadCache } from './upload-cache.js';
 
@@ -11,6 +12,8 @@ export interface ImageDeliveryOptions {
   fal?: FalCaller | undefined;
   /** Stops waits between upload attempts. */
   signal?: AbortSignal | undefined;
+  /** Cached URLs checked by earlier enqueues of this process (see EnqueueOptions.checkedUploads). */
+  checkedUploads?: CheckedUploads | undefined;
 }
 
 /** A check of a cached URL is a HEAD: quick, or the storage is not answering. */
@@ -26,6 +29,32 @@ const withoutCredentials: FileUploader = {
   checkFile: () => Promise.reject(new MissingCredentialsError(NO_CREDENTIALS)),
 };
 
+/** What uploads and checks go through: the run's fal caller, one made from the config, or none without credentials. */
+function uploaderFor(ctx: FalbatchContext, run: ImageDeliveryOptions): FileUploader {
+  const { config } = ctx;
+  if (run.fal) return run.fal;
+  const credentials = config.falKey !== undefined || config.falBaseUrl !== undefined;
+  return credentials ? createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock: ctx.clock }) : withoutCredentials;
+}
+
+const checkTimeoutMs = (ctx: FalbatchContext): number => Math.min(CHECK_TIMEOUT_MS, ctx.config.callTimeoutMs);
+
+/**
+ * The check an enqueue run makes of a cached upload URL, on its own: for the dry run, which says
+ * what the run would upload (a cached URL fal no longer serves is uploaded again).
+ */
+export function cachedUploadCheck(ctx: FalbatchContext, run: ImageDeliveryOptions): CachedUrlCheck {
+  return createCachedUrlCheck({
+    uploader: uploaderFor(ctx, run),
+    limit: pLimit(ctx.config.uploadConcurrency),
+    checkTimeoutMs: checkTimeoutMs(ctx),
+    checked: run.checkedUploads,
+    clock: ctx.clock,
+    log: ctx.log,
+    signal: run.signal,
+  });
+}
+
 /** One delivery per enqueue call: `--strict` reads the manifest twice, and its uploads and checks count once. */
 const deliveries = new WeakMap<object, LocalImageDelivery>();
 
@@ -39,17 +68,14 @@ export function localImageDelivery(ctx: FalbatchContext, run: ImageDeliveryOptio
   if (config.inlineImages) return inlineLocalImages;
   const known = deliveries.get(run);
   if (known) return known;
-  const credentials = config.falKey !== undefined || config.falBaseUrl !== undefined;
-  const uploader: FileUploader =
-    run.fal ??
-    (credentials ? createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock: ctx.clock }) : withoutCredentials);
   const delivery = createUploadingDelivery({
-    uploader,
+    uploader: uploaderFor(ctx, run),
     cache: createUploadCache(ctx.redis, ctx.keys, { falBaseUrl: config.falBaseUrl, ttlMs: config.uploadCacheTtlMs }),
     concurrency: config.uploadConcurrency,
     attempts: config.attempts,
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
-    checkTimeoutMs: Math.min(CHECK_TIMEOUT_MS, config.callTimeoutMs),
+    checkTimeoutMs: checkTimeoutMs(ctx),
+    checked: run.checkedUploads,
     clock: ctx.clock,
     log: ctx.log,
     signal: run.signal,

@@ -72,6 +72,13 @@ describe('dashboard', () => {
     onTestFinished(() => browser.close());
     const context = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD } });
     const page = await context.newPage();
+    // Every asset from the dashboard itself: nothing to a font CDN or any other third party.
+    const requested: string[] = [];
+    page.on('request', (request) => requested.push(request.url()));
+    const consoleErrors: string[] = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') consoleErrors.push(`${message.text()} ${message.location().url}`);
+    });
     const dialogs: string[] = [];
     page.on('dialog', (dialog) => {
       dialogs.push(dialog.message());
@@ -110,6 +117,10 @@ describe('dashboard', () => {
     expect(action.status).toBe(405);
     expect(await h.ctx.queue.getFailedCount()).toBe(2);
     expect(dialogs).toEqual([]);
+    expect(requested.length).toBeGreaterThan(3);
+    expect(requested.filter((url) => new URL(url).origin !== board.url)).toEqual([]);
+    // Nothing failed to load, and the content security policy (own origin only) refused nothing the pages use.
+    expect(consoleErrors).toEqual([]);
   });
 
   it('refuses a non-loopback host without credentials, and serves loopback names only', async () => {
@@ -119,7 +130,10 @@ describe('dashboard', () => {
     await expect(startDashboard(h.ctx, { host: '127.0.0.1', port: 0, credentials: { user: USER, password: '' } })).rejects.toThrow(ConfigError);
 
     const board = await dashboard(h, {});
-    expect((await fetch(`${board.url}/`)).status).toBe(200);
+    const home = await fetch(`${board.url}/`);
+    expect(home.status).toBe(200);
+    // Browsers load nothing from another origin: every asset is the dashboard's own.
+    for (const path of ['/', '/queues']) expect((await fetch(`${board.url}${path}`)).headers.get('content-security-policy')).toMatch(/^default-src 'self';/);
     expect(await getWithHost(`${board.url}/api/batches`, `localhost:${new URL(board.url).port}`)).toBe(200);
     // A page whose own name resolves to 127.0.0.1 (DNS rebinding) reads nothing.
     expect(await getWithHost(`${board.url}/`, `attacker.example:${new URL(board.url).port}`)).toBe(403);

@@ -1,3 +1,4 @@
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
@@ -58,4 +59,41 @@ describe('--dry-run: what a run would call, upload and cost, before it does', ()
     expect((plan.forecast['cost'] as { amount: number }).amount).toBeCloseTo(2 * 0.2 * 0.0005, 6);
     expect(h.emulator.stats()).toMatchObject({ accepted: 5 });
   }, 60_000);
+
+  it('forecasts what the run then does: a duplicate image is one call, and cached uploads fal no longer serves are uploads', async () => {
+    const h = await createHarness({ emulator: { latency: '5..20ms', runners: 4 } });
+    const folder = join(h.dir, 'images');
+    mkdirSync(folder);
+    for (let i = 0; i < 6; i++) writeFileSync(join(folder, `img${i}.png`), await image(i + 10));
+    // The same content under another name: the run calls it once, for both rows.
+    copyFileSync(join(folder, 'img0.png'), join(folder, 'copy-of-img0.png'));
+    const args = [folder, '--prompt', 'describe', '--price', '0.002/call'];
+    const plan = async (): Promise<Record<string, number>> => {
+      const dry = await runCliProcess(['run', ...args, '--dry-run', '--json'], h.env());
+      expect(dry.code, dry.stderr).toBe(0);
+      return JSON.parse(dry.stdout) as Record<string, number>;
+    };
+
+    const text = await runCliProcess(['run', ...args, '--dry-run'], h.env());
+    expect(text.stdout).toContain('calls     6 distinct: 0 already done in this batch, 0 answered by earlier paid calls, 6 to call; 1 more row identical to one of these shares its answer');
+    expect(text.stdout).toContain('images    6 distinct local images: 6 to upload, 0 already in fal storage');
+    expect(text.stdout).toContain('cost      ~0.0120 USD');
+    expect(await plan()).toMatchObject({ rows: 7, calls: 6, toCall: 6, shared: 1, localImages: 6, uploads: 6, expired: 0 });
+    const first = await runCliProcess(['run', ...args, '--out', join(h.dir, 'out.csv')], h.env());
+    expect(first.code, first.stderr).toBe(0);
+    expect(h.emulator.stats()).toMatchObject({ accepted: 6, uploads: 6 });
+
+    // fal storage forgot the uploads: the forecast says every image is uploaded again, and the run
+    // (of another batch, answered from the paid calls) does it.
+    h.emulator.expireFiles();
+    const fileReads = h.emulator.stats().fileReads;
+    const again = await runCliProcess(['run', ...args, '--batch', 'again', '--dry-run'], h.env());
+    expect(again.stdout).toContain('images    6 distinct local images: 6 to upload (6 cached but no longer served by fal storage), 0 already in fal storage');
+    expect(again.stdout).toContain('calls     6 distinct: 0 already done in this batch, 6 answered by earlier paid calls, 0 to call; 1 more row identical to one of these shares its answer');
+    // A dry run checks each cached URL as the run does (a HEAD), and uploads nothing.
+    expect(h.emulator.stats()).toMatchObject({ uploads: 6, fileReads: fileReads + 6 });
+    const result = await runCliProcess(['run', ...args, '--batch', 'again', '--out', join(h.dir, 'again.csv')], h.env());
+    expect(result.code, result.stderr).toBe(0);
+    expect(h.emulator.stats()).toMatchObject({ accepted: 6, uploads: 12 });
+  }, 90_000);
 });

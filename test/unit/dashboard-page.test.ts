@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { escapeHtml, renderBatchesPage } from '../../src/dashboard/batches-page.js';
+import { withoutRemoteLinks } from '../../src/dashboard/bull-board.js';
 import type { DashboardBatch } from '../../src/dashboard/dashboard-batches.js';
 import { isLoopback } from '../../src/http-server.js';
 
@@ -89,5 +93,25 @@ describe('isLoopback', () => {
     ['', false],
   ])('%s → %s', (host, expected) => {
     expect(isLoopback(host)).toBe(expected);
+  });
+});
+
+describe("Bull Board's page, served from falbatch alone", () => {
+  it('drops links to other origins (its font CDN) and keeps its own', () => {
+    const page = [
+      '<head><link rel="icon" href="static/images/logo.svg">',
+      '<link href="https://fonts.googleapis.com/css2?family=IBM+Plex+Sans&display=swap" rel="stylesheet">',
+      "<link rel='preconnect' href='//fonts.gstatic.com' crossorigin>",
+      '<LINK REL=stylesheet HREF=http://cdn.example/x.css>',
+      '<link href="static/css/main.css" rel="stylesheet"></head>',
+    ].join('\n');
+    expect(withoutRemoteLinks(page)).toBe('<head><link rel="icon" href="static/images/logo.svg">\n<link href="static/css/main.css" rel="stylesheet"></head>');
+  });
+
+  it("leaves nothing of another origin in the page Bull Board's package ships", () => {
+    const ui = dirname(createRequire(import.meta.url).resolve('@bull-board/ui/package.json'));
+    const page = withoutRemoteLinks(readFileSync(join(ui, 'dist', 'index.ejs'), 'utf8'));
+    expect(page).not.toMatch(/(?:src|href)\s*=\s*["']?\s*(?:[a-z]+:)?\/\//i);
+    expect(page).toContain('static/css/');
   });
 });

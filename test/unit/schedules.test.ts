@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ManifestRow } from '../../src/manifest/validate-row.js';
 import { createAdmission } from '../../src/ops/schedule-tick.js';
-import { formatEvery, parseEvery } from '../../src/ops/schedules.js';
+import { checkCron, formatEvery, missedTicks, MISSED_RECORDS, parseEvery } from '../../src/ops/schedules.js';
 
 function rows(count: number, endpoint = 'fal-ai/llava-next', from = 0): ManifestRow[] {
   return Array.from({ length: count }, (_, i) => ({
@@ -46,6 +46,61 @@ describe('--every', () => {
 
   it('formats an interval as --every takes it', () => {
     expect([86_400_000, 3_600_000, 5_400_000, 90_000, 1500].map(formatEvery)).toEqual(['1d', '1h', '90m', '90s', '1500ms']);
+  });
+});
+
+describe('--cron', () => {
+  it.each([
+    ['0 * * * *', '0 * * * *'],
+    ['  30   2 * * 1-5 ', '30 2 * * 1-5'],
+    ['*/10 * * * * *', '*/10 * * * * *'],
+  ])('takes %j (5 or 6 fields) as %j', (text, expression) => {
+    expect(checkCron(text)).toBe(expression);
+  });
+
+  it.each([
+    ['5', 1],
+    ['* * *', 3],
+    ['0 0 * *', 4],
+    ['0 0 0 * * * *', 7],
+    ['@daily', 1],
+    ['', 0],
+  ])('refuses %j (%d fields), showing the form expected', (text, fields) => {
+    expect(() => checkCron(text)).toThrow(
+      `Expected --cron to be a cron expression of 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, e.g. "0 * * * *" for every hour, got "${text}" (${fields} field${fields === 1 ? '' : 's'})`,
+    );
+  });
+});
+
+describe('missed ticks: those due while a late tick waited to run', () => {
+  const HOUR = 3_600_000;
+  const due = Date.UTC(2026, 5, 1, 10);
+
+  it('none when the tick ran on time (the next one is due one interval later)', () => {
+    expect(missedTicks({ every: HOUR }, due, due + HOUR)).toEqual({ times: [], count: 0, more: false });
+    expect(missedTicks({ pattern: '0 * * * *' }, due, due + HOUR)).toEqual({ times: [], count: 0, more: false });
+  });
+
+  it('an interval: every due time between the late tick and the next one scheduled', () => {
+    // Due at 10:00, run at 13:30 (Redis was down): BullMQ schedules 14:00; 11:00, 12:00, 13:00 never run.
+    expect(missedTicks({ every: HOUR }, due, due + 4 * HOUR)).toEqual({ times: [due + HOUR, due + 2 * HOUR, due + 3 * HOUR], count: 3, more: false });
+    const day = missedTicks({ every: 60_000 }, due, due + 24 * HOUR);
+    expect(day.count).toBe(24 * 60 - 1);
+    expect(day.times).toHaveLength(MISSED_RECORDS);
+    expect(day.times[0]).toBe(due + 60_000);
+  });
+
+  it('a cron expression, in its time zone', () => {
+    // 02:30 in Paris every day (00:30 UTC in summer): due 1 June, the next scheduled 4 June.
+    const paris = Date.UTC(2026, 5, 1, 0, 30);
+    const day = 24 * HOUR;
+    expect(missedTicks({ pattern: '30 2 * * *', tz: 'Europe/Paris' }, paris, paris + 3 * day)).toEqual({ times: [paris + day, paris + 2 * day], count: 2, more: false });
+  });
+
+  it('stops counting a cron schedule after 100 due times, saying there were more', () => {
+    const walked = missedTicks({ pattern: '* * * * * *' }, due, due + 2 * HOUR);
+    expect(walked).toMatchObject({ count: 100, more: true });
+    expect(walked.times).toEqual(Array.from({ length: MISSED_RECORDS }, (_, i) => due + (i + 1) * 1000));
   });
 });
 

@@ -54,9 +54,13 @@ function tickLine(record: TickRecord): string {
     (record.changed > 0 ? `, ${record.changed} changed` : '') +
     (record.deferred > 0 && !record.reason ? `, ${record.deferred} left for later ticks` : '') +
     (record.spend ? `, forecast ${record.spend.amount} ${record.spend.currency}` : '');
+  if (record.outcome === 'missed') return `${new Date(record.tick).toISOString()} MISSED: ${record.reason ?? 'not run'}`;
   const head = `${new Date(record.tick).toISOString()} ${record.outcome.toUpperCase()} (${formatDuration(record.ms)})`;
-  if (record.outcome === 'ok') return `${head}: ${counts}${record.reason ? `; ${record.reason}` : ''}`;
-  return `${head}: ${record.reason ?? ''}`;
+  const late = record.missed
+    ? `; ran ${formatDuration(record.at - record.tick)} late, in place of ${record.missed} missed tick${record.missed === 1 ? '' : 's'}`
+    : '';
+  if (record.outcome === 'ok') return `${head}: ${counts}${record.reason ? `; ${record.reason}` : ''}${late}`;
+  return `${head}: ${record.reason ?? ''}${late}`;
 }
 
 /** How late a due tick may be before `schedule list` says no worker seems to serve it. */
