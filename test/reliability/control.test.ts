@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cancelBatch, resumeBatch } from '../../src/ops/control.js';
+import { cancelBatch, pauseBatch, resumeBatch } from '../../src/ops/control.js';
+import { statusReport } from '../../src/cli/output.js';
 import { getStatus } from '../../src/ops/status.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { exportResults } from '../../src/results/export.js';
@@ -220,4 +221,17 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
     expect(await getStatus(h.ctx, batch)).toMatchObject({ ok: 0, failed: rows, cancelled: undefined });
     await worker.close();
   }, 60_000);
+
+  it('status of a paused batch says its stored rows wait for the pause, not for --max-waiting', async () => {
+    const h = await createHarness();
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 'm.csv', 5, 'p'), batch: 'held' });
+    await pauseBatch(h.ctx, batch);
+    // 100 more rows while it is paused: stored, not made jobs (the queue's cap, 10,000, is far off).
+    await enqueueManifest(h.ctx, { manifest: manifestOf(h, 'm.csv', 105, 'p'), batch });
+    const status = await getStatus(h.ctx, batch);
+    expect(status).toMatchObject({ pending: 105, backlog: 100, pausedBy: 'operator' });
+    const shown = statusReport(status);
+    expect(shown).toContain('100 of them not yet jobs while it is paused');
+    expect(shown).not.toContain('--max-waiting');
+  });
 });
