@@ -75,7 +75,7 @@ export async function batchControlState(ctx: FalbatchContext, batch: string): Pr
 }
 
 async function mustExist(ctx: FalbatchContext, batch: string): Promise<void> {
-  if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx.redis, batch);
+  if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx.redis, batch, ctx.keys);
 }
 
 /** Jobs promoted at once by wakeBatch. */

@@ -90,7 +90,7 @@ export interface GetStatusOptions {
  */
 export async function getStatus(ctx: FalbatchContext, batch: string, options: GetStatusOptions = {}): Promise<BatchStatus> {
   const meta = await readBatchMeta(ctx.redis, ctx.keys, batch);
-  if (!meta) throw await batchNotFound(ctx.redis, batch);
+  if (!meta) throw await batchNotFound(ctx.redis, batch, ctx.keys);
   const keys = ctx.keys.batch(batch);
   const [[[, jobs], [, counts], [, enqueuing], [, stats], [, backlog]], inFlight] = await Promise.all([
     ctx.redis.multi().hlen(keys.keys).hgetall(keys.counts).exists(keys.enqueuing).hgetall(keys.stats).llen(keys.backlog).exec().then((replies) =>

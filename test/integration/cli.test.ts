@@ -118,6 +118,23 @@ describe('the falbatch CLI, spawned as a process', () => {
     expect(h.emulator.stats().billed).toBe(2);
   });
 
+  it('status and export of an emulated batch without its --prefix say where emulated runs live, not that Redis lost it', async () => {
+    const h = await createHarness();
+    const manifest = h.file('m.csv', 'id,image_url,prompt\na,https://example.com/a.jpg,one\n');
+    const emulated = await runCliProcess(['run', manifest, '--emulate', '--batch', 'tried', '--out', join(h.dir, 'emulated.csv')], h.env());
+    expect(emulated.code).toBe(0);
+    for (const args of [['status', '--batch', 'tried'], ['export', '--batch', 'tried', '--out', join(h.dir, 'again.csv')]]) {
+      const result = await runCliProcess(args, h.env());
+      expect(result.code).toBe(1);
+      const said = result.stderr.split('\n').find((line) => line.includes('No batch named "tried"')) ?? result.stderr;
+      expect(said).toContain(`emulated runs live in a namespace of their own, ${h.prefix}-emulated. Add \`--prefix ${h.prefix}-emulated\` to reach it.`);
+      expect(said).not.toMatch(/restart|keeps nothing on disk/);
+    }
+    const reached = await runCliProcess(['status', '--batch', 'tried', '--prefix', `${h.prefix}-emulated`], h.env());
+    expect(reached.code).toBe(0);
+    expect(reached.stdout).toContain('batch tried (finished)');
+  });
+
   it('--emulate starts a private redis-server when nothing answers at REDIS_URL', async () => {
     const h = await createHarness();
     const manifest = h.file('m.csv', 'image_url,prompt\nhttps://example.com/a.jpg,one\n');
