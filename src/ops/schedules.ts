@@ -170,21 +170,6 @@ export function formatEvery(ms: number): string {
   return `${ms}ms`;
 }
 
-const CRON_FORM = '5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, e.g. "0 * * * *" for every hour';
-
-/**
- * `--cron`: 5 or 6 fields, nothing else. BullMQ's parser fills in the fields missing (`"5"` became
- * a weekly tick) and takes aliases such as `@daily`, so a typo would silently become another
- * schedule. Returns the expression with its fields separated by single spaces.
- */
-export function checkCron(expression: string): string {
-  const fields = expression.trim().split(/\s+/).filter((field) => field !== '');
-  if (fields.length !== 5 && fields.length !== 6) {
-    throw new ConfigError(`Expected --cron to be a cron expression of ${CRON_FORM}, got "${expression}" (${fields.length} field${fields.length === 1 ? '' : 's'})`);
-  }
-  return fields.join(' ');
-}
-
 function checkTimeZone(tz: string): void {
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: tz });
@@ -221,7 +206,6 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
   const { name } = options;
   if (!BATCH_NAME.test(name)) throw new ConfigError(`Expected the schedule name to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${name}"`);
   if ((options.cron === undefined) === (options.everyMs === undefined)) throw new ConfigError('A schedule needs exactly one of --cron "EXPR" and --every DURATION');
-  const cron = options.cron === undefined ? undefined : checkCron(options.cron);
   if (options.tz !== undefined) {
     if (options.cron === undefined) throw new ConfigError('--tz applies to --cron (an --every interval does not depend on the time zone)');
     checkTimeZone(options.tz);
@@ -277,7 +261,7 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
       createdAt,
       updatedAt: now,
     };
-    const timing = cron !== undefined ? { pattern: cron, ...(options.tz !== undefined ? { tz: options.tz } : {}) } : { every: options.everyMs as number };
+    const timing = options.cron !== undefined ? { pattern: options.cron.trim(), ...(options.tz !== undefined ? { tz: options.tz } : {}) } : { every: options.everyMs as number };
     try {
       await queue.upsertJobScheduler(name, timing, {
         name: TICK_JOB,
@@ -286,8 +270,10 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
         opts: { attempts: 1, removeOnComplete: true, removeOnFail: { count: 100 } },
       });
     } catch (error) {
-      if (cron === undefined) throw error;
-      throw new ConfigError(`Expected --cron to be a cron expression of ${CRON_FORM}, got "${options.cron}": ${(error as Error).message}`);
+      if (options.cron === undefined) throw error;
+      throw new ConfigError(
+        `Expected --cron to be a cron expression (5 fields: minute hour day-of-month month day-of-week, or 6 with seconds first), e.g. "0 * * * *" for every hour, got "${options.cron}": ${(error as Error).message}`,
+      );
     }
     const schedule = await readSchedule(ctx, queue, name);
     if (!schedule) throw new ConfigError(`schedule ${name} vanished while it was added (removed at the same moment?)`);
