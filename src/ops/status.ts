@@ -129,7 +129,9 @@ export async function getStatus(ctx: FalbatchContext, batch: string, options: Ge
     waiting: Math.max(0, pending - inFlight),
     backlog: Math.min(backlog, Math.max(0, pending - inFlight)),
     enqueuing: isEnqueuing,
-    finished: !isEnqueuing && meta.updatedAt > 0 && pending === 0,
+    // Nothing left to do: no producer writing, no row pending (a batch whose producer died before
+    // it stored a row, too: nothing will come).
+    finished: !isEnqueuing && pending === 0,
     paused: (queue ?? held)?.reason,
     pausedBy: (queue ?? held)?.by,
     cancelled: hold?.kind === 'cancelled' ? hold.reason : undefined,

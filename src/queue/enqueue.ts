@@ -22,7 +22,7 @@ import { SECOND } from '../time.js';
 import { metaFields } from './batch-meta.js';
 import { encodeRowEntry, type RowEntry } from './batch-rows.js';
 import { setQueueCap, storeBacklog, topUpQueue, type BacklogRow } from './backlog.js';
-import { BatchPrunedError, defineRetentionScripts, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
+import { BatchPrunedError, defineRetentionScripts, dropUnstartedBatch, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
 
 export interface EnqueueOptions {
   /**
@@ -475,6 +475,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     throw new BatchBusyError(batch);
   }
   // Created (or reopened) with its retention, every key of it renewed: open, so kept at least the unfinished floor.
+  const isNew = (await redis.exists(batchKeys.meta)) === 0;
   await openBatch(ctx, batch, { createdAt: now, retentionMs: options.retentionMs });
   const control = await applyBatchSettings(ctx, batch, options.settings ?? {});
   if (control.state === 'cancelled') {
@@ -610,6 +611,8 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     if (!(error instanceof BatchLostError) && !(error instanceof BatchPrunedError) && !(error instanceof BatchNotFoundError) && !options.signal?.aborted && (await redis.exists(batchKeys.meta).catch(() => 1)) === 0) {
       throw await vanishedBatchError(ctx, batch);
     }
+    // A batch this enqueue created, with no row stored: it was never there (not a 0-row batch "running" forever).
+    if (isNew && summary.added === 0) await dropUnstartedBatch(ctx, batch).catch(() => undefined);
     throw error;
   } finally {
     // Release the lease only if it is still ours.
