@@ -171,8 +171,15 @@ export async function resumeBatch(ctx: FalbatchContext, batch: string, options: 
 export interface CancelBatchSummary {
   batch: string;
   previous: BatchControl['state'];
-  /** Rows not ended when it was cancelled: they end as `cancelled` as workers take them (no fal call). */
+  /**
+   * Distinct calls (row keys, as `status` counts them) not ended when it was cancelled: they end as
+   * `cancelled` as workers take them (no fal call), but for those fal had already answered (kept, ok).
+   */
   pending: number;
+  /** The batch's distinct calls when it was cancelled. */
+  jobs: number;
+  /** A producer was enqueuing the batch: the rows it adds are cancelled too (as are rows of any later enqueue). */
+  enqueuing: boolean;
   /** Delayed or parked rows put back in the wait list, to end now. */
   woken: number;
 }
@@ -190,9 +197,9 @@ export async function cancelBatch(ctx: FalbatchContext, batch: string, reason: s
   const { control } = await batchControlState(ctx, batch);
   await ctx.redis.hset(keys.meta, { ctl_state: 'cancelled', ctl_reason: reason, ctl_at: String(ctx.clock.now()) });
   const woken = await wakeBatch(ctx, batch, 'all');
-  const [jobs, ended] = await Promise.all([ctx.redis.hlen(keys.keys), ctx.redis.hmget(keys.counts, 'ok', 'failed')]);
+  const [jobs, ended, enqueuing] = await Promise.all([ctx.redis.hlen(keys.keys), ctx.redis.hmget(keys.counts, 'ok', 'failed'), ctx.redis.exists(keys.enqueuing)]);
   const pending = Math.max(0, jobs - ended.reduce((sum, n) => sum + Number(n ?? 0), 0));
-  return { batch, previous: control.state, pending, woken };
+  return { batch, previous: control.state, pending, jobs, enqueuing: enqueuing === 1, woken };
 }
 
 /** The message for a spend cap without a price to measure it. */
