@@ -43,6 +43,8 @@ export interface EnqueueOptions {
   batch?: string | undefined;
   /** Abort on the first bad row, before anything is enqueued. */
   strict?: boolean;
+  /** Told the batch's name once it is known, before any row is read (`run`'s worker serves that batch only). */
+  onBatch?: (batch: string) => void;
   onProgress?: (progress: EnqueueProgress) => void;
   signal?: AbortSignal;
   /**
@@ -437,6 +439,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   if (!BATCH_NAME.test(batch)) {
     throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
   }
+  options.onBatch?.(batch);
   const batchKeys = keys.batch(batch);
 
   if (source.kind === 'csv') await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, createRowMapping(config).layout);

@@ -64,7 +64,7 @@ describe('the falbatch CLI, spawned as a process', () => {
     const manifest = h.file('m.csv', 'image_url,prompt\nhttps://example.com/a.jpg,one\n');
     const result = await runCliProcess(['run', manifest, '--concurrency', '0'], h.env());
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain('Expected --concurrency to be an integer from 1 to 10000, got 0');
+    expect(result.stderr).toContain(`Expected --concurrency to be auto (learn the account's fal concurrency, the default) or an integer ≥ 1, got "0"`);
     const unknown = await runCliProcess(['run', manifest, '--concurency', '3'], h.env());
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/unknown option '--concurency'/);
