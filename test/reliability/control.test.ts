@@ -33,7 +33,7 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
       await until('rows answered, four stuck at fal, most still waiting', async () => (await getStatus(h.ctx, batch)).ok >= 6 && h.emulator.stats().inProgress >= 4, 30_000);
       const cancelled = await runCliProcess(['cancel', '--batch', batch], h.env());
       expect(cancelled.code).toBe(0);
-      expect(cancelled.stdout).toMatch(new RegExp(`^batch ${batch} cancelled: \\d+ of its ${rows} distinct calls had not ended; they end as failed, error class cancelled`));
+      expect(cancelled.stdout).toMatch(new RegExp(`^batch ${batch} cancelled: \\d+ of its ${rows} distinct calls had not ended \\(\\d+ had ended ok, 0 failed\\); they end as failed, error class cancelled`));
       await until('the requests in flight to be cancelled at fal', () => h.emulator.stats().cancels >= 4, 10_000);
       const submitsAfterCancel = h.emulator.stats().submits;
       await until('every row to end', async () => (await getStatus(h.ctx, batch)).finished, 30_000);
@@ -243,9 +243,9 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
     // A producer holds the batch (as a run still enqueueing it would).
     await h.ctx.redis.set(h.ctx.keys.batch(batch).enqueuing, 'another-producer', 'PX', 60_000);
     const summary = await cancelBatch(h.ctx, batch);
-    expect(summary).toMatchObject({ pending: 5, jobs: 5, enqueuing: true });
+    expect(summary).toMatchObject({ pending: 5, jobs: 5, ok: 0, failed: 0, enqueuing: true });
     const shown = await runCliProcess(['cancel', '--batch', batch], h.env());
-    expect(shown.stdout).toContain(`batch ${batch} cancelled: 5 of its 5 distinct calls had not ended`);
+    expect(shown.stdout).toContain(`batch ${batch} cancelled: 5 of its 5 distinct calls had not ended (0 had ended ok, 0 failed)`);
     expect(shown.stdout).toContain(`A producer is enqueuing ${batch} now: the rows it adds end cancelled too.`);
     await h.ctx.redis.del(h.ctx.keys.batch(batch).enqueuing);
     const worker = await h.startWorker({ concurrency: 2 });
