@@ -81,6 +81,8 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     if (LEVELS[name] < threshold) return;
     const extra = fields
       ? Object.entries(scrubValue(fields, scrub) as LogFields)
+          // A field with no value is left out, as the JSON formats do (not `slots=undefined`).
+          .filter(([, v]) => v !== undefined)
           .map(([k, v]) => `${k}=${typeof v === 'string' && !/\s/.test(v) ? v : JSON.stringify(v)}`)
           .join(' ')
       : '';

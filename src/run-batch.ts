@@ -59,18 +59,27 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
     const filesRoot = ctx.config.filesRoot ? resolve(ctx.config.filesRoot) : undefined;
     await checkWritable(hfMetadataPath(await hfMetadataFolder({ manifest: resolve(options.manifest), filesRoot }, options.hfMetadata.folder)));
   }
-  // The worker starts first: rows are worked while the rest of the manifest streams in, and the
-  // producer's backpressure (it pauses while too many rows wait) always has someone draining.
+  // The worker starts first: rows are worked while the rest of the manifest streams in. It serves
+  // this run's batch only: other batches' rows are left to `falbatch work` (and to their own runs),
+  // so a run returns as soon as its own rows have ended, having called nothing for anyone else.
+  let batch: string | undefined;
   const worker = await startWorker(ctx, {
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
     ...(options.fal ? { fal: options.fal } : {}),
+    onlyBatch: () => batch,
   });
   let enqueue: EnqueueSummary;
   let status: BatchStatus;
   let stopped: RunBatchSummary['stopped'];
   try {
     options.onStep?.(`enqueueing ${options.manifest}`);
-    enqueue = await enqueueManifest(ctx, options);
+    enqueue = await enqueueManifest(ctx, {
+      ...options,
+      onBatch: (name) => {
+        batch = name;
+        options.onBatch?.(name);
+      },
+    });
   } catch (error) {
     await worker.close();
     throw error;

@@ -8,6 +8,7 @@ import { redactUrl, type ConfigOverrides, type ResolvedConfig } from '../config.
 import { createFalEmulator, type FalEmulator } from '../emulator/create-fal-emulator.js';
 import type { Logger } from '../log.js';
 import { connectRedis } from '../queue/connection.js';
+import { emulatedPrefix } from '../queue/keys.js';
 
 export interface Emulation {
   /** Config overrides that point falbatch at the emulator (and a private Redis, if one was started). */
@@ -80,11 +81,6 @@ async function startPrivateRedis(log: Logger): Promise<{ url: string; stop: () =
       process.off('exit', stop);
     },
   };
-}
-
-/** The namespace emulated runs use: never the one real runs use. */
-export function emulatedPrefix(prefix: string): string {
-  return prefix.endsWith('-emulated') ? prefix : `${prefix.slice(0, 55)}-emulated`;
 }
 
 /**

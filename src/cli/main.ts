@@ -38,7 +38,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     code = value;
   };
   const program = new Command('falbatch')
-    .description('Run a fal.ai vision-language model over a whole CSV manifest: durable, resumable, never pays twice.')
+    .description('Run a fal.ai vision-language model over a whole CSV manifest or folder of images: durable, resumable, never pays twice.')
     .version(version())
     .showSuggestionAfterError()
     .exitOverride()

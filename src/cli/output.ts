@@ -58,7 +58,7 @@ export function statusReport(status: BatchStatus): string {
     `  manifest  ${status.manifest}`,
     `  rows      ${status.rows} (${status.rejected} rejected${status.skipped > 0 ? `, ${status.skipped} skipped` : ''})`,
     `  calls     ${status.jobs} distinct: ${status.ok} ok, ${status.failed} failed, ${status.pending} pending` +
-      (status.pending > 0 ? ` (${status.inFlight} in flight, ${status.waiting} waiting${status.backlog > 0 ? `, ${status.backlog} of them not yet jobs: --max-waiting` : ''})` : ''),
+      (status.pending > 0 ? ` (${status.inFlight} in flight, ${status.waiting} waiting${status.backlog > 0 ? `, ${status.backlog} of them ${backlogWhy(status)}` : ''})` : ''),
   ];
   if (status.concurrency) {
     const c = status.concurrency;
@@ -78,6 +78,13 @@ export function statusReport(status: BatchStatus): string {
       : `  kept      ${formatRetention(status.retentionMs)} after its last write${status.expiresAt !== null ? ` (expires in ${formatTimeLeft(status.expiresAt - Date.now())} unless written to)` : ''}`,
   );
   return `${lines.join('\n')}\n`;
+}
+
+/** Why rows of the batch wait in its backlog: a held batch's rows become jobs once it is resumed (see queue/backlog.ts). */
+function backlogWhy(status: BatchStatus): string {
+  if (status.pausedBy === 'spend-cap') return 'not yet jobs: the batch is at its spend cap';
+  if (status.paused !== undefined) return 'not yet jobs while it is paused';
+  return 'not yet jobs: the queue holds --max-waiting jobs';
 }
 
 /** A batch's priority, fal priority and spend cap, when not the defaults. */

@@ -124,8 +124,14 @@ export function createProgressView(io: CliIo, options: ProgressViewOptions, sing
   let lastShown: readonly BatchStatus[] = [];
 
   if (options.mode !== 'bar') {
+    // The figures of the last plain lines written: a final snapshot saying the same (a rerun with
+    // nothing to do is finished at its first look) is not written twice.
+    let lastFigures: string | undefined;
+    const figuresOf = (statuses: readonly BatchStatus[]): string => JSON.stringify(statuses.map((s) => [s.batch, figures(s)]));
     const emit = (statuses: readonly BatchStatus[], final: boolean): void => {
       const now = options.now();
+      if (options.mode === 'lines' && final && figuresOf(statuses) === lastFigures) return;
+      lastFigures = figuresOf(statuses);
       lastWrite = now;
       if (options.mode === 'json') options.write(snapshot(statuses, final, now, options.jsonFields, single));
       else for (const status of statuses) options.write(progressLine(status, now - started));

@@ -141,7 +141,10 @@ export function hfMetadataFrom(flags: DatasetFlags): HfMetadataOptions | undefin
 /** `--concurrency N` (fixed), or `auto` / nothing: learned (worker/concurrency-control.ts). */
 function concurrencyOption(text: string | undefined): { concurrency?: number | undefined; autoConcurrency: boolean } {
   if (text === undefined || text.trim().toLowerCase() === 'auto') return { autoConcurrency: true };
-  return { concurrency: integerOption('--concurrency', text), autoConcurrency: false };
+  if (!/^\d+$/.test(text.trim()) || Number(text) < 1) {
+    throw new ConfigError(`Expected --concurrency to be auto (learn the account's fal concurrency, the default) or an integer ≥ 1, got "${text}"`);
+  }
+  return { concurrency: Number(text), autoConcurrency: false };
 }
 
 /** Flags of the commands that call fal (run, work). */

@@ -46,7 +46,7 @@ export function createWorkerMetrics(options: WorkerMetricsOptions = {}): WorkerM
 
   const jobs = new Counter({
     name: 'falbatch_jobs_total',
-    help: 'Rows this worker finished, by outcome: ok (fal answered, or an identical paid row did) or failed (for good)',
+    help: 'Results this worker recorded, one per row ending: ok (fal answered, or an identical paid row did) or failed (for good, cancelled included); a row ended again after falbatch retry or an edit counts again',
     labelNames: ['status'] as const,
     registers,
   });

@@ -75,7 +75,7 @@ export async function batchControlState(ctx: FalbatchContext, batch: string): Pr
 }
 
 async function mustExist(ctx: FalbatchContext, batch: string): Promise<void> {
-  if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx.redis, batch);
+  if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx.redis, batch, ctx.keys);
 }
 
 /** Jobs promoted at once by wakeBatch. */
@@ -171,8 +171,17 @@ export async function resumeBatch(ctx: FalbatchContext, batch: string, options: 
 export interface CancelBatchSummary {
   batch: string;
   previous: BatchControl['state'];
-  /** Rows not ended when it was cancelled: they end as `cancelled` as workers take them (no fal call). */
+  /**
+   * Distinct calls (row keys, as `status` counts them) not ended when it was cancelled: they end as
+   * `cancelled` as workers take them (no fal call), but for those fal had already answered (kept, ok).
+   */
   pending: number;
+  /** The batch's distinct calls when it was cancelled, and of those, the ones that had ended ok and failed. */
+  jobs: number;
+  ok: number;
+  failed: number;
+  /** A producer was enqueuing the batch: the rows it adds are cancelled too (as are rows of any later enqueue). */
+  enqueuing: boolean;
   /** Delayed or parked rows put back in the wait list, to end now. */
   woken: number;
 }
@@ -190,9 +199,10 @@ export async function cancelBatch(ctx: FalbatchContext, batch: string, reason: s
   const { control } = await batchControlState(ctx, batch);
   await ctx.redis.hset(keys.meta, { ctl_state: 'cancelled', ctl_reason: reason, ctl_at: String(ctx.clock.now()) });
   const woken = await wakeBatch(ctx, batch, 'all');
-  const [jobs, ended] = await Promise.all([ctx.redis.hlen(keys.keys), ctx.redis.hmget(keys.counts, 'ok', 'failed')]);
-  const pending = Math.max(0, jobs - ended.reduce((sum, n) => sum + Number(n ?? 0), 0));
-  return { batch, previous: control.state, pending, woken };
+  const [jobs, ended, enqueuing] = await Promise.all([ctx.redis.hlen(keys.keys), ctx.redis.hmget(keys.counts, 'ok', 'failed'), ctx.redis.exists(keys.enqueuing)]);
+  const [ok, failed] = ended.map((n) => Number(n ?? 0)) as [number, number];
+  const pending = Math.max(0, jobs - ok - failed);
+  return { batch, previous: control.state, pending, jobs, ok, failed, enqueuing: enqueuing === 1, woken };
 }
 
 /** The message for a spend cap without a price to measure it. */

@@ -124,7 +124,7 @@ export async function pruneBatch(ctx: FalbatchContext, options: PruneBatchOption
   if (!meta && listed === null && expiring === null && lease === null && active.length === 0) {
     // A batch with only jobs left (it expired, or Redis lost it) is still prunable.
     const queued = await Promise.all(WAITING_STATES.map(([state]) => jobIdsIn(ctx, state, mine)));
-    if (queued.every((ids) => ids.length === 0)) throw await batchNotFound(redis, batch);
+    if (queued.every((ids) => ids.length === 0)) throw await batchNotFound(redis, batch, keys);
   }
   // What overrode a producer or rows in flight leaves a mark, so they say the batch was pruned (not lost).
   if (options.force && (producing || active.length > 0)) await redis.set(batchKeys.enqueuing, PRUNED_LEASE, 'PX', PRUNED_MARK_MS);

@@ -61,7 +61,7 @@ function scriptsOf(redis: FalbatchContext['redis']): RetryScripts {
  */
 export async function retryFailed(ctx: FalbatchContext, options: RetryFailedOptions): Promise<RetryFailedSummary> {
   const { batch, errorType } = options;
-  if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx.redis, batch);
+  if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx.redis, batch, ctx.keys);
   const keys = ctx.keys.batch(batch);
   const scripts = scriptsOf(ctx.redis);
   // Rows of a cancelled batch would be cancelled again at once: a retry lifts the batch's cancel.

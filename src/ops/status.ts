@@ -90,7 +90,7 @@ export interface GetStatusOptions {
  */
 export async function getStatus(ctx: FalbatchContext, batch: string, options: GetStatusOptions = {}): Promise<BatchStatus> {
   const meta = await readBatchMeta(ctx.redis, ctx.keys, batch);
-  if (!meta) throw await batchNotFound(ctx.redis, batch);
+  if (!meta) throw await batchNotFound(ctx.redis, batch, ctx.keys);
   const keys = ctx.keys.batch(batch);
   const [[[, jobs], [, counts], [, enqueuing], [, stats], [, backlog]], inFlight] = await Promise.all([
     ctx.redis.multi().hlen(keys.keys).hgetall(keys.counts).exists(keys.enqueuing).hgetall(keys.stats).llen(keys.backlog).exec().then((replies) =>
@@ -129,7 +129,9 @@ export async function getStatus(ctx: FalbatchContext, batch: string, options: Ge
     waiting: Math.max(0, pending - inFlight),
     backlog: Math.min(backlog, Math.max(0, pending - inFlight)),
     enqueuing: isEnqueuing,
-    finished: !isEnqueuing && meta.updatedAt > 0 && pending === 0,
+    // Nothing left to do: no producer writing, no row pending (a batch whose producer died before
+    // it stored a row, too: nothing will come).
+    finished: !isEnqueuing && pending === 0,
     paused: (queue ?? held)?.reason,
     pausedBy: (queue ?? held)?.by,
     cancelled: hold?.kind === 'cancelled' ? hold.reason : undefined,

@@ -1,7 +1,7 @@
 import { BatchNotFoundError } from '../errors.js';
 import { formatDuration } from '../time.js';
 import { redisPersists, redisUptimeMs, type RedisClient } from './connection.js';
-import type { KeyLayout } from './keys.js';
+import { emulatedTwin, type KeyLayout } from './keys.js';
 import { retentionArg, retentionFromMeta } from './retention.js';
 
 /** What a batch remembers of itself (HASH `batch:<name>:meta`). */
@@ -71,10 +71,18 @@ export function metaFields(meta: Partial<BatchMeta>): Record<string, string> {
 }
 
 /**
- * The error for a batch that is not there, with a hint when Redis may have lost it: a Redis that
- * keeps nothing on disk forgets every batch when it restarts.
+ * The error for a batch that is not there, with a hint: the batch is in the namespace of emulated
+ * runs (`--emulate`), or Redis may have lost it (a Redis that keeps nothing on disk forgets every
+ * batch when it restarts).
  */
-export async function batchNotFound(redis: RedisClient, batch: string): Promise<BatchNotFoundError> {
+export async function batchNotFound(redis: RedisClient, batch: string, keys: KeyLayout): Promise<BatchNotFoundError> {
+  const twin = emulatedTwin(keys);
+  if (twin && (await redis.exists(twin.batch(batch).meta).catch(() => 0)) === 1) {
+    return new BatchNotFoundError(
+      batch,
+      `It is a batch of an emulated run (--emulate): emulated runs live in a namespace of their own, ${twin.bullPrefix}. Add \`--prefix ${twin.bullPrefix}\` to reach it.`,
+    );
+  }
   if ((await redisPersists(redis)) !== false) return new BatchNotFoundError(batch);
   const uptime = await redisUptimeMs(redis);
   const since = uptime === undefined ? '' : ` and started ${formatDuration(uptime)} ago`;

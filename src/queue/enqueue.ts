@@ -23,7 +23,7 @@ import { SECOND } from '../time.js';
 import { metaFields } from './batch-meta.js';
 import { encodeRowEntry, type RowEntry } from './batch-rows.js';
 import { setQueueCap, storeBacklog, topUpQueue, type BacklogRow } from './backlog.js';
-import { BatchPrunedError, defineRetentionScripts, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
+import { BatchPrunedError, defineRetentionScripts, dropUnstartedBatch, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
 
 export interface EnqueueOptions {
   /**
@@ -44,6 +44,8 @@ export interface EnqueueOptions {
   batch?: string | undefined;
   /** Abort on the first bad row, before anything is enqueued. */
   strict?: boolean;
+  /** Told the batch's name once it is known, before any row is read (`run`'s worker serves that batch only). */
+  onBatch?: (batch: string) => void;
   onProgress?: (progress: EnqueueProgress) => void;
   signal?: AbortSignal;
   /**
@@ -463,6 +465,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   if (!BATCH_NAME.test(batch)) {
     throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
   }
+  options.onBatch?.(batch);
   const batchKeys = keys.batch(batch);
 
   if (source.kind === 'csv') await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, createRowMapping(config).layout);
@@ -501,6 +504,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     throw new BatchBusyError(batch);
   }
   // Created (or reopened) with its retention, every key of it renewed: open, so kept at least the unfinished floor.
+  const isNew = (await redis.exists(batchKeys.meta)) === 0;
   await openBatch(ctx, batch, { createdAt: now, retentionMs: options.retentionMs });
   const control = await applyBatchSettings(ctx, batch, options.settings ?? {});
   if (control.state === 'cancelled') {
@@ -637,6 +641,8 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     if (!(error instanceof BatchLostError) && !(error instanceof BatchPrunedError) && !(error instanceof BatchNotFoundError) && !options.signal?.aborted && (await redis.exists(batchKeys.meta).catch(() => 1)) === 0) {
       throw await vanishedBatchError(ctx, batch);
     }
+    // A batch this enqueue created, with no row stored: it was never there (not a 0-row batch "running" forever).
+    if (isNew && summary.added === 0) await dropUnstartedBatch(ctx, batch).catch(() => undefined);
     throw error;
   } finally {
     // Release the lease only if it is still ours.

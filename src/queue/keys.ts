@@ -117,6 +117,17 @@ export interface KeyLayout {
 
 export const DEFAULT_QUEUE = 'jobs';
 
+/** The namespace emulated runs (`--emulate`) use: never the one real runs use. */
+export function emulatedPrefix(prefix: string): string {
+  return prefix.endsWith('-emulated') ? prefix : `${prefix.slice(0, 55)}-emulated`;
+}
+
+/** The key layout of the emulated runs' namespace beside this one (same queue, same Cluster slot), or undefined when this is it. */
+export function emulatedTwin(keys: KeyLayout): KeyLayout | undefined {
+  const twin = emulatedPrefix(keys.bullPrefix);
+  return twin === keys.bullPrefix ? undefined : createKeyLayout(twin, keys.queueName.slice(1, -1));
+}
+
 export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): KeyLayout {
   const queueName = `{${queue}}`;
   const base = `${prefix}:${queueName}`;

@@ -278,6 +278,14 @@ export async function openBatch(ctx: RetentionContext, batch: string, options: {
   return retentionFromMeta(stored) ?? ctx.config.retentionMs;
 }
 
+/**
+ * Undoes openBatch for a batch that never stored a row (its first enqueue failed before storing
+ * one): a batch exists only once a row is stored. The caller holds the batch's producer lease.
+ */
+export async function dropUnstartedBatch(ctx: RetentionContext, batch: string): Promise<void> {
+  await ctx.redis.multi().zrem(ctx.keys.batches, batch).zrem(ctx.keys.expiries, batch).unlink(...ctx.keys.batch(batch).retained).exec();
+}
+
 /** Whether a touch holds the batch open (the floor applies): see TOUCH_BATCH. */
 export type TouchMode = 'open' | 'auto' | 'rows';
 

@@ -134,7 +134,7 @@ export async function exportResults(ctx: FalbatchContext, options: ExportOptions
   const format = outputFormat(options.out);
   const out = resolve(options.out);
   const meta = await readBatchMeta(ctx.redis, ctx.keys, options.batch);
-  if (!meta) throw await batchNotFound(ctx.redis, options.batch);
+  if (!meta) throw await batchNotFound(ctx.redis, options.batch, ctx.keys);
   try {
     return await writeResults(ctx, meta, out, format, options);
   } catch (error) {

@@ -33,7 +33,7 @@ const WRITES_AT_ONCE = 16;
  */
 export async function writeCaptions(ctx: FalbatchContext, options: WriteCaptionsOptions): Promise<CaptionsSummary> {
   const meta = await readBatchMeta(ctx.redis, ctx.keys, options.batch);
-  if (!meta) throw await batchNotFound(ctx.redis, options.batch);
+  if (!meta) throw await batchNotFound(ctx.redis, options.batch, ctx.keys);
   const keys = ctx.keys.batch(options.batch);
   const limit = pLimit(WRITES_AT_ONCE);
   const summary: CaptionsSummary = { written: 0, kept: 0, notLocal: 0, failed: [], failedCount: 0 };

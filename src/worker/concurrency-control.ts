@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { FalbatchContext } from '../context.js';
 import { SECOND } from '../time.js';
 import { createFlightTracker, type FlightTracker } from './fal-load.js';
-import { createSlotLearner, headroomFor, type FalLoad, type SlotDecision } from './slot-learner.js';
+import { createSlotLearner, headroomFor, type FalLoad, type SlotDecision, type SlotLearner } from './slot-learner.js';
 
 /** How often a worker tells the queue what its requests do at fal, and the leader decides. */
 export const CONTROL_TICK_MS = 250;
@@ -186,12 +186,13 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
   }
 
   // Auto: start from the slots learned last time, if any (they are checked again at once).
-  const remembered = Number(await redis.get(keys.learnedSlots));
   const localMax = Math.min(AUTO_MAX, options.localMax ?? AUTO_MAX);
-  const learner = createSlotLearner({
-    max: localMax,
-    ...(Number.isInteger(remembered) && remembered > 0 ? { slots: remembered, initial: Math.min(localMax, remembered + headroomFor(remembered)) } : {}),
-  });
+  const learnerFrom = (remembered: number): SlotLearner =>
+    createSlotLearner({
+      max: localMax,
+      ...(Number.isInteger(remembered) && remembered > 0 ? { slots: remembered, initial: Math.min(localMax, remembered + headroomFor(remembered)) } : {}),
+    });
+  let learner = learnerFrom(Number(await redis.get(keys.learnedSlots)));
   let leading = false;
   let ticking = false;
   const tick = async (): Promise<void> => {
@@ -202,6 +203,12 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
     if (!lead) {
       leading = false;
       return;
+    }
+    if (!leading) {
+      // Taking the lead (the leader stopped or died): start from what it learned meanwhile, not
+      // from what was known when this worker started.
+      const learned = Number(await redis.get(keys.learnedSlots));
+      if (Number.isInteger(learned) && learned > 0 && learned !== learner.current().slots) learner = learnerFrom(learned);
     }
     const current = await redis.hmget(keys.concurrency, 'mode', 'owner');
     // A fixed cap set by a live worker wins.

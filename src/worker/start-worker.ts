@@ -21,6 +21,7 @@ import { createBatchGate } from './batch-gate.js';
 import { startRefiller } from './refill-queue.js';
 import { AUTO_MAX, startConcurrencyControl } from './concurrency-control.js';
 import { endCancelledRow } from './cancel-row.js';
+import { createOwnBatchFilter } from './own-batch.js';
 
 export interface StartWorkerOptions {
   /** fal requests in flight in this process. Default: config.concurrency. */
@@ -29,6 +30,12 @@ export interface StartWorkerOptions {
   fal?: FalCaller;
   /** Told what the worker does as it happens (rows recorded, retries, 429s, rows in flight): metrics. */
   onEvent?: WorkerEventListener;
+  /**
+   * Serve one batch only (`falbatch run`): the batch's name, or undefined until it is known. Rows
+   * of other batches are given back untouched (no attempt spent, no fal call): see own-batch.ts.
+   * Default: every batch of the namespace (`falbatch work`).
+   */
+  onlyBatch?: () => string | undefined;
 }
 
 /** What a worker did since it started. */
@@ -219,7 +226,14 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     throw new DelayedError();
   };
 
+  const ownBatch = options.onlyBatch ? createOwnBatchFilter(ctx, options.onlyBatch) : undefined;
   const processor = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
+    if (ownBatch && !ownBatch.owns(job.data.b)) {
+      // Another batch's row: back to the end of the queue as it was, for the workers that serve it.
+      await job.moveToDelayed(clock.now(), token);
+      await ownBatch.gaveBack();
+      throw new DelayedError();
+    }
     const attempt = job.attemptsMade + 1;
     // A batch's pause, cancel and spend cap are asked in the row's begin script (gated), which
     // answers `{ held }` below: no round trip of their own.
@@ -382,6 +396,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   await sweepExpiredBatches(ctx).catch((error: unknown) => log.warn('could not sweep expired batches', { error: ctx.scrub((error as Error).message) }));
 
   const closer = closeOnce(async (graceMs) => {
+    ownBatch?.close();
     await closeWithinGrace(worker, {
       graceMs,
       clock,

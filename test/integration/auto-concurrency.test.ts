@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { getStatus } from '../../src/ops/status.js';
 import { headroomFor } from '../../src/worker/slot-learner.js';
+import { readQueueConcurrency, startConcurrencyControl } from '../../src/worker/concurrency-control.js';
 import { createHarness, runCliProcess, spawnCli, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
 
 function manifestOf(h: Harness, rows: number): string {
@@ -104,4 +105,19 @@ describe('--concurrency auto: the account\'s fal slots, learned and followed', (
       await stop([auto]);
     }
   }, 120_000);
+
+  it('a worker taking the lead from a leader that died starts from the slots it learned, not from what was known when it started', async () => {
+    const h = await createHarness();
+    // The leader holds the lease, and this worker starts before it has learned anything.
+    await h.ctx.redis.set(h.ctx.keys.concurrencyLeader, 'a-leader-that-is-killed', 'PX', 500);
+    const follower = await startConcurrencyControl(h.ctx, { kind: 'auto' }, { tickMs: 50 });
+    try {
+      // The leader learns 10 slots, then is killed: its lease lapses, nobody renews it.
+      await h.ctx.redis.set(h.ctx.keys.learnedSlots, '10');
+      await until('the follower to take the lead', async () => (await readQueueConcurrency(h.ctx)) !== undefined, 20_000);
+      expect(await readQueueConcurrency(h.ctx)).toMatchObject({ mode: 'auto', slots: 10, target: 10 + headroomFor(10) });
+    } finally {
+      await follower.close();
+    }
+  });
 });

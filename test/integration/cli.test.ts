@@ -64,7 +64,7 @@ describe('the falbatch CLI, spawned as a process', () => {
     const manifest = h.file('m.csv', 'image_url,prompt\nhttps://example.com/a.jpg,one\n');
     const result = await runCliProcess(['run', manifest, '--concurrency', '0'], h.env());
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain('Expected --concurrency to be an integer from 1 to 10000, got 0');
+    expect(result.stderr).toContain(`Expected --concurrency to be auto (learn the account's fal concurrency, the default) or an integer ≥ 1, got "0"`);
     const unknown = await runCliProcess(['run', manifest, '--concurency', '3'], h.env());
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/unknown option '--concurency'/);
@@ -116,6 +116,23 @@ describe('the falbatch CLI, spawned as a process', () => {
     expect(real.code).toBe(0);
     expect(real.stdout).toContain('2 added, 0 already present');
     expect(h.emulator.stats().billed).toBe(2);
+  });
+
+  it('status and export of an emulated batch without its --prefix say where emulated runs live, not that Redis lost it', async () => {
+    const h = await createHarness();
+    const manifest = h.file('m.csv', 'id,image_url,prompt\na,https://example.com/a.jpg,one\n');
+    const emulated = await runCliProcess(['run', manifest, '--emulate', '--batch', 'tried', '--out', join(h.dir, 'emulated.csv')], h.env());
+    expect(emulated.code).toBe(0);
+    for (const args of [['status', '--batch', 'tried'], ['export', '--batch', 'tried', '--out', join(h.dir, 'again.csv')]]) {
+      const result = await runCliProcess(args, h.env());
+      expect(result.code).toBe(1);
+      const said = result.stderr.split('\n').find((line) => line.includes('No batch named "tried"')) ?? result.stderr;
+      expect(said).toContain(`emulated runs live in a namespace of their own, ${h.prefix}-emulated. Add \`--prefix ${h.prefix}-emulated\` to reach it.`);
+      expect(said).not.toMatch(/restart|keeps nothing on disk/);
+    }
+    const reached = await runCliProcess(['status', '--batch', 'tried', '--prefix', `${h.prefix}-emulated`], h.env());
+    expect(reached.code).toBe(0);
+    expect(reached.stdout).toContain('batch tried (finished)');
   });
 
   it('--emulate starts a private redis-server when nothing answers at REDIS_URL', async () => {

@@ -1,7 +1,9 @@
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { resolvePrice } from '../../src/fal/pricing.js';
 import { createWorkerMetrics } from '../../src/metrics/worker-metrics.js';
-import { waitForBatch } from '../../src/ops/status.js';
+import { cancelBatch } from '../../src/ops/control.js';
+import { retryFailed } from '../../src/ops/retry.js';
+import { getStatus, waitForBatch } from '../../src/ops/status.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { createHarness, spawnCli, until } from '../helpers/harness.js';
 
@@ -112,5 +114,38 @@ describe('worker metrics', () => {
     // A model error ran on fal's GPUs (billed); a failed submit did not.
     expect(spent.get('falbatch_spend_usd_total')).toBeCloseTo(0.002, 9);
     expect(spent.get('falbatch_jobs_total{status="failed"}')).toBe(2);
+  });
+
+  it('falbatch_jobs_total counts each row ending, as the README says: a cancel, its retry and an edit each count', async () => {
+    const h = await createHarness();
+    const manifestOf = (last: string): string => h.file('m.csv', `id,image_url,prompt\na,https://example.com/a.jpg,one\nb,https://example.com/b.jpg,two\nc,https://example.com/c.jpg,${last}\n`);
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf('three'), batch: 'counted' });
+    await cancelBatch(h.ctx, batch);
+    const metrics = createWorkerMetrics();
+    const worker = await h.startWorker({ concurrency: 2, onEvent: metrics.onEvent });
+    try {
+      const ended = async (ok: number, failed: number): Promise<void> =>
+        until(`status ${ok} ok, ${failed} failed`, async () => {
+          const status = await getStatus(h.ctx, batch);
+          return status.finished && status.ok === ok && status.failed === failed;
+        });
+      const jobsTotal = async (): Promise<[number | undefined, number | undefined]> => {
+        const samples = parseMetrics(await metrics.text());
+        return [samples.get('falbatch_jobs_total{status="ok"}'), samples.get('falbatch_jobs_total{status="failed"}')];
+      };
+      await ended(0, 3);
+      expect(await jobsTotal()).toEqual([0, 3]);
+      // Retried: each row ends again, ok. status counts the rows as they are now; the counter, each ending.
+      await retryFailed(h.ctx, { batch, errorType: 'cancelled' });
+      await ended(3, 0);
+      expect(await jobsTotal()).toEqual([3, 3]);
+      // An edited row: its new answer is one more ending; status still counts the row once.
+      await enqueueManifest(h.ctx, { manifest: manifestOf('three again'), batch });
+      await ended(3, 0);
+      expect(h.emulator.stats().submits).toBe(4);
+      expect(await jobsTotal()).toEqual([4, 3]);
+    } finally {
+      await worker.close();
+    }
   });
 });

@@ -8,7 +8,7 @@ import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { exportResults } from '../../src/results/export.js';
 import { runBatch } from '../../src/run-batch.js';
 import { Redis } from 'ioredis';
-import { waitForBatch } from '../../src/ops/status.js';
+import { getStatus, waitForBatch } from '../../src/ops/status.js';
 import { createHarness, deletePrefix, FAL_KEY, readCsv, runCliProcess, until, type Harness } from '../helpers/harness.js';
 import { pngBytes, pngDataUri } from '../helpers/images.js';
 
@@ -121,6 +121,31 @@ describe('runBatch over the emulator', () => {
     expect(second.enqueue).toMatchObject({ batch: first.enqueue.batch, added: 0, present: 2 });
     expect(h.emulator.stats().submits).toBe(submits);
     expect(await readCsv(join(h.dir, 'second.csv'))).toEqual(await readCsv(join(h.dir, 'first.csv')));
+  });
+
+  it('run works its own batch only: another batch\'s waiting rows are left untouched, and a run with nothing to do calls nothing', async () => {
+    const h = await createHarness({ emulator: { runners: 2 } });
+    const rowsOf = (tag: string, n: number): string => Array.from({ length: n }, (_, i) => `https://example.com/${tag}/${i}.jpg,${tag} ${i}`).join('\n');
+    // Batch A: enqueued, no worker serving it; its rows are first in the queue.
+    const { batch: other } = await enqueueManifest(h.ctx, { manifest: h.file('a.csv', `image_url,prompt\n${rowsOf('a', 6)}\n`), batch: 'other' });
+    const manifest = h.file('b.csv', `image_url,prompt\n${rowsOf('b', 2)}\n`);
+    const first = await runCliProcess(['run', manifest, '--batch', 'own', '--out', join(h.dir, 'b.results.csv')], h.env());
+    expect(first.code, first.stderr).toBe(0);
+    expect(h.emulator.stats().submits).toBe(2);
+    expect(await getStatus(h.ctx, other)).toMatchObject({ ok: 0, failed: 0, pending: 6 });
+    // Run again: nothing of its own to call, so it calls nothing, for nobody.
+    const again = await runCliProcess(['run', manifest, '--batch', 'own', '--out', join(h.dir, 'b.results.csv')], h.env());
+    expect(again.code, again.stderr).toBe(0);
+    expect(h.emulator.stats().submits).toBe(2);
+    // A's rows were given back as they were: a worker serving every batch answers each of them once.
+    const worker = await h.startWorker();
+    try {
+      await until('batch A to finish', async () => (await getStatus(h.ctx, other)).finished, 30_000);
+    } finally {
+      await worker.close();
+    }
+    expect(await getStatus(h.ctx, other)).toMatchObject({ ok: 6, failed: 0 });
+    expect(h.emulator.stats()).toMatchObject({ submits: 8, billed: 8 });
   });
 
   it('calls identical rows once, and an edited manifest pays only for its new rows', async () => {

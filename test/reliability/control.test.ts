@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cancelBatch, resumeBatch } from '../../src/ops/control.js';
+import { cancelBatch, pauseBatch, resumeBatch } from '../../src/ops/control.js';
+import { statusReport } from '../../src/cli/output.js';
 import { getStatus } from '../../src/ops/status.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { exportResults } from '../../src/results/export.js';
@@ -32,7 +33,7 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
       await until('rows answered, four stuck at fal, most still waiting', async () => (await getStatus(h.ctx, batch)).ok >= 6 && h.emulator.stats().inProgress >= 4, 30_000);
       const cancelled = await runCliProcess(['cancel', '--batch', batch], h.env());
       expect(cancelled.code).toBe(0);
-      expect(cancelled.stdout).toMatch(new RegExp(`^batch ${batch} cancelled: \\d+ rows not ended end as failed, error class cancelled`));
+      expect(cancelled.stdout).toMatch(new RegExp(`^batch ${batch} cancelled: \\d+ of its ${rows} distinct calls had not ended \\(\\d+ had ended ok, 0 failed\\); they end as failed, error class cancelled`));
       await until('the requests in flight to be cancelled at fal', () => h.emulator.stats().cancels >= 4, 10_000);
       const submitsAfterCancel = h.emulator.stats().submits;
       await until('every row to end', async () => (await getStatus(h.ctx, batch)).finished, 30_000);
@@ -220,4 +221,40 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
     expect(await getStatus(h.ctx, batch)).toMatchObject({ ok: 0, failed: rows, cancelled: undefined });
     await worker.close();
   }, 60_000);
+
+  it('status of a paused batch says its stored rows wait for the pause, not for --max-waiting', async () => {
+    const h = await createHarness();
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 'm.csv', 5, 'p'), batch: 'held' });
+    await pauseBatch(h.ctx, batch);
+    // 100 more rows while it is paused: stored, not made jobs (the queue's cap, 10,000, is far off).
+    await enqueueManifest(h.ctx, { manifest: manifestOf(h, 'm.csv', 105, 'p'), batch });
+    const status = await getStatus(h.ctx, batch);
+    expect(status).toMatchObject({ pending: 105, backlog: 100, pausedBy: 'operator' });
+    const shown = statusReport(status);
+    expect(shown).toContain('100 of them not yet jobs while it is paused');
+    expect(shown).not.toContain('--max-waiting');
+  });
+
+  it('cancel counts in status\'s units: distinct calls not ended then; rows enqueued after end cancelled too, and the message says so', async () => {
+    const h = await createHarness();
+    // Six manifest rows, two of them identical: five distinct calls.
+    const manifest = h.file('m.csv', 'image_url,prompt\nhttps://example.com/0.jpg,a\nhttps://example.com/1.jpg,b\nhttps://example.com/1.jpg,b\nhttps://example.com/2.jpg,c\nhttps://example.com/3.jpg,d\nhttps://example.com/4.jpg,e\n');
+    const { batch } = await enqueueManifest(h.ctx, { manifest, batch: 'units' });
+    // A producer holds the batch (as a run still enqueueing it would).
+    await h.ctx.redis.set(h.ctx.keys.batch(batch).enqueuing, 'another-producer', 'PX', 60_000);
+    const summary = await cancelBatch(h.ctx, batch);
+    expect(summary).toMatchObject({ pending: 5, jobs: 5, ok: 0, failed: 0, enqueuing: true });
+    const shown = await runCliProcess(['cancel', '--batch', batch], h.env());
+    expect(shown.stdout).toContain(`batch ${batch} cancelled: 5 of its 5 distinct calls had not ended (0 had ended ok, 0 failed)`);
+    expect(shown.stdout).toContain(`A producer is enqueuing ${batch} now: the rows it adds end cancelled too.`);
+    await h.ctx.redis.del(h.ctx.keys.batch(batch).enqueuing);
+    const worker = await h.startWorker({ concurrency: 2 });
+    try {
+      await until('every row to end', async () => (await getStatus(h.ctx, batch)).finished, 30_000);
+    } finally {
+      await worker.close();
+    }
+    expect(await getStatus(h.ctx, batch)).toMatchObject({ jobs: 5, ok: 0, failed: 5 });
+    expect(h.emulator.stats().submits).toBe(0);
+  });
 });

@@ -32,6 +32,14 @@ describe('log formats', () => {
     expect(out.trim().split('\n')).toHaveLength(2);
   });
 
+  it.each(['text', 'json', 'pretty'] as const)('%s: a field without a value is left out, not written as undefined', (format) => {
+    let out = '';
+    createLogger({ format, level: 'info', write: (line) => (out += line) }).info('fal concurrency: trying 8', { slots: undefined, target: 8 });
+    expect(out).toContain('8');
+    expect(out).not.toContain('undefined');
+    expect(out).not.toContain('slots');
+  });
+
   it('pretty is one readable line per entry, in colour when asked', () => {
     expect(lines('pretty')).toMatch(/^\[\d\d:\d\d:\d\d\] INFO: calling with \*\*\* \{"batch":"b",.*\}\n\[\d\d:\d\d:\d\d\] WARN: row failed\n$/);
     const colored = lines('pretty', true);

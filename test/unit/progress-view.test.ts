@@ -135,6 +135,16 @@ describe('progress lines and bars', () => {
     expect(io.err).not.toContain('\x1b');
   });
 
+  it('plain lines: a final snapshot that says what the last line said is not written again (a rerun with nothing to do)', () => {
+    const io = fakeIo(false);
+    const view = createProgressView(io, { mode: 'lines', everyMs: 15_000, write: io.stderr, now: () => 0 });
+    const done = status({ ok: 4, failed: 0, pending: 0, inFlight: 0, finished: true });
+    view.show([done]);
+    view.finish([done]);
+    expect(io.err.split('\n').filter(Boolean)).toHaveLength(1);
+    expect(io.err).toContain('4/4 done');
+  });
+
   it('JSON: one object per line, the last one final; several batches as a list', () => {
     let now = 0;
     const io = fakeIo(false);

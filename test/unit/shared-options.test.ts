@@ -25,3 +25,14 @@ describe('manifest flags', () => {
     expect(() => overridesFrom(manifestFlags(['--max-prompt-chars', 'many']))).toThrow('Expected --max-prompt-chars to be an integer, got "many"');
   });
 });
+
+describe('--concurrency', () => {
+  it('takes auto or a number; anything else is refused with a message that offers both', () => {
+    expect(overridesFrom({ concurrency: 'auto' })).toMatchObject({ autoConcurrency: true });
+    expect(overridesFrom({ concurrency: '12' })).toMatchObject({ concurrency: 12, autoConcurrency: false });
+    for (const bad of ['lots', '0', '-3', '2.5']) {
+      expect(() => overridesFrom({ concurrency: bad })).toThrow(ConfigError);
+      expect(() => overridesFrom({ concurrency: bad })).toThrow(`Expected --concurrency to be auto (learn the account's fal concurrency, the default) or an integer ≥ 1, got "${bad}"`);
+    }
+  });
+});

@@ -23,8 +23,11 @@ export function cancelCommand(io: CliIo, exit: (code: number) => void): Command 
       if (flags.json) io.stdout(`${JSON.stringify(summary)}\n`);
       else {
         io.stdout(
-          `batch ${batch} cancelled: ${summary.pending} rows not ended end as failed, error class cancelled, as soon as a worker takes them (without calling fal); ` +
-            'its requests in flight are cancelled at fal within a second (an answer fal already gave is kept: it was paid).\n',
+          `batch ${batch} cancelled: ${summary.pending} of its ${summary.jobs} distinct calls had not ended (${summary.ok} had ended ok, ${summary.failed} failed); ` +
+            'they end as failed, error class cancelled, as soon as a worker takes them (without calling fal); ' +
+            'its requests in flight are cancelled at fal within a second (an answer fal already gave is kept: it was paid, and its row ends ok).' +
+            (summary.enqueuing ? ` A producer is enqueuing ${batch} now: the rows it adds end cancelled too.` : '') +
+            '\n',
         );
         io.stderr(
           `Rows enqueued into ${batch} from now on are cancelled too, until \`falbatch resume --batch ${batch}\`. ` +
