@@ -1,7 +1,8 @@
 import { ConfigError } from './errors.js';
-import type { Price } from './results/price.js';
+import type { Price } from './fal/price.js';
 import { resolveEncoding } from './manifest/text-encoding.js';
 import { createRowMapping } from './manifest/row-mapping.js';
+import { DEFAULT_ENCODING, DEFAULT_MAX_RECORD_BYTES } from './manifest/read-records.js';
 import { HOUR, MINUTE, SECOND, parseDuration } from './time.js';
 
 /** How a worker learns that its fal request finished. */
@@ -283,8 +284,8 @@ export const DEFAULT_CONFIG = {
   maxImageSide: undefined,
   uploadCacheTtlMs: 6 * 24 * HOUR,
   maxPromptChars: 20_000,
-  maxRecordBytes: 16 * 1024 * 1024,
-  encoding: 'utf-8',
+  maxRecordBytes: DEFAULT_MAX_RECORD_BYTES,
+  encoding: DEFAULT_ENCODING,
   filesRoot: undefined,
   graceMs: 30 * SECOND,
   lockDurationMs: 30 * SECOND,

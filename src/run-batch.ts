@@ -5,7 +5,7 @@ import type { FalCaller } from './fal/fal-caller.js';
 import { enqueueManifest, type EnqueueOptions, type EnqueueSummary } from './queue/enqueue.js';
 import { checkOutput, checkWritable, exportResults, type ExportSummary } from './results/export.js';
 import { hfMetadataFolder, hfMetadataPath, type HfMetadataOptions } from './results/hf-metadata.js';
-import type { Price } from './results/price.js';
+import type { Price } from './fal/price.js';
 import { writeCaptions, type CaptionsSummary } from './results/write-captions.js';
 import { pausedReason, resumeQueue } from './ops/control.js';
 import { getStatus, waitForBatch, type BatchStatus } from './ops/status.js';

@@ -2,7 +2,7 @@ import type { EnqueuePlan, EnqueueSummary } from '../queue/enqueue.js';
 import type { BatchStatus } from '../ops/status.js';
 import type { ExportSummary } from '../results/export.js';
 import type { CostForecast } from '../ops/estimate.js';
-import type { Price } from '../results/price.js';
+import type { Price } from '../fal/price.js';
 import type { HfMetadataSummary } from '../results/hf-metadata.js';
 import type { CaptionsSummary } from '../results/write-captions.js';
 import type { CaptionFlags } from './shared-options.js';

@@ -7,7 +7,7 @@ import type { HfMetadataOptions } from '../results/hf-metadata.js';
 import type { LogFormat, LogLevel } from '../log.js';
 import type { BatchSettings } from '../ops/control.js';
 import { parseFalPriority, parseMaxSpend, parsePriority } from '../queue/batch-control.js';
-import type { Price } from '../results/price.js';
+import type { Price } from '../fal/price.js';
 import { parseRetention } from '../queue/retention.js';
 
 /** Flags every command that touches Redis takes. */

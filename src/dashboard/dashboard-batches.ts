@@ -3,7 +3,7 @@ import { BatchNotFoundError } from '../errors.js';
 import { resolvePrice } from '../fal/pricing.js';
 import { getStatus, type BatchStatus } from '../ops/status.js';
 import { readBatchMeta } from '../queue/batch-meta.js';
-import type { Price } from '../results/price.js';
+import type { Price } from '../fal/price.js';
 import { MINUTE } from '../time.js';
 
 /** A batch as the dashboard shows it: its status, priced at its endpoint. */

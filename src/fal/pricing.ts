@@ -1,5 +1,5 @@
 import { ConfigError, FalProtocolError } from '../errors.js';
-import type { Price } from '../results/price.js';
+import type { Price } from './price.js';
 import { createFalFetch } from './transport.js';
 
 /**

@@ -1,8 +1,13 @@
 import { parse } from 'csv-parse/sync';
-import { DEFAULT_CONFIG } from '../config.js';
 import { formatBytes } from './format-bytes.js';
 import { readLines, type ByteSource, type Line } from './read-lines.js';
 import { encodingLabel } from './text-encoding.js';
+
+
+/** The longest record read by default (`--max-record-bytes`): 16 MiB. */
+export const DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024;
+/** The manifest's encoding unless told (`--encoding`); a byte order mark wins over it. */
+export const DEFAULT_ENCODING = 'utf-8';
 
 export type { ByteSource } from './read-lines.js';
 
@@ -196,7 +201,7 @@ function describeInvalid(line: Line, first: Line): string {
  * quoted state and swallows the rows that follow; this framing around it fixes both.)
  */
 export async function* readRecords(source: ByteSource, options: ReadRecordsOptions = {}): AsyncGenerator<RawRecord> {
-  const maxBytes = options.maxRecordBytes ?? DEFAULT_CONFIG.maxRecordBytes;
+  const maxBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
   const limit = `${formatBytes(maxBytes)} (--max-record-bytes)`;
   let candidate: Line[] = [];
   let bytes = 0;
@@ -264,7 +269,7 @@ export async function* readRecords(source: ByteSource, options: ReadRecordsOptio
     for (let next = replay.pop(); next !== undefined; next = replay.pop()) yield* feed(next);
   }
 
-  for await (const line of readLines(source, { encoding: options.encoding ?? DEFAULT_CONFIG.encoding, maxLineBytes: maxBytes })) {
+  for await (const line of readLines(source, { encoding: options.encoding ?? DEFAULT_ENCODING, maxLineBytes: maxBytes })) {
     yield* feed(line);
     yield* drainReplay();
   }

@@ -2,7 +2,7 @@ import pLimit, { type LimitFunction } from 'p-limit';
 import { ConfigError, FalbatchError, FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError, falDetailText } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { systemClock, type Clock } from '../time.js';
-import { retryDelay } from '../worker/backoff.js';
+import { retryDelay } from '../fal/backoff.js';
 import type { PreparedImage } from './prepare-image.js';
 import type { LocalImageDelivery, LocalImageReference } from './resolve-images.js';
 

@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import type { FalbatchContext } from '../context.js';
 import { resolvePrice } from '../fal/pricing.js';
 import { listen } from '../http-server.js';
-import type { Price } from '../results/price.js';
+import type { Price } from '../fal/price.js';
 import type { WorkerEventListener } from '../worker/worker-events.js';
 import { createWorkerMetrics } from './worker-metrics.js';
 

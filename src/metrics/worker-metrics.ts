@@ -1,7 +1,7 @@
 import type { Registry } from 'prom-client';
 import { requireDependency } from '../load-dependency.js';
 import { isBilled, timingOf } from '../results/batch-figures.js';
-import { costOf, type Price } from '../results/price.js';
+import { costOf, type Price } from '../fal/price.js';
 import type { WorkerEvent, WorkerEventListener } from '../worker/worker-events.js';
 
 export interface WorkerMetricsOptions {

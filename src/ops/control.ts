@@ -18,7 +18,7 @@ import {
   type FalQueuePriority,
   type SpendCap,
 } from '../queue/batch-control.js';
-import type { Price } from '../results/price.js';
+import type { Price } from '../fal/price.js';
 
 /**
  * Pauses the whole queue (every batch: they share one fal account) and says why, for account-level

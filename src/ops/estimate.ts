@@ -1,6 +1,6 @@
 import type { FalbatchContext } from '../context.js';
 import { aggregateFromStats, figuresOf } from '../results/batch-figures.js';
-import type { Price } from '../results/price.js';
+import type { Price } from '../fal/price.js';
 
 /** What the calls left to pay for are expected to cost: fal time, and money when a price is known. */
 export interface CostForecast {

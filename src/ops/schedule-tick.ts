@@ -8,7 +8,7 @@ import { resolvePrice } from '../fal/pricing.js';
 import { displayUrl, fetchManifest, isManifestUrl, type FetchedManifest } from '../manifest/fetch-manifest.js';
 import type { ManifestRow } from '../manifest/validate-row.js';
 import { BatchBusyError, enqueueManifest, type EnqueueSummary } from '../queue/enqueue.js';
-import type { Price } from '../results/price.js';
+import type { Price } from '../fal/price.js';
 import { forecastCost } from './estimate.js';
 import { tickRecord, type ScheduleDefinition, type TickRecord } from './schedules.js';
 

@@ -4,7 +4,7 @@ import { BatchNotFoundError } from '../errors.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { sweepExpiredBatches, vanishedBatchError } from '../queue/retention.js';
 import { aggregateFromStats, figuresOf, rateFromStats, type CallFigures } from '../results/batch-figures.js';
-import type { Price } from '../results/price.js';
+import type { Price } from '../fal/price.js';
 import type { FalQueuePriority } from '../queue/batch-control.js';
 import { batchControlState, queuePause } from './control.js';
 

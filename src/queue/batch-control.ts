@@ -1,6 +1,6 @@
 import type { RedisClient } from './connection.js';
 import { ConfigError } from '../errors.js';
-import { costOf, type Price } from '../results/price.js';
+import { costOf, type Price } from '../fal/price.js';
 import type { KeyLayout } from './keys.js';
 
 /**

@@ -1,4 +1,4 @@
-import { costOf, type Price } from './price.js';
+import { costOf, type Price } from '../fal/price.js';
 import type { RowResult } from './row-result.js';
 
 /**

@@ -3,10 +3,10 @@ import type { FalbatchContext } from '../context.js';
 import type { BatchMeta } from '../queue/batch-meta.js';
 import type { RowEntry } from '../queue/batch-rows.js';
 import { addToAggregate, emptyAggregate, figuresOf, type CallFigures } from './batch-figures.js';
-import type { OutputFormat } from './export.js';
+import type { OutputFormat } from './row-sinks.js';
 import type { HfMetadataSummary } from './hf-metadata.js';
 import { REJECTED_ERROR_TYPE, type OutputRow } from './output-row.js';
-import type { Price } from './price.js';
+import type { Price } from '../fal/price.js';
 import type { ExportStatus, RowResult } from './row-result.js';
 
 /** Columns of `<out>.errors.csv`: one line per failed or rejected manifest row, in manifest order. */

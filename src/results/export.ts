@@ -12,13 +12,15 @@ import { readRowCaptions } from './caption-files.js';
 import { buildReport, ERRORS_COLUMNS, errorsRow, sideFiles, type ExportReport } from './export-report.js';
 import { hfMetadataFolder, hfMetadataPath, HfMetadataWriter, type HfMetadataOptions, type HfMetadataSummary } from './hf-metadata.js';
 import { extraNames, OUTPUT_COLUMNS, outputRow, type OutputRow } from './output-row.js';
-import type { Price } from './price.js';
+import type { Price } from '../fal/price.js';
 import { csvSink, jsonlSink, loadParquetWriter, parquetSink, type RowSink } from './row-sinks.js';
 import type { RowResult } from './row-result.js';
 
 export { OUTPUT_COLUMNS } from './output-row.js';
 
-export type OutputFormat = 'csv' | 'jsonl' | 'parquet';
+import type { OutputFormat } from './row-sinks.js';
+
+export type { OutputFormat } from './row-sinks.js';
 
 /** Output formats by file extension. */
 export const OUTPUT_FORMATS: Readonly<Record<string, OutputFormat>> = { '.csv': 'csv', '.jsonl': 'jsonl', '.ndjson': 'jsonl', '.parquet': 'parquet' };

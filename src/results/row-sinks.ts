@@ -4,6 +4,9 @@ import { importOnce } from '../load-dependency.js';
 import type { AtomicFile } from './atomic-file.js';
 import { COLUMN_TYPES, type OutputColumn, type OutputRow, type OutputValue } from './output-row.js';
 
+/** The formats a results file can be written in. */
+export type OutputFormat = 'csv' | 'jsonl' | 'parquet';
+
 /** Where exported rows go, page after page, in manifest order. */
 export interface RowSink {
   write(rows: readonly OutputRow[]): Promise<void>;

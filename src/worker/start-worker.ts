@@ -1,4 +1,4 @@
-import { closeOnce, closeWithinGrace } from './close-within-grace.js';
+import { closeOnce, closeWithinGrace } from '../close-within-grace.js';
 import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
@@ -9,7 +9,7 @@ import { markConnection, submittingMark } from '../results/result-store.js';
 import { REQUEST_STATE_FIELDS, type RowJobData } from '../queue/row-job.js';
 import { jobIdFor } from '../manifest/row-key.js';
 import { MINUTE, formatDuration } from '../time.js';
-import { rateLimitDelay, retryDelay } from './backoff.js';
+import { rateLimitDelay, retryDelay } from '../fal/backoff.js';
 import { classifyFalError, type Verdict } from './classify-error.js';
 import { AttemptError, ResultPendingError, processRow, type RowTimingFields } from './process-row.js';
 import { createStatusErrorKnowledge } from './status-errors.js';

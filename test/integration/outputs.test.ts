@@ -10,7 +10,7 @@ import { captionOptions } from '../../src/results/caption-files.js';
 import type { ExportReport } from '../../src/results/export-report.js';
 import { exportResults, OUTPUT_COLUMNS } from '../../src/results/export.js';
 import { AtomicFile } from '../../src/results/atomic-file.js';
-import type { Price } from '../../src/results/price.js';
+import type { Price } from '../../src/fal/price.js';
 import { parquetSink, ROW_GROUP_ROWS } from '../../src/results/row-sinks.js';
 import { runBatch } from '../../src/run-batch.js';
 import { createHarness, readCsv, runCliProcess, until } from '../helpers/harness.js';

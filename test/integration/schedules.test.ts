@@ -8,7 +8,7 @@ import { fetchManifest } from '../../src/manifest/fetch-manifest.js';
 import { runScheduleTick } from '../../src/ops/schedule-tick.js';
 import { addSchedule, listSchedules, openTicksQueue, removeSchedule, tickRecords, type TickRecord } from '../../src/ops/schedules.js';
 import { getStatus } from '../../src/ops/status.js';
-import { startScheduler } from '../../src/worker/start-scheduler.js';
+import { startScheduler } from '../../src/ops/start-scheduler.js';
 import { createHarness, runCliProcess, spawnCli, startPrivateRedis, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
 import { ManualClock } from '../helpers/manual-clock.js';
 import { pngBytes } from '../helpers/images.js';

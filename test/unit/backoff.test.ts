@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { rateLimitDelay, retryDelay } from '../../src/worker/backoff.js';
+import { rateLimitDelay, retryDelay } from '../../src/fal/backoff.js';
 
 const policy = { baseMs: 1000, maxMs: 60_000 };
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { bullPriority, controlFrom, formatSpend, holdOf, parseFalPriority, parseMaxSpend, parsePriority, spendOf } from '../../src/queue/batch-control.js';
-import type { Price } from '../../src/results/price.js';
+import type { Price } from '../../src/fal/price.js';
 
 const perCall: Price = { unit: 'call', amount: 1, currency: 'USD', source: 'flag' };
 const perSecond: Price = { unit: 'second', amount: 0.0005, currency: 'USD', source: 'fal' };

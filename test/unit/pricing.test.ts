@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parsePrice } from '../../src/fal/pricing.js';
-import { costOf } from '../../src/results/price.js';
+import { costOf } from '../../src/fal/price.js';
 
 describe('--price', () => {
   it.each([

@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { integerOption } from '../../config.js';
 import { ConfigError, EXIT } from '../../errors.js';
 import { startMetricsServer } from '../../metrics/start-metrics-server.js';
-import { startScheduler } from '../../worker/start-scheduler.js';
+import { startScheduler } from '../../ops/start-scheduler.js';
 import { startWorker } from '../../worker/start-worker.js';
 import type { CliIo } from '../io.js';
 import { withSession } from '../session.js';

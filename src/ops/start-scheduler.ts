@@ -1,11 +1,11 @@
-import { closeOnce, closeWithinGrace } from './close-within-grace.js';
+import { closeOnce, closeWithinGrace } from '../close-within-grace.js';
 import { Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import type { FalCaller } from '../fal/fal-caller.js';
 import { createCheckedUploads } from '../manifest/upload-images.js';
-import { runScheduleTick } from '../ops/schedule-tick.js';
+import { runScheduleTick } from './schedule-tick.js';
 import { HOUR } from '../time.js';
-import { currentSchedule, missedTicks, MISSED_RECORDS, openTicksQueue, recordTick, tickRecord, type ScheduleDefinition, type TickRecord } from '../ops/schedules.js';
+import { currentSchedule, missedTicks, MISSED_RECORDS, openTicksQueue, recordTick, tickRecord, type ScheduleDefinition, type TickRecord } from './schedules.js';
 
 export interface StartSchedulerOptions {
   /**

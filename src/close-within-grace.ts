@@ -1,5 +1,5 @@
 import type { Worker } from 'bullmq';
-import type { Clock } from '../time.js';
+import type { Clock } from './time.js';
 
 /**
  * Closes a BullMQ worker gracefully (it stops taking jobs; the running ones finish), but for no
