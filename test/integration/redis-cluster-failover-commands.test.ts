@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { getStatus } from '../../src/ops/status.js';
 import { silentLogger } from '../../src/log.js';
 import { checkEvictionPolicy, checkPersistence, clusterFailure, connectRedis, keySlot, onHomeNode, scanKeys } from '../../src/queue/connection.js';
-import { createHarness, readCsv, runCliProcess, spawnCli, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
+import { createHarness, FAL_KEY, readCsv, runCliProcess, spawnCli, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
+import { freePort } from '../helpers/global-redis.js';
 import { clusterUnsupported, useRedisCluster } from '../helpers/redis-cluster.js';
 
 function manifestOf(h: Harness, name: string, rows: number): string {
@@ -123,4 +124,17 @@ describe.skipIf(missing !== undefined)(`commands started during and after a Redi
     }
     expect(worker.output()).not.toMatch(/unexpected error|retrying row/);
   }, 150_000);
+});
+
+describe('seed nodes of a Redis Cluster that none answers', () => {
+  it('fails at once, naming each seed with its reason, and no stack', async () => {
+    const ports = [await freePort(), await freePort()];
+    const url = `redis://${ports.map((port) => `127.0.0.1:${port}`).join(',')}`;
+    const result = await runCliProcess(['status'], { PATH: process.env['PATH'] ?? '', FAL_KEY, REDIS_URL: url, REDIS_CLUSTER: '1' });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(
+      `falbatch: Cannot reach the Redis Cluster at ${url} (no seed node answered: ${ports.map((port) => `127.0.0.1:${port} (connect ECONNREFUSED 127.0.0.1:${port})`).join('; ')}). ` +
+        'REDIS_URL names its seed nodes, comma-separated (redis://[:password@]host:port,host:port,…); every node must be reachable at the address it announces (cluster-announce-ip behind NAT or in containers).\n',
+    );
+  });
 });
