@@ -41,7 +41,8 @@ export interface ConnectOptions {
 }
 
 /**
- * The only place that creates Redis clients. The first connection must succeed quickly (or the
+ * Where Redis clients are made (with cluster-seeds.ts, which asks a Cluster's seed nodes first).
+ * The first connection must succeed quickly (or the
  * command fails naming the URL and how to start Redis); after that the client reconnects forever,
  * queueing commands meanwhile, so a Redis restart mid-run costs a pause, not the run.
  */
@@ -115,13 +116,12 @@ async function connectCluster(target: RedisTarget, url: string, options: Connect
     seeds.live.map((seed) => ({ host: seed.host, port: seed.port })),
     {
       lazyConnect: true,
-      // No retries before the first connection (fail fast, say why); forever after it. A node
-      // whose connection drops is not reconnected (ioredis' default): after a failover its slots
-      // are served elsewhere, and the next command learns where (MOVED, then a slots refresh).
+      // A node whose connection drops is not reconnected (ioredis' default): after a failover its
+      // slots are served elsewhere, and the next command learns where (MOVED, then a slots refresh).
       clusterRetryStrategy: retry,
-      // ioredis' ready check refuses a Cluster that says cluster_state:fail, which it does from a
-      // master's failure until its replica is promoted: a command started then waits instead, as
-      // below.
+      // ioredis' ready check (CLUSTER INFO says cluster_state:ok) holds commands back while the
+      // Cluster is down, from a master's failure until its replica is promoted; the retries above
+      // make a new command wait that out rather than fail.
       enableReadyCheck: true,
       // While a master is down and until its replica takes over (cluster-node-timeout, 15 s by
       // default, plus the election), commands for its slots are retried rather than failed after
@@ -200,9 +200,15 @@ function failoverWaitMs(nodeTimeoutMs: number | undefined): number {
  * other error.
  */
 export function clusterFailure(error: unknown): RedisUnavailableError | undefined {
-  const message = (error as Error | undefined)?.message ?? '';
-  if (!/Too many Cluster redirections|^CLUSTERDOWN|Failed to refresh slots cache|None of startup nodes is available/.test(message)) return undefined;
-  return notServed(`while falbatch waited (${message.replace(/\.$/, '')})`, error);
+  const message = ((error as Error | undefined)?.message ?? '').replace(/\.$/, '');
+  if (/Too many Cluster redirections|^CLUSTERDOWN/.test(message)) return notServed(`while falbatch waited (${message})`, error);
+  if (/Failed to refresh slots cache|None of startup nodes is available/.test(message)) {
+    return new RedisUnavailableError(
+      `No node of the Redis Cluster answered (${message}). Check that its nodes are up and reachable at the addresses they announce, then run the command again.`,
+      { cause: error },
+    );
+  }
+  return undefined;
 }
 
 function notServed(how: string, cause: unknown): RedisUnavailableError {
