@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { DEFAULT_CONFIG, redisPasswords } from '../config.js';
 import { EXIT, FalbatchError } from '../errors.js';
 import { createScrubber } from '../log.js';
+import { clusterFailure } from '../queue/connection.js';
 import { formatDuration, SECOND } from '../time.js';
 import { dashboardCommand } from './commands/dashboard.js';
 import { emulatorCommand } from './commands/emulator.js';
@@ -54,6 +55,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       // Help and version exit 0; a usage mistake is a bad configuration (commander printed why).
       return error.exitCode === 0 ? EXIT.ok : EXIT.fatal;
     }
+    // A Redis Cluster that stayed down past falbatch's wait is a Redis outage, not a bug.
+    error = clusterFailure(error) ?? error;
     // Last line of defence: whatever is printed here passes the secret scrubber too.
     const scrub = createScrubber([io.env['FAL_KEY'], ...redisPasswords(io.env['REDIS_URL'] ?? '')]);
     if (error instanceof FalbatchError) {

@@ -163,7 +163,7 @@ export async function pruneBatch(ctx: FalbatchContext, options: PruneBatchOption
   const replies = (await multi.exec()) ?? [];
   summary.keys += replies.slice(2).reduce((sum, [, n]) => sum + Number(n ?? 0), 0);
   // What an interrupted producer left (drafts, ids seen, caption targets: 24 h TTLs), found by name.
-  for await (const found of scanKeys(redis, batchKeys.pattern, PAGE)) {
+  for await (const found of scanKeys(redis, batchKeys.pattern, PAGE, ctx.log)) {
     const left = found.filter((key) => key !== batchKeys.enqueuing);
     if (left.length > 0) summary.keys += await redis.unlink(...left);
   }

@@ -2,6 +2,10 @@ import { Cluster, Redis } from 'ioredis';
 import { redactUrl, redisTarget, type RedisTarget } from '../config.js';
 import { ConfigError, RedisUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { formatDuration } from '../time.js';
+import { isReplyError, leaveOut, nodeName, onEachUsableNode, usableNodes } from './cluster-nodes.js';
+import { probeSeeds } from './cluster-seeds.js';
+import { withTimeout } from './with-timeout.js';
 
 /**
  * What falbatch talks to: one Redis, or a Redis Cluster (REDIS_CLUSTER). Both run the same
@@ -27,10 +31,18 @@ export interface ConnectOptions {
    * slot is the node that connection ids, liveness and persistence are asked of.
    */
   home?: string;
+  /**
+   * On a Cluster, how long commands wait for a replica to take over the slots of a master that
+   * went down before they fail. @default a minute, or three times the Cluster's
+   * cluster-node-timeout when that is longer. Shorter fails sooner on a Cluster that cannot fail
+   * over (a master without a replica).
+   */
+  failoverWaitMs?: number;
 }
 
 /**
- * The only place that creates Redis clients. The first connection must succeed quickly (or the
+ * Where Redis clients are made (with cluster-seeds.ts, which asks a Cluster's seed nodes first).
+ * The first connection must succeed quickly (or the
  * command fails naming the URL and how to start Redis); after that the client reconnects forever,
  * queueing commands meanwhile, so a Redis restart mid-run costs a pause, not the run.
  */
@@ -70,30 +82,60 @@ export async function connectRedis(url: string, options: ConnectOptions = {}): P
  * A Redis Cluster client. Commands on falbatch's keys go to the master of their slot (ioredis
  * follows MOVED/ASK after a failover or a reshard); commands without keys are pinned by the
  * helpers below, never left to ioredis' random node.
+ *
+ * The seed nodes are asked first, each on its own: any one that answers is enough (a seed that is
+ * down is said once and left out, and only when none answers does the command fail, naming each
+ * with its reason). The Cluster client starts from the live seeds only.
  */
 async function connectCluster(target: RedisTarget, url: string, options: ConnectOptions): Promise<Cluster> {
   const timeout = options.connectTimeoutMs ?? 5000;
+  const name = options.name ?? 'falbatch';
+  const seeds = await probeSeeds(target, timeout, name);
+  if (seeds.notCluster !== undefined) {
+    throw new ConfigError(`REDIS_CLUSTER is set, but Redis at ${redactUrl(url)} is not a Cluster node (${seeds.notCluster}). Unset REDIS_CLUSTER (and --redis-cluster) to use it as one Redis.`);
+  }
+  if (seeds.live.length === 0) {
+    throw unavailable(url, seeds.refused ?? (seeds.down.length === 1 ? (seeds.down[0] ?? 'no node answered') : `no seed node answered: ${seeds.down.join('; ')}`), true);
+  }
+  if (seeds.down.length > 0) {
+    options.log?.warn(`Redis Cluster seed node${seeds.down.length === 1 ? '' : 's'} ${seeds.down.join(', ')} did not answer: connecting through ${seeds.live.map((seed) => `${seed.host}:${seed.port}`).join(', ')}.`);
+  }
+  const waitMs = options.failoverWaitMs ?? failoverWaitMs(seeds.nodeTimeoutMs);
+  if (seeds.state === 'fail' || seeds.failedMasters.length > 0) {
+    const masters = seeds.failedMasters.length > 0 ? `master ${seeds.failedMasters.join(', ')} is down` : 'a master is down';
+    options.log?.warn(
+      `The Redis Cluster is failing over (${masters}${seeds.state === 'fail' ? ', cluster_state:fail' : ''}): commands wait up to ${formatDuration(waitMs)} for a replica to take over.`,
+    );
+  }
+  // Before the first connection, tries again every 200 ms for up to connectTimeoutMs (fail fast,
+  // say why), or while the Cluster is down for up to the failover wait; forever after it.
+  const firstDeadline = Date.now() + (seeds.state === 'fail' ? waitMs : timeout);
   let connected = false;
-  const retry = (times: number): number | null => (connected ? Math.min(200 * times, 5000) : null);
+  const retry = (times: number): number | null => (connected ? Math.min(200 * times, 5000) : Date.now() < firstDeadline ? RETRY_MS : null);
   const cluster = new Cluster(
-    target.nodes.map((node) => ({ host: node.host, port: node.port })),
+    seeds.live.map((seed) => ({ host: seed.host, port: seed.port })),
     {
       lazyConnect: true,
-      // No retries before the first connection (fail fast, say why); forever after it. A node
-      // whose connection drops is not reconnected (ioredis' default): after a failover its slots
-      // are served elsewhere, and the next command learns where (MOVED, then a slots refresh).
+      // A node whose connection drops is not reconnected (ioredis' default): after a failover its
+      // slots are served elsewhere, and the next command learns where (MOVED, then a slots refresh).
       clusterRetryStrategy: retry,
+      // ioredis' ready check (CLUSTER INFO says cluster_state:ok) holds commands back while the
+      // Cluster is down, from a master's failure until its replica is promoted; the retries above
+      // make a new command wait that out rather than fail.
+      enableReadyCheck: true,
       // While a master is down and until its replica takes over (cluster-node-timeout, 15 s by
-      // default, plus the election), commands for its slots are retried every 200 ms for up to
-      // 30 s rather than failing after ioredis' 16 tries (1.6 s): a failover costs a pause, not
-      // failed rows, like a restart of a single Redis.
-      retryDelayOnFailover: 200,
-      retryDelayOnClusterDown: 200,
-      retryDelayOnTryAgain: 200,
-      maxRedirections: 150,
+      // default, plus the election), commands for its slots are retried rather than failed after
+      // ioredis' 16 tries: a failover costs a pause, not failed rows, like a restart of a single
+      // Redis. A try on the dead master's closed connection is followed by one on another master
+      // (which redirects back, MOVED): 2 redirections every 400 ms, as CLUSTERDOWN and TRYAGAIN
+      // make 1 every 200 ms, so that maxRedirections bounds the wait in time.
+      retryDelayOnFailover: 2 * RETRY_MS,
+      retryDelayOnClusterDown: RETRY_MS,
+      retryDelayOnTryAgain: RETRY_MS,
+      maxRedirections: Math.ceil(waitMs / RETRY_MS),
       redisOptions: {
         maxRetriesPerRequest: null,
-        connectionName: options.name ?? 'falbatch',
+        connectionName: name,
         disconnectTimeout: 300,
         ...(target.username !== undefined ? { username: target.username } : {}),
         ...(target.password !== undefined ? { password: target.password } : {}),
@@ -105,28 +147,28 @@ async function connectCluster(target: RedisTarget, url: string, options: Connect
   const onError = (error: Error & { lastNodeError?: Error }): void => {
     lastError = error.lastNodeError ?? error;
   };
-  const onNodeError = (error: Error): void => {
-    lastError = error;
-  };
   cluster.on('error', onError);
-  cluster.on('node error', onNodeError);
+  cluster.on('node error', onError);
   try {
-    await withTimeout(cluster.connect(), timeout);
-    await withTimeout(cluster.ping(), timeout);
+    await withTimeout(
+      new Promise<void>((resolve, reject) => {
+        cluster.once('ready', resolve);
+        cluster.once('end', () => reject(lastError ?? new Error('no node answered')));
+        // Rejects at the first failed try, while the retries above go on: 'ready' or 'end' tell.
+        cluster.connect().catch(() => undefined);
+      }),
+      Math.max(0, firstDeadline - Date.now()) + timeout,
+    );
   } catch (error) {
     cluster.disconnect();
-    let reason = (lastError ?? (error as Error)).message;
-    if (/cluster support disabled/i.test(reason)) {
-      throw new ConfigError(`REDIS_CLUSTER is set, but Redis at ${redactUrl(url)} is not a Cluster node (${reason}). Unset REDIS_CLUSTER (and --redis-cluster) to use it as one Redis.`);
-    }
-    // ioredis reports a refused or timed-out node only as a closed connection.
-    if (/^(Connection is closed|None of startup nodes is available)\.?$/.test(reason)) reason = 'no node answered';
-    throw unavailable(url, reason, true);
+    if (seeds.state === 'fail') throw notServed(`for ${formatDuration(waitMs)} (cluster_state:fail)`, error);
+    throw unavailable(url, (lastError ?? (error as Error)).message, true);
   }
   connected = true;
+  waits.set(cluster, waitMs);
   if (options.home !== undefined) homes.set(cluster, options.home);
   cluster.off('error', onError);
-  cluster.off('node error', onNodeError);
+  cluster.off('node error', onError);
   cluster.on('error', (error: Error) => options.log?.warn('redis cluster error; reconnecting', { error: error.message }));
   // A node that went down fails every command and reconnect sent its way until the Cluster moves
   // its slots: once per node every 10 s says it.
@@ -135,9 +177,46 @@ async function connectCluster(target: RedisTarget, url: string, options: Connect
     const now = Date.now();
     if (now - (said.get(node) ?? 0) < 10_000) return;
     said.set(node, now);
-    options.log?.warn('redis cluster node error (commands for its slots are retried for 30 s, while a replica takes them over)', { node, error: error.message });
+    options.log?.warn(`redis cluster node error (commands for its slots are retried for up to ${formatDuration(waitMs)}, while a replica takes them over)`, { node, error: error.message });
   });
   return cluster;
+}
+
+/** How often a command for a slot without a live master is tried again. */
+const RETRY_MS = 200;
+
+/**
+ * How long commands wait for a replica to take a dead master's slots over: a minute, or three
+ * times the Cluster's cluster-node-timeout when that is longer (Redis flags a master failed after
+ * that timeout, then its replicas hold an election).
+ */
+function failoverWaitMs(nodeTimeoutMs: number | undefined): number {
+  return Math.max(60_000, 3 * (nodeTimeoutMs ?? 15_000));
+}
+
+/**
+ * A Redis error that means the Cluster did not serve a command for as long as falbatch waits (a
+ * master down and no replica taking over), as a RedisUnavailableError saying so; undefined for any
+ * other error.
+ */
+export function clusterFailure(error: unknown): RedisUnavailableError | undefined {
+  const message = ((error as Error | undefined)?.message ?? '').replace(/\.$/, '');
+  if (/Too many Cluster redirections|^CLUSTERDOWN/.test(message)) return notServed(`while falbatch waited (${message})`, error);
+  if (/Failed to refresh slots cache|None of startup nodes is available/.test(message)) {
+    return new RedisUnavailableError(
+      `No node of the Redis Cluster answered (${message}). Check that its nodes are up and reachable at the addresses they announce, then run the command again.`,
+      { cause: error },
+    );
+  }
+  return undefined;
+}
+
+function notServed(how: string, cause: unknown): RedisUnavailableError {
+  return new RedisUnavailableError(
+    `The Redis Cluster did not serve falbatch's keys ${how}: a master is down and no replica took its slots over. ` +
+      'Check the Cluster (redis-cli --cluster check HOST:PORT, CLUSTER NODES): restart the master or give it a replica, then run the command again.',
+    { cause },
+  );
 }
 
 function unavailable(url: string, reason: string, cluster = false): RedisUnavailableError {
@@ -158,44 +237,24 @@ function unavailable(url: string, reason: string, cluster = false): RedisUnavail
   );
 }
 
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 const homes = new WeakMap<Cluster, string>();
+const waits = new WeakMap<Cluster, number>();
 
 /** Whether the client is a Redis Cluster client. */
 export function isCluster(redis: RedisClient): redis is Cluster {
   return redis instanceof Cluster;
 }
 
-/** The Redis servers behind a client: the one Redis, or every node of a Cluster (replicas too: one may become master). */
-function serverNodes(redis: RedisClient): Redis[] {
-  return isCluster(redis) ? redis.nodes('all') : [redis];
-}
-
-function nodeName(node: Redis): string {
-  return `${node.options.host ?? '127.0.0.1'}:${node.options.port ?? 6379}`;
-}
-
 /** How long a server-level command waits for a master of the namespace's slot (a failover in progress), like keyed commands do. */
-const HOME_WAIT_MS = 30_000;
+function homeWaitMs(redis: Cluster): number {
+  return waits.get(redis) ?? failoverWaitMs(undefined);
+}
 
 /**
  * The node that speaks for the namespace: the one Redis, or on a Cluster the master serving the
  * home key's slot. Server-level commands (CLIENT, CONFIG, INFO, TIME) go to it rather than to a
  * random node. When no live master is known for the slot (mid-failover), asks the Cluster for its
- * slots again every 200 ms for up to 30 s; undefined after that.
+ * slots again every 200 ms for as long as keyed commands wait; undefined after that.
  */
 export async function homeNode(redis: RedisClient): Promise<Redis | undefined> {
   if (!isCluster(redis)) return redis;
@@ -206,7 +265,7 @@ export async function homeNode(redis: RedisClient): Promise<Redis | undefined> {
     const key = redis.slots[slot]?.[0];
     return key === undefined ? undefined : redis.nodes('master').find((node) => nodeName(node) === key);
   };
-  const deadline = Date.now() + HOME_WAIT_MS;
+  const deadline = Date.now() + homeWaitMs(redis);
   for (;;) {
     const found = find();
     if (found) return found;
@@ -214,26 +273,32 @@ export async function homeNode(redis: RedisClient): Promise<Redis | undefined> {
     const refreshed = find();
     if (refreshed) return refreshed;
     if (Date.now() >= deadline || redis.status === 'end') return undefined;
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
   }
 }
 
 /**
  * Runs a server-level command on the namespace's node. On a Cluster, a failure (the master went
  * down, its replica not yet promoted) is tried again on whichever master then serves the slot,
- * every 200 ms for up to 30 s, as ioredis does for keyed commands; one Redis reconnects by itself.
+ * every 200 ms for as long as keyed commands wait, as ioredis does for them; one Redis reconnects
+ * by itself.
  */
 export async function onHomeNode<T>(redis: RedisClient, command: (node: Redis) => Promise<T>): Promise<T> {
   if (!isCluster(redis)) return command(redis);
-  const deadline = Date.now() + HOME_WAIT_MS;
+  const waitMs = homeWaitMs(redis);
+  const deadline = Date.now() + waitMs;
   for (;;) {
     const node = await homeNode(redis);
     try {
-      if (!node) throw new RedisUnavailableError("No master of the Redis Cluster serves falbatch's hash slot (a failover that did not complete in 30 s?).");
+      if (!node) throw new Error('no master serves its hash slot');
       return await command(node);
     } catch (error) {
-      if (Date.now() >= deadline || redis.status === 'end') throw error;
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      if (redis.status === 'end') throw error;
+      if (Date.now() >= deadline) {
+        const where = node ? `its master ${nodeName(node)}: ${(error as Error).message}` : (error as Error).message;
+        throw notServed(`(hash slot ${keySlot(homes.get(redis) ?? '')}) for ${formatDuration(waitMs)} (${where.replace(/\.$/, '')})`, error);
+      }
+      await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
     }
   }
 }
@@ -264,15 +329,25 @@ export function keySlot(key: string): number {
 
 /**
  * Every key matching `pattern`, a page at a time. SCAN is about one server: on a Cluster each
- * master is scanned in turn (a cursor belongs to the node that gave it).
+ * master is scanned in turn (a cursor belongs to the node that gave it), once the namespace's slot
+ * has a live master (mid-failover, as long as keyed commands wait); a master the Cluster flags as
+ * failed, or that does not answer, is said once (to `log`) and left out.
  */
-export async function* scanKeys(redis: RedisClient, pattern: string, count = 1000): AsyncGenerator<string[]> {
-  for (const node of isCluster(redis) ? redis.nodes('master') : [redis]) {
+export async function* scanKeys(redis: RedisClient, pattern: string, count = 1000, log?: Logger): AsyncGenerator<string[]> {
+  if (isCluster(redis)) await homeNode(redis);
+  for (const node of isCluster(redis) ? await usableNodes(redis, 'master', log) : [redis]) {
     let cursor = '0';
     do {
-      const [next, found] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', count);
-      cursor = next;
-      if (found.length > 0) yield found;
+      let reply: [string, string[]];
+      try {
+        reply = await node.scan(cursor, 'MATCH', pattern, 'COUNT', count);
+      } catch (error) {
+        if (!isCluster(redis) || isReplyError(error)) throw error;
+        leaveOut(log, nodeName(node), `it did not answer: ${(error as Error).message}`);
+        break;
+      }
+      cursor = reply[0];
+      if (reply[1].length > 0) yield reply[1];
     } while (cursor !== '0');
   }
 }
@@ -300,25 +375,34 @@ export async function checkServerMode(redis: RedisClient, url: string): Promise<
  * allowed (managed Redis).
  */
 export async function checkEvictionPolicy(redis: RedisClient, log: Logger): Promise<void> {
-  const nodes = serverNodes(redis);
-  const policies = await Promise.all(
-    nodes.map(async (node) => {
-      try {
-        const reply = (await node.config('GET', 'maxmemory-policy')) as unknown as string[];
-        return reply[1];
-      } catch {
-        // CONFIG disabled: nothing to check.
-        return undefined;
-      }
-    }),
-  );
-  const evicting = nodes.map((node, i) => ({ node, policy: policies[i] })).filter(({ policy }) => policy && policy !== 'noeviction');
+  const answers = await onEachServer(redis, (node) => configValue(node, 'maxmemory-policy'), log);
+  const evicting = answers.filter(({ value }) => value && value !== 'noeviction');
   const first = evicting[0];
   if (!first) return;
   const where = isCluster(redis) ? ` on ${evicting.map(({ node }) => nodeName(node)).join(', ')}` : '';
   log.warn(
-    `Redis maxmemory-policy is "${first.policy}"${where}: under memory pressure Redis may delete queued jobs and results. Set it to noeviction (CONFIG SET maxmemory-policy noeviction, or in redis.conf).`,
+    `Redis maxmemory-policy is "${first.value}"${where}: under memory pressure Redis may delete queued jobs and results. Set it to noeviction (CONFIG SET maxmemory-policy noeviction, or in redis.conf).`,
   );
+}
+
+/**
+ * Runs a server-level command on the one Redis, or on every node of a Cluster (replicas too: one
+ * may become master) but those the Cluster flags as failed or that do not answer, which are said
+ * once and left out.
+ */
+async function onEachServer<T>(redis: RedisClient, command: (node: Redis) => Promise<T>, log: Logger): Promise<Array<{ node: Redis; value: T | undefined }>> {
+  if (!isCluster(redis)) return [{ node: redis, value: await command(redis).catch(() => undefined) }];
+  return onEachUsableNode(redis, 'all', command, log);
+}
+
+/** A CONFIG GET value; undefined where the server refuses CONFIG (managed Redis). Rejects when the node does not answer. */
+async function configValue(node: Redis, name: string): Promise<string | undefined> {
+  try {
+    return ((await node.config('GET', name)) as unknown as string[])[1];
+  } catch (error) {
+    if (isReplyError(error)) return undefined;
+    throw error;
+  }
 }
 
 const connectionIds = new WeakMap<Redis, Promise<string>>();
@@ -397,13 +481,9 @@ export async function isConnectionAlive(redis: RedisClient, id: string): Promise
 
 /** Whether one server keeps its data across a restart (AOF or RDB save points); undefined where CONFIG is disabled. */
 async function nodePersists(node: Redis): Promise<boolean | undefined> {
-  try {
-    const aof = ((await node.config('GET', 'appendonly')) as unknown as string[])[1];
-    const save = ((await node.config('GET', 'save')) as unknown as string[])[1];
-    return aof === 'yes' || (save !== undefined && save.trim() !== '');
-  } catch {
-    return undefined;
-  }
+  const [aof, save] = await Promise.all([configValue(node, 'appendonly'), configValue(node, 'save')]);
+  if (aof === undefined && save === undefined) return undefined;
+  return aof === 'yes' || (save !== undefined && save.trim() !== '');
 }
 
 /**
@@ -412,7 +492,7 @@ async function nodePersists(node: Redis): Promise<boolean | undefined> {
  */
 export async function redisPersists(redis: RedisClient): Promise<boolean | undefined> {
   const node = await homeNode(redis);
-  return node ? nodePersists(node) : undefined;
+  return node ? nodePersists(node).catch(() => undefined) : undefined;
 }
 
 /** How long the Redis server (on a Cluster, the namespace's master) has been up, in ms (INFO server), or undefined. */
@@ -433,11 +513,10 @@ export async function redisUptimeMs(redis: RedisClient): Promise<number | undefi
  * Says so at start, like the eviction check (on a Cluster, naming the nodes that keep nothing).
  */
 export async function checkPersistence(redis: RedisClient, log: Logger): Promise<void> {
-  const nodes = serverNodes(redis);
-  const persists = await Promise.all(nodes.map(nodePersists));
-  const volatile = nodes.filter((_, i) => persists[i] === false);
+  const answers = await onEachServer(redis, nodePersists, log);
+  const volatile = answers.filter(({ value }) => value === false);
   if (volatile.length === 0) return;
-  const where = isCluster(redis) ? ` on ${volatile.map(nodeName).join(', ')}` : '';
+  const where = isCluster(redis) ? ` on ${volatile.map(({ node }) => nodeName(node)).join(', ')}` : '';
   log.warn(
     `Redis keeps nothing on disk${where} (appendonly no, no RDB save points): a restart loses every batch, queued row and result. ` +
       'Turn on AOF (CONFIG SET appendonly yes, or in redis.conf) for batches you cannot redo.',

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { afterAll, beforeAll } from 'vitest';
 import { freePort } from './global-redis.js';
 import { until } from './harness.js';
 
@@ -15,6 +16,12 @@ export interface LocalRedisCluster {
   readonly nodes: readonly Redis[];
   /** Kills one node's server at once (SIGKILL), as a crash would. */
   kill(port: number): Promise<void>;
+  /** The port of the master serving a slot, as the first node that answers (not in `skip`) sees it. */
+  masterOf(slot: number, skip?: readonly number[]): Promise<number | undefined>;
+  /** The port of a replica of the master on `port`, as the first other node that answers sees it. */
+  replicaOf(port: number): Promise<number | undefined>;
+  /** A plain client of the node on `port`. */
+  node(port: number): Redis;
   stop(): Promise<void>;
 }
 
@@ -125,9 +132,60 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       child.kill('SIGKILL');
       await exited;
     };
-    return { ports, url: `redis://${ports.map((port) => `127.0.0.1:${port}`).join(',')}`, nodes, kill, stop };
+    const node = (port: number): Redis => {
+      const found = nodes[ports.indexOf(port)];
+      if (!found) throw new Error(`no node of the Cluster on port ${port}`);
+      return found;
+    };
+    /** Asks each node in turn (but those in `skip`) until one answers. */
+    const ask = async <T>(skip: readonly number[], question: (node: Redis) => Promise<T>): Promise<T | undefined> => {
+      for (const port of ports) {
+        if (skip.includes(port)) continue;
+        try {
+          return await question(node(port));
+        } catch {
+          // That node is down: ask the next.
+        }
+      }
+      return undefined;
+    };
+    const masterOf = (slot: number, skip: readonly number[] = []): Promise<number | undefined> =>
+      ask(skip, async (each) => {
+        const ranges = await each.cluster('SLOTS');
+        return ranges.find(([from, to]) => slot >= from && slot <= to)?.[2]?.[1];
+      });
+    const replicaOf = (port: number): Promise<number | undefined> =>
+      ask([port], async (each) => {
+        const lines = String(await each.cluster('NODES')).split('\n').map((line) => line.split(' '));
+        const id = lines.find((fields) => fields[1]?.startsWith(`127.0.0.1:${port}@`))?.[0];
+        const replica = lines.find((fields) => fields[2]?.split(',').includes('slave') && fields[3] === id);
+        return replica ? Number(/:(\d+)@/.exec(replica[1] ?? '')?.[1]) : undefined;
+      });
+    return { ports, url: `redis://${ports.map((port) => `127.0.0.1:${port}`).join(',')}`, nodes, kill, masterOf, replicaOf, node, stop };
   } catch (error) {
     await stop();
     throw error;
   }
+}
+
+/** A Cluster shared by the tests of a describe block, or why it could not be started (to skip with). */
+export interface ClusterSuite {
+  readonly cluster: LocalRedisCluster | undefined;
+  readonly failure: string | undefined;
+}
+
+/** Starts a local Cluster before the block's tests (see startRedisCluster) and stops it after them. */
+export function useRedisCluster(options: RedisClusterOptions = {}): ClusterSuite {
+  const suite: { cluster: LocalRedisCluster | undefined; failure: string | undefined } = { cluster: undefined, failure: undefined };
+  beforeAll(async () => {
+    try {
+      suite.cluster = await startRedisCluster(options);
+    } catch (error) {
+      suite.failure = `a local Redis Cluster could not be started: ${(error as Error).message}`;
+    }
+  });
+  afterAll(async () => {
+    await suite.cluster?.stop();
+  });
+  return suite;
 }
