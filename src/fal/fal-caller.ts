@@ -20,7 +20,7 @@ export interface FalCallerOptions {
   /** FAL_KEY. Handed to the client as a function so the client never reads the environment itself. */
   credentials: string | undefined;
   baseUrl: string | undefined;
-  /** Injected transport (tests, proxies). Default: global fetch. */
+  /** Injected transport (tests). Default: falbatch's keep-alive fetch (http-fetch.ts), closed by `close()`. */
   fetch?: typeof fetch;
   /** Options of the default transport (answer-size cap, agents, proxy environment); unused with `fetch`. */
   http?: HttpFetchOptions;

@@ -6,8 +6,8 @@ export interface FalTransportOptions {
   /** FAL_BASE_URL: where fal traffic goes instead of fal's hosts (routing contract). */
   baseUrl: string | undefined;
   /**
-   * The fetch to call in the end. Default: node:http(s) with keep-alive (http-fetch.ts), the global
-   * fetch for what that does not handle. Tests and proxies inject their own.
+   * The fetch to call in the end. Default: node:http(s) with keep-alive agents of this transport's
+   * own, proxies from the environment (http-fetch.ts), closed by `close()`. Tests inject their own.
    */
   fetch?: typeof fetch;
   /**
