@@ -310,7 +310,11 @@ export function createHttpFetch(options: HttpFetchOptions = {}): HttpFetch {
         let received = 0;
         if (decoder) {
           decoder.on('data', take);
-          decoder.once('error', fail);
+          decoder.once('error', (error) => {
+            // A body that does not decode: the rest of it is of no use.
+            fail(error);
+            message.destroy();
+          });
           decoder.once('end', finish);
         }
         message.on('data', (chunk: Buffer) => {
