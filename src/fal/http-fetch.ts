@@ -123,7 +123,6 @@ function targetOf(url: string): Target {
   return { protocol: full.protocol, hostname: full.hostname.replace(/^\[(.*)\]$/, '$1'), port: full.port, path: `${full.pathname}${full.search}` };
 }
 
-
 /** Statuses that redirect (with a Location), and how many are followed in a row, as fetch does. */
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 20;

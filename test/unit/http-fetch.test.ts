@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FalHttpError, FalTimeoutError, FalTransportError } from '../../src/errors.js';
 import { until } from '../helpers/harness.js';
 import { createHttpFetch, isWholeAnswer } from '../../src/fal/http-fetch.js';
+import { fetchFalPrice } from '../../src/fal/pricing.js';
 import { createFalFetch } from '../../src/fal/transport.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
@@ -155,6 +156,14 @@ describe('the keep-alive fetch holds its own connections', () => {
     b.close();
     await until('both connections ended', () => sockets.size === 0);
     await expect(a(`${base}/x`)).rejects.toThrow(/closed/);
+  });
+
+  it('a one-off question (fal pricing) closes its connection once answered', async () => {
+    handler = (_req, res) => json(res, 200, { prices: [{ endpoint_id: 'a/b', unit_price: 0.001, unit: 'request' }] });
+    expect(await fetchFalPrice('a/b', { credentials: 'k', baseUrl: base, callTimeoutMs: 2000 })).toMatchObject({ ok: true });
+    expect(connections).toBe(1);
+    // Well within the 4 s after which an idle connection would be let go anyway.
+    await until('the pricing call\'s connection ended', () => sockets.size === 0, 2000);
   });
 
   it('uses agents passed in, and leaves them to their owner', async () => {
