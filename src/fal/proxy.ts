@@ -56,7 +56,8 @@ function parseNoProxy(value: string | undefined): Bypass[] | 'all' {
   for (const raw of (value ?? '').toLowerCase().split(/[\s,]+/)) {
     if (raw === '') continue;
     if (raw === '*') return 'all';
-    const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(raw);
+    // host, host:port, [v6]:port, or a bare IPv6 address (more than one colon, no port).
+    const match = /^(\[[^\]]+\]|[^:]+|[^\[\]]*:[^\[\]]*:[^\[\]]*)(?::(\d+))?$/.exec(raw);
     if (!match) continue;
     const host = (match[1] ?? '').replace(/^\[(.*)\]$/, '$1').replace(/^\*/, '');
     entries.push({ host: host.replace(/^\./, ''), port: match[2], subdomainsOnly: host.startsWith('.') });

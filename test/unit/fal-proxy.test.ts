@@ -10,6 +10,7 @@ import { ConfigError, FalTransportError } from '../../src/errors.js';
 import { createFalEmulator, type FalEmulator } from '../../src/emulator/create-fal-emulator.js';
 import { createFalCaller } from '../../src/fal/fal-caller.js';
 import { createHttpFetch } from '../../src/fal/http-fetch.js';
+import { proxySettings } from '../../src/fal/proxy.js';
 import { createFalFetch } from '../../src/fal/transport.js';
 
 const KEY = 'proxy-test-key';
@@ -199,4 +200,22 @@ it('a proxy URL falbatch cannot use is a ConfigError naming the variable, never 
   expect(make).toThrow(ConfigError);
   expect(make).toThrow(/HTTPS_PROXY .*http:\/\/proxy\.internal:1080/);
   expect(make).not.toThrow(/s3cret/);
+});
+
+it('reads NO_PROXY as other tools do: hosts, domains, ports, IPv6, *', () => {
+  const route = (noProxy: string, scheme: 'http:' | 'https:', host: string, port = ''): string =>
+    proxySettings({ HTTP_PROXY: 'http://p:1', HTTPS_PROXY: 'http://p:2', NO_PROXY: noProxy }).proxyFor(scheme, host, port)?.display ?? 'direct';
+  expect(route('example.com', 'https:', 'example.com')).toBe('direct');
+  expect(route('example.com', 'https:', 'queue.example.com')).toBe('direct');
+  expect(route('example.com', 'https:', 'notexample.com')).toBe('p:2');
+  expect(route('.example.com', 'https:', 'example.com')).toBe('p:2');
+  expect(route('*.example.com', 'https:', 'a.example.com')).toBe('direct');
+  expect(route('example.com:8443', 'https:', 'example.com')).toBe('p:2');
+  expect(route('example.com:8443', 'https:', 'example.com', '8443')).toBe('direct');
+  expect(route('example.com:80', 'http:', 'example.com')).toBe('direct');
+  expect(route('::1, [fe80::1]:8080', 'http:', '::1')).toBe('direct');
+  expect(route('::1, [fe80::1]:8080', 'http:', 'fe80::1', '8080')).toBe('direct');
+  expect(route('::1, [fe80::1]:8080', 'http:', 'fe80::1')).toBe('p:1');
+  expect(route('*', 'http:', 'anything')).toBe('direct');
+  expect(route('', 'http:', 'anything')).toBe('p:1');
 });
