@@ -397,15 +397,20 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
 
   const closer = closeOnce(async (graceMs) => {
     ownBatch?.close();
-    await closeWithinGrace(worker, {
-      graceMs,
-      clock,
-      reason: SHUTDOWN,
-      onExpired: () => log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`),
-    });
-    gate.close();
-    await refiller.close();
-    await concurrency.close();
+    try {
+      await closeWithinGrace(worker, {
+        graceMs,
+        clock,
+        reason: SHUTDOWN,
+        onExpired: () => log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`),
+      });
+      gate.close();
+      await refiller.close();
+      await concurrency.close();
+    } finally {
+      // Its connections to fal go with it (a caller passed in is its owner's to close).
+      if (options.fal === undefined) fal.close?.();
+    }
   });
   return {
     closed: closer.closed,
