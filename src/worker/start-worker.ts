@@ -8,7 +8,7 @@ import { connectionIdOf, isConnectionAlive } from '../queue/connection.js';
 import { markConnection, submittingMark } from '../results/result-store.js';
 import { REQUEST_STATE_FIELDS, type RowJobData } from '../queue/row-job.js';
 import { jobIdFor } from '../manifest/row-key.js';
-import { MINUTE, formatDuration } from '../time.js';
+import { MINUTE, SECOND, formatDuration } from '../time.js';
 import { rateLimitDelay, retryDelay } from './backoff.js';
 import { classifyFalError, type Verdict } from './classify-error.js';
 import { AttemptError, ResultPendingError, processRow, type RowTimingFields } from './process-row.js';
@@ -21,6 +21,8 @@ import { createBatchGate } from './batch-gate.js';
 import { startRefiller } from './refill-queue.js';
 import { AUTO_MAX, startConcurrencyControl } from './concurrency-control.js';
 import { endCancelledRow } from './cancel-row.js';
+import { createRedisMemoryPause } from './redis-memory-pause.js';
+import { createLockKeeper } from './lock-keeper.js';
 
 export interface StartWorkerOptions {
   /** fal requests in flight in this process. Default: config.concurrency. */
@@ -118,7 +120,23 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     mark: async () => submittingMark(await connectionIdOf(ctx.redis)),
     alive: (mark: string) => isConnectionAlive(ctx.redis, markConnection(mark)),
   };
-  const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge() };
+  // Redis out of memory: this worker stops taking rows (BullMQ's loop would spin on the refused
+  // moves) and its rows wait, attempts untouched, until a probe write gets through.
+  let closing = false;
+  const locks = createLockKeeper(ctx, config.lockDurationMs);
+  const memory = createRedisMemoryPause({
+    probe: () => ctx.redis.set(keys.memoryProbe, '1', 'PX', 10_000),
+    clock,
+    log,
+    onPause: () => void worker.pause(true).catch(() => undefined),
+    onResume: () => {
+      if (!closing) void worker.resume();
+    },
+    // The rows in flight keep their locks (BullMQ's renewal is refused): no second delivery.
+    whilePaused: () => locks.keep(),
+    maxIntervalMs: Math.min(5 * SECOND, Math.max(100, config.lockDurationMs / 3)),
+  });
+  const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge(), memory };
   const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0, resultRereads: 0, lost: 0, gone: 0, parked: 0, cancelled: 0 };
   const lostBatches = new Set<string>();
   const goneBatches = new Set<string>();
@@ -148,7 +166,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     const saved = data.rid === undefined ? await store.savedRequest(jobId).catch(() => undefined) : undefined;
     const request = saved?.kind === 'request' ? { rid: saved.requestId, sub: saved.submittedAt } : { rid: data.rid, sub: data.sub };
     const now = clock.now();
-    const recorded = store.record(
+    // The row's end must land: with Redis out of memory, it waits for room (BullMQ fails the job once it has).
+    const recorded = memory.keepTrying(() => store.record(
       data.b,
       data.k,
       data.f,
@@ -167,7 +186,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       // reachable by then). Within this batch the row has ended and is not called again. Identical
       // rows waiting on this one may go on now.
       { remember: false, releaseFor: jobId },
-    );
+    ));
     try {
       await recorded;
     } catch (error) {
@@ -219,7 +238,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     throw new DelayedError();
   };
 
-  const processor = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
+  const attemptRow = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
     const attempt = job.attemptsMade + 1;
     // A batch's pause, cancel and spend cap are asked in the row's begin script (gated), which
     // answers `{ held }` below: no round trip of their own.
@@ -341,6 +360,35 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     if (held) return park(job, token, held.reason);
   };
 
+  // A Redis that refuses writes is no verdict on the row: wait for room, and begin the row again
+  // (what was paid is saved, or kept in hand until it is: nothing is submitted twice); BullMQ sees
+  // nothing of it, so no attempt is spent.
+  const processor = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
+    const jobId = job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f);
+    locks.track(jobId, token);
+    try {
+      for (;;) {
+        try {
+          await attemptRow(job, token, signal);
+          // BullMQ ends the job next, a write too: after Redis has room again.
+          await memory.whenWritable(signal).catch(() => undefined);
+          return;
+        } catch (error) {
+          if (!memory.note(error)) throw error;
+          try {
+            await memory.whenWritable(signal);
+          } catch {
+            // Shutting down while Redis is full: the row stays as it is; its lock runs out and the
+            // stalled check hands it to a worker (its saved request id with it).
+            throw new WaitingError();
+          }
+        }
+      }
+    } finally {
+      locks.untrack(jobId);
+    }
+  };
+
   const observed = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
     tell({ type: 'row-started' });
     try {
@@ -366,7 +414,11 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         retryDelay(attemptsMade, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }, error instanceof RetryableRowError ? error.retryAfterMs : undefined),
     },
   });
-  worker.on('error', (error) => log.warn('worker error', { error: ctx.scrub(error.message) }));
+  worker.on('error', (error) => {
+    // Redis out of memory: said once when it starts and once when it ends, not for each refused write.
+    if (memory.note(error)) return;
+    (memory.paused ? log.debug : log.warn)('worker error', { error: ctx.scrub(error.message) });
+  });
   worker.on('failed', (job, error) => {
     // Safety net: a job failed outside the processor (e.g. its lock was lost) still gets a result.
     if (!job?.finishedOn || error instanceof UnrecoverableError) return;
@@ -382,12 +434,14 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   await sweepExpiredBatches(ctx).catch((error: unknown) => log.warn('could not sweep expired batches', { error: ctx.scrub((error as Error).message) }));
 
   const closer = closeOnce(async (graceMs) => {
+    closing = true;
     await closeWithinGrace(worker, {
       graceMs,
       clock,
       reason: SHUTDOWN,
       onExpired: () => log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`),
     });
+    memory.close();
     gate.close();
     await refiller.close();
     await concurrency.close();
