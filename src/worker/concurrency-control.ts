@@ -125,7 +125,12 @@ function scripts(ctx: FalbatchContext): Scripts {
  * - either way the cap is a lease in Redis: when its holder stops (or dies) it lapses, and a
  *   worker that starts after finds no cap left over from a run that is gone.
  */
-export async function startConcurrencyControl(ctx: FalbatchContext, mode: ConcurrencyMode, options: { tickMs?: number; localMax?: number } = {}): Promise<ConcurrencyControl> {
+export async function startConcurrencyControl(
+  ctx: FalbatchContext,
+  mode: ConcurrencyMode,
+  /** `onError`: told a failed tick first; one it says was told elsewhere (true: Redis out of memory) is not logged. */
+  options: { tickMs?: number; localMax?: number; onError?: (error: unknown) => boolean } = {},
+): Promise<ConcurrencyControl> {
   const { redis, keys, clock, log, queue } = ctx;
   const lua = scripts(ctx);
   const id = randomUUID();
@@ -235,7 +240,9 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
     if (ticking) return;
     ticking = true;
     tick()
-      .catch((error: unknown) => log.warn('could not share what fal says of this worker\'s requests', { error: ctx.scrub((error as Error).message) }))
+      .catch((error: unknown) => {
+        if (!options.onError?.(error)) log.warn('could not share what fal says of this worker\'s requests', { error: ctx.scrub((error as Error).message) });
+      })
       .finally(() => {
         ticking = false;
       });

@@ -2,7 +2,7 @@ import { closeOnce, closeWithinGrace } from './close-within-grace.js';
 import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
-import { BatchLostError } from '../errors.js';
+import { BatchLostError, isRedisOutOfMemory } from '../errors.js';
 import { pauseQueue } from '../ops/control.js';
 import { connectionIdOf, isConnectionAlive } from '../queue/connection.js';
 import { markConnection, submittingMark } from '../results/result-store.js';
@@ -106,11 +106,29 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   const fal =
     options.fal ??
     createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock });
+  // Redis out of memory: this worker stops taking rows (BullMQ's loop would spin on the refused
+  // moves) and its rows wait, attempts untouched, until a probe write gets through.
+  let closing = false;
+  let bullWorker: Worker<RowJobData> | undefined;
+  const locks = createLockKeeper(ctx, config.lockDurationMs);
+  const memory = createRedisMemoryPause({
+    probe: () => ctx.redis.set(keys.memoryProbe, '1', 'PX', 10_000),
+    clock,
+    log,
+    onPause: () => void bullWorker?.pause(true).catch(() => undefined),
+    onResume: () => {
+      if (!closing) void bullWorker?.resume();
+    },
+    // The rows in flight keep their locks (BullMQ's renewal is refused): no second delivery.
+    whilePaused: () => locks.keep(),
+    maxIntervalMs: Math.min(5 * SECOND, Math.max(100, config.lockDurationMs / 3)),
+  });
   // The queue's in-flight cap: --global-concurrency N while this worker runs, else learned from
   // what fal says of the requests (--concurrency auto), else none left over from a run that is gone.
   const concurrency = await startConcurrencyControl(
     ctx,
     config.globalConcurrency !== undefined ? { kind: 'fixed', cap: config.globalConcurrency } : config.autoConcurrency && options.concurrency === undefined ? { kind: 'auto' } : { kind: 'local' },
+    { onError: memory.note },
   );
   const rowAlive = async (jobId: string): Promise<boolean> => {
     const state = await ctx.queue.getJobState(jobId);
@@ -120,22 +138,6 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     mark: async () => submittingMark(await connectionIdOf(ctx.redis)),
     alive: (mark: string) => isConnectionAlive(ctx.redis, markConnection(mark)),
   };
-  // Redis out of memory: this worker stops taking rows (BullMQ's loop would spin on the refused
-  // moves) and its rows wait, attempts untouched, until a probe write gets through.
-  let closing = false;
-  const locks = createLockKeeper(ctx, config.lockDurationMs);
-  const memory = createRedisMemoryPause({
-    probe: () => ctx.redis.set(keys.memoryProbe, '1', 'PX', 10_000),
-    clock,
-    log,
-    onPause: () => void worker.pause(true).catch(() => undefined),
-    onResume: () => {
-      if (!closing) void worker.resume();
-    },
-    // The rows in flight keep their locks (BullMQ's renewal is refused): no second delivery.
-    whilePaused: () => locks.keep(),
-    maxIntervalMs: Math.min(5 * SECOND, Math.max(100, config.lockDurationMs / 3)),
-  });
   const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge(), memory };
   const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0, resultRereads: 0, lost: 0, gone: 0, parked: 0, cancelled: 0 };
   const lostBatches = new Set<string>();
@@ -283,6 +285,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       }
     } catch (error) {
       if (error instanceof DelayedError) throw error;
+      // Redis refusing writes: no verdict on the row (see processor below).
+      if (isRedisOutOfMemory(error)) throw error;
       if (error instanceof BatchLostError) {
         noteLost(error);
         return;
@@ -414,6 +418,9 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         retryDelay(attemptsMade, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }, error instanceof RetryableRowError ? error.retryAfterMs : undefined),
     },
   });
+  bullWorker = worker;
+  // Redis became full while this worker started (its concurrency control met it first).
+  if (memory.paused) void worker.pause(true).catch(() => undefined);
   worker.on('error', (error) => {
     // Redis out of memory: said once when it starts and once when it ends, not for each refused write.
     if (memory.note(error)) return;
@@ -426,7 +433,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   });
   await worker.waitUntilReady();
   // Rows stored in batches' backlogs become jobs as this worker drains the queue.
-  const refiller = startRefiller(ctx);
+  const refiller = startRefiller(ctx, undefined, memory.note);
   worker.on('completed', refiller.nudge);
   worker.on('failed', refiller.nudge);
   worker.on('drained', refiller.nudge);

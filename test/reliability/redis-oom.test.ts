@@ -92,9 +92,10 @@ describe('Redis out of memory (maxmemory reached, noeviction)', () => {
   it('a `work` process meeting a full Redis writes a few lines, not one per refused write, and finishes the batch; `export --wait` returns', async () => {
     const redis = await fullableRedis();
     const rows = 40;
-    const h = await createHarness({ redisUrl: redis.url, emulator: { runners: 6, latency: '100..300ms' } });
+    // Auto concurrency and a backlog (rows past --max-waiting): their periodic writes are refused too.
+    const h = await createHarness({ redisUrl: redis.url, emulator: { runners: 6, latency: '100..300ms' }, config: { maxWaiting: 10 } });
     const { batch } = await enqueueManifest(h.ctx, { manifest: manifest(h, rows) });
-    const work = spawnCli(['work', '--concurrency', '6'], h.env());
+    const work = spawnCli(['work'], h.env());
     const exported = runCliProcess(['export', '--batch', batch, '--wait', '--out', join(h.dir, 'waited.csv')], h.env());
     await until('a few rows answered', async () => (await getStatus(h.ctx, batch)).ok >= 6);
     await redis.fill();
@@ -109,8 +110,9 @@ describe('Redis out of memory (maxmemory reached, noeviction)', () => {
     work.child.kill('SIGTERM');
     expect(await work.exited).toBe(0);
     const lines = work.output().split('\n').filter((line) => line.trim() !== '');
-    expect(lines.filter((line) => line.includes('Redis is out of memory'))).toHaveLength(1);
-    expect(lines.length).toBeLessThanOrEqual(12);
+    expect(lines.filter((line) => line.includes('Redis is out of memory')), lines.join('\n')).toHaveLength(1);
+    expect(lines.length, lines.join('\n')).toBeLessThanOrEqual(12);
+    expect(lines.filter((line) => /retrying|OOM/.test(line)), lines.join('\n')).toEqual([]);
     await expectEveryRowOkOnce(h, batch, rows);
   }, 120_000);
 
