@@ -248,7 +248,10 @@ export async function startConcurrencyControl(
       });
   }, tickMs);
   timer.unref();
-  await tick();
+  // A first tick refused for a reason told elsewhere (Redis out of memory) is tried again by the timer.
+  await tick().catch((error: unknown) => {
+    if (!options.onError?.(error)) throw error;
+  });
   return {
     tracker,
     async close() {

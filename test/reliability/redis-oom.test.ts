@@ -116,6 +116,23 @@ describe('Redis out of memory (maxmemory reached, noeviction)', () => {
     await expectEveryRowOkOnce(h, batch, rows);
   }, 120_000);
 
+  it('a `work` process started while Redis is full waits, and works the batch once Redis has room', async () => {
+    const redis = await fullableRedis();
+    const rows = 20;
+    const h = await createHarness({ redisUrl: redis.url, emulator: { runners: 4, latency: '50..100ms' } });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifest(h, rows) });
+    await redis.fill();
+    const work = spawnCli(['work'], h.env());
+    await until('the worker saying Redis is full', () => /Redis is out of memory \(maxmemory reached\)/.test(work.output()));
+    expect((await getStatus(h.ctx, batch)).ok).toBe(0);
+    await redis.free();
+    await until('the batch to finish', async () => (await getStatus(h.ctx, batch)).finished, 60_000);
+    work.child.kill('SIGTERM');
+    expect(await work.exited).toBe(0);
+    expect(work.output()).not.toContain('    at ');
+    await expectEveryRowOkOnce(h, batch, rows);
+  }, 120_000);
+
   it('`run` through a full spell of Redis: it waits, goes on by itself, and ends with every row ok, paid once', async () => {
     const redis = await fullableRedis();
     const rows = 40;
