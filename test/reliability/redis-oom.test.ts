@@ -151,7 +151,7 @@ describe('Redis out of memory (maxmemory reached, noeviction)', () => {
     expect(h.emulator.stats().billed).toBe(rows);
   }, 120_000);
 
-  it('enqueue into a full Redis: a plain message with what to do, exit 1, no stack; status still shows the batches and says Redis is full', async () => {
+  it('enqueue into a full Redis: a plain message with what to do, exit 1, no stack; status still shows the batches and says Redis is full; prune works', async () => {
     const redis = await fullableRedis();
     const h = await createHarness({ redisUrl: redis.url });
     const file = manifest(h, 30);
@@ -172,6 +172,10 @@ describe('Redis out of memory (maxmemory reached, noeviction)', () => {
       expect(status.stderr).toMatch(/Redis is out of memory \(.* used of its maxmemory .*\): it refuses writes/);
       expect(status.stderr).not.toContain('    at ');
     }
+    // What frees room works on a full Redis.
+    const pruned = await runCliProcess(['prune', '--batch', 'before'], h.env());
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect((await runCliProcess(['status'], h.env())).stdout).not.toContain('batch before');
     await redis.free();
     const again = await runCliProcess(['enqueue', file, '--batch', 'full'], h.env());
     expect(again.stderr).toBe('');
