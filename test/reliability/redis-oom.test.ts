@@ -89,6 +89,30 @@ describe('Redis out of memory (maxmemory reached, noeviction)', () => {
     expect(log.lines, log.lines.join("\n")).toHaveLength(2);
   }, 120_000);
 
+  it('a batch filling Redis by itself (maxmemory a little above what it holds): the same, once Redis is given room', async () => {
+    const redis = await fullableRedis();
+    const rows = 400;
+    const log = recordingLogger();
+    const h = await createHarness({ redisUrl: redis.url, emulator: { runners: 8, latency: '20..60ms' }, log });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifest(h, rows) });
+    // Room for some of the results, not all: Redis fills up under the running batch, at the brink
+    // (a row ending deletes a little as it writes).
+    const info = await h.ctx.redis.info('memory');
+    const used = Number(/^used_memory:(\d+)/m.exec(info)?.[1]);
+    await h.ctx.redis.config('SET', 'maxmemory', String(used + 150_000));
+    const worker = await h.startWorker({ concurrency: 8 });
+    await until('Redis full under the batch', () => log.lines.some((line) => line.startsWith('error Redis is out of memory')), 60_000);
+    const okWhenFull = (await getStatus(h.ctx, batch)).ok;
+    expect(okWhenFull).toBeLessThan(rows);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await redis.free();
+    await until('the batch to finish', async () => (await getStatus(h.ctx, batch)).finished, 60_000);
+    await worker.close();
+    await expectEveryRowOkOnce(h, batch, rows);
+    expect(log.lines.filter((line) => line.startsWith('error Redis is out of memory'))).toHaveLength(1);
+    expect(log.lines.length, log.lines.join('\n')).toBeLessThanOrEqual(4);
+  }, 120_000);
+
   it('a `work` process meeting a full Redis writes a few lines, not one per refused write, and finishes the batch; `export --wait` returns', async () => {
     const redis = await fullableRedis();
     const rows = 40;
