@@ -128,8 +128,11 @@ function scripts(ctx: FalbatchContext): Scripts {
 export async function startConcurrencyControl(
   ctx: FalbatchContext,
   mode: ConcurrencyMode,
-  /** `onError`: told a failed tick first; one it says was told elsewhere (true: Redis out of memory) is not logged. */
-  options: { tickMs?: number; localMax?: number; onError?: (error: unknown) => boolean } = {},
+  /**
+   * `onError`: told a failed tick first; one it says was told elsewhere (true: Redis out of memory) is not logged.
+   * `holding`: while true (the worker waits for Redis to have room), rows in flight say nothing of fal: nothing is learned.
+   */
+  options: { tickMs?: number; localMax?: number; onError?: (error: unknown) => boolean; holding?: () => boolean } = {},
 ): Promise<ConcurrencyControl> {
   const { redis, keys, clock, log, queue } = ctx;
   const lua = scripts(ctx);
@@ -225,7 +228,7 @@ export async function startConcurrencyControl(
       load.inFlight += inFlight ?? 0;
     }
     // (A worker that stalls a moment: decide on the next tick, not on counts of two moments.)
-    const decided: SlotDecision | undefined = sameMoment ? learner.observe(load, now) : undefined;
+    const decided: SlotDecision | undefined = sameMoment && !options.holding?.() ? learner.observe(load, now) : undefined;
     if (decided || !leading || current[1] !== id) {
       const state = learner.current();
       await setCap({ mode: 'auto', slots: state.slots, target: state.target, reason: state.reason }, id);

@@ -128,7 +128,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   const concurrency = await startConcurrencyControl(
     ctx,
     config.globalConcurrency !== undefined ? { kind: 'fixed', cap: config.globalConcurrency } : config.autoConcurrency && options.concurrency === undefined ? { kind: 'auto' } : { kind: 'local' },
-    { onError: memory.note },
+    { onError: memory.note, holding: () => memory.paused },
   );
   const rowAlive = async (jobId: string): Promise<boolean> => {
     const state = await ctx.queue.getJobState(jobId);
