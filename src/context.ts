@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import { secretsOf, type ResolvedConfig } from './config.js';
 import { createScrubber, silentLogger, type Logger } from './log.js';
+import { checkMemory } from './queue/check-memory.js';
 import { checkEvictionPolicy, checkPersistence, checkServerMode, connectRedis, type RedisClient } from './queue/connection.js';
 import { createKeyLayout, type KeyLayout } from './queue/keys.js';
 import { createResultStore, type ResultStore } from './results/result-store.js';
@@ -34,7 +35,7 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
   const redis = await connectRedis(config.redisUrl, { log, cluster: config.redisCluster, home: keys.batches });
   try {
     // Together: one round trip of pipelined commands rather than one each.
-    await Promise.all([checkServerMode(redis, config.redisUrl), checkEvictionPolicy(redis, log), checkPersistence(redis, log)]);
+    await Promise.all([checkServerMode(redis, config.redisUrl), checkEvictionPolicy(redis, log), checkPersistence(redis, log), checkMemory(redis, log)]);
   } catch (error) {
     redis.disconnect();
     throw error;

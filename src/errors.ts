@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'MANIFEST_UNREADABLE'
   | 'MANIFEST_INVALID'
   | 'REDIS_UNAVAILABLE'
+  | 'REDIS_OUT_OF_MEMORY'
   | 'BATCH_NOT_FOUND'
   | 'BATCH_LOST'
   | 'OUTPUT_UNWRITABLE'
@@ -78,6 +79,50 @@ export class RedisUnavailableError extends FalbatchError {
   constructor(message: string, options: FalbatchErrorOptions = {}) {
     super('REDIS_UNAVAILABLE', message, options);
   }
+}
+
+/** What frees room in a Redis that refuses writes: said by every command and worker that meets one. */
+export const REDIS_MEMORY_ADVICE =
+  'Free room: raise maxmemory (CONFIG SET maxmemory 4gb, and in redis.conf), delete finished batches (`falbatch prune`), ' +
+  'or keep batches for less time (--retention, e.g. 1d).';
+
+/**
+ * Redis refuses writes: it reached its `maxmemory` and, with `noeviction` (the only safe policy
+ * for a queue), answers `OOM command not allowed` to anything that needs room. Nothing is wrong
+ * with the rows: the command stops (workers wait instead, see worker/redis-memory-pause.ts).
+ */
+export class RedisOutOfMemoryError extends FalbatchError {
+  constructor(cause?: unknown) {
+    super(
+      'REDIS_OUT_OF_MEMORY',
+      `Redis is out of memory: it reached its maxmemory and refuses writes (${oomReplyText(cause)}). ${REDIS_MEMORY_ADVICE} ` +
+        'Then run the command again: what it wrote before is kept, and nothing is added or paid twice.',
+      cause === undefined ? {} : { cause },
+    );
+  }
+}
+
+/**
+ * Whether an error is Redis refusing a write for want of memory: a reply starting `OOM `, or a
+ * MULTI that Redis aborted (`EXECABORT`) because one of its commands was refused that way.
+ */
+export function isRedisOutOfMemory(error: unknown): boolean {
+  if (error instanceof RedisOutOfMemoryError) return true;
+  if (!(error instanceof Error)) return false;
+  if (error.message.startsWith('OOM ')) return true;
+  if (!error.message.startsWith('EXECABORT')) return false;
+  const previous = (error as Error & { previousErrors?: unknown }).previousErrors;
+  return Array.isArray(previous) && previous.some((e) => isRedisOutOfMemory(e));
+}
+
+/** Redis's own words, first sentence only (a script's sha and line are no use to a person). */
+function oomReplyText(cause: unknown): string {
+  const message = cause instanceof Error ? cause.message : '';
+  const oom = message.startsWith('OOM ')
+    ? message
+    : (((cause as { previousErrors?: unknown } | undefined)?.previousErrors as unknown[] | undefined)?.find((e): e is Error => e instanceof Error && e.message.startsWith('OOM '))?.message ?? '');
+  const sentence = /^OOM [^.]*/.exec(oom)?.[0];
+  return sentence ?? "OOM command not allowed when used memory > 'maxmemory'";
 }
 
 export class BatchNotFoundError extends FalbatchError {

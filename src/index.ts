@@ -21,6 +21,8 @@ export {
   MissingCredentialsError,
   OutputError,
   QueuePausedError,
+  RedisOutOfMemoryError,
+  isRedisOutOfMemory,
   RedisUnavailableError,
   ResultsNotWrittenError,
 } from './errors.js';

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { DEFAULT_CONFIG, redisPasswords } from '../config.js';
-import { EXIT, FalbatchError } from '../errors.js';
+import { EXIT, FalbatchError, RedisOutOfMemoryError, isRedisOutOfMemory } from '../errors.js';
 import { createScrubber } from '../log.js';
 import { clusterFailure } from '../queue/connection.js';
 import { formatDuration, SECOND } from '../time.js';
@@ -59,6 +59,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     error = clusterFailure(error) ?? error;
     // Last line of defence: whatever is printed here passes the secret scrubber too.
     const scrub = createScrubber([io.env['FAL_KEY'], ...redisPasswords(io.env['REDIS_URL'] ?? '')]);
+    // A full Redis refuses writes wherever a command meets it: one plain message, whatever the command.
+    if (isRedisOutOfMemory(error) && !(error instanceof FalbatchError)) error = new RedisOutOfMemoryError(error);
     if (error instanceof FalbatchError) {
       io.stderr(`falbatch: ${scrub(error.message)}\n`);
       if (error.code === 'INTERRUPTED') return EXIT.interrupted;

@@ -1,6 +1,7 @@
 import { createFalClient, type FalClient } from '@fal-ai/client';
 import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError } from '../errors.js';
 import { systemClock, type Clock } from '../time.js';
+import type { HttpFetchOptions } from './http-fetch.js';
 import { createFalFetch } from './transport.js';
 
 export type FalRequestState = 'IN_QUEUE' | 'IN_PROGRESS' | 'COMPLETED';
@@ -19,8 +20,10 @@ export interface FalCallerOptions {
   /** FAL_KEY. Handed to the client as a function so the client never reads the environment itself. */
   credentials: string | undefined;
   baseUrl: string | undefined;
-  /** Injected transport (tests, proxies). Default: global fetch. */
+  /** Injected transport (tests). Default: falbatch's keep-alive fetch (http-fetch.ts), closed by `close()`. */
   fetch?: typeof fetch;
+  /** Options of the default transport (answer-size cap, agents, proxy environment); unused with `fetch`. */
+  http?: HttpFetchOptions;
   callTimeoutMs: number;
   clock?: Clock;
 }
@@ -59,6 +62,11 @@ export interface FalCaller {
    * object they will not list); throws the transport's error when it cannot tell.
    */
   checkFile(url: string, signal?: AbortSignal): Promise<'present' | 'gone'>;
+  /**
+   * Ends the connections of its default transport (an injected `fetch` is its owner's); calls after
+   * it fail. Optional, for callers standing in for fal in tests.
+   */
+  close?(): void;
 }
 
 /** Idle stream connections are re-checked with a status poll this often. */
@@ -107,7 +115,7 @@ export function isTransientFalError(error: unknown): boolean {
  * the caller's hands (submit, then wait, then result), so a crashed worker resumes a paid request
  * instead of paying again.
  */
-export function createFalCaller(options: FalCallerOptions): FalCaller {
+export function createFalCaller(options: FalCallerOptions): FalCaller & { close(): void } {
   const clock = options.clock ?? systemClock;
   // Status streams wrap every failure in a generic ApiError(500); keep the real one by signal.
   const streamErrors = new WeakMap<AbortSignal, Error>();
@@ -119,6 +127,7 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
   const falFetch = createFalFetch({
     baseUrl: options.baseUrl,
     ...(options.fetch ? { fetch: options.fetch } : {}),
+    ...(options.http ? { http: options.http } : {}),
     callTimeoutMs: options.callTimeoutMs,
     now: () => clock.now(),
     onError: (signal, error) => {
@@ -296,5 +305,7 @@ export function createFalCaller(options: FalCallerOptions): FalCaller {
         throw error;
       }
     },
+
+    close: () => falFetch.close(),
   };
 }

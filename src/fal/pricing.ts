@@ -34,12 +34,17 @@ export type FalPrice = { ok: true; price: Price } | { ok: false; reason: string 
 export async function fetchFalPrice(endpoint: string, options: PricingOptions): Promise<FalPrice> {
   const fetchImpl = createFalFetch({ baseUrl: options.baseUrl, callTimeoutMs: options.callTimeoutMs, ...(options.fetch ? { fetch: options.fetch } : {}) });
   const url = `https://api.fal.ai/v1/models/pricing?endpoint_id=${encodeURIComponent(endpoint)}`;
-  const response = await fetchImpl(url, { headers: { accept: 'application/json', ...(options.credentials ? { authorization: `Key ${options.credentials}` } : {}) } });
   let body: unknown;
   try {
-    body = await response.json();
-  } catch {
-    throw new FalProtocolError(`fal's pricing API answered something that is not JSON for ${endpoint}`);
+    const response = await fetchImpl(url, { headers: { accept: 'application/json', ...(options.credentials ? { authorization: `Key ${options.credentials}` } : {}) } });
+    try {
+      body = await response.json();
+    } catch {
+      throw new FalProtocolError(`fal's pricing API answered something that is not JSON for ${endpoint}`);
+    }
+  } finally {
+    // One question: its connection is not kept for a next one.
+    fetchImpl.close();
   }
   const prices = (body as { prices?: unknown } | null)?.prices;
   if (!Array.isArray(prices)) throw new FalProtocolError(`fal's pricing API answered without a prices list for ${endpoint}`);

@@ -1,15 +1,20 @@
 import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError, type FalOperation } from '../errors.js';
-import { createHttpFetch, isWholeAnswer } from './http-fetch.js';
+import { createHttpFetch, isWholeAnswer, type HttpFetchOptions } from './http-fetch.js';
 import { routeFalUrl } from './routing.js';
 
 export interface FalTransportOptions {
   /** FAL_BASE_URL: where fal traffic goes instead of fal's hosts (routing contract). */
   baseUrl: string | undefined;
   /**
-   * The fetch to call in the end. Default: node:http(s) with keep-alive (http-fetch.ts), the global
-   * fetch for what that does not handle. Tests and proxies inject their own.
+   * The fetch to call in the end. Default: node:http(s) with keep-alive agents of this transport's
+   * own, proxies from the environment (http-fetch.ts), closed by `close()`. Tests inject their own.
    */
   fetch?: typeof fetch;
+  /**
+   * Options of the default fetch (not used with `fetch`): its answer-size cap, agents, proxy
+   * environment. See HttpFetchOptions.
+   */
+  http?: HttpFetchOptions;
   /** Deadline of one call, streams excepted (their waiter sets its own). */
   callTimeoutMs: number;
   /** Wall clock for Retry-After given as an HTTP date. Default Date.now. */
@@ -118,6 +123,9 @@ function jsonHeaders(headers: Headers, bytes: ArrayBuffer): Headers {
   return fixed;
 }
 
+/** The transport's fetch; `close()` ends the connections of its default fetch. */
+export type FalFetch = typeof fetch & { close(): void };
+
 /**
  * The one `fetch` @fal-ai/client gets. It applies the routing contract, puts a deadline on each call,
  * and turns every failure into a falbatch error *before* the client sees a Response: a non-2xx
@@ -129,9 +137,10 @@ function jsonHeaders(headers: Headers, bytes: ArrayBuffer): Headers {
  * `onError` lets a caller see the original error of a request whose failure the client wraps
  * (status streams turn every failure into a generic ApiError 500).
  */
-export function createFalFetch(options: FalTransportOptions): typeof fetch {
-  const inner = options.fetch ?? createHttpFetch();
-  return async (input, init) => {
+export function createFalFetch(options: FalTransportOptions): FalFetch {
+  const own = options.fetch === undefined ? createHttpFetch(options.http) : undefined;
+  const inner = options.fetch ?? (own as typeof fetch);
+  const falFetch: typeof fetch = async (input, init) => {
     const rawUrl = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
     const url = options.baseUrl ? routeFalUrl(rawUrl, options.baseUrl) : rawUrl;
     const method = init?.method ?? (input instanceof Request ? input.method : 'GET');
@@ -230,4 +239,6 @@ export function createFalFetch(options: FalTransportOptions): typeof fetch {
       if (!streaming) for (const signal of followed) signal.removeEventListener('abort', forward);
     }
   };
+  // An injected fetch is its owner's to close.
+  return Object.assign(falFetch, { close: () => own?.close() });
 }

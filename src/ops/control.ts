@@ -3,6 +3,7 @@ import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import { ConfigError } from '../errors.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
+import { runTogether } from '../queue/run-together.js';
 import {
   CONTROL_FIELDS,
   OPERATOR_CANCEL,
@@ -67,7 +68,7 @@ export interface BatchControlState {
 /** Reads a batch's control and spend in one round trip (no check that the batch exists). */
 export async function batchControlState(ctx: FalbatchContext, batch: string): Promise<BatchControlState> {
   const keys = ctx.keys.batch(batch);
-  const replies = (await ctx.redis.multi().hmget(keys.meta, ...CONTROL_FIELDS).hmget(keys.stats, 'billed', 'inference_ms').exec()) ?? [];
+  const replies = await runTogether(ctx.redis, (commands) => commands.hmget(keys.meta, ...CONTROL_FIELDS).hmget(keys.stats, 'billed', 'inference_ms'));
   const control = controlFrom((replies[0]?.[1] as Array<string | null>) ?? []);
   const [billed, inferenceMs] = (replies[1]?.[1] as Array<string | null>) ?? [];
   const spent = control.cap ? spendOf(control.cap.price, billed, inferenceMs) : undefined;

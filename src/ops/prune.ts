@@ -3,6 +3,7 @@ import type { FalbatchContext } from '../context.js';
 import { ConfigError } from '../errors.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { scanKeys } from '../queue/connection.js';
+import { runTogether } from '../queue/run-together.js';
 import { migrateLegacyLedger, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches } from '../queue/retention.js';
 
 export interface PruneBatchOptions {
@@ -158,9 +159,12 @@ export async function pruneBatch(ctx: FalbatchContext, options: PruneBatchOption
   } while (cursor !== '0');
 
   // The batch's keys first: a worker taking one of its jobs from now on finds it gone, and drops it.
-  const multi = redis.multi().zrem(keys.batches, batch).zrem(keys.expiries, batch).unlink(...batchKeys.retained);
-  if (lease !== null && lease !== PRUNED_LEASE && !(options.force && (producing || active.length > 0))) multi.unlink(batchKeys.enqueuing);
-  const replies = (await multi.exec()) ?? [];
+  // (Also when Redis is out of memory: prune is what frees room, see runTogether.)
+  const dropLease = lease !== null && lease !== PRUNED_LEASE && !(options.force && (producing || active.length > 0));
+  const replies = await runTogether(redis, (commands) => {
+    commands.zrem(keys.batches, batch).zrem(keys.expiries, batch).unlink(...batchKeys.retained);
+    return dropLease ? commands.unlink(batchKeys.enqueuing) : commands;
+  });
   summary.keys += replies.slice(2).reduce((sum, [, n]) => sum + Number(n ?? 0), 0);
   // What an interrupted producer left (drafts, ids seen, caption targets: 24 h TTLs), found by name.
   for await (const found of scanKeys(redis, batchKeys.pattern, PAGE, ctx.log)) {

@@ -1,6 +1,7 @@
 import type { FalbatchContext } from '../context.js';
 import { readQueueConcurrency, type QueueConcurrency } from '../worker/concurrency-control.js';
 import { BatchNotFoundError } from '../errors.js';
+import { runTogether } from '../queue/run-together.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { sweepExpiredBatches, vanishedBatchError } from '../queue/retention.js';
 import { aggregateFromStats, figuresOf, rateFromStats, type CallFigures } from '../results/batch-figures.js';
@@ -93,8 +94,8 @@ export async function getStatus(ctx: FalbatchContext, batch: string, options: Ge
   if (!meta) throw await batchNotFound(ctx.redis, batch, ctx.keys);
   const keys = ctx.keys.batch(batch);
   const [[[, jobs], [, counts], [, enqueuing], [, stats], [, backlog]], inFlight] = await Promise.all([
-    ctx.redis.multi().hlen(keys.keys).hgetall(keys.counts).exists(keys.enqueuing).hgetall(keys.stats).llen(keys.backlog).exec().then((replies) =>
-      (replies ?? []) as [[unknown, number], [unknown, Record<string, string>], [unknown, number], [unknown, Record<string, string>], [unknown, number]],
+    runTogether(ctx.redis, (commands) => commands.hlen(keys.keys).hgetall(keys.counts).exists(keys.enqueuing).hgetall(keys.stats).llen(keys.backlog)).then(
+      (replies) => replies as [[unknown, number], [unknown, Record<string, string>], [unknown, number], [unknown, Record<string, string>], [unknown, number]],
     ),
     ctx.store.inFlight(batch),
   ]);

@@ -125,7 +125,15 @@ function scripts(ctx: FalbatchContext): Scripts {
  * - either way the cap is a lease in Redis: when its holder stops (or dies) it lapses, and a
  *   worker that starts after finds no cap left over from a run that is gone.
  */
-export async function startConcurrencyControl(ctx: FalbatchContext, mode: ConcurrencyMode, options: { tickMs?: number; localMax?: number } = {}): Promise<ConcurrencyControl> {
+export async function startConcurrencyControl(
+  ctx: FalbatchContext,
+  mode: ConcurrencyMode,
+  /**
+   * `onError`: told a failed tick first; one it says was told elsewhere (true: Redis out of memory) is not logged.
+   * `holding`: while true (the worker waits for Redis to have room), rows in flight say nothing of fal: nothing is learned.
+   */
+  options: { tickMs?: number; localMax?: number; onError?: (error: unknown) => boolean; holding?: () => boolean } = {},
+): Promise<ConcurrencyControl> {
   const { redis, keys, clock, log, queue } = ctx;
   const lua = scripts(ctx);
   const id = randomUUID();
@@ -227,7 +235,7 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
       load.inFlight += inFlight ?? 0;
     }
     // (A worker that stalls a moment: decide on the next tick, not on counts of two moments.)
-    const decided: SlotDecision | undefined = sameMoment ? learner.observe(load, now) : undefined;
+    const decided: SlotDecision | undefined = sameMoment && !options.holding?.() ? learner.observe(load, now) : undefined;
     if (decided || !leading || current[1] !== id) {
       const state = learner.current();
       await setCap({ mode: 'auto', slots: state.slots, target: state.target, reason: state.reason }, id);
@@ -242,13 +250,18 @@ export async function startConcurrencyControl(ctx: FalbatchContext, mode: Concur
     if (ticking) return;
     ticking = true;
     tick()
-      .catch((error: unknown) => log.warn('could not share what fal says of this worker\'s requests', { error: ctx.scrub((error as Error).message) }))
+      .catch((error: unknown) => {
+        if (!options.onError?.(error)) log.warn('could not share what fal says of this worker\'s requests', { error: ctx.scrub((error as Error).message) });
+      })
       .finally(() => {
         ticking = false;
       });
   }, tickMs);
   timer.unref();
-  await tick();
+  // A first tick refused for a reason told elsewhere (Redis out of memory) is tried again by the timer.
+  await tick().catch((error: unknown) => {
+    if (!options.onError?.(error)) throw error;
+  });
   return {
     tracker,
     async close() {

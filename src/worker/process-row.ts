@@ -1,5 +1,5 @@
 import type { ResolvedConfig } from '../config.js';
-import { BatchLostError, FalHttpError, FalTimeoutError } from '../errors.js';
+import { BatchLostError, FalHttpError, FalTimeoutError, isRedisOutOfMemory } from '../errors.js';
 import { readAnswer } from '../fal/endpoints.js';
 import { isTransientFalError, type FalCaller, type FalStatus } from '../fal/fal-caller.js';
 import type { Logger } from '../log.js';
@@ -10,6 +10,7 @@ import { HOUR, MINUTE, type Clock } from '../time.js';
 import type { StatusErrorKnowledge, StatusErrorReporting } from './status-errors.js';
 import type { BatchHold } from '../queue/batch-control.js';
 import { holdFor } from './batch-gate.js';
+import type { RedisMemoryPause } from './redis-memory-pause.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase, type Verdict } from './classify-error.js';
 
 /** Where a row's fal request is, as a dashboard shows it (see RowAttempt.reportPhase). */
@@ -57,6 +58,11 @@ export interface RowProcessorDeps {
   statusErrors: StatusErrorKnowledge;
   /** Whether the row (job id) holding an input's claim can still finish: queued, waiting, running or delayed. */
   rowAlive(owner: string): Promise<boolean>;
+  /**
+   * Waits out a Redis out of memory for the writes that must land (a paid request id, an answer):
+   * they are kept in memory meanwhile. Without it, such a write fails the attempt.
+   */
+  memory?: Pick<RedisMemoryPause, 'keepTrying'>;
 }
 
 /** An attempt failed; the verdict says what the queue should do about it. */
@@ -154,6 +160,7 @@ export class ResultPendingError extends Error {
 export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): Promise<RowOutcome> {
   const { data } = attempt;
   const { fal, store, clock, config } = deps;
+  const mustLand = <T>(write: () => Promise<T>): Promise<T> => (deps.memory ? deps.memory.keepTrying(write, attempt.signal) : write());
   // One paid call per distinct input at a time, across rows and batches: the others wait for its
   // answer, for as long as the row holding the claim can still give one (the TTL is a backstop).
   const owner = attempt.jobId;
@@ -215,9 +222,11 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
       submittedAt = clock.now();
       // Saved, before waiting, where every delivery of the row looks first (its begin script: this
       // also lifts the submitting mark). The job's data is not written too: a second copy, for
-      // one more script per row, that no delivery needs while this one lives.
-      await store.saveRequest(owner, requestId, submittedAt, SAVED_REQUEST_TTL);
+      // one more script per row, that no delivery needs while this one lives. A Redis out of
+      // memory is waited out with the id in hand (the submitting mark keeps other deliveries off).
       attempt.noteState?.({ rid: requestId, sub: submittedAt });
+      const paid = { requestId, submittedAt };
+      await mustLand(() => store.saveRequest(owner, paid.requestId, paid.submittedAt, SAVED_REQUEST_TTL));
       attempt.signal?.throwIfAborted();
     } else {
       if (start.kind === 'resume') attempt.noteState?.({ rid: requestId, sub: submittedAt });
@@ -251,12 +260,14 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
       submitted_at: submittedAt,
       finished_at: finishedAt,
     };
-    await store.record(data.b, data.k, data.f, result, { remember: true, releaseFor: owner });
+    // A paid answer: kept in hand while Redis has no room for it.
+    await mustLand(() => store.record(data.b, data.k, data.f, result, { remember: true, releaseFor: owner }));
     return 'ok';
   } catch (error) {
     // Whatever comes next (retry, put off, handed back, failed), this row stops calling fal now.
     const leave = (): Promise<void> => store.leave(data.b, owner).catch(() => undefined);
-    if (error instanceof BatchLostError || attempt.signal?.aborted) {
+    // Redis refusing writes is no verdict on the row: the caller waits it out and begins again.
+    if (error instanceof BatchLostError || attempt.signal?.aborted || isRedisOutOfMemory(error)) {
       await leave();
       throw error;
     }

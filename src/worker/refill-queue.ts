@@ -20,7 +20,8 @@ export interface Refiller {
  * exited (or that runs no worker) become jobs this way. One top-up at a time per process; across
  * processes, the backlog lock lets one through.
  */
-export function startRefiller(ctx: FalbatchContext, intervalMs: number = REFILL_INTERVAL_MS): Refiller {
+/** `onError` is told a failed top-up first; one it says was told elsewhere (true: Redis out of memory) is not logged. */
+export function startRefiller(ctx: FalbatchContext, intervalMs: number = REFILL_INTERVAL_MS, onError?: (error: unknown) => boolean): Refiller {
   let running = false;
   let lastAt = Number.NEGATIVE_INFINITY;
   let closed = false;
@@ -33,7 +34,7 @@ export function startRefiller(ctx: FalbatchContext, intervalMs: number = REFILL_
       await topUpQueue(ctx);
     } catch (error) {
       // Redis not answering this time: the next tick tries again.
-      ctx.log.warn('could not top the queue up from the backlog', { error: ctx.scrub((error as Error).message) });
+      if (!onError?.(error)) ctx.log.warn('could not top the queue up from the backlog', { error: ctx.scrub((error as Error).message) });
     } finally {
       running = false;
     }

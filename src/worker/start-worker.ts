@@ -2,13 +2,13 @@ import { closeOnce, closeWithinGrace } from '../close-within-grace.js';
 import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
-import { BatchLostError } from '../errors.js';
+import { BatchLostError, isRedisOutOfMemory } from '../errors.js';
 import { pauseQueue } from '../ops/control.js';
 import { connectionIdOf, isConnectionAlive } from '../queue/connection.js';
 import { markConnection, submittingMark } from '../results/result-store.js';
 import { REQUEST_STATE_FIELDS, type RowJobData } from '../queue/row-job.js';
 import { jobIdFor } from '../manifest/row-key.js';
-import { MINUTE, formatDuration } from '../time.js';
+import { MINUTE, SECOND, formatDuration } from '../time.js';
 import { rateLimitDelay, retryDelay } from '../fal/backoff.js';
 import { classifyFalError, type Verdict } from './classify-error.js';
 import { AttemptError, ResultPendingError, processRow, type RowTimingFields } from './process-row.js';
@@ -22,6 +22,8 @@ import { startRefiller } from './refill-queue.js';
 import { AUTO_MAX, startConcurrencyControl } from './concurrency-control.js';
 import { endCancelledRow } from './cancel-row.js';
 import { createOwnBatchFilter } from './own-batch.js';
+import { createRedisMemoryPause } from './redis-memory-pause.js';
+import { createLockKeeper } from './lock-keeper.js';
 
 export interface StartWorkerOptions {
   /** fal requests in flight in this process. Default: config.concurrency. */
@@ -111,11 +113,29 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   const fal =
     options.fal ??
     createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock });
+  // Redis out of memory: this worker stops taking rows (BullMQ's loop would spin on the refused
+  // moves) and its rows wait, attempts untouched, until a probe write gets through.
+  let closing = false;
+  let bullWorker: Worker<RowJobData> | undefined;
+  const locks = createLockKeeper(ctx, config.lockDurationMs);
+  const memory = createRedisMemoryPause({
+    probe: () => ctx.redis.set(keys.memoryProbe, '1', 'PX', 10_000),
+    clock,
+    log,
+    onPause: () => void bullWorker?.pause(true).catch(() => undefined),
+    onResume: () => {
+      if (!closing) void bullWorker?.resume();
+    },
+    // The rows in flight keep their locks (BullMQ's renewal is refused): no second delivery.
+    whilePaused: () => locks.keep(),
+    maxIntervalMs: Math.min(5 * SECOND, Math.max(100, config.lockDurationMs / 3)),
+  });
   // The queue's in-flight cap: --global-concurrency N while this worker runs, else learned from
   // what fal says of the requests (--concurrency auto), else none left over from a run that is gone.
   const concurrency = await startConcurrencyControl(
     ctx,
     config.globalConcurrency !== undefined ? { kind: 'fixed', cap: config.globalConcurrency } : config.autoConcurrency && options.concurrency === undefined ? { kind: 'auto' } : { kind: 'local' },
+    { onError: memory.note, holding: () => memory.paused },
   );
   const rowAlive = async (jobId: string): Promise<boolean> => {
     const state = await ctx.queue.getJobState(jobId);
@@ -125,7 +145,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     mark: async () => submittingMark(await connectionIdOf(ctx.redis)),
     alive: (mark: string) => isConnectionAlive(ctx.redis, markConnection(mark)),
   };
-  const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge() };
+  const deps = { fal, store, clock, config, log, scrub: ctx.scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge(), memory };
   const counts: WorkerCounts = { ok: 0, fromLedger: 0, failed: 0, retried: 0, rateLimited: 0, resultRereads: 0, lost: 0, gone: 0, parked: 0, cancelled: 0 };
   const lostBatches = new Set<string>();
   const goneBatches = new Set<string>();
@@ -155,7 +175,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     const saved = data.rid === undefined ? await store.savedRequest(jobId).catch(() => undefined) : undefined;
     const request = saved?.kind === 'request' ? { rid: saved.requestId, sub: saved.submittedAt } : { rid: data.rid, sub: data.sub };
     const now = clock.now();
-    const recorded = store.record(
+    // The row's end must land: with Redis out of memory, it waits for room (BullMQ fails the job once it has).
+    const recorded = memory.keepTrying(() => store.record(
       data.b,
       data.k,
       data.f,
@@ -174,7 +195,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       // reachable by then). Within this batch the row has ended and is not called again. Identical
       // rows waiting on this one may go on now.
       { remember: false, releaseFor: jobId },
-    );
+    ));
     try {
       await recorded;
     } catch (error) {
@@ -227,13 +248,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   };
 
   const ownBatch = options.onlyBatch ? createOwnBatchFilter(ctx, options.onlyBatch) : undefined;
-  const processor = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
-    if (ownBatch && !ownBatch.owns(job.data.b)) {
-      // Another batch's row: back to the end of the queue as it was, for the workers that serve it.
-      await job.moveToDelayed(clock.now(), token);
-      await ownBatch.gaveBack();
-      throw new DelayedError();
-    }
+  const attemptRow = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
     const attempt = job.attemptsMade + 1;
     // A batch's pause, cancel and spend cap are asked in the row's begin script (gated), which
     // answers `{ held }` below: no round trip of their own.
@@ -278,6 +293,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
       }
     } catch (error) {
       if (error instanceof DelayedError) throw error;
+      // Redis refusing writes: no verdict on the row (see processor below).
+      if (isRedisOutOfMemory(error)) throw error;
       if (error instanceof BatchLostError) {
         noteLost(error);
         return;
@@ -355,6 +372,41 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     if (held) return park(job, token, held.reason);
   };
 
+  // A Redis that refuses writes is no verdict on the row: wait for room, and begin the row again
+  // (what was paid is saved, or kept in hand until it is: nothing is submitted twice); BullMQ sees
+  // nothing of it, so no attempt is spent.
+  const processor = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
+    if (ownBatch && !ownBatch.owns(job.data.b)) {
+      // Another batch's row: back to the end of the queue as it was, for the workers that serve it.
+      await job.moveToDelayed(clock.now(), token);
+      await ownBatch.gaveBack();
+      throw new DelayedError();
+    }
+    const jobId = job.id ?? jobIdFor(job.data.b, job.data.k, job.data.f);
+    locks.track(jobId, token);
+    try {
+      for (;;) {
+        try {
+          await attemptRow(job, token, signal);
+          // BullMQ ends the job next, a write too: after Redis has room again.
+          await memory.whenWritable(signal).catch(() => undefined);
+          return;
+        } catch (error) {
+          if (!memory.note(error)) throw error;
+          try {
+            await memory.whenWritable(signal);
+          } catch {
+            // Shutting down while Redis is full: the row stays as it is; its lock runs out and the
+            // stalled check hands it to a worker (its saved request id with it).
+            throw new WaitingError();
+          }
+        }
+      }
+    } finally {
+      locks.untrack(jobId);
+    }
+  };
+
   const observed = async (job: Job<RowJobData>, token?: string, signal?: AbortSignal): Promise<void> => {
     tell({ type: 'row-started' });
     try {
@@ -380,7 +432,14 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
         retryDelay(attemptsMade, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }, error instanceof RetryableRowError ? error.retryAfterMs : undefined),
     },
   });
-  worker.on('error', (error) => log.warn('worker error', { error: ctx.scrub(error.message) }));
+  bullWorker = worker;
+  // Redis became full while this worker started (its concurrency control met it first).
+  if (memory.paused) void worker.pause(true).catch(() => undefined);
+  worker.on('error', (error) => {
+    // Redis out of memory: said once when it starts and once when it ends, not for each refused write.
+    if (memory.note(error)) return;
+    (memory.paused ? log.debug : log.warn)('worker error', { error: ctx.scrub(error.message) });
+  });
   worker.on('failed', (job, error) => {
     // Safety net: a job failed outside the processor (e.g. its lock was lost) still gets a result.
     if (!job?.finishedOn || error instanceof UnrecoverableError) return;
@@ -388,7 +447,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   });
   await worker.waitUntilReady();
   // Rows stored in batches' backlogs become jobs as this worker drains the queue.
-  const refiller = startRefiller(ctx);
+  const refiller = startRefiller(ctx, undefined, memory.note);
   worker.on('completed', refiller.nudge);
   worker.on('failed', refiller.nudge);
   worker.on('drained', refiller.nudge);
@@ -396,16 +455,23 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   await sweepExpiredBatches(ctx).catch((error: unknown) => log.warn('could not sweep expired batches', { error: ctx.scrub((error as Error).message) }));
 
   const closer = closeOnce(async (graceMs) => {
+    closing = true;
     ownBatch?.close();
-    await closeWithinGrace(worker, {
-      graceMs,
-      clock,
-      reason: SHUTDOWN,
-      onExpired: () => log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`),
-    });
-    gate.close();
-    await refiller.close();
-    await concurrency.close();
+    try {
+      await closeWithinGrace(worker, {
+        graceMs,
+        clock,
+        reason: SHUTDOWN,
+        onExpired: () => log.warn(`grace period of ${graceMs} ms over: handing rows in flight back to the queue`),
+      });
+      memory.close();
+      gate.close();
+      await refiller.close();
+      await concurrency.close();
+    } finally {
+      // Its connections to fal go with it (a caller passed in is its owner's to close).
+      if (options.fal === undefined) fal.close?.();
+    }
   });
   return {
     closed: closer.closed,

@@ -329,6 +329,9 @@ describe('status figures', () => {
     const worker = await h.startWorker({ concurrency: 4 });
     try {
       await until('a few rows ended', async () => (await getStatus(h.ctx, batch)).ok >= 4);
+      // fal takes no new request until the mid-run looks are done: on a busy machine the CLI's own
+      // start-up could otherwise outlast the batch, and "mid-run" would be after it.
+      h.emulator.setRunners(0);
       const mid = await runCliProcess(['status', '--batch', batch, '--json'], h.env());
       expect(mid.code, mid.stderr).toBe(0);
       const during = JSON.parse(mid.stdout) as Record<string, unknown> & { latencyMs: Record<string, { count: number; p50Ms: number; p95Ms: number } | null> };
@@ -345,6 +348,7 @@ describe('status figures', () => {
       const text = await runCliProcess(['status', '--batch', batch], h.env());
       expect(text.stdout).toMatch(/rate {6}[\d.]+ rows\/min over the last minute, ~\S+ left/);
       expect(text.stdout).toMatch(/latency {3}p50 \S+ \(queue \S+, inference \S+\), p95 /);
+      h.emulator.setRunners(2);
       await waitForBatch(h.ctx, batch, { intervalMs: 50 });
     } finally {
       await worker.close();

@@ -1,8 +1,11 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Agent as HttpAgent, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FalHttpError, FalTimeoutError, FalTransportError } from '../../src/errors.js';
+import { until } from '../helpers/harness.js';
 import { createHttpFetch, isWholeAnswer } from '../../src/fal/http-fetch.js';
+import { fetchFalPrice } from '../../src/fal/pricing.js';
 import { createFalFetch } from '../../src/fal/transport.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
@@ -122,7 +125,7 @@ describe('the keep-alive fetch behind the fal transport', () => {
     await expect(reader.read()).rejects.toBeDefined();
   });
 
-  it('leaves redirects, Blob bodies and Request objects to the global fetch', async () => {
+  it('follows redirects, and sends Blob bodies and Request objects, as the global fetch does', async () => {
     handler = (req, res, body) => {
       if (req.url === '/old') {
         res.writeHead(307, { location: '/new' });
@@ -135,5 +138,122 @@ describe('the keep-alive fetch behind the fal transport', () => {
     expect(await (await plain(`${base}/old`, { method: 'POST', body: 'x' })).json()).toEqual({ path: '/new', body: 'x' });
     expect(await (await plain(`${base}/blob`, { method: 'PUT', body: new Blob(['bytes']) })).json()).toEqual({ path: '/blob', body: 'bytes' });
     expect(await (await plain(new Request(`${base}/request`))).json()).toEqual({ path: '/request', body: '' });
+  });
+});
+
+describe('the keep-alive fetch holds its own connections', () => {
+  it('each transport has agents of its own, and close() ends their connections', async () => {
+    handler = (_req, res) => json(res, 200, { ok: true });
+    // Idle connections would be let go after a minute: only close() can explain their end.
+    const a = createFalFetch({ baseUrl: undefined, callTimeoutMs: 2000, http: { agentOptions: { timeout: 60_000 } } });
+    const b = createFalFetch({ baseUrl: undefined, callTimeoutMs: 2000, http: { agentOptions: { timeout: 60_000 } } });
+    await (await a(`${base}/queue.fal.run/a/b/requests/r1/status`)).json();
+    await (await b(`${base}/queue.fal.run/a/b/requests/r1/status`)).json();
+    expect(connections).toBe(2);
+    expect(sockets.size).toBe(2);
+    a.close();
+    await until('the closed transport\'s connection ended', () => sockets.size === 1);
+    b.close();
+    await until('both connections ended', () => sockets.size === 0);
+    await expect(a(`${base}/x`)).rejects.toThrow(/closed/);
+  });
+
+  it('a one-off question (fal pricing) closes its connection once answered', async () => {
+    handler = (_req, res) => json(res, 200, { prices: [{ endpoint_id: 'a/b', unit_price: 0.001, unit: 'request' }] });
+    expect(await fetchFalPrice('a/b', { credentials: 'k', baseUrl: base, callTimeoutMs: 2000 })).toMatchObject({ ok: true });
+    expect(connections).toBe(1);
+    // Well within the 4 s after which an idle connection would be let go anyway.
+    await until('the pricing call\'s connection ended', () => sockets.size === 0, 2000);
+  });
+
+  it('uses agents passed in, and leaves them to their owner', async () => {
+    handler = (_req, res) => json(res, 200, { ok: true });
+    const agent = new HttpAgent({ keepAlive: true });
+    try {
+      const http = createHttpFetch({ agents: { http: agent } });
+      await (await http(`${base}/x`)).json();
+      expect(Object.values(agent.freeSockets).flat()).toHaveLength(1);
+      http.close();
+      expect(Object.values(agent.freeSockets).flat()).toHaveLength(1);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it('follows redirects and sends uploads on its own connections, dropping credentials for another origin', async () => {
+    const seen: Array<{ path: string | undefined; auth: string | undefined; body: string; type: string | undefined }> = [];
+    handler = (req, res, body) => {
+      seen.push({ path: req.url, auth: req.headers['authorization'], body, type: req.headers['content-type'] });
+      if (req.url === '/same') res.writeHead(307, { location: '/new' }).end();
+      else if (req.url === '/other') res.writeHead(302, { location: `${base.replace('127.0.0.1', 'localhost')}/there` }).end();
+      else json(res, 200, { path: req.url });
+    };
+    const http = createHttpFetch();
+    try {
+      await (await http(`${base}/same`, { method: 'PUT', headers: { authorization: 'Key k' }, body: new Blob(['bytes'], { type: 'image/png' }) })).json();
+      await (await http(`${base}/other`, { headers: { authorization: 'Key k' } })).json();
+      expect(seen).toEqual([
+        { path: '/same', auth: 'Key k', body: 'bytes', type: 'image/png' },
+        { path: '/new', auth: 'Key k', body: 'bytes', type: 'image/png' },
+        { path: '/other', auth: 'Key k', body: '', type: undefined },
+        { path: '/there', auth: undefined, body: '', type: undefined },
+      ]);
+      // All of it on this fetch's keep-alive connections (127.0.0.1 and localhost): none by the global fetch.
+      expect(connections).toBe(2);
+    } finally {
+      http.close();
+    }
+  });
+});
+
+describe('compressed answers are decoded as they come, up to a cap', () => {
+  // 32 gzip members of 1 MiB of zeros each: about 32 KiB on the wire, 32 MiB decoded.
+  const bomb = Buffer.concat(Array.from({ length: 32 }, () => gzipSync(Buffer.alloc(1024 * 1024))));
+
+  it('an answer decoding past maxAnswerBytes fails naming the endpoint and the cap', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+      res.end(bomb);
+    };
+    const fal = createFalFetch({ baseUrl: undefined, callTimeoutMs: 5000, http: { maxAnswerBytes: 1024 * 1024 } });
+    try {
+      const error = await fal(`${base}/queue.fal.run/acme/model/requests/r1`).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(FalTransportError);
+      expect((error as Error).message).toMatch(/result acme\/model: .*more than 1048576 bytes.*maxAnswerBytes/);
+    } finally {
+      fal.close();
+    }
+  });
+
+  it('a compressed event stream decoding past the cap errors instead of filling memory', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' });
+      res.end(bomb);
+    };
+    const http = createHttpFetch({ maxAnswerBytes: 1024 * 1024 });
+    try {
+      const stream = await http(`${base}/s`);
+      await expect(stream.arrayBuffer()).rejects.toThrow();
+    } finally {
+      http.close();
+    }
+  });
+
+  it('an answer within the cap decodes whole, in any coding, and an empty coded body is empty', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+      res.end(gzipSync(Buffer.from(JSON.stringify({ output: 'x'.repeat(100_000) }))));
+    };
+    const http = createHttpFetch({ maxAnswerBytes: 200_000 });
+    try {
+      expect(((await (await http(`${base}/x`)).json()) as { output: string }).output).toHaveLength(100_000);
+      handler = (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': '0' });
+        res.end();
+      };
+      expect(await (await http(`${base}/x`)).text()).toBe('');
+    } finally {
+      http.close();
+    }
   });
 });
