@@ -60,19 +60,11 @@ export type { BatchStatus, GetStatusOptions, WaitForBatchOptions } from './ops/s
 export { watchStatus } from './ops/watch-status.js';
 export type { WatchStatusOptions, WatchStatusResult } from './ops/watch-status.js';
 export type { RowPhase } from './worker/process-row.js';
-export {
-  applyBatchSettings,
-  batchControlState,
-  cancelBatch,
-  pauseBatch,
-  pauseQueue,
-  pauseQueueByOperator,
-  pausedReason,
-  queuePause,
-  resumeBatch,
-  resumeQueue,
-} from './ops/control.js';
-export type { BatchControlState, BatchSettings, CancelBatchSummary, PauseBatchSummary, ResumeBatchOptions, ResumeBatchSummary } from './ops/control.js';
+export { cancelBatch, pauseBatch, resumeBatch } from './ops/control.js';
+export type { CancelBatchSummary, PauseBatchSummary, ResumeBatchOptions, ResumeBatchSummary } from './ops/control.js';
+export { pauseQueue, pauseQueueByOperator, pausedReason, queuePause, resumeQueue } from './queue/queue-pause.js';
+export { applyBatchSettings, batchControlState } from './queue/batch-settings.js';
+export type { BatchControlState, BatchSettings } from './queue/batch-settings.js';
 export { DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY } from './queue/batch-control.js';
 export type { BatchControl, BatchHold, FalQueuePriority, SpendCap } from './queue/batch-control.js';
 export { retryFailed } from './ops/retry.js';

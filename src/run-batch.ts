@@ -7,7 +7,7 @@ import { checkOutput, checkWritable, exportResults, type ExportSummary } from '.
 import { hfMetadataFolder, hfMetadataPath, type HfMetadataOptions } from './results/hf-metadata.js';
 import type { Price } from './fal/price.js';
 import { writeCaptions, type CaptionsSummary } from './results/write-captions.js';
-import { pausedReason, resumeQueue } from './ops/control.js';
+import { pausedReason, resumeQueue } from './queue/queue-pause.js';
 import { getStatus, waitForBatch, type BatchStatus } from './ops/status.js';
 import { startWorker } from './worker/start-worker.js';
 

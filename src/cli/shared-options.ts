@@ -5,7 +5,7 @@ import { parsePrice } from '../fal/pricing.js';
 import { captionOptions, type CaptionOptions } from '../results/caption-files.js';
 import type { HfMetadataOptions } from '../results/hf-metadata.js';
 import type { LogFormat, LogLevel } from '../log.js';
-import type { BatchSettings } from '../ops/control.js';
+import type { BatchSettings } from '../queue/batch-settings.js';
 import { parseFalPriority, parseMaxSpend, parsePriority } from '../queue/batch-control.js';
 import type { Price } from '../fal/price.js';
 import { parseRetention } from '../queue/retention.js';

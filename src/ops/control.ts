@@ -1,112 +1,17 @@
-import { Job } from 'bullmq';
-import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import { ConfigError } from '../errors.js';
-import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
-import { runTogether } from '../queue/run-together.js';
-import {
-  CONTROL_FIELDS,
-  OPERATOR_CANCEL,
-  OPERATOR_PAUSE,
-  PARKED_BEYOND_MS,
-  controlFrom,
-  holdOf,
-  readBatchControl,
-  settingFields,
-  spendOf,
-  type BatchControl,
-  type BatchHold,
-  type FalQueuePriority,
-  type SpendCap,
-} from '../queue/batch-control.js';
 import type { Price } from '../fal/price.js';
+import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
+import { OPERATOR_CANCEL, OPERATOR_PAUSE, settingFields, type BatchControl, type BatchHold, type SpendCap } from '../queue/batch-control.js';
+import { batchControlState } from '../queue/batch-settings.js';
+import { spendPriceMissing } from '../queue/batch-settings.js';
+import { wakeBatch } from '../queue/parked-jobs.js';
 
-/**
- * Pauses the whole queue (every batch: they share one fal account) and says why, for account-level
- * fal errors: a bad key or an empty balance would fail every row, so rows wait instead.
- */
-export async function pauseQueue(ctx: FalbatchContext, reason: string): Promise<void> {
-  await ctx.redis.set(ctx.keys.paused, reason);
-  await ctx.queue.pause();
-}
-
-/**
- * Pauses the whole queue for an operator (`falbatch pause`): no row of any batch is taken, rows in
- * flight finish. No reason is stored, so `run` (which lifts account-level pauses, taking a new run
- * for "the key is fixed") leaves it alone; `falbatch resume` lifts it.
- */
-export async function pauseQueueByOperator(ctx: FalbatchContext): Promise<void> {
-  await ctx.queue.pause();
-}
-
-/** Why the queue is paused, or undefined when it runs. */
-export async function pausedReason(ctx: FalbatchContext): Promise<string | undefined> {
-  return (await queuePause(ctx))?.reason;
-}
-
-/** Whether the whole queue is paused, by whom and why: `account` (fal refused it) or `operator`. */
-export async function queuePause(ctx: FalbatchContext): Promise<{ by: 'account' | 'operator'; reason: string } | undefined> {
-  if (!(await ctx.queue.isPaused())) return undefined;
-  const reason = await ctx.redis.get(ctx.keys.paused);
-  return reason === null ? { by: 'operator', reason: OPERATOR_PAUSE } : { by: 'account', reason };
-}
-
-/** Lets workers take rows again (after the key or the balance was fixed). */
-export async function resumeQueue(ctx: FalbatchContext): Promise<void> {
-  await ctx.redis.del(ctx.keys.paused);
-  await ctx.queue.resume();
-}
-
-/** A batch's control, its spend by its cap's price (when it has a cap), and what holds it now. */
-export interface BatchControlState {
-  control: BatchControl;
-  /** Spend so far by the cap's price; undefined without a cap. */
-  spent: number | undefined;
-  hold: BatchHold | undefined;
-}
-
-/** Reads a batch's control and spend in one round trip (no check that the batch exists). */
-export async function batchControlState(ctx: FalbatchContext, batch: string): Promise<BatchControlState> {
-  const keys = ctx.keys.batch(batch);
-  const replies = await runTogether(ctx.redis, (commands) => commands.hmget(keys.meta, ...CONTROL_FIELDS).hmget(keys.stats, 'billed', 'inference_ms'));
-  const control = controlFrom((replies[0]?.[1] as Array<string | null>) ?? []);
-  const [billed, inferenceMs] = (replies[1]?.[1] as Array<string | null>) ?? [];
-  const spent = control.cap ? spendOf(control.cap.price, billed, inferenceMs) : undefined;
-  return { control, spent, hold: holdOf(batch, control, spent) };
-}
+// What an operator does to a batch: pause, resume, cancel (the queue-wide pause is
+// queue/queue-pause.ts; a batch's settings and spend, queue/batch-settings.ts).
 
 async function mustExist(ctx: FalbatchContext, batch: string): Promise<void> {
   if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx.redis, batch, ctx.keys);
-}
-
-/** Jobs promoted at once by wakeBatch. */
-const PROMOTE_AT_ONCE = 32;
-
-/**
- * Moves a batch's delayed jobs back to the wait list: `parked` ones only (held by a pause or the
- * spend cap, see PARK_MS), or `all` (retry backoffs and re-reads too: a cancelled batch's rows end
- * now rather than when their delay runs out). Jobs of rows that ended stay (see endCancelled in
- * start-worker.ts). O(delayed jobs of the namespace) to find them, one promote per job.
- */
-export async function wakeBatch(ctx: FalbatchContext, batch: string, which: 'parked' | 'all'): Promise<number> {
-  const ids = await delayedJobIds(ctx, batch, which);
-  const results = ctx.keys.batch(batch).results;
-  const limit = pLimit(PROMOTE_AT_ONCE);
-  const promoted = await Promise.all(
-    ids.map((id) =>
-      limit(async () => {
-        const job = await Job.fromId(ctx.queue, id);
-        // A row that ended (cancelled: its job is kept parked for `retry`) stays parked.
-        if (!job || (await ctx.redis.hexists(results, (job.data as { k?: string }).k ?? '')) === 1) return 0;
-        // No longer delayed (its time came, or another resume took it): nothing to do.
-        return job.promote().then(
-          () => 1,
-          () => 0,
-        );
-      }),
-    ),
-  );
-  return promoted.reduce<number>((sum, n) => sum + n, 0);
 }
 
 export interface PauseBatchSummary {
@@ -206,47 +111,6 @@ export async function cancelBatch(ctx: FalbatchContext, batch: string, reason: s
   return { batch, previous: control.state, pending, jobs, ok, failed, enqueuing: enqueuing === 1, woken };
 }
 
-/** The message for a spend cap without a price to measure it. */
-export function spendPriceMissing(): string {
-  return "--max-spend needs a price to measure spend with: pass --price 0.002/call (or 0.0005/s), or set FAL_KEY so falbatch asks fal's pricing API for the endpoint's price";
-}
-
-/** A batch's settings, as `enqueue` and `run` take them (`--priority`, `--fal-priority`, `--max-spend`). */
-export interface BatchSettings {
-  /** 1 (served last) to 10 (served first, the default): see DEFAULT_PRIORITY. */
-  priority?: number | undefined;
-  /** fal's own queue priority for the batch's requests. */
-  falPriority?: FalQueuePriority | undefined;
-  /** The batch's spend cap, measured with `price`. */
-  maxSpend?: number | undefined;
-  /** The price the cap is measured with (needed with maxSpend). */
-  price?: Price | undefined;
-}
-
-/** Throws when the settings cannot work (a spend cap without a price), before anything is written. */
-export function checkBatchSettings(settings: BatchSettings): void {
-  if (settings.maxSpend !== undefined && settings.price === undefined) throw new ConfigError(spendPriceMissing());
-}
-
-/**
- * Stores the settings given on the batch (those not given stay as they were: an enqueue without
- * `--priority` keeps the batch's), and returns its control after.
- */
-export async function applyBatchSettings(ctx: FalbatchContext, batch: string, settings: BatchSettings): Promise<BatchControl> {
-  checkBatchSettings(settings);
-  const fields = settingFields({
-    priority: settings.priority,
-    falPriority: settings.falPriority,
-    cap: settings.maxSpend !== undefined && settings.price !== undefined ? { amount: settings.maxSpend, price: settings.price } : undefined,
-  });
-  if (Object.keys(fields).length > 0) await ctx.redis.hset(ctx.keys.batch(batch).meta, fields);
-  if (settings.maxSpend === undefined) return readBatchControl(ctx.redis, ctx.keys, batch);
-  // A new cap may free rows parked by the old one (a `run` again with a higher --max-spend).
-  const { control, hold } = await batchControlState(ctx, batch);
-  if (hold === undefined) await wakeBatch(ctx, batch, 'parked');
-  return control;
-}
-
 /**
  * Lifts a batch's cancel (`falbatch retry` runs rows again: they must not be cancelled at once).
  * Returns whether it was cancelled.
@@ -256,26 +120,4 @@ export async function liftCancel(ctx: FalbatchContext, batch: string): Promise<b
   if ((await ctx.redis.hget(meta, 'ctl_state')) !== 'cancelled') return false;
   await ctx.redis.hdel(meta, 'ctl_state', 'ctl_reason', 'ctl_at');
   return true;
-}
-
-/**
- * The ids of a batch's jobs in BullMQ's delayed set, all of them or only the parked ones (held by
- * a pause, the spend cap, or ended by a cancel and kept for `retry`). O(delayed jobs of the
- * namespace): a ZSCAN matching the batch's job ids.
- */
-export async function delayedJobIds(ctx: FalbatchContext, batch: string, which: 'parked' | 'all'): Promise<string[]> {
-  const delayed = ctx.queue.keys['delayed'];
-  if (delayed === undefined) return [];
-  const parkedFrom = (ctx.clock.now() + PARKED_BEYOND_MS) * 0x1000;
-  const ids: string[] = [];
-  let cursor = '0';
-  do {
-    // Job ids are `<batch>/<key>` (row-key.ts), and batch names hold no glob characters.
-    const [next, entries] = await ctx.redis.zscan(delayed, cursor, 'MATCH', `${batch}/*`, 'COUNT', 1000);
-    cursor = next;
-    for (let i = 0; i + 1 < entries.length; i += 2) {
-      if (which === 'all' || Number(entries[i + 1]) >= parkedFrom) ids.push(entries[i] as string);
-    }
-  } while (cursor !== '0');
-  return ids;
 }

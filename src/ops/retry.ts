@@ -2,7 +2,9 @@ import type { Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { REQUEST_STATE_FIELDS, type RowJobData } from '../queue/row-job.js';
-import { batchControlState, delayedJobIds, liftCancel } from './control.js';
+import { batchControlState } from '../queue/batch-settings.js';
+import { delayedJobIds } from '../queue/parked-jobs.js';
+import { liftCancel } from './control.js';
 import { touchBatch } from '../queue/retention.js';
 
 export interface RetryFailedOptions {

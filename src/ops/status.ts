@@ -1,5 +1,5 @@
 import type { FalbatchContext } from '../context.js';
-import { readQueueConcurrency, type QueueConcurrency } from '../worker/concurrency-control.js';
+import { readQueueConcurrency, type QueueConcurrency } from '../queue/queue-concurrency.js';
 import { BatchNotFoundError } from '../errors.js';
 import { runTogether } from '../queue/run-together.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
@@ -7,7 +7,8 @@ import { sweepExpiredBatches, vanishedBatchError } from '../queue/retention.js';
 import { aggregateFromStats, figuresOf, rateFromStats, type CallFigures } from '../results/batch-figures.js';
 import type { Price } from '../fal/price.js';
 import type { FalQueuePriority } from '../queue/batch-control.js';
-import { batchControlState, queuePause } from './control.js';
+import { batchControlState } from '../queue/batch-settings.js';
+import { queuePause } from '../queue/queue-pause.js';
 
 /** A batch's progress, read in O(1) from its counters (no scan of rows or jobs). */
 export interface BatchStatus extends CallFigures {

@@ -5,7 +5,7 @@ import type { FalbatchContext } from '../context.js';
 import type { FalCaller } from '../fal/fal-caller.js';
 import type { CheckedUploads } from '../manifest/upload-images.js';
 import { BatchLostError, BatchNotFoundError, ConfigError, ManifestError } from '../errors.js';
-import { applyBatchSettings, checkBatchSettings, type BatchSettings } from '../ops/control.js';
+import { applyBatchSettings, checkBatchSettings, type BatchSettings } from './batch-settings.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
 import { createRowMapping } from '../manifest/row-mapping.js';

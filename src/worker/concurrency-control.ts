@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FalbatchContext } from '../context.js';
 import { SECOND } from '../time.js';
+import type { QueueConcurrency } from '../queue/queue-concurrency.js';
 import { createFlightTracker, type FlightTracker } from './fal-load.js';
 import { createSlotLearner, headroomFor, type FalLoad, type SlotDecision, type SlotLearner } from './slot-learner.js';
 
@@ -29,37 +30,12 @@ export type ConcurrencyMode =
   /** `--concurrency N` alone: its own limit only; a cap nobody holds any more is lifted. */
   | { kind: 'local' };
 
-/** The queue's in-flight cap as status shows it. */
-export interface QueueConcurrency {
-  mode: 'auto' | 'fixed';
-  /** The account's slots as learned (auto). */
-  slots: number | undefined;
-  /** Requests in flight across every worker: BullMQ's global concurrency. */
-  target: number;
-  reason: string;
-  /** When it was last set (ms). */
-  at: number;
-}
-
 export interface ConcurrencyControl {
   /** Fed with every row's fal phases (auto mode; a no-op tracker otherwise). */
   readonly tracker: FlightTracker;
   close(): Promise<void>;
 }
 
-/** Reads the queue's in-flight cap, if a live worker holds one. */
-export async function readQueueConcurrency(ctx: FalbatchContext): Promise<QueueConcurrency | undefined> {
-  const fields = await ctx.redis.hgetall(ctx.keys.concurrency);
-  if (fields['mode'] !== 'auto' && fields['mode'] !== 'fixed') return undefined;
-  const slots = Number(fields['slots']);
-  return {
-    mode: fields['mode'],
-    slots: fields['slots'] && Number.isFinite(slots) ? slots : undefined,
-    target: Number(fields['target'] ?? 0),
-    reason: fields['reason'] ?? '',
-    at: Number(fields['at'] ?? 0),
-  };
-}
 
 // Takes or keeps a lease. KEYS: key. ARGV: holder, ms. Returns 1 when held by `holder` now.
 const HOLD = `

@@ -3,7 +3,7 @@ import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, Worker,
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
 import { BatchLostError, isRedisOutOfMemory } from '../errors.js';
-import { pauseQueue } from '../ops/control.js';
+import { pauseQueue } from '../queue/queue-pause.js';
 import { connectionIdOf, isConnectionAlive } from '../queue/connection.js';
 import { markConnection, submittingMark } from '../results/result-store.js';
 import { REQUEST_STATE_FIELDS, type RowJobData } from '../queue/row-job.js';

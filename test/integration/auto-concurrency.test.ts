@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { getStatus } from '../../src/ops/status.js';
 import { headroomFor } from '../../src/worker/slot-learner.js';
-import { readQueueConcurrency, startConcurrencyControl } from '../../src/worker/concurrency-control.js';
+import { readQueueConcurrency } from '../../src/queue/queue-concurrency.js';
+import { startConcurrencyControl } from '../../src/worker/concurrency-control.js';
 import { createHarness, runCliProcess, spawnCli, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
 
 function manifestOf(h: Harness, rows: number): string {

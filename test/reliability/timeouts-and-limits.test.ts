@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ConfigOverrides } from '../../src/config.js';
 import type { FalEmulatorOptions } from '../../src/emulator/create-fal-emulator.js';
-import { resumeQueue } from '../../src/ops/control.js';
+import { resumeQueue } from '../../src/queue/queue-pause.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { exportResults } from '../../src/results/export.js';
 import { getStatus, waitForBatch } from '../../src/ops/status.js';

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { EXIT } from '../../errors.js';
-import { pauseBatch, pauseQueueByOperator, queuePause } from '../../ops/control.js';
+import { pauseBatch } from '../../ops/control.js';
+import { pauseQueueByOperator, queuePause } from '../../queue/queue-pause.js';
 import type { CliIo } from '../io.js';
 import { withSession } from '../session.js';
 import { withConnectionOptions, type RawFlags } from '../shared-options.js';

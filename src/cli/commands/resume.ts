@@ -1,7 +1,9 @@
 import { Command } from 'commander';
 import { ConfigError, EXIT } from '../../errors.js';
 import { resolvePrice } from '../../fal/pricing.js';
-import { batchControlState, queuePause, resumeBatch, resumeQueue } from '../../ops/control.js';
+import { batchControlState } from '../../queue/batch-settings.js';
+import { queuePause, resumeQueue } from '../../queue/queue-pause.js';
+import { resumeBatch } from '../../ops/control.js';
 import { readBatchMeta } from '../../queue/batch-meta.js';
 import { formatCap, parseMaxSpend } from '../../queue/batch-control.js';
 import type { CliIo } from '../io.js';

@@ -9,7 +9,7 @@ import { captionFailures, captionsReport, enqueueReport, exportReport, rowNotice
 import { createProgressView, progressMode } from '../progress.js';
 import { withSession } from '../session.js';
 import { batchSettingsFrom, retentionFrom, withBatchControlOptions, type BatchControlFlags } from '../shared-options.js';
-import { checkBatchSettings } from '../../ops/control.js';
+import { checkBatchSettings } from '../../queue/batch-settings.js';
 import { captionsFrom, hfMetadataFrom, withCaptionOptions, withConnectionOptions, withDatasetOptions, withFalOptions, withPriceOption, withManifestOptions, type CaptionFlags, type DatasetFlags, type RawFlags } from '../shared-options.js';
 
 interface RunFlags extends RawFlags, CaptionFlags, DatasetFlags, BatchControlFlags {
