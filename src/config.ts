@@ -426,11 +426,6 @@ function redactOneUrl(value: string): string {
   }
 }
 
-/** The Redis password in a URL (the first one in a list of Cluster nodes), wherever ioredis would read it from. */
-export function redisPassword(url: string): string | undefined {
-  return redisPasswords(url)[0];
-}
-
 /** Every Redis password in REDIS_URL (one per URL of a Cluster's node list). */
 export function redisPasswords(url: string): string[] {
   return url

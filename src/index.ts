@@ -16,11 +16,9 @@ export {
   FalProtocolError,
   FalTimeoutError,
   FalTransportError,
-  InterruptedError,
   ManifestError,
   MissingCredentialsError,
   OutputError,
-  QueuePausedError,
   RedisUnavailableError,
   ResultsNotWrittenError,
 } from './errors.js';

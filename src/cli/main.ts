@@ -58,7 +58,6 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     const scrub = createScrubber([io.env['FAL_KEY'], ...redisPasswords(io.env['REDIS_URL'] ?? '')]);
     if (error instanceof FalbatchError) {
       io.stderr(`falbatch: ${scrub(error.message)}\n`);
-      if (error.code === 'INTERRUPTED') return EXIT.interrupted;
       return error.code === 'RESULTS_NOT_WRITTEN' ? EXIT.resultsNotWritten : EXIT.fatal;
     }
     if (io.signal.aborted) {
