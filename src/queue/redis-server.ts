@@ -72,8 +72,15 @@ export async function spawnRedisServer(options: RedisServerOptions): Promise<Chi
     if (child.exitCode === null) child.kill('SIGTERM');
     throw error;
   }
-  // Its later log lines are not read: stop holding the pipes (redis-server ignores SIGPIPE).
-  child.stdout.destroy();
-  child.stderr.destroy();
+  if (options.detached === true) {
+    // Nothing reads its log, and open pipes would keep the parent's event loop alive: let them go
+    // (redis-server ignores SIGPIPE; the parent stops it).
+    child.stdout.destroy();
+    child.stderr.destroy();
+  } else {
+    // Its later log lines are drained and dropped, so it never blocks on a full pipe.
+    child.stdout.removeAllListeners('data').resume();
+    child.stderr.removeAllListeners('data').resume();
+  }
   return child;
 }
