@@ -85,14 +85,17 @@ export interface Config {
    * fal requests one worker process keeps in flight. fal runs only your account's concurrency at
    * once (2 for a new account, up to 40) and queues the rest, so more than that only queues at
    * fal; fewer leaves paid-for slots idle.
-   * @default 8 (flag --concurrency)
+   * @default 8 (flag --concurrency N); the CLI's default is `--concurrency auto`, see autoConcurrency
    */
   concurrency: number;
   /**
    * Learn the account's fal concurrency and keep that many requests (plus a small headroom) in
    * flight across every auto worker of the queue (`--concurrency auto`, the CLI's default when no
-   * number is given): see worker/concurrency-control.ts. `concurrency` is then each process's most.
-   * @default false in the library; the CLI's default (no --concurrency number) is true
+   * number is given): see worker/concurrency-control.ts. `concurrency` is then ignored by workers
+   * started without their own.
+   * @default false in the library, true in the CLI. They differ on purpose: the CLI's one flag
+   * takes `auto` or a number, so either is explicit; a program sets `concurrency` alone, and a
+   * learned limit taking its place without a word would surprise it. Opt in with `true`.
    */
   autoConcurrency: boolean;
   /**
@@ -425,11 +428,6 @@ function redactOneUrl(value: string): string {
   } catch {
     return value.replace(/\/\/[^@/]*@/, '//***@').replace(/([?&]password=)[^&]*/i, '$1***');
   }
-}
-
-/** The Redis password in a URL (the first one in a list of Cluster nodes), wherever ioredis would read it from. */
-export function redisPassword(url: string): string | undefined {
-  return redisPasswords(url)[0];
 }
 
 /** Every Redis password in REDIS_URL (one per URL of a Cluster's node list). */

@@ -17,9 +17,7 @@ export type ErrorCode =
   | 'FAL_TRANSPORT'
   | 'FAL_TIMEOUT'
   | 'FAL_PROTOCOL'
-  | 'QUEUE_PAUSED'
   | 'RESULTS_NOT_WRITTEN'
-  | 'INTERRUPTED'
   | 'DEPENDENCY_MISSING';
 
 export interface FalbatchErrorOptions {
@@ -190,23 +188,6 @@ export class ResultsNotWrittenError extends OutputError {
     this.out = where.out;
     this.exportCommand = where.exportCommand;
     this.reason = reason;
-  }
-}
-
-/** The queue is paused (fal refused the account): a producer waiting for room would wait for ever. */
-export class QueuePausedError extends FalbatchError {
-  constructor(reason: string) {
-    super(
-      'QUEUE_PAUSED',
-      `The queue is paused: ${reason} The rows read so far are enqueued; after fixing it, run \`falbatch resume\` and enqueue (or run) again: nothing already enqueued is added twice.`,
-    );
-  }
-}
-
-/** Stopped by a signal before the work was done; what was done is kept. */
-export class InterruptedError extends FalbatchError {
-  constructor(message: string) {
-    super('INTERRUPTED', message);
   }
 }
 

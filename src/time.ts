@@ -35,18 +35,60 @@ export const systemClock: Clock = {
     }),
 };
 
-const UNIT_MS: Record<string, number> = { ms: MILLISECOND, s: SECOND, m: MINUTE, h: HOUR };
+export const DAY = 24 * HOUR;
 
 /**
- * Parses "800ms", "1.5s", "2m", "1h" or a bare number of milliseconds. Returns undefined when the
- * text is not a duration, so callers can name the option in their own error message.
+ * The one unit table: every duration falbatch reads (config, --retention, --every, --latency) or
+ * prints uses these suffixes, largest first.
  */
-export function parseDuration(text: string): number | undefined {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
+const UNITS = [
+  ['d', DAY],
+  ['h', HOUR],
+  ['m', MINUTE],
+  ['s', SECOND],
+  ['ms', MILLISECOND],
+] as const;
+
+type DurationUnit = (typeof UNITS)[number][0];
+
+/** The one grammar: a number, then optionally a unit; spaces around either. */
+const DURATION = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/;
+
+function unitSize(unit: DurationUnit): number {
+  return UNITS.find(([name]) => name === unit)?.[1] ?? MILLISECOND;
+}
+
+/** What the readers of durations differ in (the grammar and units are the same for all). */
+export interface DurationGrammar {
+  /**
+   * Whether `d` (24 h) is a unit. Default false: timeouts and latencies stop at hours, and `1d` is
+   * refused there; retentions and schedule intervals take days.
+   */
+  days?: boolean;
+  /**
+   * Whether a number without a unit reads as milliseconds. Default true (config timeouts); false
+   * where a bare number is surely a mistake (`--retention 30`, `--every 10`).
+   */
+  bareMilliseconds?: boolean;
+}
+
+function readDuration(text: string, grammar: DurationGrammar): { value: number; unit: DurationUnit | undefined } | undefined {
+  const match = DURATION.exec(text);
   if (!match) return undefined;
-  const value = Number(match[1]);
-  const unit = UNIT_MS[match[2] ?? 'ms'] ?? MILLISECOND;
-  return Math.round(value * unit);
+  const unit = match[2] as DurationUnit | undefined;
+  if (unit === 'd' && grammar.days !== true) return undefined;
+  if (unit === undefined && grammar.bareMilliseconds === false) return undefined;
+  return { value: Number(match[1]), unit };
+}
+
+/**
+ * Parses "800ms", "1.5s", "2m", "1h" or a bare number of milliseconds (and "1d", or no bare
+ * number, as `grammar` says). Returns undefined when the text is not a duration, so callers can
+ * name the option in their own error message.
+ */
+export function parseDuration(text: string, grammar: DurationGrammar = {}): number | undefined {
+  const read = readDuration(text, grammar);
+  return read === undefined ? undefined : Math.round(read.value * unitSize(read.unit ?? 'ms'));
 }
 
 /** A fixed duration or an inclusive range, as in `--latency 800ms` or `--latency 500..1500ms`. */
@@ -64,19 +106,40 @@ export function parseDurationRange(text: string): DurationRange | undefined {
   }
   if (parts.length !== 2) return undefined;
   const [lowText = '', highText = ''] = parts;
-  const unit = /(ms|s|m|h)\s*$/.exec(highText)?.[1] ?? 'ms';
-  const low = parseDuration(/[a-z]\s*$/.test(lowText) ? lowText : `${lowText}${unit}`);
-  const high = parseDuration(highText);
-  if (low === undefined || high === undefined || low > high) return undefined;
-  return { min: low, max: high };
+  const high = readDuration(highText, {});
+  const low = readDuration(lowText, {});
+  if (low === undefined || high === undefined) return undefined;
+  const min = Math.round(low.value * unitSize(low.unit ?? high.unit ?? 'ms'));
+  const max = Math.round(high.value * unitSize(high.unit ?? 'ms'));
+  return min > max ? undefined : { min, max };
 }
 
-/** "1.2s", "350ms", "4m05s": for messages meant for people. */
-export function formatDuration(ms: number): string {
+/**
+ * How a duration is printed:
+ * - `elapsed` (default), for messages and progress: "350ms", "1.2s", "45s", "4m05s", "96h00m";
+ * - `left`, a time left, never overstated in its larger unit: "40s", "4m05s", "5h12m", "29d23h";
+ * - `exact`, what parseDuration reads back: the largest unit that divides it, "30d", "36h", "1500ms".
+ */
+export type DurationStyle = 'elapsed' | 'left' | 'exact';
+
+/** "4m05s": a whole number of one unit and two digits of the next one down. */
+function twoUnits(ms: number, index: number, roundSmall: (n: number) => number): string {
+  const [bigName, big] = UNITS[index] ?? UNITS[0];
+  const [smallName, small] = UNITS[index + 1] ?? UNITS[0];
+  return `${Math.floor(ms / big)}${bigName}${String(roundSmall((ms % big) / small)).padStart(2, '0')}${smallName}`;
+}
+
+/** Prints a duration for people (`elapsed`, `left`) or for a flag to read back (`exact`). */
+export function formatDuration(ms: number, style: DurationStyle = 'elapsed'): string {
+  if (style === 'exact') {
+    const [unit, size] = UNITS.find(([, size]) => ms >= size && ms % size === 0) ?? ['ms', MILLISECOND];
+    return `${ms / size}${unit}`;
+  }
+  if (style === 'left') {
+    const index = UNITS.findIndex(([, size]) => size >= MINUTE && ms >= size);
+    return index >= 0 ? twoUnits(ms, index, Math.floor) : `${Math.max(0, Math.ceil(ms / SECOND))}s`;
+  }
   if (ms < SECOND) return `${Math.round(ms)}ms`;
   if (ms < MINUTE) return `${(ms / SECOND).toFixed(ms < 10 * SECOND ? 1 : 0)}s`;
-  const minutes = Math.floor(ms / MINUTE);
-  const seconds = Math.round((ms % MINUTE) / SECOND);
-  if (minutes < 60) return `${minutes}m${String(seconds).padStart(2, '0')}s`;
-  return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, '0')}m`;
+  return ms < HOUR ? twoUnits(ms, 2, Math.round) : twoUnits(ms, 1, Math.floor);
 }

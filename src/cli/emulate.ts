@@ -1,7 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { redactUrl, type ConfigOverrides, type ResolvedConfig } from '../config.js';
@@ -9,23 +8,13 @@ import { createFalEmulator, type FalEmulator } from '../emulator/create-fal-emul
 import type { Logger } from '../log.js';
 import { connectRedis } from '../queue/connection.js';
 import { emulatedPrefix } from '../queue/keys.js';
+import { freePort, spawnRedisServer } from '../queue/redis-server.js';
 
 export interface Emulation {
   /** Config overrides that point falbatch at the emulator (and a private Redis, if one was started). */
   overrides: ConfigOverrides;
   emulator: FalEmulator;
   close(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 
 async function redisAnswers(url: string, cluster = false): Promise<boolean> {
@@ -41,34 +30,17 @@ async function redisAnswers(url: string, cluster = false): Promise<boolean> {
 async function startPrivateRedis(log: Logger): Promise<{ url: string; stop: () => void } | undefined> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'falbatch-redis-'));
-  let child: ChildProcess;
-  try {
-    // Its own process group: a Ctrl-C meant for falbatch must not kill the Redis the run still needs
-    // to finish gracefully. falbatch stops it itself, on close or on exit.
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
-      stdio: 'ignore',
-      detached: true,
-    });
-  } catch {
-    return undefined;
-  }
+  let child: ChildProcess | undefined;
   const stop = (): void => {
-    if (child.exitCode === null) child.kill('SIGTERM');
+    if (child && child.exitCode === null) child.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', stop);
-  const started = await new Promise<boolean>((resolve) => {
-    child.once('error', () => resolve(false));
-    const url = `redis://127.0.0.1:${port}`;
-    const deadline = Date.now() + 5000;
-    const probe = async (): Promise<void> => {
-      if (await redisAnswers(url)) return resolve(true);
-      if (Date.now() > deadline || child.exitCode !== null) return resolve(false);
-      setTimeout(() => void probe(), 100);
-    };
-    void probe();
-  });
-  if (!started) {
+  try {
+    // Its own process group: a Ctrl-C meant for falbatch must not kill the Redis the run still needs
+    // to finish gracefully. falbatch stops it itself, on close or on exit.
+    child = await spawnRedisServer({ port, dir, args: ['--appendonly', 'no'], detached: true, readyTimeoutMs: 5000 });
+  } catch {
     stop();
     process.off('exit', stop);
     return undefined;

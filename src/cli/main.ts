@@ -63,7 +63,6 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     if (isRedisOutOfMemory(error) && !(error instanceof FalbatchError)) error = new RedisOutOfMemoryError(error);
     if (error instanceof FalbatchError) {
       io.stderr(`falbatch: ${scrub(error.message)}\n`);
-      if (error.code === 'INTERRUPTED') return EXIT.interrupted;
       return error.code === 'RESULTS_NOT_WRITTEN' ? EXIT.resultsNotWritten : EXIT.fatal;
     }
     if (io.signal.aborted) {

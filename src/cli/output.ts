@@ -7,7 +7,7 @@ import type { HfMetadataSummary } from '../results/hf-metadata.js';
 import type { CaptionsSummary } from '../results/write-captions.js';
 import type { CaptionFlags } from './shared-options.js';
 import { formatDuration } from '../time.js';
-import { formatRetention, formatTimeLeft } from '../queue/retention.js';
+import { formatRetention } from '../queue/retention.js';
 
 const MAX_LISTED = 20;
 
@@ -75,7 +75,7 @@ export function statusReport(status: BatchStatus): string {
   lines.push(
     status.retentionMs === null
       ? '  kept      until pruned (--retention forever)'
-      : `  kept      ${formatRetention(status.retentionMs)} after its last write${status.expiresAt !== null ? ` (expires in ${formatTimeLeft(status.expiresAt - Date.now())} unless written to)` : ''}`,
+      : `  kept      ${formatRetention(status.retentionMs)} after its last write${status.expiresAt !== null ? ` (expires in ${formatDuration(status.expiresAt - Date.now(), 'left')} unless written to)` : ''}`,
   );
   return `${lines.join('\n')}\n`;
 }

@@ -131,8 +131,11 @@ export type FalFetch = typeof fetch & { close(): void };
  * and turns every failure into a falbatch error *before* the client sees a Response: a non-2xx
  * answer becomes FalHttpError, a dead connection FalTransportError, a missed deadline
  * FalTimeoutError. None of them is an ApiError or carries a transport code, so the client's own
- * retry loop (which would resubmit blind and ignore Retry-After) never fires: falbatch owns every
- * retry, in one place (worker/classify-error.ts).
+ * retry loop (which would resubmit blind and ignore Retry-After) never fires: every retry is
+ * falbatch's own. Each kind of failure has one layer that retries it (status reads in the fal caller,
+ * result reads in the row attempt, BullMQ attempts, the queue rate limit and pause, uploads at
+ * enqueue: RELIABILITY.md, "Who retries what"), and one pure function classifies fal's errors for
+ * them all (worker/classify-error.ts).
  *
  * `onError` lets a caller see the original error of a request whose failure the client wraps
  * (status streams turn every failure into a generic ApiError 500).

@@ -6,7 +6,7 @@ import { ConfigError } from '../errors.js';
 import { FETCH_DEFAULTS, isManifestUrl } from '../manifest/fetch-manifest.js';
 import { openManifestSource } from '../manifest/manifest-source.js';
 import { BATCH_NAME } from '../manifest/row-key.js';
-import { HOUR, MINUTE, SECOND } from '../time.js';
+import { SECOND, parseDuration } from '../time.js';
 
 /**
  * Schedules: a manifest enqueued again and again into one batch, by a BullMQ job scheduler on a
@@ -144,7 +144,6 @@ export const TICK_HISTORY = 50;
 /** Job name of every tick. */
 const TICK_JOB = 'tick';
 const MIN_EVERY_MS = SECOND;
-const DAY = 24 * HOUR;
 
 /** Missed ticks recorded one by one for a late tick (the first ones; its record counts them all). */
 export const MISSED_RECORDS = 10;
@@ -201,23 +200,12 @@ async function withTicksQueue<T>(ctx: FalbatchContext, body: (queue: Queue<Sched
   }
 }
 
-const EVERY_UNITS: Record<string, number> = { ms: 1, s: SECOND, m: MINUTE, h: HOUR, d: DAY };
-
 /** `--every`: `90s`, `15m`, `1h`, `1d`, `500ms` → ms; at least 1 s. */
 export function parseEvery(text: string): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/.exec(text);
-  const ms = match ? Math.round(Number(match[1]) * (EVERY_UNITS[match[2] ?? ''] ?? NaN)) : NaN;
-  if (!Number.isFinite(ms)) throw new ConfigError(`Expected --every to be a duration with a unit (ms, s, m, h or d), like 15m or 1d, got "${text}"`);
+  const ms = parseDuration(text, { days: true, bareMilliseconds: false });
+  if (ms === undefined || !Number.isFinite(ms)) throw new ConfigError(`Expected --every to be a duration with a unit (ms, s, m, h or d), like 15m or 1d, got "${text}"`);
   if (ms < MIN_EVERY_MS) throw new ConfigError(`Expected --every to be at least 1s, got "${text}"`);
   return ms;
-}
-
-/** `1d`, `1h`, `15m`, `90s`: an interval as `--every` takes it. */
-export function formatEvery(ms: number): string {
-  for (const [unit, size] of [['d', DAY], ['h', HOUR], ['m', MINUTE], ['s', SECOND]] as const) {
-    if (ms % size === 0) return `${ms / size}${unit}`;
-  }
-  return `${ms}ms`;
 }
 
 const CRON_FORM = '5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, e.g. "0 * * * *" for every hour';

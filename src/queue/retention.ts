@@ -1,6 +1,6 @@
 import { onHomeNode, type RedisClient } from './connection.js';
 import { BatchLostError, BatchNotFoundError, ConfigError } from '../errors.js';
-import { HOUR, MINUTE, SECOND, parseDuration } from '../time.js';
+import { SECOND, formatDuration, parseDuration } from '../time.js';
 import type { KeyLayout } from './keys.js';
 
 /**
@@ -21,8 +21,6 @@ import type { KeyLayout } from './keys.js';
  * without persistence): BATCH_LOST.
  */
 
-export const DAY = 24 * HOUR;
-
 /** A batch kept until `falbatch prune` (`--retention forever`). */
 export const FOREVER = Number.POSITIVE_INFINITY;
 
@@ -39,9 +37,9 @@ export const PRUNED_MARK_MS = 60 * SECOND;
 export function parseRetention(text: string, flag = '--retention'): number {
   const trimmed = text.trim().toLowerCase();
   if (trimmed === 'forever') return FOREVER;
-  const days = /^(\d+(?:\.\d+)?)\s*d$/.exec(trimmed);
-  // A bare number would be milliseconds (as elsewhere): for a retention that is surely a mistake.
-  const ms = days ? Math.round(Number(days[1]) * DAY) : /^\d+(\.\d+)?$/.test(trimmed) && trimmed !== '0' ? undefined : parseDuration(trimmed);
+  // A bare number would be milliseconds (as elsewhere): for a retention that is surely a mistake;
+  // but a bare 0 gets the message pointing at `falbatch prune`.
+  const ms = trimmed === '0' ? 0 : parseDuration(trimmed, { days: true, bareMilliseconds: false });
   if (ms === undefined || !Number.isFinite(ms)) {
     throw new ConfigError(`Expected ${flag} to be a duration like 30d, 12h or 90m, or forever, got "${text}"`);
   }
@@ -55,24 +53,7 @@ export function parseRetention(text: string, flag = '--retention'): number {
 
 /** `30d`, `12h`, `90m`, `1s`, `forever`: what parseRetention reads back. */
 export function formatRetention(ms: number): string {
-  if (!Number.isFinite(ms)) return 'forever';
-  for (const [unit, size] of [
-    ['d', DAY],
-    ['h', HOUR],
-    ['m', MINUTE],
-    ['s', SECOND],
-  ] as const) {
-    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
-  }
-  return `${ms}ms`;
-}
-
-/** Time left, for people: `29d23h`, `5h12m`, `4m05s`, `40s`. */
-export function formatTimeLeft(ms: number): string {
-  if (ms >= DAY) return `${Math.floor(ms / DAY)}d${String(Math.floor((ms % DAY) / HOUR)).padStart(2, '0')}h`;
-  if (ms >= HOUR) return `${Math.floor(ms / HOUR)}h${String(Math.floor((ms % HOUR) / MINUTE)).padStart(2, '0')}m`;
-  if (ms >= MINUTE) return `${Math.floor(ms / MINUTE)}m${String(Math.floor((ms % MINUTE) / SECOND)).padStart(2, '0')}s`;
-  return `${Math.max(0, Math.ceil(ms / SECOND))}s`;
+  return Number.isFinite(ms) ? formatDuration(ms, 'exact') : 'forever';
 }
 
 /** A retention as scripts and the batch meta take it: milliseconds, or `forever`. */

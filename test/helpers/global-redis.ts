@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { freePort, spawnRedisServer } from '../../src/queue/redis-server.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -49,33 +49,13 @@ function dockerAvailable(): boolean {
   return existsSync('/var/run/docker.sock');
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../src/queue/redis-server.js';
 
 async function spawnRedis(): Promise<{ child: ChildProcess; url: string; dir: string }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'falbatch-test-redis-'));
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    let output = '';
-    const onData = (chunk: Buffer): void => {
-      output += chunk.toString();
-      if (output.includes('Ready to accept connections')) resolve();
-    };
-    child.stdout?.on('data', onData);
-    child.once('error', (error) => reject(new Error(`Could not start redis-server for the tests (install it, or set REDIS_URL): ${error.message}`)));
-    child.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${output}`)));
+  const child = await spawnRedisServer({ port, dir, args: ['--appendonly', 'no'] }).catch((error: Error) => {
+    throw new Error(`Could not start redis-server for the tests (install it, or set REDIS_URL): ${error.message}`);
   });
   return { child, url: `redis://127.0.0.1:${port}`, dir };
 }

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,6 +9,7 @@ import { inject, onTestFinished } from 'vitest';
 import { resolveConfig, type ConfigOverrides, type ResolvedConfig } from '../../src/config.js';
 import { openContext, type FalbatchContext } from '../../src/context.js';
 import { scanKeys } from '../../src/queue/connection.js';
+import { freePort, spawnRedisServer } from '../../src/queue/redis-server.js';
 import { createFalEmulator, type FalEmulator, type FalEmulatorOptions } from '../../src/emulator/create-fal-emulator.js';
 import { silentLogger, type Logger } from '../../src/log.js';
 import { startWorker, type StartWorkerOptions, type WorkerHandle } from '../../src/worker/start-worker.js';
@@ -211,21 +212,11 @@ export interface PrivateRedis {
  * fsync on every write so a restart loses nothing). Stopped when the test ends.
  */
 export async function startPrivateRedis(extraArgs: string[] = ['--appendonly', 'yes', '--appendfsync', 'always']): Promise<PrivateRedis> {
-  const { freePort } = await import('./global-redis.js');
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'falbatch-private-redis-'));
-  let child: import('node:child_process').ChildProcess | undefined;
+  let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
-    const started = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
-    child = started;
-    await new Promise<void>((resolvePromise, reject) => {
-      let log = '';
-      started.stdout?.on('data', (chunk: Buffer) => {
-        log += chunk.toString();
-        if (log.includes('Ready to accept connections')) resolvePromise();
-      });
-      started.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${log}`)));
-    });
+    child = await spawnRedisServer({ port, dir, args: extraArgs });
   };
   const stop = async (): Promise<void> => {
     const running = child;

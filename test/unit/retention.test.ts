@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
-import { FOREVER, formatRetention, formatTimeLeft, parseRetention, retentionArg, retentionFromMeta } from '../../src/queue/retention.js';
+import { formatDuration } from '../../src/time.js';
+import { FOREVER, formatRetention, parseRetention, retentionArg, retentionFromMeta } from '../../src/queue/retention.js';
 
 const SECOND = 1000;
 const HOUR = 3600 * SECOND;
@@ -54,7 +55,7 @@ describe('formatRetention', () => {
   });
 
   it('time left, for people', () => {
-    expect([formatTimeLeft(29 * DAY + 23 * HOUR + 59 * 60 * SECOND), formatTimeLeft(5 * HOUR + 12 * 60 * SECOND), formatTimeLeft(245 * SECOND), formatTimeLeft(400)]).toEqual([
+    expect([formatDuration(29 * DAY + 23 * HOUR + 59 * 60 * SECOND, 'left'), formatDuration(5 * HOUR + 12 * 60 * SECOND, 'left'), formatDuration(245 * SECOND, 'left'), formatDuration(400, 'left')]).toEqual([
       '29d23h',
       '5h12m',
       '4m05s',

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { ManifestRow } from '../../src/manifest/validate-row.js';
 import { createAdmission } from '../../src/ops/schedule-tick.js';
-import { checkCron, formatEvery, missedTicks, MISSED_RECORDS, parseEvery } from '../../src/ops/schedules.js';
+import { checkCron, missedTicks, MISSED_RECORDS, parseEvery } from '../../src/ops/schedules.js';
+import { formatDuration } from '../../src/time.js';
 
 function rows(count: number, endpoint = 'fal-ai/llava-next', from = 0): ManifestRow[] {
   return Array.from({ length: count }, (_, i) => ({
@@ -45,7 +46,7 @@ describe('--every', () => {
   });
 
   it('formats an interval as --every takes it', () => {
-    expect([86_400_000, 3_600_000, 5_400_000, 90_000, 1500].map(formatEvery)).toEqual(['1d', '1h', '90m', '90s', '1500ms']);
+    expect([86_400_000, 3_600_000, 5_400_000, 90_000, 1500].map((ms) => formatDuration(ms, 'exact'))).toEqual(['1d', '1h', '90m', '90s', '1500ms']);
   });
 });
 

@@ -4,7 +4,7 @@ import { durationOption, integerOption } from '../../config.js';
 import { ConfigError, EXIT } from '../../errors.js';
 import { displayUrl, isManifestUrl } from '../../manifest/fetch-manifest.js';
 import { formatBytes } from '../../manifest/format-bytes.js';
-import { addSchedule, formatEvery, listSchedules, parseEvery, removeSchedule, SCHEDULE_SETTINGS, TICK_HISTORY, type Schedule, type ScheduleSettings, type TickRecord } from '../../ops/schedules.js';
+import { addSchedule, listSchedules, parseEvery, removeSchedule, SCHEDULE_SETTINGS, TICK_HISTORY, type Schedule, type ScheduleSettings, type TickRecord } from '../../ops/schedules.js';
 import { formatDuration } from '../../time.js';
 import type { CliIo } from '../io.js';
 import { withSession } from '../session.js';
@@ -39,7 +39,7 @@ function shownManifest(schedule: Schedule): string {
 
 function timingOf(schedule: Schedule): string {
   if (schedule.cron !== undefined) return `cron "${schedule.cron}"${schedule.tz ? ` (${schedule.tz})` : ' (UTC)'}`;
-  return schedule.everyMs !== undefined ? `every ${formatEvery(schedule.everyMs)}` : 'no timing';
+  return schedule.everyMs !== undefined ? `every ${formatDuration(schedule.everyMs, 'exact')}` : 'no timing';
 }
 
 function when(ms: number | undefined, now: number): string {
