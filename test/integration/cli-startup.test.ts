@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT } from '../helpers/harness.js';
+import { createHarness, ROOT, runCliProcess } from '../helpers/harness.js';
 
 /** Packages only some commands' work needs: help and flag mistakes must not load them. */
 const HEAVY = ['bullmq', 'ioredis', '@fal-ai/client', 'pino', 'pino-pretty', 'sharp', 'hono', '@hono/node-server', 'prom-client', 'csv-parse', 'csv-stringify', 'hyparquet-writer', 'cron-parser', 'cli-progress'];
@@ -59,5 +59,22 @@ describe('what falbatch loads before it knows what to do', () => {
     expect(code).toBe(1);
     expect(stderr).toContain('--interval only applies with --watch');
     expect(packages).toContain('ioredis');
+  });
+});
+
+describe('FALBATCH_TIMING', () => {
+  it('=1 makes run print when it reached each phase, in order, and nothing else changes; unset, it prints none', async () => {
+    const h = await createHarness();
+    const manifest = h.file('m.csv', 'id,image_url,prompt\na,https://example.com/a.jpg,one\n');
+    const timed = await runCliProcess(['run', manifest, '--out', join(h.dir, 'timed.csv'), '--batch', 'timed'], h.env({ FALBATCH_TIMING: '1' }));
+    expect(timed.code).toBe(0);
+    const marks = [...timed.stderr.matchAll(/^falbatch timing: (\w+) at ([\d.]+) ms since the epoch/gm)].map(([, phase, at]) => ({ phase, at: Number(at) }));
+    expect(marks.map((mark) => mark.phase)).toEqual(['started', 'connected', 'enqueued', 'exported', 'exit']);
+    expect(marks.map((mark) => mark.at)).toEqual([...marks.map((mark) => mark.at)].sort((a, b) => a - b));
+    expect(timed.stderr).toMatch(/^falbatch timing: exit at [\d.]+ ms since the epoch, peak RSS \d+ MB$/m);
+    expect(timed.stdout).toMatch(/wrote 1 rows to .*timed\.csv: 1 ok/);
+    const plain = await runCliProcess(['run', manifest, '--out', join(h.dir, 'plain.csv'), '--batch', 'plain'], h.env());
+    expect(plain.code).toBe(0);
+    expect(plain.stderr).not.toContain('falbatch timing');
   });
 });

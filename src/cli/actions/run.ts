@@ -55,6 +55,7 @@ export async function runAction(io: CliIo, exit: (code: number) => void, manifes
       signal: io.signal,
       onStep: step,
       onEnqueued: (enqueued) => {
+        io.mark?.('enqueued');
         print('enqueued', enqueued, enqueueReport(enqueued));
         io.stderr(rowNotices(enqueued));
       },
@@ -63,6 +64,7 @@ export async function runAction(io: CliIo, exit: (code: number) => void, manifes
       progress.finish();
       throw error;
     });
+    io.mark?.('exported');
     progress.finish([summary.status]);
     print('exported', summary.export, exportReport(summary.export));
     if (summary.captions) print('captions', summary.captions, captionsReport(summary.captions));
