@@ -11,6 +11,8 @@ export interface CliIo {
   columns?(): number | undefined;
   /** Told how long a graceful stop may take and what the command waits for (absent without a process). */
   stop?: StopReport;
+  /** Told when the command reaches a phase (started, connected, enqueued, exported): FALBATCH_TIMING=1 prints them. */
+  mark?(phase: string): void;
 }
 
 /**

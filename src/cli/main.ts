@@ -143,7 +143,11 @@ export async function main(): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const timing = process.env['FALBATCH_TIMING'] === '1';
+  const mark = (phase: string, more = ''): void => void process.stderr.write(`falbatch timing: ${phase} at ${(performance.timeOrigin + performance.now()).toFixed(1)} ms since the epoch${more}\n`);
+  if (timing) process.once('exit', () => mark('exit', `, peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MB`));
   const code = await runCli(process.argv.slice(2), {
+    ...(timing ? { mark } : {}),
     stdout: (text) => process.stdout.write(text),
     stderr: (text) => process.stderr.write(text),
     env: process.env,

@@ -2,7 +2,6 @@ import { redactUrl, resolveConfig, secretsOf, type ResolvedConfig } from '../con
 import { openContext, type FalbatchContext } from '../context.js';
 import { MissingCredentialsError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
-import { startEmulation } from './emulate.js';
 import type { CliIo } from './io.js';
 import { logSettings, overridesFrom, type RawFlags } from './shared-options.js';
 
@@ -31,10 +30,12 @@ export interface Session {
  * `body`, whatever happens in it.
  */
 export async function withSession<T>(io: CliIo, flags: RawFlags, options: SessionOptions, body: (session: Session) => Promise<T>): Promise<T> {
+  io.mark?.('started');
   let config = resolveConfig(io.env, overridesFrom(flags));
   const settings = logSettings(flags, io.interactive);
   const log = createLogger({ ...settings, color: io.interactive, secrets: [...secretsOf(config), ...(options.secrets ?? [])], write: io.stderr });
-  const emulation = options.emulate ? await startEmulation(config, log) : undefined;
+  // The emulator's code is loaded only for --emulate.
+  const emulation = options.emulate ? await (await import('./emulate.js')).startEmulation(config, log) : undefined;
   try {
     if (emulation) config = resolveConfig(io.env, { ...overridesFrom(flags), ...emulation.overrides });
     else if (options.callsFal && config.falKey === undefined && config.falBaseUrl === undefined) throw new MissingCredentialsError();
@@ -44,6 +45,7 @@ export async function withSession<T>(io: CliIo, flags: RawFlags, options: Sessio
     io.stop?.grace(config.graceMs);
     io.stop?.waitingFor(`connecting to ${redis}`);
     const ctx = await openContext(config, { log });
+    io.mark?.('connected');
     step();
     try {
       return await body({ ctx, config, log, emulated: emulation !== undefined, step });

@@ -8,7 +8,7 @@ import type { LogFormat, LogLevel } from '../log.js';
 import type { BatchSettings } from '../queue/batch-settings.js';
 import { parseFalPriority, parseMaxSpend, parsePriority } from '../queue/batch-control.js';
 import type { Price } from '../fal/price.js';
-import { parseRetention } from '../queue/retention.js';
+import { parseRetention } from '../queue/retention-duration.js';
 
 /** Flags every command that touches Redis takes. */
 export function withConnectionOptions(command: Command): Command {

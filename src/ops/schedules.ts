@@ -7,6 +7,9 @@ import { FETCH_DEFAULTS, isManifestUrl } from '../manifest/fetch-manifest.js';
 import { openManifestSource } from '../manifest/manifest-source.js';
 import { BATCH_NAME } from '../manifest/row-key.js';
 import { SECOND, parseDuration } from '../time.js';
+import { TICK_HISTORY } from './tick-history.js';
+
+export { TICK_HISTORY } from './tick-history.js';
 
 /**
  * Schedules: a manifest enqueued again and again into one batch, by a BullMQ job scheduler on a
@@ -139,8 +142,6 @@ export interface Schedule extends ScheduleDefinition {
   ticks: TickRecord[];
 }
 
-/** Tick records kept per schedule. */
-export const TICK_HISTORY = 50;
 /** Job name of every tick. */
 const TICK_JOB = 'tick';
 const MIN_EVERY_MS = SECOND;

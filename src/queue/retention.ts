@@ -1,7 +1,11 @@
 import { onHomeNode, type RedisClient } from './connection.js';
 import { BatchLostError, BatchNotFoundError, ConfigError } from '../errors.js';
-import { SECOND, formatDuration, parseDuration } from '../time.js';
+import { SECOND } from '../time.js';
+import { FOREVER, retentionArg, retentionFromMeta } from './retention-duration.js';
 import type { KeyLayout } from './keys.js';
+
+// The duration format, apart so flag parsing does not load the Redis client.
+export { FOREVER, formatRetention, parseRetention, retentionArg, retentionFromMeta } from './retention-duration.js';
 
 /**
  * Retention: how long a batch's keys (its data keys, BatchKeys.retained) and the answers it paid
@@ -21,8 +25,6 @@ import type { KeyLayout } from './keys.js';
  * without persistence): BATCH_LOST.
  */
 
-/** A batch kept until `falbatch prune` (`--retention forever`). */
-export const FOREVER = Number.POSITIVE_INFINITY;
 
 /** The lease value `prune --force` leaves where it stopped a producer or rows in flight. */
 export const PRUNED_LEASE = 'pruned';
@@ -30,44 +32,6 @@ export const PRUNED_LEASE = 'pruned';
 /** How long that mark lasts: longer than a producer's lease renewal, so the producer reads it. */
 export const PRUNED_MARK_MS = 60 * SECOND;
 
-/**
- * Parses a retention: `30d`, `12h`, `90m`, `1.5d`, `500s`, or `forever` (Infinity). `0` is
- * refused: to drop a batch now there is `falbatch prune`.
- */
-export function parseRetention(text: string, flag = '--retention'): number {
-  const trimmed = text.trim().toLowerCase();
-  if (trimmed === 'forever') return FOREVER;
-  // A bare number would be milliseconds (as elsewhere): for a retention that is surely a mistake;
-  // but a bare 0 gets the message pointing at `falbatch prune`.
-  const ms = trimmed === '0' ? 0 : parseDuration(trimmed, { days: true, bareMilliseconds: false });
-  if (ms === undefined || !Number.isFinite(ms)) {
-    throw new ConfigError(`Expected ${flag} to be a duration like 30d, 12h or 90m, or forever, got "${text}"`);
-  }
-  if (ms < SECOND) {
-    throw new ConfigError(
-      `Expected ${flag} to be at least 1s (or forever), got "${text}"${ms === 0 ? ': to drop a batch now, use `falbatch prune --batch NAME`' : ''}`,
-    );
-  }
-  return ms;
-}
-
-/** `30d`, `12h`, `90m`, `1s`, `forever`: what parseRetention reads back. */
-export function formatRetention(ms: number): string {
-  return Number.isFinite(ms) ? formatDuration(ms, 'exact') : 'forever';
-}
-
-/** A retention as scripts and the batch meta take it: milliseconds, or `forever`. */
-export function retentionArg(ms: number): string {
-  return Number.isFinite(ms) ? String(Math.round(ms)) : 'forever';
-}
-
-/** The retention a batch meta holds (`retention_ms`), or undefined for a batch from before retention. */
-export function retentionFromMeta(stored: string | undefined): number | undefined {
-  if (stored === undefined || stored === '') return undefined;
-  if (stored === 'forever') return FOREVER;
-  const ms = Number(stored);
-  return Number.isFinite(ms) ? ms : undefined;
-}
 
 /** What scripts need of the namespace's retention settings. */
 export interface RetentionSettings {

@@ -1,11 +1,8 @@
 import { Command } from 'commander';
-import { EXIT } from '../../errors.js';
-import { cancelBatch } from '../../ops/control.js';
 import type { CliIo } from '../io.js';
-import { withSession } from '../session.js';
 import { withConnectionOptions, type RawFlags } from '../shared-options.js';
 
-interface CancelFlags extends RawFlags {
+export interface CancelFlags extends RawFlags {
   batch: string;
   json?: boolean;
 }
@@ -16,25 +13,5 @@ export function cancelCommand(io: CliIo, exit: (code: number) => void): Command 
       .description("Cancel a batch: rows not yet called end as cancelled, its fal requests in flight are cancelled at fal (a row fal already answered keeps its answer)")
       .requiredOption('--batch <name>', 'the batch')
       .option('--json', 'print the summary as JSON'),
-  ).action(async (flags: CancelFlags) => {
-    await withSession(io, flags, {}, async ({ ctx }) => {
-      const summary = await cancelBatch(ctx, flags.batch);
-      const { batch } = summary;
-      if (flags.json) io.stdout(`${JSON.stringify(summary)}\n`);
-      else {
-        io.stdout(
-          `batch ${batch} cancelled: ${summary.pending} of its ${summary.jobs} distinct calls had not ended (${summary.ok} had ended ok, ${summary.failed} failed); ` +
-            'they end as failed, error class cancelled, as soon as a worker takes them (without calling fal); ' +
-            'its requests in flight are cancelled at fal within a second (an answer fal already gave is kept: it was paid, and its row ends ok).' +
-            (summary.enqueuing ? ` A producer is enqueuing ${batch} now: the rows it adds end cancelled too.` : '') +
-            '\n',
-        );
-        io.stderr(
-          `Rows enqueued into ${batch} from now on are cancelled too, until \`falbatch resume --batch ${batch}\`. ` +
-            `\`falbatch retry --batch ${batch} --error cancelled\` runs the cancelled rows again.\n`,
-        );
-      }
-      exit(EXIT.ok);
-    });
-  });
+  ).action(async (flags: CancelFlags) => (await import('../actions/cancel.js')).cancelAction(io, exit, flags));
 }

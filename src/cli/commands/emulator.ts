@@ -1,11 +1,8 @@
 import { Command } from 'commander';
-import { integerOption } from '../../config.js';
-import { createFalEmulator } from '../../emulator/create-fal-emulator.js';
-import { parseQuirk, QUIRKS } from '../../emulator/quirks.js';
-import { ConfigError, EXIT } from '../../errors.js';
+import { QUIRKS } from '../../emulator/quirks.js';
 import type { CliIo } from '../io.js';
 
-interface EmulatorFlags {
+export interface EmulatorFlags {
   port?: string;
   host?: string;
   runners?: string;
@@ -31,32 +28,5 @@ export function emulatorCommand(io: CliIo, exit: (code: number) => void): Comman
     .option('--retry-after <seconds>', 'Retry-After sent with injected 429s', '1')
     .option('--locked', 'start with the account locked (exhausted balance: submits answer 403)')
     .option('--quirk <name>', `differ from the defaults as fal's protocol allows, repeatable: ${Object.keys(QUIRKS).join(', ')}`, (value: string, previous: string[] = []) => [...previous, value])
-    .action(async (flags: EmulatorFlags) => {
-      let emulator;
-      try {
-        emulator = await createFalEmulator({
-          port: integerOption('--port', flags.port) ?? 0,
-          host: flags.host ?? '127.0.0.1',
-          runners: integerOption('--runners', flags.runners) ?? 2,
-          latency: flags.latency ?? '300..900ms',
-          seed: integerOption('--seed', flags.seed) ?? 1,
-          faults: flags.fault ?? [],
-          retryAfterSeconds: integerOption('--retry-after', flags.retryAfter) ?? 1,
-          locked: flags.locked ?? false,
-          quirks: (flags.quirk ?? []).map(parseQuirk),
-          ...(flags.key !== undefined ? { key: flags.key } : {}),
-        });
-      } catch (error) {
-        if (error instanceof ConfigError) throw error;
-        throw new ConfigError((error as Error).message);
-      }
-      io.stdout(`${emulator.url}\n`);
-      io.stderr(`fal emulator listening; point falbatch at it with FAL_BASE_URL=${emulator.url}\nstats: ${emulator.url}/_emulator/stats — stop with Ctrl-C\n`);
-      await new Promise<void>((resolve) => {
-        if (io.signal.aborted) resolve();
-        io.signal.addEventListener('abort', () => resolve(), { once: true });
-      });
-      await emulator.close();
-      exit(EXIT.ok);
-    });
+    .action(async (flags: EmulatorFlags) => (await import('../actions/emulator.js')).emulatorAction(io, exit, flags));
 }

@@ -1,18 +1,8 @@
-import { basename, extname, resolve } from 'node:path';
 import { Command } from 'commander';
-import { EXIT } from '../../errors.js';
-import { runBatch } from '../../run-batch.js';
-import { resolvePrice } from '../../fal/pricing.js';
-import { dryRun } from '../dry-run.js';
 import type { CliIo } from '../io.js';
-import { captionFailures, captionsReport, enqueueReport, exportReport, rowNotices } from '../output.js';
-import { createProgressView, progressMode } from '../progress.js';
-import { withSession } from '../session.js';
-import { batchSettingsFrom, retentionFrom, withBatchControlOptions, type BatchControlFlags } from '../shared-options.js';
-import { checkBatchSettings } from '../../queue/batch-settings.js';
-import { captionsFrom, hfMetadataFrom, withCaptionOptions, withConnectionOptions, withDatasetOptions, withFalOptions, withPriceOption, withManifestOptions, type CaptionFlags, type DatasetFlags, type RawFlags } from '../shared-options.js';
+import { withBatchControlOptions, withCaptionOptions, withConnectionOptions, withDatasetOptions, withFalOptions, withPriceOption, withManifestOptions, type BatchControlFlags, type CaptionFlags, type DatasetFlags, type RawFlags } from '../shared-options.js';
 
-interface RunFlags extends RawFlags, CaptionFlags, DatasetFlags, BatchControlFlags {
+export interface RunFlags extends RawFlags, CaptionFlags, DatasetFlags, BatchControlFlags {
   dryRun?: boolean;
   out?: string;
   batch?: string;
@@ -22,10 +12,6 @@ interface RunFlags extends RawFlags, CaptionFlags, DatasetFlags, BatchControlFla
   json?: boolean;
 }
 
-/** Plain progress lines (no terminal) this often; JSON snapshots (--json) every 2 s. */
-const LINE_EVERY_MS = 15_000;
-const JSON_EVERY_MS = 2000;
-
 export function runCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
     withFalOptions(
@@ -34,79 +20,5 @@ export function runCommand(io: CliIo, exit: (code: number) => void): Command {
         .option('--emulate', 'use a built-in fal emulator instead of fal.ai (and a private Redis if none answers)')
         .option('--json', 'print JSON lines on stdout: the enqueue summary, progress snapshots (every 2 s, and a final one), the export summary'),
     ),
-  ).action(async (manifest: string, flags: RunFlags) => {
-    const out = flags.out ?? `${basename(manifest, extname(manifest))}.results.csv`;
-    const captions = captionsFrom(flags);
-    const json = (flags.json ?? false) && !flags.dryRun;
-    const mode = progressMode(io, json);
-    const progress = createProgressView(io, {
-      mode,
-      everyMs: mode === 'json' ? JSON_EVERY_MS : LINE_EVERY_MS,
-      write: mode === 'json' ? io.stdout : io.stderr,
-      now: () => Date.now(),
-      jsonFields: { event: 'progress' },
-    });
-    const print = (event: string, value: object, text: string): void => io.stdout(json ? `${JSON.stringify({ event, ...value })}\n` : text);
-    // A dry run calls nothing: it needs no key (fal's pricing API is asked only when there is one).
-    // Log lines go through the progress view: above the bar while it is drawn.
-    await withSession({ ...io, stderr: progress.stderr }, flags, { callsFal: !flags.dryRun, emulate: flags.emulate ?? false }, async ({ ctx, emulated, step, log }) => {
-      if (flags.dryRun) {
-        step(`reading ${manifest} (dry run)`);
-        exit(await dryRun(io, ctx, { manifest, batch: flags.batch, prompt: flags.prompt, captions }, flags.json ?? false));
-        return;
-      }
-      const { price, note } = await resolvePrice(ctx.config, ctx.config.endpoint);
-      if (note !== undefined) log.info(`cost estimate: ${note}`);
-      // --priority, --fal-priority, --max-spend (measured with the same price as the report's cost).
-      const settings = batchSettingsFrom(flags, price);
-      checkBatchSettings(settings);
-      const summary = await runBatch(ctx, {
-        settings,
-        retentionMs: retentionFrom(flags),
-        manifest,
-        out,
-        batch: flags.batch,
-        prompt: flags.prompt,
-        captions,
-        hfMetadata: hfMetadataFrom(flags),
-        ...(price ? { price } : {}),
-        strict: flags.strict ?? false,
-        signal: io.signal,
-        onStep: step,
-        onEnqueued: (enqueued) => {
-          print('enqueued', enqueued, enqueueReport(enqueued));
-          io.stderr(rowNotices(enqueued));
-        },
-        onStatus: (status) => progress.show([status]),
-      }).catch((error: unknown) => {
-        progress.finish();
-        throw error;
-      });
-      progress.finish([summary.status]);
-      print('exported', summary.export, exportReport(summary.export));
-      if (summary.captions) print('captions', summary.captions, captionsReport(summary.captions));
-      if (emulated) (json ? io.stderr : io.stdout)('(emulated: these answers come from the local fal emulator, not from fal.ai)\n');
-      if (summary.stopped === 'paused' && summary.status.pausedBy === 'spend-cap') {
-        io.stderr(`falbatch: batch ${summary.enqueue.batch} stopped: ${summary.status.paused ?? ''}, then run this command again to finish it (nothing is paid twice).\n`);
-        exit(EXIT.fatal);
-        return;
-      }
-      if (summary.stopped === 'paused') {
-        io.stderr(`falbatch: the queue is paused: ${summary.status.paused ?? ''}\nNothing is lost: after fixing it, run \`falbatch resume\` and this command again.\n`);
-        exit(EXIT.fatal);
-        return;
-      }
-      if (summary.stopped === 'interrupted') {
-        io.stderr(`falbatch: interrupted; rows done so far are in ${resolve(out)}. Run the same command again to finish the batch (nothing is paid twice).\n`);
-        exit(EXIT.interrupted);
-        return;
-      }
-      if (summary.captions && summary.captions.failedCount > 0) {
-        io.stderr(captionFailures(summary.captions, summary.enqueue.batch, flags));
-        exit(EXIT.resultsNotWritten);
-        return;
-      }
-      exit(summary.export.failed + summary.export.rejected > 0 ? EXIT.rowsFailed : EXIT.ok);
-    });
-  });
+  ).action(async (manifest: string, flags: RunFlags) => (await import('../actions/run.js')).runAction(io, exit, manifest, flags));
 }
