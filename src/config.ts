@@ -2,7 +2,7 @@ import { ConfigError } from './errors.js';
 import type { Price } from './fal/price.js';
 import { resolveEncoding } from './manifest/text-encoding.js';
 import { createRowMapping } from './manifest/row-mapping.js';
-import { DEFAULT_ENCODING, DEFAULT_MAX_RECORD_BYTES } from './manifest/read-records.js';
+import { DEFAULT_ENCODING, DEFAULT_MAX_RECORD_BYTES } from './manifest/read-defaults.js';
 import { HOUR, MINUTE, SECOND, parseDuration } from './time.js';
 
 /** How a worker learns that its fal request finished. */

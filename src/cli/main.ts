@@ -3,7 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { DEFAULT_CONFIG, redisPasswords } from '../config.js';
 import { EXIT, FalbatchError, RedisOutOfMemoryError, isRedisOutOfMemory } from '../errors.js';
 import { createScrubber } from '../log.js';
-import { clusterFailure } from '../queue/connection.js';
+import { clusterFailure } from '../queue/cluster-errors.js';
 import { formatDuration, SECOND } from '../time.js';
 import { dashboardCommand } from './commands/dashboard.js';
 import { emulatorCommand } from './commands/emulator.js';

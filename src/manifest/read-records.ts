@@ -1,13 +1,8 @@
 import { parse } from 'csv-parse/sync';
 import { formatBytes } from './format-bytes.js';
 import { readLines, type ByteSource, type Line } from './read-lines.js';
+import { DEFAULT_ENCODING, DEFAULT_MAX_RECORD_BYTES } from './read-defaults.js';
 import { encodingLabel } from './text-encoding.js';
-
-
-/** The longest record read by default (`--max-record-bytes`): 16 MiB. */
-export const DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024;
-/** The manifest's encoding unless told (`--encoding`); a byte order mark wins over it. */
-export const DEFAULT_ENCODING = 'utf-8';
 
 export type { ByteSource } from './read-lines.js';
 
