@@ -3,8 +3,8 @@
   An entry whose lock is gone belongs to a worker that died (its lock expired) or to a row that
   left without saying so: it is removed, here, atomically (a worker picking the row up again adds
   it back in begin-row, under a fresh lock). O(rows in flight), bounded by the workers' concurrency.
-  The lock keys are built from ARGV, not given as KEYS: they share the queue's hash tag with
-  KEYS[1] (queue/keys.ts), so on a Redis Cluster they are in its slot.
+  The lock keys are built from ARGV, not given as KEYS: they share the queue's hash tag with the
+  active rows (queue/keys.ts), so on a Redis Cluster they are in the same slot.
 
   KEYS[1] the batch's active rows
   ARGV[1] a job lock key's text before the job id
