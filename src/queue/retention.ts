@@ -100,18 +100,13 @@ export interface RetentionSettings {
 
 /**
  * The keys a script that writes to a batch passes last (its "tail"), so the retention functions
- * below find them: batches, expiries, the producer lease, then the batch's data keys, meta, row
- * keys and counts first. Every data key from `meta` on gets the batch's PX.
+ * (redis-scripts/includes/retention.lua) find them: batches, expiries, the producer lease, then the
+ * batch's data keys, meta, row keys and counts first. Every data key from `meta` on gets the batch's PX.
  */
 export function retentionTail(keys: KeyLayout, batch: string): string[] {
   const b = keys.batch(batch);
   const lead = [b.meta, b.keys, b.counts];
   return [keys.batches, keys.expiries, b.enqueuing, ...lead, ...b.retained.filter((key) => !lead.includes(key))];
-}
-
-/** How many keys retentionTail gives (the same for every batch). */
-export function retentionTailLength(keys: KeyLayout): number {
-  return retentionTail(keys, 'x').length;
 }
 
 /** What the retention functions below need of a context. */
