@@ -18,6 +18,8 @@ WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# The Lua scripts are read from src/redis-scripts/ as they are (tsc does not copy them to dist/).
+COPY --from=build /app/src/redis-scripts ./src/redis-scripts
 COPY --from=build /app/bin ./bin
 USER node
 ENTRYPOINT ["node", "bin/falbatch.js"]

@@ -6,6 +6,7 @@ import { batchControlState } from '../queue/batch-settings.js';
 import { delayedJobIds } from '../queue/parked-jobs.js';
 import { liftCancel } from './control.js';
 import { touchBatch } from '../queue/retention.js';
+import { scriptsOn } from '../queue/redis-scripts.js';
 
 export interface RetryFailedOptions {
   batch: string;
@@ -33,26 +34,6 @@ const PAGE = 500;
 /** Error classes whose request is paid for and whose answer exists at fal: read again, never submitted again. */
 const KEEPS_REQUEST = new Set(['result_unavailable']);
 
-// Forgets a row's failed result, so its job may run again: only a failed one, counted once.
-// KEYS: results, counts. ARGV: row key.
-const FORGET_FAILURE = `
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if not stored then return 0 end
-if cjson.decode(stored)['status'] ~= 'failed' then return -1 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HINCRBY', KEYS[2], 'failed', -1)
-return 1
-`;
-
-interface RetryScripts {
-  falbatchForgetFailure(results: string, counts: string, key: string): Promise<number>;
-}
-
-function scriptsOf(redis: FalbatchContext['redis']): RetryScripts {
-  if (!('falbatchForgetFailure' in redis)) redis.defineCommand('falbatchForgetFailure', { numberOfKeys: 2, lua: FORGET_FAILURE });
-  return redis as unknown as RetryScripts;
-}
-
 /**
  * Puts a batch's failed rows back in the queue (`falbatch retry`), for the workers to process
  * again. A row that failed as `result_unavailable` keeps its request id: fal ran and billed it, so
@@ -65,7 +46,7 @@ export async function retryFailed(ctx: FalbatchContext, options: RetryFailedOpti
   const { batch, errorType } = options;
   if (!(await readBatchMeta(ctx.redis, ctx.keys, batch))) throw await batchNotFound(ctx.redis, batch, ctx.keys);
   const keys = ctx.keys.batch(batch);
-  const scripts = scriptsOf(ctx.redis);
+  const scripts = scriptsOn(ctx.redis);
   // Rows of a cancelled batch would be cancelled again at once: a retry lifts the batch's cancel.
   const uncancelled = await liftCancel(ctx, batch);
   const summary: RetryFailedSummary = { batch, requeued: 0, rereads: 0, missing: 0, uncancelled, held: undefined };

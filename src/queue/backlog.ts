@@ -7,6 +7,7 @@ import { jobIdFor } from '../manifest/row-key.js';
 import { SECOND } from '../time.js';
 import { connectionIdOf, isConnectionAlive } from './connection.js';
 import { CONTROL_FIELDS, bullPriority, controlFrom, holdOf, spendOf, type BatchControl } from './batch-control.js';
+import { scriptsOn } from './redis-scripts.js';
 import type { RowJobData } from './row-job.js';
 
 /**
@@ -132,64 +133,6 @@ export interface TopUp {
   busy: boolean;
 }
 
-// Trims what a top-up turned into jobs off the head of a backlog, if nobody did meanwhile; a batch
-// that is gone (expired, pruned, lost) loses its backlog. KEYS: backlog, meta, index. ARGV: the
-// counter as read, entries taken, batch. Returns 1 (trimmed), 0 (another top-up did), -1 (gone).
-const COMMIT = `
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[3], ARGV[3])
-  return -1
-end
-if (redis.call('HGET', KEYS[2], 'backlog_taken') or '0') ~= ARGV[1] then return 0 end
-redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
-redis.call('HINCRBY', KEYS[2], 'backlog_taken', ARGV[2])
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[3], ARGV[3]) end
-return 1
-`;
-
-// Drops an empty backlog from the index (a producer may have stored rows since it was read).
-const FORGET_IF_EMPTY = `
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
-return 1
-`;
-
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
-
-const RENEW = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`;
-
-interface BacklogScripts {
-  falbatchBacklogCommit(backlog: string, meta: string, index: string, taken: string, n: number, batch: string): Promise<number>;
-  falbatchBacklogForget(backlog: string, index: string, batch: string): Promise<number>;
-  falbatchBacklogRelease(lock: string, token: string): Promise<number>;
-  falbatchBacklogRenew(lock: string, token: string, ms: number): Promise<number>;
-}
-
-function scripts(ctx: FalbatchContext): BacklogScripts {
-  const redis = ctx.redis;
-  if (!('falbatchBacklogCommit' in redis)) {
-    redis.defineCommand('falbatchBacklogCommit', { numberOfKeys: 3, lua: COMMIT });
-    redis.defineCommand('falbatchBacklogForget', { numberOfKeys: 2, lua: FORGET_IF_EMPTY });
-    redis.defineCommand('falbatchBacklogRelease', { numberOfKeys: 1, lua: RELEASE });
-    redis.defineCommand('falbatchBacklogRenew', { numberOfKeys: 1, lua: RENEW });
-  }
-  return redis as unknown as BacklogScripts;
-}
-
-// Takes the lock over from a holder whose connection is gone, unless it changed meanwhile.
-// KEYS: lock. ARGV: the holder seen, the new holder, PX.
-const TAKE_OVER = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-`;
-
 /**
  * The top-up lock, as `<connection id>:<token>`: a holder killed mid-top-up (its connection gone,
  * which Redis sees at once) is taken over at once, not after the lock's PX. Returns the value held.
@@ -202,8 +145,7 @@ async function takeLock(ctx: FalbatchContext): Promise<string | undefined> {
   if (current === null) return undefined;
   // (undefined: Redis does not say, e.g. CLIENT LIST is not allowed: the holder is taken to live.)
   if ((await isConnectionAlive(ctx.redis, current.slice(0, current.indexOf(':')))) !== false) return undefined;
-  if (!('falbatchBacklogTakeOver' in ctx.redis)) ctx.redis.defineCommand('falbatchBacklogTakeOver', { numberOfKeys: 1, lua: TAKE_OVER });
-  const took = await (ctx.redis as unknown as { falbatchBacklogTakeOver(lock: string, seen: string, holder: string, ms: number): Promise<number> }).falbatchBacklogTakeOver(lock, current, holder, LOCK_MS);
+  const took = await scriptsOn(ctx.redis).falbatchCompareAndSet(lock, current, holder, LOCK_MS);
   return took === 1 ? holder : undefined;
 }
 
@@ -247,7 +189,7 @@ export async function topUpQueue(ctx: FalbatchContext, options: { cap?: number }
   // The common case first, in one round trip: no backlog anywhere.
   if ((await ctx.redis.exists(ctx.keys.backlog)) === 0) return { added: 0, waiting: 0, cap: options.cap ?? 0, left: 0, busy: false };
   const cap = options.cap ?? (await queueCap(ctx));
-  const lua = scripts(ctx);
+  const lua = scriptsOn(ctx.redis);
   let waiting = await waitingJobs(ctx);
   if (waiting >= cap) return { added: 0, waiting, cap, left: await backlogLength(ctx), busy: false };
   const token = await takeLock(ctx);
@@ -274,11 +216,11 @@ export async function topUpQueue(ctx: FalbatchContext, options: { cap?: number }
         const committed = await lua.falbatchBacklogCommit(keys.backlog, keys.meta, ctx.keys.backlog, taken ?? '0', entries.length, next.batch);
         if (committed === 1) added += entries.length;
       }
-      if ((await lua.falbatchBacklogRenew(ctx.keys.backlogLock, token, LOCK_MS)) !== 1) return { added, waiting, cap, left: 0, busy: true };
+      if ((await lua.falbatchCompareAndPexpire(ctx.keys.backlogLock, token, LOCK_MS)) !== 1) return { added, waiting, cap, left: 0, busy: true };
       waiting = await waitingJobs(ctx);
     }
   } finally {
-    await lua.falbatchBacklogRelease(ctx.keys.backlogLock, token).catch(() => undefined);
+    await lua.falbatchCompareAndDelete(ctx.keys.backlogLock, token).catch(() => undefined);
   }
 }
 

@@ -23,7 +23,8 @@ import { SECOND } from '../time.js';
 import { metaFields } from './batch-meta.js';
 import { encodeRowEntry, type RowEntry } from './batch-rows.js';
 import { setQueueCap, storeBacklog, topUpQueue, type BacklogRow } from './backlog.js';
-import { BatchPrunedError, defineRetentionScripts, dropUnstartedBatch, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
+import { BatchPrunedError, dropUnstartedBatch, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
+import { scriptsIn, scriptsOn } from './redis-scripts.js';
 
 export interface EnqueueOptions {
   /**
@@ -334,40 +335,9 @@ function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
   };
 }
 
-// Appends a chunk to the draft rows list only where it belongs: a resend after a reconnect (whose
-// first try had landed) finds the list already longer and adds nothing, so no row is listed twice.
-const APPEND_ROWS = `
-if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
-end
-redis.call('PEXPIRE', KEYS[1], 86400000)
-return redis.call('LLEN', KEYS[1])
-`;
-
 async function appendRows(redis: FalbatchContext['redis'], draft: string, at: number, entries: string[]): Promise<void> {
-  if (!('falbatchAppendRows' in redis)) redis.defineCommand('falbatchAppendRows', { numberOfKeys: 1, lua: APPEND_ROWS });
-  const length = await (redis as unknown as { falbatchAppendRows: (key: string, ...args: Array<string | number>) => Promise<number> }).falbatchAppendRows(draft, at, ...entries);
+  const length = await scriptsOn(redis).falbatchAppendRows(draft, at, ...entries);
   if (length !== at + entries.length) throw new Error(`rows list ${draft} has ${length} entries, expected ${at + entries.length}: another enqueue of the same run?`);
-}
-
-// Points a row key at its new content, and drops the answer to its old content (counts follow).
-// KEYS: row keys, results, counts. ARGV: row key, new fingerprint.
-const EDIT_ROW = `
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-if old then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[3], cjson.decode(old)['status'], -1)
-end
-return 1
-`;
-
-interface EditScripts {
-  falbatchEditRow(rowKeys: string, results: string, counts: string, key: string, fingerprint: string): unknown;
-}
-
-function defineEditScript(redis: FalbatchContext['redis']): void {
-  if (!('falbatchEditRow' in redis)) redis.defineCommand('falbatchEditRow', { numberOfKeys: 3, lua: EDIT_ROW });
 }
 
 /** A row to call, as its batch's backlog stores it. */
@@ -426,20 +396,10 @@ interface Lease {
   keepAlive: string[];
 }
 
-// Renews a producer's lease only while it is still its own, and keeps the run's keys alive with it.
-const RENEW_LEASE = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], 86400000) end
-return 1
-`;
-
 async function renewLease(ctx: FalbatchContext, lease: Lease): Promise<void> {
   const redis = ctx.redis;
-  if (!('falbatchRenewLease' in redis)) redis.defineCommand('falbatchRenewLease', { lua: RENEW_LEASE });
-  const renew = (redis as unknown as { falbatchRenewLease: (numberOfKeys: number, ...args: Array<string | number>) => Promise<number> }).falbatchRenewLease;
   const keys = [lease.key, ...lease.keepAlive];
-  if ((await renew.call(redis, keys.length, ...keys, lease.run, LEASE_MS)) !== 1) {
+  if ((await scriptsOn(redis).falbatchRenewLease(keys.length, ...keys, lease.run, LEASE_MS)) !== 1) {
     if ((await redis.exists(lease.meta)) === 0) throw await vanishedBatchError(ctx, lease.batch);
     throw new ConfigError(`Lost the lease on ${lease.key}: another producer took over this batch (this one stalled for over ${LEASE_MS / SECOND} s). Enqueue again.`);
   }
@@ -600,10 +560,10 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
         // is stored in the batch's backlog, and new row keys are known to the batch. A row is never
         // known without being stored. Then the queue is topped up from the backlog, to --max-waiting.
         // (Scripts are defined on the client before the transaction is made: it takes them from there.)
-        if (edited.length > 0) defineEditScript(redis);
+        scriptsOn(redis);
         const store = redis.multi();
         for (const row of edited) {
-          (store as unknown as EditScripts).falbatchEditRow(batchKeys.keys, batchKeys.results, batchKeys.counts, row.key, row.fingerprint);
+          scriptsIn(store).falbatchEditRow(batchKeys.keys, batchKeys.results, batchKeys.counts, row.key, row.fingerprint);
           summary.changedRows++;
           if (summary.changed.length < REPORTED_REJECTIONS) {
             summary.changed.push({
@@ -631,7 +591,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     finish.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
     // The rows list comes with the draft's 24 h TTL: it gets the batch's, with every other key.
     // Open (the unfinished floor) while rows are pending; this producer's lease goes right after.
-    defineRetentionScripts(redis);
+    scriptsOn(redis);
     touchBatchIn(ctx, finish, batch, 'rows');
     await finish.exec();
     summary.stored = await redis.llen(batchKeys.backlog);

@@ -1,8 +1,10 @@
+import type { ChainableCommander } from 'ioredis';
 import { onHomeNode, type RedisClient } from './connection.js';
 import { BatchLostError, BatchNotFoundError, ConfigError } from '../errors.js';
 import { SECOND } from '../time.js';
 import { FOREVER, retentionArg, retentionFromMeta } from './retention-duration.js';
 import type { KeyLayout } from './keys.js';
+import { scriptsIn, scriptsOn } from './redis-scripts.js';
 
 // The duration format, apart so flag parsing does not load the Redis client.
 export { FOREVER, formatRetention, parseRetention, retentionArg, retentionFromMeta } from './retention-duration.js';
@@ -43,158 +45,13 @@ export interface RetentionSettings {
 
 /**
  * The keys a script that writes to a batch passes last (its "tail"), so the retention functions
- * below find them: batches, expiries, the producer lease, then the batch's data keys, meta, row
- * keys and counts first. Every data key from `meta` on gets the batch's PX.
+ * (redis-scripts/includes/retention.lua) find them: batches, expiries, the producer lease, then the
+ * batch's data keys, meta, row keys and counts first. Every data key from `meta` on gets the batch's PX.
  */
 export function retentionTail(keys: KeyLayout, batch: string): string[] {
   const b = keys.batch(batch);
   const lead = [b.meta, b.keys, b.counts];
   return [keys.batches, keys.expiries, b.enqueuing, ...lead, ...b.retained.filter((key) => !lead.includes(key))];
-}
-
-/** How many keys retentionTail gives (the same for every batch). */
-export function retentionTailLength(keys: KeyLayout): number {
-  return retentionTail(keys, 'x').length;
-}
-
-/**
- * Lua functions shared by every script that writes to a batch or the ledger. `t` is the index in
- * KEYS where the retention tail starts: KEYS[t] batches, t+1 expiries, t+2 lease, t+3 meta, t+4
- * row keys, t+5 counts, then the other data keys to the end of KEYS.
- */
-export const RETENTION_LUA = `
-local function falbatchNow()
-  local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
--- The batch's retention (ms), nil for ever; a batch from before retention (or gone) has the default.
-local function retentionOf(meta, default)
-  local stored = redis.call('HGET', meta, 'retention_ms') or default
-  if stored == 'forever' then return nil end
-  return tonumber(stored)
-end
--- Rows of the batch not ended yet.
-local function batchPending(t)
-  local ended = (tonumber(redis.call('HGET', KEYS[t + 5], 'ok')) or 0) + (tonumber(redis.call('HGET', KEYS[t + 5], 'failed')) or 0)
-  return redis.call('HLEN', KEYS[t + 4]) > ended
-end
--- Rows not ended yet, or a producer writing it.
-local function batchOpen(t)
-  return redis.call('EXISTS', KEYS[t + 2]) == 1 or batchPending(t)
-end
--- Every data key of the batch lives its retention from now (at least floor while it is open),
--- and the expiries zset says when; the batch is on the batches list. Lazy (a row beginning, which
--- creates no key but 'active', given its meta's life by liveAsMeta): nothing to do while the meta
--- still has 99 % of that life left; the expiries zset then runs up to 1 % early, which sweeps
--- correct (a sweep re-reads the meta's TTL before it drops a name).
-local function touchBatch(t, name, retention, floor, open, lazy)
-  local ttl = retention
-  if ttl and open and ttl < floor then ttl = floor end
-  if lazy then
-    local left = redis.call('PTTL', KEYS[t + 3])
-    if (ttl == nil and left == -1) or (ttl and left >= ttl - math.floor(ttl / 100)) then return end
-  end
-  for i = t + 3, #KEYS do
-    if ttl then redis.call('PEXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
-  end
-  local now = falbatchNow()
-  if ttl then redis.call('ZADD', KEYS[t + 1], now + ttl, name) else redis.call('ZADD', KEYS[t + 1], '+inf', name) end
-  redis.call('ZADD', KEYS[t], 'NX', redis.call('HGET', KEYS[t + 3], 'created_at') or now, name)
-end
--- A key created after the batch's touch in the same script lives as long as its meta.
-local function liveAsMeta(key, meta)
-  local left = redis.call('PTTL', meta)
-  if left > 0 then redis.call('PEXPIRE', key, left) end
-end
--- A paid answer lives at least ttl more (nil: for ever); never shortened.
-local function extendAnswer(key, ttl)
-  if ttl then redis.call('PEXPIRE', key, ttl, 'GT') else redis.call('PERSIST', key) end
-end
--- The first answer for a fingerprint wins; a later one only extends it.
-local function keepAnswer(key, entry, ttl)
-  local set
-  if ttl then set = redis.call('SET', key, entry, 'NX', 'PX', ttl) else set = redis.call('SET', key, entry, 'NX') end
-  if not set then extendAnswer(key, ttl) end
-end
-`;
-
-// Creates or reopens a batch for a producer: its name and creation time (kept), its retention
-// (the given one, or the one it has, or the default), and every data key renewed (open: the floor).
-// KEYS: the retention tail. ARGV: name, created at (ms), retention or '', default retention, floor.
-const OPEN_BATCH = `${RETENTION_LUA}
-redis.call('HSETNX', KEYS[4], 'name', ARGV[1])
-redis.call('HSETNX', KEYS[4], 'created_at', ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[4], 'retention_ms', ARGV[3]) else redis.call('HSETNX', KEYS[4], 'retention_ms', ARGV[4]) end
-touchBatch(1, ARGV[1], retentionOf(KEYS[4], ARGV[4]), tonumber(ARGV[5]), true)
-return redis.call('HGET', KEYS[4], 'retention_ms')
-`;
-
-// Renews a batch after writes to it. A batch whose meta is gone (pruned, lost, expired) gets
-// nothing: what the writer just put under its keys is removed, and 0 says so.
-// KEYS: the retention tail. ARGV: name, default retention, floor, open: 'open' (yes), 'auto'
-// (rows pending or a producer writing), 'rows' (rows pending; the caller is the producer, about to go).
-const TOUCH_BATCH = `${RETENTION_LUA}
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
-  return 0
-end
-local open = ARGV[4] == 'open' or (ARGV[4] == 'auto' and batchOpen(1)) or (ARGV[4] == 'rows' and batchPending(1))
-touchBatch(1, ARGV[1], retentionOf(KEYS[4], ARGV[2]), tonumber(ARGV[3]), open)
-return 1
-`;
-
-// One name of the batches list or the expiries zset whose time has come, or that has no expiry:
-// - its meta is gone: it expired (or was pruned or lost): off both lists, strays deleted;
-// - a batch from before retention (no retention_ms, no TTL): it gets the default from now;
-// - else its expiry is written down again from the meta's TTL (it was renewed meanwhile).
-// KEYS: the retention tail. ARGV: name, default retention, floor.
-const SWEEP_BATCH = `${RETENTION_LUA}
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
-  return 'expired'
-end
-local left = redis.call('PTTL', KEYS[4])
-if left == -1 and not redis.call('HGET', KEYS[4], 'retention_ms') then
-  touchBatch(1, ARGV[1], retentionOf(KEYS[4], ARGV[2]), tonumber(ARGV[3]), batchOpen(1))
-  return 'migrated'
-end
-if left < 0 then redis.call('ZADD', KEYS[2], '+inf', ARGV[1]) else redis.call('ZADD', KEYS[2], falbatchNow() + left, ARGV[1]) end
-redis.call('ZADD', KEYS[1], 'NX', redis.call('HGET', KEYS[4], 'created_at') or falbatchNow(), ARGV[1])
-return 'kept'
-`;
-
-// Moves answers of the pre-retention ledger hash to their own keys (the default retention).
-// KEYS: the ledger hash, then the answers' keys. ARGV: default retention, then their fingerprints.
-const MIGRATE_LEDGER = `
-local moved = 0
-for i = 2, #KEYS do
-  local entry = redis.call('HGET', KEYS[1], ARGV[i])
-  if entry then
-    if ARGV[1] == 'forever' then redis.call('SET', KEYS[i], entry, 'NX') else redis.call('SET', KEYS[i], entry, 'NX', 'PX', ARGV[1]) end
-    redis.call('HDEL', KEYS[1], ARGV[i])
-    moved = moved + 1
-  end
-end
-return moved
-`;
-
-interface RetentionScripts {
-  falbatchOpenBatch(numKeys: number, ...args: Array<string | number>): Promise<string>;
-  falbatchTouchBatch(numKeys: number, ...args: Array<string | number>): Promise<number>;
-  falbatchSweepBatch(numKeys: number, ...args: Array<string | number>): Promise<string>;
-  falbatchMigrateLedger(numKeys: number, ...args: Array<string | number>): Promise<number>;
-}
-
-function scriptsOf(redis: RedisClient): RetentionScripts {
-  if (!('falbatchOpenBatch' in redis)) {
-    redis.defineCommand('falbatchOpenBatch', { lua: OPEN_BATCH });
-    redis.defineCommand('falbatchTouchBatch', { lua: TOUCH_BATCH });
-    redis.defineCommand('falbatchSweepBatch', { lua: SWEEP_BATCH });
-    redis.defineCommand('falbatchMigrateLedger', { lua: MIGRATE_LEDGER });
-  }
-  return redis as unknown as RetentionScripts;
 }
 
 /** What the retention functions below need of a context. */
@@ -211,7 +68,7 @@ export interface RetentionContext {
  */
 export async function openBatch(ctx: RetentionContext, batch: string, options: { createdAt: number; retentionMs?: number | undefined }): Promise<number> {
   const tail = retentionTail(ctx.keys, batch);
-  const stored = await scriptsOf(ctx.redis).falbatchOpenBatch(
+  const stored = await scriptsOn(ctx.redis).falbatchOpenBatch(
     tail.length,
     ...tail,
     batch,
@@ -231,7 +88,7 @@ export async function dropUnstartedBatch(ctx: RetentionContext, batch: string): 
   await ctx.redis.multi().zrem(ctx.keys.batches, batch).zrem(ctx.keys.expiries, batch).unlink(...ctx.keys.batch(batch).retained).exec();
 }
 
-/** Whether a touch holds the batch open (the floor applies): see TOUCH_BATCH. */
+/** Whether a touch holds the batch open (the floor applies): see redis-scripts/touch-batch.lua. */
 export type TouchMode = 'open' | 'auto' | 'rows';
 
 /**
@@ -240,18 +97,13 @@ export type TouchMode = 'open' | 'auto' | 'rows';
  */
 export async function touchBatch(ctx: RetentionContext, batch: string, mode: TouchMode): Promise<boolean> {
   const tail = retentionTail(ctx.keys, batch);
-  return (await scriptsOf(ctx.redis).falbatchTouchBatch(tail.length, ...tail, ...touchArgs(ctx, batch, mode))) === 1;
+  return (await scriptsOn(ctx.redis).falbatchTouchBatch(tail.length, ...tail, ...touchArgs(ctx, batch, mode))) === 1;
 }
 
-/** The same, queued on a MULTI or pipeline (the script must be defined on the connection first: defineRetentionScripts). */
-export function touchBatchIn(ctx: RetentionContext, pipeline: unknown, batch: string, mode: TouchMode): void {
+/** The same, queued on a MULTI or pipeline (made after scriptsOn(redis): it takes the scripts from its client). */
+export function touchBatchIn(ctx: RetentionContext, pipeline: ChainableCommander, batch: string, mode: TouchMode): void {
   const tail = retentionTail(ctx.keys, batch);
-  (pipeline as RetentionScripts).falbatchTouchBatch(tail.length, ...tail, ...touchArgs(ctx, batch, mode));
-}
-
-/** Defines the retention scripts on a connection (before a MULTI uses them). */
-export function defineRetentionScripts(redis: RedisClient): void {
-  scriptsOf(redis);
+  scriptsIn(pipeline).falbatchTouchBatch(tail.length, ...tail, ...touchArgs(ctx, batch, mode));
 }
 
 function touchArgs(ctx: RetentionContext, batch: string, mode: TouchMode): Array<string | number> {
@@ -296,7 +148,7 @@ export async function sweepExpiredBatches(ctx: RetentionContext, limit = SWEEP_L
     }
   }
   const summary: SweepSummary = { expired: [], migrated: [] };
-  const scripts = scriptsOf(redis);
+  const scripts = scriptsOn(redis);
   for (const name of names) {
     const tail = retentionTail(keys, name);
     const outcome = await scripts.falbatchSweepBatch(tail.length, ...tail, name, retentionArg(ctx.config.retentionMs), ctx.config.unfinishedRetentionMs);
@@ -309,7 +161,7 @@ export async function sweepExpiredBatches(ctx: RetentionContext, limit = SWEEP_L
 /** Moves every answer of the pre-retention ledger hash to its own key, with the default retention. Returns how many. */
 export async function migrateLegacyLedger(ctx: RetentionContext): Promise<number> {
   const { redis, keys } = ctx;
-  const scripts = scriptsOf(redis);
+  const scripts = scriptsOn(redis);
   let moved = 0;
   let cursor = '0';
   do {

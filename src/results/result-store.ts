@@ -4,190 +4,12 @@ import { BatchLostError } from '../errors.js';
 import type { BatchKeys, KeyLayout } from '../queue/keys.js';
 import { CONTROL_FIELDS, controlFrom, type BatchControl } from '../queue/batch-control.js';
 import { jobIdFor } from '../manifest/row-key.js';
-import { RETENTION_LUA, retentionArg, retentionTail, retentionTailLength, type RetentionSettings } from '../queue/retention.js';
-import { RATE_SLOT_MS, RATE_SLOTS, statsIncrements } from './batch-figures.js';
+import { scriptsOn } from '../queue/redis-scripts.js';
+import { retentionArg, retentionTail, type RetentionSettings } from '../queue/retention.js';
+import { statsIncrements } from './batch-figures.js';
 import type { LedgerEntry, RowResult } from './row-result.js';
 
-// Starts a row, atomically: has it ended? was an identical row already paid for (the ledger keeps
-// answers only)? else claim the right to call fal for this input, unless another row holds it.
-// Then the row's own request: one saved by any delivery of this row is resumed; one being
-// submitted right now by another delivery (a worker that lost its lock while alive) is waited
-// for; otherwise this delivery marks the row as submitting, before it calls fal.
-// One round trip, and no gap in which a twin's answer or another delivery's submit could slip by.
-// A job whose content is no longer the row's (the row was edited and enqueued again) is stale.
-// A batch whose meta is gone while its row's job still exists expired (its retention ran out) or
-// was pruned: the row is dropped (its saved request and its claim with it). With the job gone
-// too, Redis lost the batch (flushed, or restarted without persistence).
-// A row beginning is a write to its batch: every key of the batch lives its retention again (at
-// least the unfinished floor: the row has not ended), lazily (see touchBatch). The ledger is a key per answer; one found
-// only in the ledger hash of earlier versions moves to its own key. A reused answer lives at
-// least this batch's retention from now.
-// A row that goes on to call fal (or to resume its request) joins the batch's active rows.
-// Gated (ARGV[12] = 1): a batch paused, cancelled or under a spend cap is not begun; what the
-// worker needs to decide (the control fields, the spend so far, the row's request) comes back
-// instead, in the same round trip, changing nothing. A plain running batch, the common case, begins.
-// KEYS: results, ledger entry, inflight, request, row keys, meta, active, legacy ledger hash, job, stats, then the retention tail.
-// ARGV: row key, fingerprint, owner, claim ttl (ms), resume (1/0), submitting marker, marker ttl (ms), now (ms),
-//       batch, default retention, unfinished floor (ms), gated (1/0), then the control fields to read.
-const BEGIN_ROW = `${RETENTION_LUA}
-if redis.call('EXISTS', KEYS[6]) == 0 then
-  if redis.call('EXISTS', KEYS[9]) == 0 then return {'lost'} end
-  -- Nobody will read this row's request or claim again.
-  redis.call('DEL', KEYS[4])
-  if redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
-  return {'gone'}
-end
-if ARGV[12] == '1' then
-  local control = redis.call('HMGET', KEYS[6], 'ctl_state', 'max_spend')
-  if control[1] == 'paused' or control[1] == 'cancelled' or control[2] then
-    local spend = redis.call('HMGET', KEYS[10], 'billed', 'inference_ms')
-    return {'control', redis.call('GET', KEYS[4]), spend[1], spend[2], unpack(redis.call('HMGET', KEYS[6], unpack(ARGV, 13)))}
-  end
-end
-local retention = retentionOf(KEYS[6], ARGV[10])
-touchBatch(11, ARGV[9], retention, tonumber(ARGV[11]), true, true)
-local wanted = redis.call('HGET', KEYS[5], ARGV[1])
-if wanted and wanted ~= ARGV[2] then return {'stale'} end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'ended'} end
-local paid = redis.call('GET', KEYS[2])
-if not paid then
-  paid = redis.call('HGET', KEYS[8], ARGV[2])
-  if paid and cjson.decode(paid)['status'] == 'ok' then
-    keepAnswer(KEYS[2], paid, retention)
-    redis.call('HDEL', KEYS[8], ARGV[2])
-  end
-end
-if paid and cjson.decode(paid)['status'] == 'ok' then
-  extendAnswer(KEYS[2], retention)
-  return {'ledger', paid}
-end
-local request = redis.call('GET', KEYS[4])
-local saved = request and string.sub(request, 1, 4) == 'rid:'
-local current = redis.call('GET', KEYS[3])
-if not (ARGV[5] == '1' or saved or current == false or current == ARGV[3]) then return {'held', current} end
-redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-redis.call('HSET', KEYS[7], ARGV[3], ARGV[8])
-liveAsMeta(KEYS[7], KEYS[6])
-if saved then return {'resume', request} end
-if ARGV[5] == '1' then return {'claimed'} end
-if request and request ~= ARGV[6] then return {'submitting', request} end
-redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7])
-return {'claimed'}
-`;
-
-// Takes the submitting mark over from a delivery whose connection is gone, unless it changed.
-// KEYS: request. ARGV: the mark seen, this delivery's mark, ttl (ms).
-const TAKE_OVER_SUBMIT = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-`;
-
-// Drops a row's request state: any (ARGV[1] == ''), or only this delivery's submitting mark.
-const DROP_REQUEST = `
-if ARGV[1] == '' or redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
-
-// Ends a row, atomically: the first final result for a row key wins, counts move once, the ledger
-// learns an answer once, and the row lets go of its claim (if it still holds it). At-least-once
-// delivery can run a row twice; this keeps the second run from counting twice.
-// The row's request state goes too: the row has ended. A stale job (the row's content changed
-// since) pairs its answer with no row: it only goes to the ledger, under the content it answers.
-// A batch Redis lost gets nothing written under its keys (nobody would read them); its answer
-// still goes to the ledger, so enqueuing the manifest again does not pay for it. The same for a
-// batch that expired or was pruned (its meta is gone but the row's job is still there: -3, not -2).
-// The ledger is a key per answer, living the batch's retention (the default for a batch that is
-// gone); an answer already there wins, and lives at least as long.
-// Ending a row is a write to its batch: every key of the batch lives its retention again, from
-// now; at least the unfinished floor while rows are still to end or a producer writes it.
-// The batch's stats (figures `status` shows in O(1)) move with the counts, once per row: sums and
-// latency histogram buckets (fields and increments computed by statsIncrements), the first and last
-// finish, and a ring of RATE_SLOTS slots of RATE_SLOT_MS counting rows ended (the rate over the
-// last minute); a slot is reset when it comes round again, and a finish older than the slot's
-// current lap (a worker's clock far behind) is left out of the rate.
-// The row leaves the batch's active rows.
-// KEYS: results, counts, ledger entry, inflight, request, row keys, meta, stats, active, job, then the retention tail.
-// ARGV: row key, result, status, fingerprint, ledger entry or '', owner or '', finished at (ms),
-//       batch, default retention, unfinished floor (ms), then stats field/increment pairs.
-const RECORD_RESULT = `${RETENTION_LUA}
-local added = 0
-local wanted = redis.call('HGET', KEYS[6], ARGV[1])
-local retention = retentionOf(KEYS[7], ARGV[9])
-if redis.call('EXISTS', KEYS[7]) == 0 then
-  if ARGV[5] ~= '' then keepAnswer(KEYS[3], ARGV[5], retention) end
-  if redis.call('EXISTS', KEYS[10]) == 1 then added = -3 else added = -2 end
-elseif wanted and wanted ~= ARGV[4] then
-  if ARGV[5] ~= '' then keepAnswer(KEYS[3], ARGV[5], retention) end
-  added = -1
-elseif redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-  if ARGV[5] ~= '' then keepAnswer(KEYS[3], ARGV[5], retention) end
-  added = 1
-  for i = 11, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[8], ARGV[i], ARGV[i + 1]) end
-  local at = tonumber(ARGV[7])
-  local first = tonumber(redis.call('HGET', KEYS[8], 'first_at') or '')
-  if first == nil or at < first then redis.call('HSET', KEYS[8], 'first_at', ARGV[7]) end
-  local last = tonumber(redis.call('HGET', KEYS[8], 'last_at') or '')
-  if last == nil or at > last then redis.call('HSET', KEYS[8], 'last_at', ARGV[7]) end
-  local slot = math.floor(at / ${RATE_SLOT_MS})
-  local ring = slot % ${RATE_SLOTS}
-  local lap = tonumber(redis.call('HGET', KEYS[8], 'rt:' .. ring) or '')
-  if lap == nil or lap < slot then
-    redis.call('HSET', KEYS[8], 'rt:' .. ring, slot, 'r:' .. ring, 1)
-  elseif lap == slot then
-    redis.call('HINCRBY', KEYS[8], 'r:' .. ring, 1)
-  end
-end
-if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) == ARGV[6] then redis.call('DEL', KEYS[4]) end
-if ARGV[6] ~= '' then
-  redis.call('DEL', KEYS[5])
-  redis.call('HDEL', KEYS[9], ARGV[6])
-end
-if added >= -1 then touchBatch(11, ARGV[8], retention, tonumber(ARGV[10]), batchOpen(11)) end
-return added
-`;
-
-// Counts a batch's rows calling fal now: its active rows whose BullMQ job is locked by a worker.
-// An entry whose lock is gone belongs to a worker that died (its lock expired) or to a row that
-// left without saying so: it is removed, here, atomically (a worker picking the row up again adds
-// it back in BEGIN_ROW, under a fresh lock). O(rows in flight), bounded by the workers' concurrency.
-// KEYS: active. ARGV: a job lock key's text before and after the job id.
-const COUNT_ACTIVE = `
-local n = 0
-for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. id .. ARGV[2]) == 1 then n = n + 1 else redis.call('HDEL', KEYS[1], id) end
-end
-return n
-`;
-
-// A row stops calling fal without an answer: it leaves the active rows; its request state goes
-// (any, or only this delivery's mark), and its claim (if still its own).
-// KEYS: active, request, inflight. ARGV: owner, drop request ('', 'any' or 'mark'), mark, release (1/0).
-const ABANDON_ROW = `
-redis.call('HDEL', KEYS[1], ARGV[1])
-if ARGV[2] == 'any' or (ARGV[2] == 'mark' and redis.call('GET', KEYS[2]) == ARGV[3]) then redis.call('DEL', KEYS[2]) end
-if ARGV[4] == '1' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
-return 1
-`;
-
-// Release a claim only if it is still ours (it may have been taken over since).
-const RELEASE_CLAIM = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
-
-// Take a claim over from an owner that is gone, unless someone else did first.
-const TAKE_OVER_CLAIM = `
-local current = redis.call('GET', KEYS[1])
-if current == false or current == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-`;
-
-/** How a row starts: see BEGIN_ROW. */
+/** How a row starts: see redis-scripts/begin-row.lua. */
 export type RowStart =
   | { kind: 'ended' }
   /** The job's content is no longer the row's: the row was edited and enqueued again. */
@@ -324,34 +146,6 @@ function parse<T>(json: string | null | undefined): T | undefined {
   }
 }
 
-interface Scripts {
-  /** KEYS and ARGV as BEGIN_ROW says, the retention tail last among the keys. */
-  falbatchBeginRow(...args: Array<string | number>): Promise<Array<string | null>>;
-  falbatchTakeOverSubmit(request: string, seen: string, mark: string, ttlMs: number): Promise<number>;
-  falbatchDropRequest(request: string, mark: string): Promise<number>;
-  /** KEYS and ARGV as RECORD_RESULT says, the retention tail last among the keys. */
-  falbatchRecordResult(...args: Array<string | number>): Promise<number>;
-  falbatchReleaseClaim(key: string, owner: string): Promise<number>;
-  falbatchAbandonRow(active: string, request: string, inflight: string, owner: string, drop: string, mark: string, release: string): Promise<number>;
-  falbatchTakeOverClaim(key: string, from: string, to: string, ttlMs: number): Promise<number>;
-  falbatchCountActive(active: string, lockBefore: string, lockAfter: string): Promise<number>;
-}
-
-function scriptsOf(redis: RedisClient, keys: KeyLayout): Scripts {
-  if (!('falbatchBeginRow' in redis)) {
-    const tail = retentionTailLength(keys);
-    redis.defineCommand('falbatchBeginRow', { numberOfKeys: 10 + tail, lua: BEGIN_ROW });
-    redis.defineCommand('falbatchRecordResult', { numberOfKeys: 10 + tail, lua: RECORD_RESULT });
-    redis.defineCommand('falbatchTakeOverSubmit', { numberOfKeys: 1, lua: TAKE_OVER_SUBMIT });
-    redis.defineCommand('falbatchDropRequest', { numberOfKeys: 1, lua: DROP_REQUEST });
-    redis.defineCommand('falbatchReleaseClaim', { numberOfKeys: 1, lua: RELEASE_CLAIM });
-    redis.defineCommand('falbatchAbandonRow', { numberOfKeys: 3, lua: ABANDON_ROW });
-    redis.defineCommand('falbatchTakeOverClaim', { numberOfKeys: 1, lua: TAKE_OVER_CLAIM });
-    redis.defineCommand('falbatchCountActive', { numberOfKeys: 1, lua: COUNT_ACTIVE });
-  }
-  return redis as unknown as Scripts;
-}
-
 function ledgerEntryOf(result: RowResult): LedgerEntry {
   return {
     status: result.status,
@@ -369,7 +163,7 @@ function ledgerEntryOf(result: RowResult): LedgerEntry {
  * answers of batches that are gone are kept for, and the floor of unfinished batches.
  */
 export function createResultStore(redis: RedisClient, keys: KeyLayout, retention: RetentionSettings = { retentionMs: DEFAULT_CONFIG.retentionMs, unfinishedRetentionMs: DEFAULT_CONFIG.unfinishedRetentionMs }): ResultStore {
-  const scripts = scriptsOf(redis, keys);
+  const scripts = scriptsOn(redis);
   const defaultRetention = retentionArg(retention.retentionMs);
   // A batch's keys and retention tail, made once per batch rather than for every call of every row.
   const batchCache = new Map<string, { keys: BatchKeys; tail: string[] }>();
@@ -404,6 +198,7 @@ export function createResultStore(redis: RedisClient, keys: KeyLayout, retention
     async begin(batch, key, fingerprint, options) {
       const { keys: batchKeys, tail } = cachedBatch(batch);
       const reply = await scripts.falbatchBeginRow(
+        10 + tail.length, // keys: the row's 10 (see the script), then the retention tail
         batchKeys.results,
         keys.ledger(fingerprint),
         keys.inflight(fingerprint),
@@ -450,7 +245,7 @@ export function createResultStore(redis: RedisClient, keys: KeyLayout, retention
       return { kind: 'held', owner: value ?? '' };
     },
     async takeOverSubmit(owner, seen, mark, ttlMs) {
-      return (await scripts.falbatchTakeOverSubmit(keys.request(owner), seen, mark, ttlMs)) === 1;
+      return (await scripts.falbatchCompareAndSet(keys.request(owner), seen, mark, ttlMs)) === 1;
     },
     async saveRequest(owner, requestId, submittedAt, ttlMs) {
       await redis.set(keys.request(owner), `rid:${submittedAt}:${requestId}`, 'PX', ttlMs);
@@ -461,6 +256,7 @@ export function createResultStore(redis: RedisClient, keys: KeyLayout, retention
     async record(batch, key, fingerprint, result, options) {
       const { keys: batchKeys, tail } = cachedBatch(batch);
       const added = await scripts.falbatchRecordResult(
+        10 + tail.length, // keys: the row's 10 (see the script), then the retention tail
         batchKeys.results,
         batchKeys.counts,
         keys.ledger(fingerprint),
@@ -501,7 +297,7 @@ export function createResultStore(redis: RedisClient, keys: KeyLayout, retention
       return (await scripts.falbatchTakeOverClaim(keys.inflight(fingerprint), from, to, ttlMs)) === 1;
     },
     async release(fingerprint, owner) {
-      await scripts.falbatchReleaseClaim(keys.inflight(fingerprint), owner);
+      await scripts.falbatchCompareAndDelete(keys.inflight(fingerprint), owner);
     },
     async leave(batch, owner) {
       await redis.hdel(batchKeys(batch).active, owner);

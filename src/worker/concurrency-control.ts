@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { FalbatchContext } from '../context.js';
 import { SECOND } from '../time.js';
 import type { QueueConcurrency } from '../queue/queue-concurrency.js';
+import { scriptsOn } from '../queue/redis-scripts.js';
 import { createFlightTracker, type FlightTracker } from './fal-load.js';
 import { createSlotLearner, headroomFor, type FalLoad, type SlotDecision, type SlotLearner } from './slot-learner.js';
 
@@ -37,60 +38,6 @@ export interface ConcurrencyControl {
 }
 
 
-// Takes or keeps a lease. KEYS: key. ARGV: holder, ms. Returns 1 when held by `holder` now.
-const HOLD = `
-local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-`;
-
-// Writes the queue's cap (a lease). KEYS: cap hash, BullMQ's queue meta. ARGV: '1' when it is an
-// auto cap (then only if no fixed cap is held), PX, the cap, then field, value pairs. Returns 1 when written.
-// KEYS[2]: BullMQ's queue meta, whose \`concurrency\` field is its global concurrency (what
-// Queue.setGlobalConcurrency writes), set in the same script so no other write lands between.
-const WRITE_CAP = `
-if ARGV[1] == '1' and redis.call('HGET', KEYS[1], 'mode') == 'fixed' then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[2], 'concurrency', ARGV[3])
-return 1
-`;
-
-// A worker's report of its load, stamped with Redis's clock (every host's reports compare, whatever
-// their clocks). KEYS: load hash. ARGV: worker id, report, PX. Returns Redis's time (ms).
-const REPORT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ',' .. now)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return now
-`;
-
-// Drops a lease held by `holder`. KEYS: key. ARGV: holder.
-const DROP = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
-
-interface Scripts {
-  falbatchWriteCap(key: string, bullMeta: string, auto: string, ms: number, cap: number, ...fields: string[]): Promise<number>;
-  falbatchReportLoad(key: string, worker: string, report: string, ms: number): Promise<number>;
-  falbatchHoldLease(key: string, holder: string, ms: number): Promise<number>;
-  falbatchDropLease(key: string, holder: string): Promise<number>;
-}
-
-function scripts(ctx: FalbatchContext): Scripts {
-  if (!('falbatchHoldLease' in ctx.redis)) {
-    ctx.redis.defineCommand('falbatchHoldLease', { numberOfKeys: 1, lua: HOLD });
-    ctx.redis.defineCommand('falbatchDropLease', { numberOfKeys: 1, lua: DROP });
-    ctx.redis.defineCommand('falbatchReportLoad', { numberOfKeys: 1, lua: REPORT });
-    ctx.redis.defineCommand('falbatchWriteCap', { numberOfKeys: 2, lua: WRITE_CAP });
-  }
-  return ctx.redis as unknown as Scripts;
-}
-
 /**
  * The queue's in-flight cap (BullMQ's global concurrency), kept by the workers that set it:
  *
@@ -111,7 +58,7 @@ export async function startConcurrencyControl(
   options: { tickMs?: number; localMax?: number; onError?: (error: unknown) => boolean; holding?: () => boolean } = {},
 ): Promise<ConcurrencyControl> {
   const { redis, keys, clock, log, queue } = ctx;
-  const lua = scripts(ctx);
+  const lua = scriptsOn(ctx.redis);
   const id = randomUUID();
   const tracker = createFlightTracker();
   const tickMs = options.tickMs ?? CONTROL_TICK_MS;
@@ -243,7 +190,7 @@ export async function startConcurrencyControl(
     async close() {
       clearInterval(timer);
       await redis.hdel(keys.falLoad, id).catch(() => undefined);
-      await lua.falbatchDropLease(keys.concurrencyLeader, id).catch(() => undefined);
+      await lua.falbatchCompareAndDelete(keys.concurrencyLeader, id).catch(() => undefined);
       // The last auto worker leaves no cap behind (others would take the lead within a tick).
       // (Any other report still there: a worker stopped within the last seconds lets it lapse.)
       const others = Object.values(await redis.hgetall(keys.falLoad).catch(() => ({})));

@@ -1,21 +1,12 @@
 import type { FalbatchContext } from '../context.js';
-
-// Keeps a job's lock alive if it is still this delivery's. PEXPIRE needs no room, so Redis out
-// of memory accepts it, where BullMQ's own renewal (a SET) is refused.
-// KEYS: the job's lock. ARGV: token, lock duration (ms).
-const KEEP_LOCK = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`;
-
-interface LockScripts {
-  falbatchKeepLock(lock: string, token: string, ms: number): Promise<number>;
-}
+import { scriptsOn } from '../queue/redis-scripts.js';
 
 /**
  * The locks of the rows this worker holds, kept alive while Redis is out of memory: BullMQ cannot
  * renew them then, and a lock that runs out hands its row to a second delivery (and fills the log
- * with "Missing lock" once Redis has room again), though this worker still holds the row.
+ * with "Missing lock" once Redis has room again), though this worker still holds the row. It
+ * extends them with PEXPIRE (redis-scripts/compare-and-pexpire.lua), which Redis out of memory
+ * accepts, where BullMQ's own renewal (a SET) is refused.
  */
 export interface LockKeeper {
   track(jobId: string, token: string | undefined): void;
@@ -26,8 +17,7 @@ export interface LockKeeper {
 
 export function createLockKeeper(ctx: Pick<FalbatchContext, 'redis' | 'keys'>, lockDurationMs: number): LockKeeper {
   const { redis, keys } = ctx;
-  if (!('falbatchKeepLock' in redis)) redis.defineCommand('falbatchKeepLock', { numberOfKeys: 1, lua: KEEP_LOCK });
-  const scripts = redis as unknown as LockScripts;
+  const scripts = scriptsOn(redis);
   const held = new Map<string, string>();
   return {
     track(jobId, token) {
@@ -37,7 +27,7 @@ export function createLockKeeper(ctx: Pick<FalbatchContext, 'redis' | 'keys'>, l
       held.delete(jobId);
     },
     async keep() {
-      await Promise.all([...held].map(([jobId, token]) => scripts.falbatchKeepLock(keys.jobLock(jobId), token, lockDurationMs).catch(() => 0)));
+      await Promise.all([...held].map(([jobId, token]) => scripts.falbatchCompareAndPexpire(keys.jobLock(jobId), token, lockDurationMs).catch(() => 0)));
     },
   };
 }
