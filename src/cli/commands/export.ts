@@ -4,6 +4,7 @@ import { waitForBatch } from '../../ops/status.js';
 import { exportResults } from '../../results/export.js';
 import { resolvePrice } from '../../fal/pricing.js';
 import { readBatchMeta } from '../../queue/batch-meta.js';
+import { captionOptions } from '../../results/caption-files.js';
 import { writeCaptions } from '../../results/write-captions.js';
 import type { CliIo } from '../io.js';
 import { captionFailures, captionsReport, exportReport } from '../output.js';
@@ -25,8 +26,7 @@ export function exportCommand(io: CliIo, exit: (code: number) => void): Command 
       .option('--out <file>', 'results file, .csv, .jsonl or .parquet (written atomically, with X.errors.csv and X.report.json beside it); needed unless --captions')
       .option('--wait', 'wait until the batch is finished first'),
   ).action(async ({ wait, ...flags }: ExportFlags) => {
-    const captions = captionsFrom(flags);
-    if (flags.out === undefined && !captions) throw new ConfigError('export needs --out FILE (.csv, .jsonl or .parquet), or --captions to write caption files beside the images, or both');
+    if (flags.out === undefined && !captionsFrom(flags)) throw new ConfigError('export needs --out FILE (.csv, .jsonl or .parquet), or --captions to write caption files beside the images, or both');
     const hfMetadata = hfMetadataFrom(flags);
     if (hfMetadata && flags.out === undefined) throw new ConfigError('--hf-metadata goes with --out FILE: the report beside it says what metadata.jsonl holds');
     await withSession(io, flags, {}, async ({ ctx }) => {
@@ -36,6 +36,15 @@ export function exportCommand(io: CliIo, exit: (code: number) => void): Command 
       }
       const meta = await readBatchMeta(ctx.redis, ctx.keys, flags.batch);
       const { price } = await resolvePrice(ctx.config, meta?.defaultEndpoint || ctx.config.endpoint);
+      // Caption flags not given here are the batch's last enqueue's (--caption-ext, a trigger word).
+      const captions = flags.captions
+        ? captionOptions({
+            ext: flags.captionExt ?? (meta?.captionExt || undefined),
+            mode: flags.captionMode,
+            prefix: flags.captionPrefix ?? meta?.captionPrefix,
+            suffix: flags.captionSuffix ?? meta?.captionSuffix,
+          })
+        : undefined;
       // Caption files first: metadata.jsonl and skipped rows' captions are read from them.
       const written = captions ? await writeCaptions(ctx, { batch: flags.batch, captions }) : undefined;
       const summary =
