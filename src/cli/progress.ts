@@ -125,9 +125,11 @@ export function createProgressView(io: CliIo, options: ProgressViewOptions, sing
 
   if (options.mode !== 'bar') {
     // The figures of the last plain lines written: a final snapshot saying the same (a rerun with
-    // nothing to do is finished at its first look) is not written twice.
+    // nothing to do is finished at its first look) is not written twice. A finished batch's rate
+    // is left out of the comparison: it is over the last minute, so it moves between two looks.
     let lastFigures: string | undefined;
-    const figuresOf = (statuses: readonly BatchStatus[]): string => JSON.stringify(statuses.map((s) => [s.batch, figures(s)]));
+    const figuresOf = (statuses: readonly BatchStatus[]): string =>
+      JSON.stringify(statuses.map((s) => [s.batch, figures(s.finished ? { ...s, rowsPerMinute: 0 } : s)]));
     const emit = (statuses: readonly BatchStatus[], final: boolean): void => {
       const now = options.now();
       if (options.mode === 'lines' && final && figuresOf(statuses) === lastFigures) return;

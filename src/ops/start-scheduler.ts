@@ -1,6 +1,7 @@
 import { closeOnce, closeWithinGrace } from '../close-within-grace.js';
 import { Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
+import { isRedisOutOfMemory } from '../errors.js';
 import type { FalCaller } from '../fal/fal-caller.js';
 import { createCheckedUploads } from '../manifest/upload-images.js';
 import { runScheduleTick } from './schedule-tick.js';
@@ -131,7 +132,11 @@ export async function startScheduler(ctx: FalbatchContext, options: StartSchedul
     // A tick whose process died is run once more by another (enqueueing resumes, nothing is paid twice).
     maxStalledCount: 1,
   });
-  worker.on('error', (error) => log.warn('scheduler error', { error: ctx.scrub(error.message) }));
+  worker.on('error', (error) => {
+    // Redis out of memory: the row worker of the same `work` process says it once and plainly
+    // (redis-memory-pause.ts); BullMQ's refused moves here (every few seconds) are not logged one by one.
+    (isRedisOutOfMemory(error) ? log.debug : log.warn)('scheduler error', { error: ctx.scrub(error.message) });
+  });
   worker.on('failed', (job, error) => {
     if (job) log.warn(`schedule ${job.repeatJobKey ?? job.data.name}: tick failed: ${ctx.scrub(error.message)}`);
   });

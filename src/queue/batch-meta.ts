@@ -28,6 +28,12 @@ export interface BatchMeta {
    */
   captionExt: string;
   /**
+   * `--caption-prefix` and `--caption-suffix` of that enqueue ('' when none): `export --captions`
+   * without them writes the caption files as the enqueue said (a trigger word kept).
+   */
+  captionPrefix: string;
+  captionSuffix: string;
+  /**
    * How long the batch is kept after its last write (ms; Infinity: until pruned). Undefined for a
    * batch from before retention: the namespace default applies (see queue/retention.ts).
    */
@@ -49,6 +55,8 @@ export async function readBatchMeta(redis: RedisClient, keys: KeyLayout, batch: 
     extras: raw['extras'] ? (JSON.parse(raw['extras']) as string[]) : [],
     filesRoot: raw['files_root'] ?? '',
     captionExt: raw['caption_ext'] ?? '',
+    captionPrefix: raw['caption_prefix'] ?? '',
+    captionSuffix: raw['caption_suffix'] ?? '',
     retentionMs: retentionFromMeta(raw['retention_ms']),
   };
 }
@@ -66,6 +74,8 @@ export function metaFields(meta: Partial<BatchMeta>): Record<string, string> {
   if (meta.extras !== undefined) fields['extras'] = JSON.stringify(meta.extras);
   if (meta.filesRoot !== undefined) fields['files_root'] = meta.filesRoot;
   if (meta.captionExt !== undefined) fields['caption_ext'] = meta.captionExt;
+  if (meta.captionPrefix !== undefined) fields['caption_prefix'] = meta.captionPrefix;
+  if (meta.captionSuffix !== undefined) fields['caption_suffix'] = meta.captionSuffix;
   if (meta.retentionMs !== undefined) fields['retention_ms'] = retentionArg(meta.retentionMs);
   return fields;
 }

@@ -587,7 +587,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     const finish = redis.multi();
     if (summary.rows > 0) finish.rename(draft, batchKeys.rows);
     else finish.del(batchKeys.rows);
-    finish.hset(batchKeys.meta, metaFields({ manifest: options.manifestLabel ?? file, updatedAt: clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, skipped: summary.skipped, extras, filesRoot: source.filesRoot, captionExt: options.captions?.ext ?? '' }));
+    finish.hset(batchKeys.meta, metaFields({ manifest: options.manifestLabel ?? file, updatedAt: clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, skipped: summary.skipped, extras, filesRoot: source.filesRoot, captionExt: options.captions?.ext ?? '', captionPrefix: options.captions?.prefix ?? '', captionSuffix: options.captions?.suffix ?? '' }));
     finish.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
     // The rows list comes with the draft's 24 h TTL: it gets the batch's, with every other key.
     // Open (the unfinished floor) while rows are pending; this producer's lease goes right after.

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { FalbatchContext } from '../context.js';
 import { SECOND } from '../time.js';
 
@@ -30,6 +31,9 @@ export interface OwnBatchFilter {
 
 export function createOwnBatchFilter(ctx: FalbatchContext, own: () => string | undefined): OwnBatchFilter {
   const closing = new AbortController();
+  // Every slot of the worker may rest on this one signal at once: more than Node's default of 10
+  // listeners is expected, not a leak (each rest removes its own when it ends).
+  setMaxListeners(0, closing.signal);
   let rotated = 0;
   let lap: number | undefined;
   let idleLaps = 0;

@@ -40,6 +40,15 @@ export interface RedisMemoryPauseOptions {
 
 /** A pause starting this soon after the last one ended is the same episode (Redis at the brink): said at debug level. */
 const SAME_EPISODE_MS = MINUTE;
+/**
+ * A pause said at debug level that lasts this long is no flicker at the brink: it is said then, and
+ * its end too, so the last word of the log is not "accepts writes again" while the worker waits.
+ */
+const QUIET_PAUSE_MAX_MS = 10 * SECOND;
+const OUT_OF_MEMORY_LINE =
+  'Redis is out of memory (maxmemory reached): it refuses writes, so this worker takes no new rows until it accepts them again. ' +
+  'No attempt is spent; rows in flight keep their fal requests and answers, and save them then. ' +
+  REDIS_MEMORY_ADVICE;
 
 export function createRedisMemoryPause(options: RedisMemoryPauseOptions): RedisMemoryPause {
   const { clock, log } = options;
@@ -80,6 +89,10 @@ export function createRedisMemoryPause(options: RedisMemoryPauseOptions): RedisM
         // Still full, or not answering at all: look again, less often.
         if (!isRedisOutOfMemory(error)) log.debug('memory probe failed', { error: (error as Error).message });
       }
+      if (!loud && since !== undefined && clock.now() - since >= QUIET_PAUSE_MAX_MS) {
+        loud = true;
+        log.error(`${OUT_OF_MEMORY_LINE} (for ${formatDuration(clock.now() - since)} now)`);
+      }
       wait = Math.min(maxMs, wait * 2);
     }
   };
@@ -93,11 +106,7 @@ export function createRedisMemoryPause(options: RedisMemoryPauseOptions): RedisM
       if (since !== undefined || stop.signal.aborted) return true;
       since = clock.now();
       loud = since - lastEnd > SAME_EPISODE_MS;
-      (loud ? log.error : log.debug)(
-        'Redis is out of memory (maxmemory reached): it refuses writes, so this worker takes no new rows until it accepts them again. ' +
-          'No attempt is spent; rows in flight keep their fal requests and answers, and save them then. ' +
-          REDIS_MEMORY_ADVICE,
-      );
+      (loud ? log.error : log.debug)(OUT_OF_MEMORY_LINE);
       options.onPause?.();
       void probeUntilWritable();
       return true;

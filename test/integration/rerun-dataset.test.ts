@@ -125,6 +125,31 @@ describe('running the same caption command again keeps the dataset whole', () =>
     for (const row of readJsonl(jsonl)) expect(`ohwx, ${String(row['output'])}`).toBe(readFileSync(join(folder, String(row['id']).replace('.png', '.txt')), 'utf8'));
   }, 60_000);
 
+  it("export --batch --captions after a separate enqueue writes the caption files as that enqueue's caption flags said (trigger word, extension)", async () => {
+    // Seen from outside: `enqueue --captions --caption-prefix "tok, "`, `work`, then
+    // `export --batch B --captions` wrote captions without the trigger word.
+    const h = await createHarness();
+    const folder = join(h.dir, 'set');
+    mkdirSync(folder);
+    for (const image of ['a.png', 'b.png']) writeFileSync(join(folder, image), pngBytes(image));
+    const enqueued = await runOk(['enqueue', folder, '--prompt', 'Caption this', '--captions', '--caption-prefix', 'tok, ', '--caption-suffix', ' [end]', '--caption-ext', '.caption'], h.env());
+    const batch = /batch (\S+):/.exec(enqueued)?.[1] ?? '';
+    const worker = await h.startWorker();
+    try {
+      await waitForBatch(h.ctx, batch, { intervalMs: 100 });
+    } finally {
+      await worker.close();
+    }
+    const out = join(h.dir, 'out.jsonl');
+    await runOk(['export', '--batch', batch, '--captions', '--out', out, '--hf-metadata'], h.env());
+    for (const row of readJsonl(out)) {
+      expect(readFileSync(join(folder, String(row['id']).replace('.png', '.caption')), 'utf8')).toBe(`tok, ${String(row['output'])} [end]`);
+    }
+    // A flag given to export wins over the batch's.
+    await runOk(['export', '--batch', batch, '--captions', '--caption-mode', 'overwrite', '--caption-prefix', 'other, '], h.env());
+    expect(readFileSync(join(folder, 'a.caption'), 'utf8')).toMatch(/^other, .* \[end\]$/);
+  }, 60_000);
+
   it('export --batch --captions in another mode writes the files first, and metadata.jsonl says what they now hold', async () => {
     const h = await createHarness();
     const folder = join(h.dir, 'set');

@@ -6,6 +6,7 @@ import { exportResults } from '../../src/results/export.js';
 import { getStatus } from '../../src/ops/status.js';
 import { createFalCaller, type FalCaller } from '../../src/fal/fal-caller.js';
 import type { Logger } from '../../src/log.js';
+import { startScheduler } from '../../src/ops/start-scheduler.js';
 import { createHarness, readCsv, runCliProcess, spawnCli, startPrivateRedis, until, type Harness } from '../helpers/harness.js';
 
 /** A logger that keeps every line (level and message) for the test to count. */
@@ -163,6 +164,21 @@ describe('Redis out of memory (maxmemory reached, noeviction)', () => {
     expect(lines.filter((line) => /retrying|OOM/.test(line)), lines.join('\n')).toEqual([]);
     await expectEveryRowOkOnce(h, batch, rows);
   }, 120_000);
+
+  it("the schedule ticks' server (in every `work` process) does not warn of each refused write of BullMQ's while Redis is full", async () => {
+    // Seen from outside: a `work` process through a 95 s spell logged `scheduler error
+    // error="OOM command not allowed …"` every 5 s, beside the row worker's one plain line.
+    const redis = await fullableRedis();
+    const lines: string[] = [];
+    const at = (level: string) => (message: string, fields?: Record<string, unknown>) => void lines.push(`${level} ${message} ${JSON.stringify(fields ?? {})}`);
+    const h = await createHarness({ redisUrl: redis.url, log: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } });
+    const scheduler = await startScheduler(h.ctx);
+    onTestFinished(() => scheduler.close(0));
+    await redis.fill();
+    await until("BullMQ's scheduler worker meeting the full Redis", () => lines.some((line) => line.includes('OOM')), 60_000);
+    await redis.free();
+    expect(lines.filter((line) => line.includes('OOM') && !line.startsWith('debug')), lines.join('\n')).toEqual([]);
+  }, 90_000);
 
   it('a `work` process started while Redis is full waits, and works the batch once Redis has room', async () => {
     const redis = await fullableRedis();

@@ -145,6 +145,17 @@ describe('progress lines and bars', () => {
     expect(io.err).toContain('4/4 done');
   });
 
+  it('plain lines: a rerun shortly after the last run writes its final line once, though the rate over the last minute moved between the two looks', () => {
+    let now = 0;
+    const io = fakeIo(false);
+    const view = createProgressView(io, { mode: 'lines', everyMs: 15_000, write: io.stderr, now: () => now });
+    view.show([status({ ok: 4, failed: 0, pending: 0, inFlight: 0, finished: true, rowsPerMinute: 191.3 })]);
+    now = 90;
+    view.finish([status({ ok: 4, failed: 0, pending: 0, inFlight: 0, finished: true, rowsPerMinute: 191.0 })]);
+    expect(io.err.split('\n').filter(Boolean)).toHaveLength(1);
+    expect(io.err).toContain('4/4 done');
+  });
+
   it('JSON: one object per line, the last one final; several batches as a list', () => {
     let now = 0;
     const io = fakeIo(false);

@@ -81,20 +81,46 @@ describe('createRedisMemoryPause', () => {
     pause.close();
   });
 
-  it('a spell starting again within a minute (Redis at the brink) is told at debug level only', async () => {
+  /** A pause over a Redis whose fullness the test sets, after a first 100 ms spell (said loud). */
+  async function afterOneSpell() {
     const clock = new ManualClock();
     const log = recordingLogger();
-    let full = false;
-    const pause = createRedisMemoryPause({ probe: async () => void (full && (() => { throw replyError(OOM); })()), clock, log, intervalMs: 100 });
+    const redis = { full: false };
+    const pause = createRedisMemoryPause({ probe: async () => void (redis.full && (() => { throw replyError(OOM); })()), clock, log, intervalMs: 100 });
     pause.note(replyError(OOM));
     await clock.advance(100);
+    return { clock, log, pause, redis };
+  }
+
+  it('a spell starting again within a minute (Redis at the brink) is told at debug level only', async () => {
+    const { clock, log, pause, redis } = await afterOneSpell();
     pause.note(replyError(OOM));
     await clock.advance(100);
     expect(log.lines.map((line) => line.split(' ')[0])).toEqual(['error', 'warn', 'debug', 'debug']);
     await clock.advance(2 * 60_000);
-    full = true;
+    redis.full = true;
     pause.note(replyError(OOM));
     expect(log.lines.at(-1)).toMatch(/^error Redis is out of memory/);
+    pause.close();
+  });
+
+  it('a spell that starts quietly at the brink but lasts is told after all: the last word is not "accepts writes again" while the worker waits', async () => {
+    const { clock, log, pause, redis } = await afterOneSpell();
+    expect(log.lines.map((line) => line.split(' ')[0])).toEqual(['error', 'warn']);
+    // Full again 10 s later, and this time for 95 s (seen from outside: a worker said "accepts
+    // writes again after 313ms" and then nothing for 1m38s).
+    await clock.advance(10_000);
+    redis.full = true;
+    pause.note(replyError(OOM));
+    expect(log.lines.at(-1)).toMatch(/^debug /);
+    await clock.advance(95_000);
+    expect(pause.paused).toBe(true);
+    expect(log.lines.filter((line) => !line.startsWith('debug')).at(-1)).toMatch(/^error Redis is out of memory/);
+    redis.full = false;
+    await clock.advance(5_000);
+    expect(pause.paused).toBe(false);
+    expect(log.lines.filter((line) => !line.startsWith('debug')).at(-1)).toMatch(/^warn Redis accepts writes again after 1m\d+s out of memory/);
+    expect(log.lines.filter((line) => !line.startsWith('debug'))).toHaveLength(4);
     pause.close();
   });
 
