@@ -90,7 +90,9 @@ async function marks(redis, requestKey) {
     const [next, keys] = await redis.scan(cursor, 'MATCH', `${requestKey}*`, 'COUNT', 1000);
     cursor = next;
     const values = keys.length > 0 ? await redis.mget(...keys) : [];
-    keys.forEach((key, i) => values[i]?.startsWith('submitting:') && found.push(`${key}=${values[i]}`));
+    keys.forEach((key, i) => {
+      if (values[i]?.startsWith('submitting:')) found.push(`${key}=${values[i]}`);
+    });
   } while (cursor !== '0');
   return found;
 }
@@ -125,7 +127,7 @@ async function measure(latency) {
       await worker.exited;
       worker = undefined;
       const fresh = (await marks(ctx.redis, ctx.keys.request(''))).filter((pair) => !counted.has(pair));
-      fresh.forEach((pair) => counted.add(pair));
+      for (const pair of fresh) counted.add(pair);
       kills.push({ bornUs, killedUs, marks: fresh.length });
     }
     worker = spawnNode(args, { env });
@@ -140,7 +142,9 @@ async function measure(latency) {
     // Accepted requests whose id never reached Redis.
     const orphans = [...seen.accepted].filter(([id]) => !seen.saved.has(id));
     // Each to the worker alive when fal accepted it (one at a time: the next starts after a kill).
-    kills.forEach((kill, i) => (kill.orphans = orphans.filter(([, at]) => at >= kill.bornUs && at < (kills[i + 1]?.bornUs ?? Infinity)).length));
+    kills.forEach((kill, i) => {
+      kill.orphans = orphans.filter(([, at]) => at >= kill.bornUs && at < (kills[i + 1]?.bornUs ?? Infinity)).length;
+    });
     // The window of requests saved while a worker ran undisturbed (the last one), over its busy stretch.
     const lastBorn = kills.at(-1)?.killedUs ?? 0;
     const pairs = [...seen.saved].filter(([id, at]) => seen.accepted.has(id) && at > lastBorn).map(([id, at]) => [seen.accepted.get(id), at, seen.parsed.get(id)]);

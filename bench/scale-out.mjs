@@ -87,7 +87,9 @@ async function measure(processes) {
     };
   } finally {
     const codes = await Promise.all(workers.map((worker) => worker.stop()));
-    codes.forEach((code, i) => code !== 0 && say(`falbatch work #${i + 1} exited ${code}:\n${workers[i].stderr()}`));
+    codes.forEach((code, i) => {
+      if (code !== 0) say(`falbatch work #${i + 1} exited ${code}:\n${workers[i].stderr()}`);
+    });
     await ctx.close();
     await emulator.close();
     await deletePrefix(REDIS_URL, prefix);
@@ -141,7 +143,7 @@ const figures = results.map((r) => ({
 console.log(
   `Scale-out: ${ROWS} rows, --global-concurrency ${GLOBAL}, --concurrency ${CONCURRENCY} per process, ${GLOBAL} runners at ${LATENCY_MS} ms, ${cpus().length} cores, ${redisServer.what}, load average ${load.map((l) => l.toFixed(1)).join(' → ')}; medians of ${ROUNDS}\n\n` +
     markdownTable(
-      ['work processes', 'seconds', 'rows/s', 'vs 1 process', 'worker CPU ms / row', 'Redis CPU ms / row', 'Redis commands / row', 'max outstanding (cap ' + GLOBAL + ')', 'max in progress', 'ok', 'paid twice'],
+      ['work processes', 'seconds', 'rows/s', 'vs 1 process', 'worker CPU ms / row', 'Redis CPU ms / row', 'Redis commands / row', `max outstanding (cap ${GLOBAL})`, 'max in progress', 'ok', 'paid twice'],
       figures.map((r) => [
         String(r.processes),
         r.seconds.toFixed(2),

@@ -50,13 +50,13 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return code;
-  } catch (error) {
-    if (error instanceof CommanderError) {
+  } catch (thrown) {
+    if (thrown instanceof CommanderError) {
       // Help and version exit 0; a usage mistake is a bad configuration (commander printed why).
-      return error.exitCode === 0 ? EXIT.ok : EXIT.fatal;
+      return thrown.exitCode === 0 ? EXIT.ok : EXIT.fatal;
     }
     // A Redis Cluster that stayed down past falbatch's wait is a Redis outage, not a bug.
-    error = clusterFailure(error) ?? error;
+    let error: unknown = clusterFailure(thrown) ?? thrown;
     // Last line of defence: whatever is printed here passes the secret scrubber too.
     const scrub = createScrubber([io.env['FAL_KEY'], ...redisPasswords(io.env['REDIS_URL'] ?? '')]);
     // A full Redis refuses writes wherever a command meets it: one plain message, whatever the command.

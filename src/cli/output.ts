@@ -188,7 +188,7 @@ export function exportReport(summary: ExportSummary): string {
     const leftOut = Object.entries(metadata.leftOut)
       .filter(([, n]) => n > 0)
       .map(([why, n]) => `${n} ${HF_LEFT_OUT[why as keyof typeof metadata.leftOut]}`);
-    lines.push(`  hf metadata  ${metadata.path}: ${metadata.written} images captioned` + (leftOut.length > 0 ? `; rows left out: ${leftOut.join(', ')}` : ''));
+    lines.push(`  hf metadata  ${metadata.path}: ${metadata.written} images captioned${leftOut.length > 0 ? `; rows left out: ${leftOut.join(', ')}` : ''}`);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -57,7 +57,7 @@ function parseNoProxy(value: string | undefined): Bypass[] | 'all' {
     if (raw === '') continue;
     if (raw === '*') return 'all';
     // host, host:port, [v6]:port, or a bare IPv6 address (more than one colon, no port).
-    const match = /^(\[[^\]]+\]|[^:]+|[^\[\]]*:[^\[\]]*:[^\[\]]*)(?::(\d+))?$/.exec(raw);
+    const match = /^(\[[^\]]+\]|[^:]+|[^[\]]*:[^[\]]*:[^[\]]*)(?::(\d+))?$/.exec(raw);
     if (!match) continue;
     const host = (match[1] ?? '').replace(/^\[(.*)\]$/, '$1').replace(/^\*/, '');
     entries.push({ host: host.replace(/^\./, ''), port: match[2], subdomainsOnly: host.startsWith('.') });

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
-import { open, realpath, stat } from 'node:fs/promises';
+import { open, realpath, stat, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { ACCEPTED_IMAGE_TYPES, detectImageType } from './image-type.js';
 
@@ -95,7 +95,7 @@ export class LocalImageReader {
     } catch (error) {
       return unreadable(error);
     }
-    let handle;
+    let handle: FileHandle;
     try {
       handle = await open(real, OPEN_FLAGS);
     } catch (error) {

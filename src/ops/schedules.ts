@@ -239,7 +239,7 @@ function positiveInteger(flag: string, value: number | undefined, max = Number.M
 /** Reads a stored definition, refusing one this version does not know. */
 export function parseDefinition(data: unknown): ScheduleDefinition {
   const definition = data as Partial<ScheduleDefinition> | undefined;
-  if (!definition || definition.v !== 1 || typeof definition.name !== 'string' || typeof definition.manifest !== 'string' || typeof definition.batch !== 'string') {
+  if (definition?.v !== 1 || typeof definition.name !== 'string' || typeof definition.manifest !== 'string' || typeof definition.batch !== 'string') {
     throw new ConfigError('this schedule was stored by another falbatch version: remove it and add it again (`falbatch schedule remove NAME`, then `falbatch schedule add …`)');
   }
   return {

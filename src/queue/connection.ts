@@ -6,7 +6,7 @@ import { formatDuration } from '../time.js';
 import { isReplyError, leaveOut, nodeName, onEachUsableNode, usableNodes } from './cluster-nodes.js';
 import { probeSeeds } from './cluster-seeds.js';
 import { withTimeout } from './with-timeout.js';
-import { clusterFailure, notServed } from './cluster-errors.js';
+import { notServed } from './cluster-errors.js';
 
 export { clusterFailure } from './cluster-errors.js';
 

@@ -2,7 +2,7 @@ import type { ChainableCommander } from 'ioredis';
 import { onHomeNode, type RedisClient } from './connection.js';
 import { BatchLostError, BatchNotFoundError, ConfigError } from '../errors.js';
 import { SECOND } from '../time.js';
-import { FOREVER, retentionArg, retentionFromMeta } from './retention-duration.js';
+import { retentionArg, retentionFromMeta } from './retention-duration.js';
 import type { KeyLayout } from './keys.js';
 import { scriptsIn, scriptsOn } from './redis-scripts.js';
 

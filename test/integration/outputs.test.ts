@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { describe, expect, it } from 'vitest';
-import { OutputError, ResultsNotWrittenError } from '../../src/errors.js';
+import { type OutputError, ResultsNotWrittenError } from '../../src/errors.js';
 import { getStatus, waitForBatch } from '../../src/ops/status.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { PERCENTILE_ERROR } from '../../src/results/batch-figures.js';

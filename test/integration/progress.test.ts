@@ -97,7 +97,7 @@ describe('progress: the CLI (spawned, over dist/)', () => {
     `run draws one bar on a terminal, redrawn in place, and ends on the final counts${TMUX ? '' : ' (SKIPPED: tmux is not installed, so no pseudo-terminal)'}`,
     async () => {
       const h = await createHarness({ emulator: { runners: 1, latency: '700ms' } });
-      const manifest = manifestOf(h, 4);
+      manifestOf(h, 4); // writes m.csv in the test's folder, which the command below runs
       const env = Object.entries(h.env())
         .map(([name, value]) => `${name}=${shellQuote(value)}`)
         .join(' ');

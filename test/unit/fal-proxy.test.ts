@@ -110,7 +110,7 @@ describe('HTTP_PROXY: http traffic goes through the proxy, requests as absolute 
   }
 
   it('NO_PROXY names hosts that are reached directly', async () => {
-    for (const noProxy of ['127.0.0.1', 'localhost,127.0.0.1:' + new URL(emulator.url).port, '*']) {
+    for (const noProxy of ['127.0.0.1', `localhost,127.0.0.1:${new URL(emulator.url).port}`, '*']) {
       const fal = createFalCaller({ credentials: KEY, baseUrl: emulator.url, callTimeoutMs: 5000, http: { env: { HTTP_PROXY: proxyUrl, no_proxy: noProxy } } });
       try {
         await fal.submit(LLAVA, { image_url: 'https://example.com/a.jpg', prompt: 'p' });

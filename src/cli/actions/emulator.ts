@@ -1,12 +1,12 @@
 import { integerOption } from '../../config.js';
-import { createFalEmulator } from '../../emulator/create-fal-emulator.js';
+import { createFalEmulator, type FalEmulator } from '../../emulator/create-fal-emulator.js';
 import { parseQuirk } from '../../emulator/quirks.js';
 import { ConfigError, EXIT } from '../../errors.js';
 import type { EmulatorFlags } from '../commands/emulator.js';
 import type { CliIo } from '../io.js';
 
 export async function emulatorAction(io: CliIo, exit: (code: number) => void, flags: EmulatorFlags): Promise<void> {
-  let emulator;
+  let emulator: FalEmulator;
   try {
     emulator = await createFalEmulator({
       port: integerOption('--port', flags.port) ?? 0,
