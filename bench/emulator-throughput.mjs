@@ -57,8 +57,8 @@ async function baseline() {
       res.end(body);
     });
   });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => server.close(r)) };
+  await new Promise((r) => server.listen(0, '127.0.0.1', () => r(undefined)));
+  return { url: `http://127.0.0.1:${/** @type {import('node:net').AddressInfo} */ (server.address()).port}`, close: () => new Promise((r) => server.close(r)) };
 }
 
 async function emulator() {
@@ -80,7 +80,9 @@ async function baselineProcess() {
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const samples = { baseline: [], emulator: [] };
 for (let round = 0; round < ROUNDS; round++) {
-  for (const [name, start] of [['baseline', baselineProcess], ['emulator', emulator]]) {
+  /** @type {Array<[string, () => Promise<{ url: string, close: () => Promise<unknown> }>]>} */
+  const servers = [['baseline', baselineProcess], ['emulator', emulator]];
+  for (const [name, start] of servers) {
     const server = await start();
     await load(server.url, 1); // warm-up
     samples[name].push(Math.round(await load(server.url, SECONDS)));

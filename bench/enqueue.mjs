@@ -41,7 +41,8 @@ function peakRss(pid) {
 }
 
 /** Runs a node process to its end: wall seconds, peak RSS, Redis bytes it left per row. */
-async function measure(args, { env = {}, script } = {}, rows) {
+/** @param {string[]} args @param {{ env?: Record<string, string>, script?: string }} options @param {number} rows */
+async function measure(args, { env = {}, script = undefined } = {}, rows) {
   const before = await usedMemory(redis);
   const started = performance.now();
   const proc = spawnNode(args, { env: { REDIS_URL, ...env }, ...(script ? { script } : {}) });

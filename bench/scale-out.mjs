@@ -74,7 +74,7 @@ async function measure(processes) {
       redisCpuMsPerRow: ((redisAfter.cpuSeconds - redisBefore.cpuSeconds) * 1000) / ROWS,
       redisCommandsPerRow: (redisAfter.commands - redisBefore.commands) / ROWS,
       redisTopCommandsPerRow: Object.entries(redisAfter.byCommand)
-        .map(([name, calls]) => [name, round((calls - (redisBefore.byCommand[name] ?? 0)) / ROWS, 1)])
+        .map(([name, calls]) => /** @type {[string, number]} */ ([name, round((calls - (redisBefore.byCommand[name] ?? 0)) / ROWS, 1)]))
         .filter(([, perRow]) => perRow > 0)
         .sort((a, b) => b[1] - a[1])
         .slice(0, 8),

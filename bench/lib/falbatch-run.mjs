@@ -12,6 +12,7 @@ export async function capacity(emulator) {
   return { maxInProgress: stats.maxInProgress, maxOutstanding: stats.maxOutstanding, billed: stats.billed, duplicateBilled: stats.duplicateBilled };
 }
 
+/** @param {{ emulatorArgs: string[], manifestPath: string, redisUrl: string, workArgs: string[], say?: (line: string) => void }} options */
 export async function measureFalbatch({ emulatorArgs, manifestPath, redisUrl, workArgs, say = () => {} }) {
   const emulator = await startEmulator(emulatorArgs);
   const prefix = `bench-${randomUUID().slice(0, 8)}`;

@@ -11,6 +11,7 @@ const BIN = `${ROOT}bin/falbatch.js`;
  * Starts a node process (a falbatch command, or a script when `script` is given) and keeps what it
  * prints. `waitFor(regex)` resolves once the output matches; `exited` resolves with the exit code.
  */
+/** @param {string[]} args @param {{ env?: Record<string, string>, script?: string }} [options] */
 export function spawnNode(args, { env = {}, script = BIN } = {}) {
   const child = spawn(process.execPath, [script, ...args], {
     cwd: ROOT,
@@ -64,7 +65,7 @@ export function spawnNode(args, { env = {}, script = BIN } = {}) {
         throw new Error(`${args[0]} ended (${child.exitCode ?? child.signalCode}) in the middle of the run:\n${tail(stdout + stderr)}`);
       }
     },
-    /** SIGTERM (falbatch stops gracefully), then the exit code. */
+    /** SIGTERM (falbatch stops gracefully), then the exit code. @returns {Promise<number | string | null>} */
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       return exited;
@@ -97,6 +98,7 @@ export async function startEmulator(args) {
     pid: proc.pid,
     /** Throws if the emulator process has ended (then every row would fail to reach fal). */
     assertRunning: () => proc.assertRunning(),
+    /** @returns {Promise<Record<string, any>>} */
     stats: () => admin('GET', 'stats'),
     reset: () => admin('POST', 'reset'),
     close: () => proc.stop(),
