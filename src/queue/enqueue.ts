@@ -23,6 +23,7 @@ import { setQueueCap, storeBacklog, topUpQueue, type BacklogRow } from './backlo
 import { readAhead } from './read-ahead.js';
 import { BatchPrunedError, defineRetentionScripts, dropUnstartedBatch, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
 import { entryOf, validatedChunks, type CaptionPlan, type Verdict } from './validated-chunks.js';
+import { REPORTED_REJECTIONS, admissionCandidates, admitRows, sortByKnown, tallyChunk, type RowsToAdd } from './chunk-rows.js';
 
 export interface EnqueueOptions {
   /**
@@ -133,7 +134,6 @@ export interface EnqueueSummary extends EnqueueProgress {
 }
 
 const LEASE_MS = 60 * SECOND;
-const REPORTED_REJECTIONS = 1000;
 // Appends a chunk to the draft rows list only where it belongs: a resend after a reconnect (whose
 // first try had landed) finds the list already longer and adds nothing, so no row is listed twice.
 const APPEND_ROWS = `
@@ -315,57 +315,21 @@ interface ChunkWriter {
   topUp: () => Promise<void>;
 }
 
-/** Counts a chunk's skipped, rejected and shared rows; answers its distinct rows to call, in manifest order. */
-function tallyChunk(summary: EnqueueSummary, chunk: Verdict[]): ManifestRow[] {
-  const distinct = new Map<string, ManifestRow>();
-  for (const verdict of chunk) {
-    if (!verdict.ok && verdict.skip) {
-      summary.skipped++;
-      continue;
-    }
-    if (!verdict.ok) {
-      summary.rejected++;
-      if (summary.rejections.length < REPORTED_REJECTIONS) summary.rejections.push({ line: verdict.rejected.line, reason: verdict.rejected.reason });
-      continue;
-    }
-    if (distinct.has(verdict.row.key)) summary.shared++;
-    else distinct.set(verdict.row.key, verdict.row);
-  }
-  return [...distinct.values()];
-}
-
-/** A chunk's rows to call, sorted by what the batch knows of them. */
-interface SortedRows {
-  fresh: ManifestRow[];
-  edited: ManifestRow[];
-  /** Present, but neither ended nor queued nor stored to call: Redis lost its job. */
-  lost: ManifestRow[];
-}
-
-async function sortRows(ctx: FalbatchContext, w: ChunkWriter, rows: ManifestRow[]): Promise<SortedRows> {
+/** Of a chunk's distinct rows, those that add a job (after `admit`), counting the rest. */
+async function rowsToAdd(ctx: FalbatchContext, w: ChunkWriter, rows: ManifestRow[]): Promise<RowsToAdd> {
   const batchKeys = ctx.keys.batch(w.batch);
   const [known, backlogged] = await Promise.all([ctx.redis.hmget(batchKeys.keys, ...rows.map((r) => r.key)), ctx.redis.llen(batchKeys.backlog)]);
-  const sorted: SortedRows = { fresh: [], edited: [], lost: [] };
-  const present: ManifestRow[] = [];
-  rows.forEach((row, i) => {
-    const fingerprint = known[i];
-    if (fingerprint === null || fingerprint === undefined) sorted.fresh.push(row);
-    else if (fingerprint !== row.fingerprint) sorted.edited.push(row);
-    else present.push(row);
-  });
+  const { fresh, edited, present } = sortByKnown(rows, known);
+  // Present, but neither ended nor queued nor stored to call: Redis lost its job. Add it again.
   // (While the batch has a backlog, a present row may be waiting in it: nothing is lost then.)
-  sorted.lost = backlogged > 0 ? [] : await lostRows(ctx, w.batch, present);
-  w.summary.present += present.length - sorted.lost.length;
-  if (!w.options.admit) return sorted;
-  // The rows that would add a job, in manifest order: the first `admitted` go now.
-  const adding = new Set([...sorted.fresh, ...sorted.edited, ...sorted.lost]);
-  const candidates = rows.filter((row) => adding.has(row));
-  const admitted = candidates.length === 0 ? 0 : Math.max(0, Math.min(candidates.length, Math.floor(await w.options.admit(candidates))));
-  if (admitted >= candidates.length) return sorted;
-  w.summary.deferred += candidates.length - admitted;
-  const admittedRows = new Set(candidates.slice(0, admitted));
-  const keep = (list: ManifestRow[]): ManifestRow[] => list.filter((row) => admittedRows.has(row));
-  return { fresh: keep(sorted.fresh), edited: keep(sorted.edited), lost: keep(sorted.lost) };
+  const lost = backlogged > 0 ? [] : await lostRows(ctx, w.batch, present);
+  w.summary.present += present.length - lost.length;
+  const adding = { fresh, edited, lost };
+  if (!w.options.admit) return adding;
+  const candidates = admissionCandidates(rows, adding);
+  const { admitted, deferred } = admitRows(candidates, adding, candidates.length === 0 ? 0 : await w.options.admit(candidates));
+  w.summary.deferred += deferred;
+  return admitted;
 }
 
 /**
@@ -374,7 +338,7 @@ async function sortRows(ctx: FalbatchContext, w: ChunkWriter, rows: ManifestRow[
  * stored in the batch's backlog, and new row keys are known to the batch. A row is never known
  * without being stored. Then the queue is topped up from the backlog, to --max-waiting.
  */
-async function storeRows(ctx: FalbatchContext, w: ChunkWriter, { fresh, edited, lost }: SortedRows): Promise<void> {
+async function storeRows(ctx: FalbatchContext, w: ChunkWriter, { fresh, edited, lost }: RowsToAdd): Promise<void> {
   const { redis } = ctx;
   const { batch, summary } = w;
   const batchKeys = ctx.keys.batch(batch);
@@ -412,7 +376,7 @@ async function writeChunk(ctx: FalbatchContext, w: ChunkWriter, chunk: Verdict[]
   await renewLease(ctx, w.lease);
   const rows = tallyChunk(summary, chunk);
   if (rows.length === 0) return;
-  await storeRows(ctx, w, await sortRows(ctx, w, rows));
+  await storeRows(ctx, w, await rowsToAdd(ctx, w, rows));
   w.options.onProgress?.({ batch: w.batch, rows: summary.rows, added: summary.added, present: summary.present, rejected: summary.rejected });
 }
 

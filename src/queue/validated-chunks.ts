@@ -68,32 +68,8 @@ export async function* validatedChunks(
   const settle = async (records: RawRecord[]): Promise<Verdict[]> => {
     const map = columns as ColumnMap;
     const clashes = plan && records.length > 0 ? await ctx.redis.hmget(plan.clashKey, ...records.map((r) => String(r.line))) : [];
-    // Rows with caption files: those whose file another image would share are rejected; in skip
-    // mode those whose file exists need nothing (no upload, no call). Decided from the cell alone.
-    const beforeValidation = async (record: { line: number; fields: string[] }, index: number): Promise<Verdict | undefined> => {
-      if (!plan) return undefined;
-      const shown = (reason: string, skip: boolean, image?: string): Verdict => ({
-        ok: false,
-        rejected: {
-          line: record.line,
-          reason,
-          id: (map.known.id === undefined ? undefined : record.fields[map.known.id]?.trim()) || undefined,
-          endpoint: (map.known.endpoint === undefined ? undefined : record.fields[map.known.endpoint]?.trim()) || config.endpoint,
-          imageDisplay: map.images.map((at) => (record.fields[at] ?? '').trim()).join('|'),
-          prompt: map.known.prompt === undefined ? '' : (record.fields[map.known.prompt] ?? '').trim(),
-          extras: map.extras.map(({ index: at }) => record.fields[at] ?? ''),
-        },
-        ...(skip ? { skip: true as const } : {}),
-        ...(image !== undefined ? { image } : {}),
-      });
-      const clash = clashes[index];
-      if (clash) return shown(clash, false);
-      if (plan.captions.mode !== 'skip') return undefined;
-      const image = localImageOf(record.fields, map, source.filesRoot);
-      if (image === undefined) return undefined;
-      const caption = captionPath(image, plan.captions.ext);
-      return (await exists(caption)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true, image) : undefined;
-    };
+    const beforeValidation = (record: { line: number; fields: string[] }, index: number): Promise<Verdict | undefined> =>
+      plan ? captionVerdict(record, map, clashes[index], plan, source.filesRoot, config.endpoint) : Promise.resolve(undefined);
     const verdicts = await Promise.all(
       records.map((record, index) =>
         'error' in record
@@ -109,38 +85,7 @@ export async function* validatedChunks(
             ),
       ),
     );
-    // A repeated id: the later row is rejected, naming the line of the first.
-    const withIds = verdicts.flatMap((v, i) => (v.ok && v.row.id !== undefined ? [i] : []));
-    if (withIds.length > 0) {
-      const pipeline = ctx.redis.pipeline();
-      for (const i of withIds) {
-        const row = (verdicts[i] as { row: ManifestRow }).row;
-        pipeline.hsetnx(idsKey, row.id as string, String(row.line));
-        pipeline.hget(idsKey, row.id as string);
-      }
-      pipeline.pexpire(idsKey, 24 * 3600 * SECOND);
-      const replies = (await pipeline.exec()) ?? [];
-      withIds.forEach((i, n) => {
-        const [, added] = replies[n * 2] ?? [];
-        const [, firstLine] = replies[n * 2 + 1] ?? [];
-        const row = (verdicts[i] as { row: ManifestRow }).row;
-        // (A command resent after a reconnect finds its own line: that is no repeat.)
-        if (added === 0 && String(firstLine) !== String(row.line)) {
-          verdicts[i] = {
-            ok: false,
-            rejected: {
-              line: row.line,
-              reason: `id "${row.id}" appears again (first on line ${String(firstLine)}); ids must be unique`,
-              id: row.id,
-              endpoint: row.endpoint,
-              imageDisplay: row.imageDisplay,
-              prompt: row.prompt,
-              extras: row.extras,
-            },
-          };
-        }
-      });
-    }
+    await rejectRepeatedIds(ctx, idsKey, verdicts);
     return verdicts;
   };
 
@@ -174,6 +119,68 @@ export async function* validatedChunks(
   }
   if (!columns) throw new ManifestError('MANIFEST_INVALID', `${file} is empty: expected a header row with image_url and prompt columns.`, { file, line: 1 });
   if (pending.length > 0) yield await settle(pending);
+}
+
+/** A repeated id: the later row is rejected, naming the line of the first (ids of this run are kept in Redis, at `idsKey`). */
+async function rejectRepeatedIds(ctx: FalbatchContext, idsKey: string, verdicts: Verdict[]): Promise<void> {
+  const withIds = verdicts.flatMap((v, i) => (v.ok && v.row.id !== undefined ? [i] : []));
+  if (withIds.length > 0) {
+    const pipeline = ctx.redis.pipeline();
+    for (const i of withIds) {
+      const row = (verdicts[i] as { row: ManifestRow }).row;
+      pipeline.hsetnx(idsKey, row.id as string, String(row.line));
+      pipeline.hget(idsKey, row.id as string);
+    }
+    pipeline.pexpire(idsKey, 24 * 3600 * SECOND);
+    const replies = (await pipeline.exec()) ?? [];
+    withIds.forEach((i, n) => {
+      const [, added] = replies[n * 2] ?? [];
+      const [, firstLine] = replies[n * 2 + 1] ?? [];
+      const row = (verdicts[i] as { row: ManifestRow }).row;
+      // (A command resent after a reconnect finds its own line: that is no repeat.)
+      if (added === 0 && String(firstLine) !== String(row.line)) {
+        verdicts[i] = {
+          ok: false,
+          rejected: {
+            line: row.line,
+            reason: `id "${row.id}" appears again (first on line ${String(firstLine)}); ids must be unique`,
+            id: row.id,
+            endpoint: row.endpoint,
+            imageDisplay: row.imageDisplay,
+            prompt: row.prompt,
+            extras: row.extras,
+          },
+        };
+      }
+    });
+  }
+}
+
+/**
+ * Rows with caption files: those whose file another image would share (`clash`) are rejected; in
+ * skip mode those whose file exists need nothing (no upload, no call). Decided from the cell alone.
+ */
+async function captionVerdict(record: { line: number; fields: string[] }, map: ColumnMap, clash: string | null | undefined, plan: CaptionPlan, filesRoot: string, defaultEndpoint: string): Promise<Verdict | undefined> {
+  const shown = (reason: string, skip: boolean, image?: string): Verdict => ({
+    ok: false,
+    rejected: {
+      line: record.line,
+      reason,
+      id: (map.known.id === undefined ? undefined : record.fields[map.known.id]?.trim()) || undefined,
+      endpoint: (map.known.endpoint === undefined ? undefined : record.fields[map.known.endpoint]?.trim()) || defaultEndpoint,
+      imageDisplay: map.images.map((at) => (record.fields[at] ?? '').trim()).join('|'),
+      prompt: map.known.prompt === undefined ? '' : (record.fields[map.known.prompt] ?? '').trim(),
+      extras: map.extras.map(({ index: at }) => record.fields[at] ?? ''),
+    },
+    ...(skip ? { skip: true as const } : {}),
+    ...(image !== undefined ? { image } : {}),
+  });
+  if (clash) return shown(clash, false);
+  if (plan.captions.mode !== 'skip') return undefined;
+  const image = localImageOf(record.fields, map, filesRoot);
+  if (image === undefined) return undefined;
+  const caption = captionPath(image, plan.captions.ext);
+  return (await exists(caption)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true, image) : undefined;
 }
 
 /** A record that could not be read as one, with what of it could: the whole fields its line starts with (its id, most often). */
