@@ -1,30 +1,30 @@
 import { randomUUID } from 'node:crypto';
-import { relative, sep } from 'node:path';
-import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import type { FalCaller } from '../fal/fal-caller.js';
 import type { CheckedUploads } from '../manifest/upload-images.js';
 import { BatchLostError, BatchNotFoundError, ConfigError, ManifestError } from '../errors.js';
 import { applyBatchSettings, checkBatchSettings, type BatchSettings } from './batch-settings.js';
-import { mapColumns, type ColumnMap } from '../manifest/columns.js';
+import type { ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
-import { createRowMapping } from '../manifest/row-mapping.js';
+import { createRowMapping, type RowMapping } from '../manifest/row-mapping.js';
 import { openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
-import { captionPath, type CaptionOptions } from '../results/caption-files.js';
-import { exists, findCaptionClashes, localImageOf } from './caption-targets.js';
-import { LocalImageReader } from '../manifest/local-image.js';
-import { createImageResolver, type LocalImageDelivery } from '../manifest/resolve-images.js';
-import { cachedUploadCheck, localImageDelivery, type ImageDeliveryOptions } from './image-delivery.js';
+import type { CaptionOptions } from '../results/caption-files.js';
+import { findCaptionClashes } from './caption-targets.js';
+import type { LocalImageDelivery } from '../manifest/resolve-images.js';
+import { cachedUploadCheck } from './image-delivery.js';
 import { createUploadCache } from './upload-cache.js';
-import type { RawRecord } from '../manifest/read-records.js';
 import { BATCH_NAME, jobIdFor } from '../manifest/row-key.js';
-import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
+import type { ManifestRow, RejectedRow } from '../manifest/validate-row.js';
 import { SECOND } from '../time.js';
+import type { BatchControl } from './batch-control.js';
 import { metaFields } from './batch-meta.js';
-import { encodeRowEntry, type RowEntry } from './batch-rows.js';
+import { encodeRowEntry } from './batch-rows.js';
 import { setQueueCap, storeBacklog, topUpQueue, type BacklogRow } from './backlog.js';
-import { BatchPrunedError, dropUnstartedBatch, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
+import { readAhead } from './read-ahead.js';
 import { scriptsIn, scriptsOn } from './redis-scripts.js';
+import { BatchPrunedError, dropUnstartedBatch, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
+import { entryOf, validatedChunks, type CaptionPlan, type Verdict } from './validated-chunks.js';
+import { REPORTED_REJECTIONS, admissionCandidates, admitRows, sortByKnown, tallyChunk, type RowsToAdd } from './chunk-rows.js';
 
 export interface EnqueueOptions {
   /**
@@ -135,210 +135,11 @@ export interface EnqueueSummary extends EnqueueProgress {
 }
 
 const LEASE_MS = 60 * SECOND;
-/** Most characters of row text (inline data URIs included) one chunk holds. */
-const CHUNK_CHARS = 16 * 1024 * 1024;
-/** Most rows with local images (each up to maxInlineImageBytes once read) one chunk holds. */
-const CHUNK_LOCAL_IMAGES = 16;
-/** Rows in the first chunk of a manifest. */
-const FIRST_CHUNK = 50;
-const REPORTED_REJECTIONS = 1000;
-const FILE_READS_AT_ONCE = 8;
-
-/** A row to call, or one that will not be: rejected (bad), or skipped (`skip`: nothing to do, e.g. its caption exists). */
-type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedRow; skip?: true; image?: string };
-
-/** What decides, before a row is validated, that it needs no call, or cannot have a caption file. */
-interface CaptionPlan {
-  captions: CaptionOptions;
-  /** Hash of line → why the row's caption file would be shared (see findCaptionClashes). */
-  clashKey: string;
-}
-
-/**
- * Streams the manifest as validated rows, in chunks. Ids are checked for repeats in Redis (a hash
- * per enqueue run), so memory stays flat however many rows the manifest has.
- */
-async function* validatedChunks(
-  ctx: FalbatchContext,
-  source: ManifestSource,
-  idsKey: string,
-  onHeader: (columns: ColumnMap, header: string[]) => void,
-  plan?: CaptionPlan,
-  run: ImageDeliveryOptions = {},
-  /** How local images become references; default: the configured one (uploads or inline). */
-  delivery?: LocalImageDelivery,
-): AsyncGenerator<Verdict[]> {
-  const { config } = ctx;
-  const file = source.path;
-  const reader = new LocalImageReader(source.filesRoot, config.maxInlineImageBytes);
-  const images = createImageResolver({
-    files: reader,
-    maxImageBytes: config.maxInlineImageBytes,
-    maxSide: config.maxImageSide,
-    local: delivery ?? localImageDelivery(ctx, run),
-  });
-  const limit = pLimit(FILE_READS_AT_ONCE);
-  // One manifest, one mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig.
-  const mapping = createRowMapping(config);
-  let columns: ColumnMap | undefined;
-  let pending: RawRecord[] = [];
-  let pendingChars = 0;
-  let pendingLocal = 0;
-  let chunks = 0;
-
-  const settle = async (records: RawRecord[]): Promise<Verdict[]> => {
-    const map = columns as ColumnMap;
-    const clashes = plan && records.length > 0 ? await ctx.redis.hmget(plan.clashKey, ...records.map((r) => String(r.line))) : [];
-    // Rows with caption files: those whose file another image would share are rejected; in skip
-    // mode those whose file exists need nothing (no upload, no call). Decided from the cell alone.
-    const beforeValidation = async (record: { line: number; fields: string[] }, index: number): Promise<Verdict | undefined> => {
-      if (!plan) return undefined;
-      const shown = (reason: string, skip: boolean, image?: string): Verdict => ({
-        ok: false,
-        rejected: {
-          line: record.line,
-          reason,
-          id: (map.known.id === undefined ? undefined : record.fields[map.known.id]?.trim()) || undefined,
-          endpoint: (map.known.endpoint === undefined ? undefined : record.fields[map.known.endpoint]?.trim()) || config.endpoint,
-          imageDisplay: map.images.map((at) => (record.fields[at] ?? '').trim()).join('|'),
-          prompt: map.known.prompt === undefined ? '' : (record.fields[map.known.prompt] ?? '').trim(),
-          extras: map.extras.map(({ index: at }) => record.fields[at] ?? ''),
-        },
-        ...(skip ? { skip: true as const } : {}),
-        ...(image !== undefined ? { image } : {}),
-      });
-      const clash = clashes[index];
-      if (clash) return shown(clash, false);
-      if (plan.captions.mode !== 'skip') return undefined;
-      const image = localImageOf(record.fields, map, source.filesRoot);
-      if (image === undefined) return undefined;
-      const caption = captionPath(image, plan.captions.ext);
-      return (await exists(caption)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true, image) : undefined;
-    };
-    const verdicts = await Promise.all(
-      records.map((record, index) =>
-        'error' in record
-          ? Promise.resolve<Verdict>({ ok: false, rejected: unreadRow(record, map) })
-          : limit(async () => (await beforeValidation(record, index)) ??
-              validateRow(record, {
-                columns: map,
-                defaultEndpoint: config.endpoint,
-                images,
-                maxPromptChars: config.maxPromptChars,
-                mapping,
-              }),
-            ),
-      ),
-    );
-    // A repeated id: the later row is rejected, naming the line of the first.
-    const withIds = verdicts.flatMap((v, i) => (v.ok && v.row.id !== undefined ? [i] : []));
-    if (withIds.length > 0) {
-      const pipeline = ctx.redis.pipeline();
-      for (const i of withIds) {
-        const row = (verdicts[i] as { row: ManifestRow }).row;
-        pipeline.hsetnx(idsKey, row.id as string, String(row.line));
-        pipeline.hget(idsKey, row.id as string);
-      }
-      pipeline.pexpire(idsKey, 24 * 3600 * SECOND);
-      const replies = (await pipeline.exec()) ?? [];
-      withIds.forEach((i, n) => {
-        const [, added] = replies[n * 2] ?? [];
-        const [, firstLine] = replies[n * 2 + 1] ?? [];
-        const row = (verdicts[i] as { row: ManifestRow }).row;
-        // (A command resent after a reconnect finds its own line: that is no repeat.)
-        if (added === 0 && String(firstLine) !== String(row.line)) {
-          verdicts[i] = {
-            ok: false,
-            rejected: {
-              line: row.line,
-              reason: `id "${row.id}" appears again (first on line ${String(firstLine)}); ids must be unique`,
-              id: row.id,
-              endpoint: row.endpoint,
-              imageDisplay: row.imageDisplay,
-              prompt: row.prompt,
-              extras: row.extras,
-            },
-          };
-        }
-      });
-    }
-    return verdicts;
-  };
-
-  for await (const record of source.records()) {
-    if (!columns) {
-      if ('error' in record) {
-        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, { file, line: record.line });
-      }
-      columns = mapColumns(record.fields, file, mapping.layout);
-      onHeader(columns, record.fields);
-      continue;
-    }
-    if ('fields' in record && record.fields.every((f) => f.trim() === '')) continue;
-    pending.push(record);
-    if ('fields' in record) {
-      pendingChars += record.fields.reduce((sum, f) => sum + f.length, 0);
-      if (columns.images.some((i) => !/^(https?:|data:)/i.test((record.fields[i] ?? '').trim()))) pendingLocal++;
-    }
-    // A chunk is bounded by rows, and by the image bytes it will hold: inline data and local files
-    // become data URIs, so a few big images weigh more than thousands of URLs.
-    // The first chunk is small, so workers get rows to call within milliseconds of the start.
-    const rowsPerChunk = chunks === 0 ? Math.min(FIRST_CHUNK, ctx.config.enqueueChunk) : ctx.config.enqueueChunk;
-    if (pending.length >= rowsPerChunk || pendingChars >= CHUNK_CHARS || pendingLocal >= CHUNK_LOCAL_IMAGES) {
-      chunks++;
-      const chunk = pending;
-      pending = [];
-      pendingChars = 0;
-      pendingLocal = 0;
-      yield await settle(chunk);
-    }
-  }
-  if (!columns) throw new ManifestError('MANIFEST_INVALID', `${file} is empty: expected a header row with image_url and prompt columns.`, { file, line: 1 });
-  if (pending.length > 0) yield await settle(pending);
-}
-
-/** A record that could not be read as one, with what of it could: the whole fields its line starts with (its id, most often). */
-function unreadRow(record: { line: number; error: string; leading?: string[] }, map: ColumnMap): RejectedRow {
-  const cell = (at: number | undefined): string => (at === undefined ? undefined : record.leading?.[at]) ?? '';
-  return {
-    line: record.line,
-    reason: record.error,
-    id: cell(map.known.id).trim() || undefined,
-    endpoint: cell(map.known.endpoint).trim(),
-    imageDisplay: '',
-    prompt: cell(map.known.prompt).trim(),
-    extras: map.extras.map(({ index }) => cell(index)),
-  };
-}
-
-function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
-  if (!verdict.ok && verdict.skip) {
-    const { rejected: row } = verdict;
-    // Its image is kept too: export reads its caption file (the results, metadata.jsonl).
-    const files = verdict.image === undefined ? [] : [relative(filesRoot, verdict.image).split(sep).join('/')];
-    return { line: row.line, key: row.id ?? '', imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras, skipped: row.reason, ...(files.length > 0 ? { files } : {}) };
-  }
-  if (verdict.ok) {
-    const { row } = verdict;
-    const files = row.localImages.map((path) => relative(filesRoot, path).split(sep).join('/'));
-    return { line: row.line, key: row.key, imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras, ...(files.length > 0 ? { files } : {}) };
-  }
-  const { rejected } = verdict;
-  return {
-    line: rejected.line,
-    key: rejected.id ?? '',
-    imageDisplay: rejected.imageDisplay,
-    prompt: rejected.prompt,
-    endpoint: rejected.endpoint,
-    extras: rejected.extras,
-    rejected: rejected.reason,
-  };
-}
-
 async function appendRows(redis: FalbatchContext['redis'], draft: string, at: number, entries: string[]): Promise<void> {
   const length = await scriptsOn(redis).falbatchAppendRows(draft, at, ...entries);
   if (length !== at + entries.length) throw new Error(`rows list ${draft} has ${length} entries, expected ${at + entries.length}: another enqueue of the same run?`);
 }
+
 
 /** A row to call, as its batch's backlog stores it. */
 function backlogRowOf(row: ManifestRow): BacklogRow {
@@ -348,29 +149,6 @@ function backlogRowOf(row: ManifestRow): BacklogRow {
 /** Throws the first error of a MULTI's replies (ioredis reports them per command). */
 function throwIfFailed(replies: Array<[Error | null, unknown]> | null): void {
   for (const [error] of replies ?? []) if (error) throw error;
-}
-
-/**
- * Iterates `source` one item ahead: the next item is being produced while the caller works on
- * this one (reading and validating a chunk overlaps writing the previous one to Redis). An error
- * of the item read ahead surfaces when the caller gets to it.
- */
-async function* readAhead<T>(source: AsyncGenerator<T>): AsyncGenerator<T> {
-  let next = source.next();
-  try {
-    for (;;) {
-      const current = await next;
-      if (current.done) return;
-      next = source.next();
-      // Not awaited until the caller is done with `current`: keep an early rejection from being unhandled.
-      next.catch(() => undefined);
-      yield current.value;
-    }
-  } finally {
-    // The caller stopped early (an error, or a break): let the source close its files.
-    await next.catch(() => undefined);
-    await source.return(undefined);
-  }
 }
 
 /** Of rows already in the batch with the same content, those with neither a result nor a job. */
@@ -405,66 +183,60 @@ async function renewLease(ctx: FalbatchContext, lease: Lease): Promise<void> {
   }
 }
 
-/**
- * Streams a manifest into the batch's queue: validates rows (rejecting bad ones with their line),
- * adds a job per new row key (a row already present in the batch, or already ended, adds nothing),
- * and records what export needs (row order, keys, carried columns) in Redis.
- */
-export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueueSummary> {
-  const { redis, keys, clock, config } = ctx;
-  const source = await openManifestSource(options.manifest, {
-    filesRoot: config.filesRoot,
-    encoding: config.encoding,
-    maxRecordBytes: config.maxRecordBytes,
-    prompt: options.prompt,
-  });
-  const file = source.path;
+/** The manifest, its row mapping (computed once per enqueue) and the batch it goes to. */
+interface EnqueueTarget {
+  source: ManifestSource;
+  mapping: RowMapping;
+  batch: string;
+}
+
+async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueueTarget> {
+  const { config } = ctx;
+  const source = await openManifestSource(options.manifest, { filesRoot: config.filesRoot, encoding: config.encoding, maxRecordBytes: config.maxRecordBytes, prompt: options.prompt });
+  // One manifest, one mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig.
+  const mapping = createRowMapping(config);
   // Another mapping of the same manifest (--input, --prompt-template, --output-field) is another batch.
-  const mappingSignature = createRowMapping(config).signature;
-  const batch = options.batch ?? (await source.defaultBatchName(mappingSignature === undefined ? config.endpoint : `${config.endpoint}\0${mappingSignature}`));
-  if (!BATCH_NAME.test(batch)) {
-    throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
-  }
-  options.onBatch?.(batch);
-  const batchKeys = keys.batch(batch);
+  const batch = options.batch ?? (await source.defaultBatchName(mapping.signature === undefined ? config.endpoint : `${config.endpoint}\0${mapping.signature}`));
+  return { source, mapping, batch };
+}
 
-  if (source.kind === 'csv') await checkHeader(file, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, createRowMapping(config).layout);
-  // Before anything is read or written: a spend cap needs a price.
-  checkBatchSettings(options.settings ?? {});
-  const run = randomUUID();
-  const plan = options.captions === undefined ? undefined : { captions: options.captions, clashKey: batchKeys.captionClashes(run) };
-  if (plan) await findCaptionClashes(ctx, source, createRowMapping(config).layout, plan.captions, batchKeys.captionTargets(run), plan.clashKey);
+async function checkHeaderOf(ctx: FalbatchContext, { source, mapping }: EnqueueTarget): Promise<void> {
+  const { config } = ctx;
+  if (source.kind === 'csv') await checkHeader(source.path, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, mapping.layout);
+}
 
-  if (options.strict) {
-    try {
-      for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), () => undefined, plan, options)) {
-        const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok && !v.skip);
-        if (bad) {
-          throw new ManifestError('MANIFEST_INVALID', `${file}: line ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
-            file,
-            line: bad.rejected.line,
-          });
-        }
+/** `--strict`: the whole manifest is read first, and its first bad row stops the enqueue before anything is written. */
+async function checkStrict(ctx: FalbatchContext, target: EnqueueTarget, run: string, plan: CaptionPlan | undefined, options: EnqueueOptions): Promise<void> {
+  const file = target.source.path;
+  const idsSeen = ctx.keys.batch(target.batch).idsSeen(run);
+  try {
+    for await (const chunk of validatedChunks(ctx, target.source, idsSeen, target.mapping, () => undefined, plan, options)) {
+      const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok && !v.skip);
+      if (bad) {
+        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
+          file,
+          line: bad.rejected.line,
+        });
       }
-    } finally {
-      await redis.del(batchKeys.idsSeen(run));
     }
+  } finally {
+    await ctx.redis.del(idsSeen);
   }
+}
 
-  const summary: EnqueueSummary = { batch, manifest: options.manifestLabel ?? file, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0, notImages: {}, deferred: 0, stored: 0 };
-  const now = clock.now();
-  // Every enqueue takes the batches whose retention ran out off the list: a service enqueueing
-  // every hour keeps the list (and Redis) bounded without anyone running prune.
-  await sweepExpiredBatches(ctx);
-  // One producer per batch at a time: two would each rename their rows list over the other's.
-  if ((await redis.set(batchKeys.enqueuing, run, 'PX', LEASE_MS, 'NX')) !== 'OK') {
-    if ((await redis.get(batchKeys.enqueuing)) === PRUNED_LEASE) {
-      throw new ConfigError(`Batch ${batch} was dropped by \`falbatch prune --force\` less than a minute ago: its name is free again within ${PRUNED_MARK_MS / SECOND} s.`);
-    }
-    throw new BatchBusyError(batch);
+/** One producer per batch at a time: two would each rename their rows list over the other's. */
+async function takeLease(ctx: FalbatchContext, batch: string, run: string): Promise<void> {
+  const key = ctx.keys.batch(batch).enqueuing;
+  if ((await ctx.redis.set(key, run, 'PX', LEASE_MS, 'NX')) === 'OK') return;
+  if ((await ctx.redis.get(key)) === PRUNED_LEASE) {
+    throw new ConfigError(`Batch ${batch} was dropped by \`falbatch prune --force\` less than a minute ago: its name is free again within ${PRUNED_MARK_MS / SECOND} s.`);
   }
-  // Created (or reopened) with its retention, every key of it renewed: open, so kept at least the unfinished floor.
-  const isNew = (await redis.exists(batchKeys.meta)) === 0;
+  throw new BatchBusyError(batch);
+}
+
+/** Creates (or reopens) the batch with its retention and settings: open, so kept at least the unfinished floor. */
+async function openForEnqueue(ctx: FalbatchContext, batch: string, options: EnqueueOptions, now: number): Promise<{ isNew: boolean; control: BatchControl }> {
+  const isNew = (await ctx.redis.exists(ctx.keys.batch(batch).meta)) === 0;
   await openBatch(ctx, batch, { createdAt: now, retentionMs: options.retentionMs });
   const control = await applyBatchSettings(ctx, batch, options.settings ?? {});
   if (control.state === 'cancelled') {
@@ -473,13 +245,15 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
         `\`falbatch resume --batch ${batch}\` lifts the cancel; \`falbatch retry --batch ${batch} --error cancelled\` also runs its cancelled rows again.`,
     );
   }
-  // Workers top the queue up to the cap this producer sets (the last producer's --max-waiting).
-  await setQueueCap(ctx, config.maxWaiting);
+  return { isNew, control };
+}
+
+/** Tops the queue up from the backlog to --max-waiting; says once when the cap is reached, and what to do. */
+function queueTopUp(ctx: FalbatchContext, batch: string): () => Promise<void> {
   let saidFull = false;
-  const topUp = async (): Promise<void> => {
-    const filled = await topUpQueue(ctx, { cap: config.maxWaiting });
-    if (saidFull || filled.busy || filled.waiting < filled.cap || (await redis.llen(batchKeys.backlog)) === 0) return;
-    // Said once: the cap is reached, nothing waits on it, and what (if anything) to do.
+  return async () => {
+    const filled = await topUpQueue(ctx, { cap: ctx.config.maxWaiting });
+    if (saidFull || filled.busy || filled.waiting < filled.cap || (await ctx.redis.llen(ctx.keys.batch(batch).backlog)) === 0) return;
     saidFull = true;
     const workers = await ctx.queue.getWorkersCount().catch(() => undefined);
     const what =
@@ -488,122 +262,162 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     if (workers === 0) ctx.log.warn(`${what}. No worker is running: start \`falbatch work\` (same REDIS_URL and --prefix) to call them.`, { waiting: filled.waiting, workers });
     else ctx.log.info(`${what}.`, { waiting: filled.waiting, workers });
   };
+}
+
+/** What writing one chunk of an enqueue needs. */
+interface ChunkWriter {
+  batch: string;
+  draft: string;
+  lease: Lease;
+  filesRoot: string;
+  priority: number;
+  options: EnqueueOptions;
+  summary: EnqueueSummary;
+  topUp: () => Promise<void>;
+}
+
+/** Of a chunk's distinct rows, those that add a job (after `admit`), counting the rest. */
+async function rowsToAdd(ctx: FalbatchContext, w: ChunkWriter, rows: ManifestRow[]): Promise<RowsToAdd> {
+  const batchKeys = ctx.keys.batch(w.batch);
+  const [known, backlogged] = await Promise.all([ctx.redis.hmget(batchKeys.keys, ...rows.map((r) => r.key)), ctx.redis.llen(batchKeys.backlog)]);
+  const { fresh, edited, present } = sortByKnown(rows, known);
+  // Present, but neither ended nor queued nor stored to call: Redis lost its job. Add it again.
+  // (While the batch has a backlog, a present row may be waiting in it: nothing is lost then.)
+  const lost = backlogged > 0 ? [] : await lostRows(ctx, w.batch, present);
+  w.summary.present += present.length - lost.length;
+  const adding = { fresh, edited, lost };
+  if (!w.options.admit) return adding;
+  const candidates = admissionCandidates(rows, adding);
+  const { admitted, deferred } = admitRows(candidates, adding, candidates.length === 0 ? 0 : await w.options.admit(candidates));
+  w.summary.deferred += deferred;
+  return admitted;
+}
+
+/**
+ * One transaction: an edited row (same id, other content) is answered afresh (its old answer
+ * dropped, and a job of its old content still running will not record); every row to call is
+ * stored in the batch's backlog, and new row keys are known to the batch. A row is never known
+ * without being stored. Then the queue is topped up from the backlog, to --max-waiting.
+ */
+async function storeRows(ctx: FalbatchContext, w: ChunkWriter, { fresh, edited, lost }: RowsToAdd): Promise<void> {
+  const { redis } = ctx;
+  const { batch, summary } = w;
+  const batchKeys = ctx.keys.batch(batch);
+  const jobs = [...fresh, ...edited, ...lost];
+  if (jobs.length === 0) return;
+  // (Scripts are defined on the client before the transaction is made: it takes them from there.)
+  scriptsOn(redis);
+  const store = redis.multi();
+  for (const row of edited) {
+    scriptsIn(store).falbatchEditRow(batchKeys.keys, batchKeys.results, batchKeys.counts, row.key, row.fingerprint);
+    summary.changedRows++;
+    if (summary.changed.length < REPORTED_REJECTIONS) {
+      summary.changed.push({
+        line: row.line,
+        reason: `id "${row.key}" changed since it was enqueued in batch ${batch} (prompt, image, endpoint or parameters): it is called again, and its earlier answer is dropped`,
+      });
+    }
+  }
+  storeBacklog(ctx, store, batch, jobs.map(backlogRowOf), w.priority);
+  if (fresh.length > 0) store.hset(batchKeys.keys, ...fresh.flatMap((row) => [row.key, row.fingerprint]));
+  throwIfFailed(await store.exec());
+  // What was just written lives as long as the batch; a batch pruned (or lost) meanwhile keeps
+  // nothing of it: the touch removed its keys, its backlog with them.
+  if (!(await touchBatch(ctx, batch, 'open'))) throw await vanishedBatchError(ctx, batch);
+  summary.added += jobs.length;
+  await w.topUp();
+}
+
+/** Writes one chunk: its rows listed in manifest order, its rows to call stored and queued. */
+async function writeChunk(ctx: FalbatchContext, w: ChunkWriter, chunk: Verdict[]): Promise<void> {
+  const { summary } = w;
+  w.options.signal?.throwIfAborted();
+  summary.rows += chunk.length;
+  await appendRows(ctx.redis, w.draft, summary.rows - chunk.length, chunk.map((v) => encodeRowEntry(entryOf(v, w.filesRoot))));
+  await renewLease(ctx, w.lease);
+  const rows = tallyChunk(summary, chunk);
+  if (rows.length === 0) return;
+  await storeRows(ctx, w, await rowsToAdd(ctx, w, rows));
+  w.options.onProgress?.({ batch: w.batch, rows: summary.rows, added: summary.added, present: summary.present, rejected: summary.rejected });
+}
+
+/** Ends an enqueue: the rows list takes its place, the batch's meta says what was read, this run's keys go. */
+async function finishEnqueue(ctx: FalbatchContext, w: ChunkWriter, run: string, extras: string[], source: ManifestSource): Promise<void> {
+  const { redis, config } = ctx;
+  const { summary, options } = w;
+  const batchKeys = ctx.keys.batch(w.batch);
+  summary.notImages = source.notImages();
+  const finish = redis.multi();
+  if (summary.rows > 0) finish.rename(w.draft, batchKeys.rows);
+  else finish.del(batchKeys.rows);
+  finish.hset(batchKeys.meta, metaFields({ manifest: options.manifestLabel ?? source.path, updatedAt: ctx.clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, skipped: summary.skipped, extras, filesRoot: source.filesRoot, captionExt: options.captions?.ext ?? '', captionPrefix: options.captions?.prefix ?? '', captionSuffix: options.captions?.suffix ?? '' }));
+  finish.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
+  // The rows list comes with the draft's 24 h TTL: it gets the batch's, with every other key.
+  // Open (the unfinished floor) while rows are pending; this producer's lease goes right after.
+  scriptsOn(redis);
+  touchBatchIn(ctx, finish, w.batch, 'rows');
+  await finish.exec();
+  summary.stored = await redis.llen(batchKeys.backlog);
+}
+
+/** After a failed enqueue: this run's keys go; a batch that vanished meanwhile says so; one it created empty goes too. */
+async function failEnqueue(ctx: FalbatchContext, w: ChunkWriter, run: string, isNew: boolean, error: unknown): Promise<never> {
+  const { redis } = ctx;
+  const batchKeys = ctx.keys.batch(w.batch);
+  await redis.del(w.draft, batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run)).catch(() => undefined);
+  // Whatever broke, a batch whose meta vanished under the producer was pruned (--force) or lost by Redis: say that.
+  if (!(error instanceof BatchLostError) && !(error instanceof BatchPrunedError) && !(error instanceof BatchNotFoundError) && !w.options.signal?.aborted && (await redis.exists(batchKeys.meta).catch(() => 1)) === 0) {
+    throw await vanishedBatchError(ctx, w.batch);
+  }
+  // A batch this enqueue created, with no row stored: it was never there (not a 0-row batch "running" forever).
+  if (isNew && w.summary.added === 0) await dropUnstartedBatch(ctx, w.batch).catch(() => undefined);
+  throw error;
+}
+
+/**
+ * Streams a manifest into the batch's queue: validates rows (rejecting bad ones with their line),
+ * adds a job per new row key (a row already present in the batch, or already ended, adds nothing),
+ * and records what export needs (row order, keys, carried columns) in Redis.
+ */
+export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueueSummary> {
+  const { redis, keys, config } = ctx;
+  const target = await openTarget(ctx, options);
+  const { source, batch } = target;
+  if (!BATCH_NAME.test(batch)) {
+    throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
+  }
+  options.onBatch?.(batch);
+  const batchKeys = keys.batch(batch);
+  await checkHeaderOf(ctx, target);
+  // Before anything is read or written: a spend cap needs a price.
+  checkBatchSettings(options.settings ?? {});
+  const run = randomUUID();
+  const plan = options.captions === undefined ? undefined : { captions: options.captions, clashKey: batchKeys.captionClashes(run) };
+  if (plan) await findCaptionClashes(ctx, source, target.mapping.layout, plan.captions, batchKeys.captionTargets(run), plan.clashKey);
+  if (options.strict) await checkStrict(ctx, target, run, plan, options);
+
+  const summary: EnqueueSummary = { batch, manifest: options.manifestLabel ?? source.path, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0, notImages: {}, deferred: 0, stored: 0 };
+  const now = ctx.clock.now();
+  // Every enqueue takes the batches whose retention ran out off the list: a service enqueueing
+  // every hour keeps the list (and Redis) bounded without anyone running prune.
+  await sweepExpiredBatches(ctx);
+  await takeLease(ctx, batch, run);
+  const { isNew, control } = await openForEnqueue(ctx, batch, options, now);
+  // Workers top the queue up to the cap this producer sets (the last producer's --max-waiting).
+  await setQueueCap(ctx, config.maxWaiting);
   const draft = batchKeys.rowsDraft(run);
   const lease: Lease = { key: batchKeys.enqueuing, run, batch, meta: batchKeys.meta, keepAlive: [draft, batchKeys.idsSeen(run)] };
+  const writer: ChunkWriter = { batch, draft, lease, filesRoot: source.filesRoot, priority: control.priority, options, summary, topUp: queueTopUp(ctx, batch) };
   let extras: string[] = [];
+  const onHeader = (columns: ColumnMap): void => {
+    extras = columns.extras.map((e) => e.name);
+  };
   try {
     // The next chunk is read and validated while this one is written to Redis.
-    for await (const chunk of readAhead(
-      validatedChunks(
-        ctx,
-        source,
-        batchKeys.idsSeen(run),
-        (columns) => {
-          extras = columns.extras.map((e) => e.name);
-        },
-        plan,
-        options,
-      ),
-    )) {
-      options.signal?.throwIfAborted();
-      summary.rows += chunk.length;
-      await appendRows(redis, draft, summary.rows - chunk.length, chunk.map((v) => encodeRowEntry(entryOf(v, source.filesRoot))));
-      await renewLease(ctx, lease);
-
-      const distinct = new Map<string, ManifestRow>();
-      for (const verdict of chunk) {
-        if (!verdict.ok && verdict.skip) {
-          summary.skipped++;
-          continue;
-        }
-        if (!verdict.ok) {
-          summary.rejected++;
-          if (summary.rejections.length < REPORTED_REJECTIONS) summary.rejections.push({ line: verdict.rejected.line, reason: verdict.rejected.reason });
-          continue;
-        }
-        if (distinct.has(verdict.row.key)) summary.shared++;
-        else distinct.set(verdict.row.key, verdict.row);
-      }
-      const rows = [...distinct.values()];
-      if (rows.length === 0) continue;
-      const [known, backlogged] = await Promise.all([redis.hmget(batchKeys.keys, ...rows.map((r) => r.key)), redis.llen(batchKeys.backlog)]);
-      let fresh: ManifestRow[] = [];
-      let edited: ManifestRow[] = [];
-      const present: ManifestRow[] = [];
-      rows.forEach((row, i) => {
-        const fingerprint = known[i];
-        if (fingerprint === null || fingerprint === undefined) fresh.push(row);
-        else if (fingerprint !== row.fingerprint) edited.push(row);
-        else present.push(row);
-      });
-      // Present, but neither ended nor queued nor stored to call: Redis lost its job. Add it again.
-      // (While the batch has a backlog, a present row may be waiting in it: nothing is lost then.)
-      let lost = backlogged > 0 ? [] : await lostRows(ctx, batch, present);
-      summary.present += present.length - lost.length;
-      if (options.admit) {
-        // The rows that would add a job, in manifest order: the first `admitted` go now.
-        const adding = new Set([...fresh, ...edited, ...lost]);
-        const candidates = rows.filter((row) => adding.has(row));
-        const admitted = candidates.length === 0 ? 0 : Math.max(0, Math.min(candidates.length, Math.floor(await options.admit(candidates))));
-        if (admitted < candidates.length) {
-          summary.deferred += candidates.length - admitted;
-          const admittedRows = new Set(candidates.slice(0, admitted));
-          fresh = fresh.filter((row) => admittedRows.has(row));
-          edited = edited.filter((row) => admittedRows.has(row));
-          lost = lost.filter((row) => admittedRows.has(row));
-        }
-      }
-      const jobs = [...fresh, ...edited, ...lost];
-      if (jobs.length > 0) {
-        // One transaction: an edited row (same id, other content) is answered afresh (its old answer
-        // dropped, and a job of its old content still running will not record); every row to call
-        // is stored in the batch's backlog, and new row keys are known to the batch. A row is never
-        // known without being stored. Then the queue is topped up from the backlog, to --max-waiting.
-        // (Scripts are defined on the client before the transaction is made: it takes them from there.)
-        scriptsOn(redis);
-        const store = redis.multi();
-        for (const row of edited) {
-          scriptsIn(store).falbatchEditRow(batchKeys.keys, batchKeys.results, batchKeys.counts, row.key, row.fingerprint);
-          summary.changedRows++;
-          if (summary.changed.length < REPORTED_REJECTIONS) {
-            summary.changed.push({
-              line: row.line,
-              reason: `id "${row.key}" changed since it was enqueued in batch ${batch} (prompt, image, endpoint or parameters): it is called again, and its earlier answer is dropped`,
-            });
-          }
-        }
-        storeBacklog(ctx, store, batch, jobs.map(backlogRowOf), control.priority);
-        if (fresh.length > 0) store.hset(batchKeys.keys, ...fresh.flatMap((row) => [row.key, row.fingerprint]));
-        throwIfFailed(await store.exec());
-        // What was just written lives as long as the batch; a batch pruned (or lost) meanwhile keeps
-        // nothing of it: the touch removed its keys, its backlog with them.
-        if (!(await touchBatch(ctx, batch, 'open'))) throw await vanishedBatchError(ctx, batch);
-        summary.added += jobs.length;
-        await topUp();
-      }
-      options.onProgress?.({ batch, rows: summary.rows, added: summary.added, present: summary.present, rejected: summary.rejected });
-    }
-    summary.notImages = source.notImages();
-    const finish = redis.multi();
-    if (summary.rows > 0) finish.rename(draft, batchKeys.rows);
-    else finish.del(batchKeys.rows);
-    finish.hset(batchKeys.meta, metaFields({ manifest: options.manifestLabel ?? file, updatedAt: clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, skipped: summary.skipped, extras, filesRoot: source.filesRoot, captionExt: options.captions?.ext ?? '', captionPrefix: options.captions?.prefix ?? '', captionSuffix: options.captions?.suffix ?? '' }));
-    finish.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
-    // The rows list comes with the draft's 24 h TTL: it gets the batch's, with every other key.
-    // Open (the unfinished floor) while rows are pending; this producer's lease goes right after.
-    scriptsOn(redis);
-    touchBatchIn(ctx, finish, batch, 'rows');
-    await finish.exec();
-    summary.stored = await redis.llen(batchKeys.backlog);
+    for await (const chunk of readAhead(validatedChunks(ctx, source, batchKeys.idsSeen(run), target.mapping, onHeader, plan, options))) await writeChunk(ctx, writer, chunk);
+    await finishEnqueue(ctx, writer, run, extras, source);
   } catch (error) {
-    await redis.del(draft, batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run)).catch(() => undefined);
-    // Whatever broke, a batch whose meta vanished under the producer was pruned (--force) or lost by Redis: say that.
-    if (!(error instanceof BatchLostError) && !(error instanceof BatchPrunedError) && !(error instanceof BatchNotFoundError) && !options.signal?.aborted && (await redis.exists(batchKeys.meta).catch(() => 1)) === 0) {
-      throw await vanishedBatchError(ctx, batch);
-    }
-    // A batch this enqueue created, with no row stored: it was never there (not a 0-row batch "running" forever).
-    if (isNew && summary.added === 0) await dropUnstartedBatch(ctx, batch).catch(() => undefined);
-    throw error;
+    await failEnqueue(ctx, writer, run, isNew, error);
   } finally {
     // Release the lease only if it is still ours.
     if ((await redis.get(batchKeys.enqueuing).catch(() => null)) === run) await redis.del(batchKeys.enqueuing).catch(() => undefined);
@@ -648,9 +462,8 @@ export interface EnqueuePlan {
  */
 export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueuePlan> {
   const { redis, keys, config } = ctx;
-  const source = await openManifestSource(options.manifest, { filesRoot: config.filesRoot, encoding: config.encoding, maxRecordBytes: config.maxRecordBytes, prompt: options.prompt });
-  const mappingSignature = createRowMapping(config).signature;
-  const batch = options.batch ?? (await source.defaultBatchName(mappingSignature === undefined ? config.endpoint : `${config.endpoint}\0${mappingSignature}`));
+  const target = await openTarget(ctx, options);
+  const { source, batch } = target;
   const batchKeys = keys.batch(batch);
   const run = `dry-${randomUUID()}`;
   const plan: EnqueuePlan = { batch, manifest: source.path, rows: 0, rejected: 0, skipped: 0, calls: 0, done: 0, answered: 0, toCall: 0, shared: 0, localImages: 0, uploads: 0, expired: 0, rejections: [] };
@@ -681,9 +494,9 @@ export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions)
   const seenKeys = new Set<string>();
   const seenInputs = new Set<string>();
   try {
-    if (source.kind === 'csv') await checkHeader(source.path, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, createRowMapping(config).layout);
-    if (captionPlan) await findCaptionClashes(ctx, source, createRowMapping(config).layout, captionPlan.captions, batchKeys.captionTargets(run), captionPlan.clashKey);
-    for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), () => undefined, captionPlan, {}, counting)) {
+    await checkHeaderOf(ctx, target);
+    if (captionPlan) await findCaptionClashes(ctx, source, target.mapping.layout, captionPlan.captions, batchKeys.captionTargets(run), captionPlan.clashKey);
+    for await (const chunk of validatedChunks(ctx, source, batchKeys.idsSeen(run), target.mapping, () => undefined, captionPlan, {}, counting)) {
       plan.rows += chunk.length;
       const rows: ManifestRow[] = [];
       for (const verdict of chunk) {

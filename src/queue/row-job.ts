@@ -46,3 +46,10 @@ export type RowRequestState = Pick<RowJobData, 'rid' | 'sub' | 'rf' | 'ru' | 'rs
 
 /** Every field of RowRequestState, to drop them all before saving a new state. */
 export const REQUEST_STATE_FIELDS = ['rid', 'sub', 'rf', 'ru', 'rs', 'rl', 'rla'] as const satisfies ReadonlyArray<keyof RowRequestState>;
+
+/** The row's job data without the state of its fal request. */
+export function withoutRequestState(data: RowJobData): RowJobData {
+  const row = { ...data };
+  for (const field of REQUEST_STATE_FIELDS) delete row[field];
+  return row;
+}

@@ -1,21 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError, type FalHttpErrorDetails } from '../../src/errors.js';
+import { FalProtocolError, FalTimeoutError, FalTransportError } from '../../src/errors.js';
+import { falHttpError } from '../helpers/fal-errors.js';
 import { classifyFalError, UnexpectedOutputError, type AttemptPhase } from '../../src/worker/classify-error.js';
 
-function http(status: number, extra: Partial<FalHttpErrorDetails> = {}): FalHttpError {
-  return new FalHttpError({
-    status,
-    endpoint: 'fal-ai/llava-next',
-    operation: 'submit',
-    body: { detail: 'x' },
-    requestId: undefined,
-    retryAfterMs: undefined,
-    errorType: undefined,
-    timeoutType: undefined,
-    retryable: undefined,
-    ...extra,
-  });
-}
+const http = falHttpError;
 
 type Expected = { kind: string; resubmit?: boolean; retryAfterMs?: number };
 

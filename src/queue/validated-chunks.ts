@@ -1,0 +1,223 @@
+import { relative, sep } from 'node:path';
+import pLimit from 'p-limit';
+import type { FalbatchContext } from '../context.js';
+import { ManifestError } from '../errors.js';
+import { mapColumns, type ColumnMap } from '../manifest/columns.js';
+import { LocalImageReader } from '../manifest/local-image.js';
+import type { ManifestSource } from '../manifest/manifest-source.js';
+import type { RawRecord } from '../manifest/read-records.js';
+import { createImageResolver, type LocalImageDelivery } from '../manifest/resolve-images.js';
+import type { RowMapping } from '../manifest/row-mapping.js';
+import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
+import { captionPath, type CaptionOptions } from '../results/caption-files.js';
+import { SECOND } from '../time.js';
+import type { RowEntry } from './batch-rows.js';
+import { exists, localImageOf } from './caption-targets.js';
+import { localImageDelivery, type ImageDeliveryOptions } from './image-delivery.js';
+
+/** Most characters of row text (inline data URIs included) one chunk holds. */
+const CHUNK_CHARS = 16 * 1024 * 1024;
+/** Most rows with local images (each up to maxInlineImageBytes once read) one chunk holds. */
+const CHUNK_LOCAL_IMAGES = 16;
+/** Rows in the first chunk of a manifest. */
+const FIRST_CHUNK = 50;
+const FILE_READS_AT_ONCE = 8;
+
+/** A row to call, or one that will not be: rejected (bad), or skipped (`skip`: nothing to do, e.g. its caption exists). */
+export type Verdict = { ok: true; row: ManifestRow } | { ok: false; rejected: RejectedRow; skip?: true; image?: string };
+
+/** What decides, before a row is validated, that it needs no call, or cannot have a caption file. */
+export interface CaptionPlan {
+  captions: CaptionOptions;
+  /** Hash of line → why the row's caption file would be shared (see findCaptionClashes). */
+  clashKey: string;
+}
+
+/**
+ * Streams the manifest as validated rows, in chunks. Ids are checked for repeats in Redis (a hash
+ * per enqueue run), so memory stays flat however many rows the manifest has.
+ */
+export async function* validatedChunks(
+  ctx: FalbatchContext,
+  source: ManifestSource,
+  idsKey: string,
+  /** The manifest's row mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig. */
+  mapping: RowMapping,
+  onHeader: (columns: ColumnMap, header: string[]) => void,
+  plan?: CaptionPlan,
+  run: ImageDeliveryOptions = {},
+  /** How local images become references; default: the configured one (uploads or inline). */
+  delivery?: LocalImageDelivery,
+): AsyncGenerator<Verdict[]> {
+  const { config } = ctx;
+  const file = source.path;
+  const reader = new LocalImageReader(source.filesRoot, config.maxInlineImageBytes);
+  const images = createImageResolver({
+    files: reader,
+    maxImageBytes: config.maxInlineImageBytes,
+    maxSide: config.maxImageSide,
+    local: delivery ?? localImageDelivery(ctx, run),
+  });
+  const limit = pLimit(FILE_READS_AT_ONCE);
+  let columns: ColumnMap | undefined;
+  let pending: RawRecord[] = [];
+  let pendingChars = 0;
+  let pendingLocal = 0;
+  let chunks = 0;
+
+  const settle = async (records: RawRecord[]): Promise<Verdict[]> => {
+    const map = columns as ColumnMap;
+    const clashes = plan && records.length > 0 ? await ctx.redis.hmget(plan.clashKey, ...records.map((r) => String(r.line))) : [];
+    const beforeValidation = (record: { line: number; fields: string[] }, index: number): Promise<Verdict | undefined> =>
+      plan ? captionVerdict(record, map, clashes[index], plan, source.filesRoot, config.endpoint) : Promise.resolve(undefined);
+    const verdicts = await Promise.all(
+      records.map((record, index) =>
+        'error' in record
+          ? Promise.resolve<Verdict>({ ok: false, rejected: unreadRow(record, map) })
+          : limit(async () => (await beforeValidation(record, index)) ??
+              validateRow(record, {
+                columns: map,
+                defaultEndpoint: config.endpoint,
+                images,
+                maxPromptChars: config.maxPromptChars,
+                mapping,
+              }),
+            ),
+      ),
+    );
+    await rejectRepeatedIds(ctx, idsKey, verdicts);
+    return verdicts;
+  };
+
+  for await (const record of source.records()) {
+    if (!columns) {
+      if ('error' in record) {
+        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, { file, line: record.line });
+      }
+      columns = mapColumns(record.fields, file, mapping.layout);
+      onHeader(columns, record.fields);
+      continue;
+    }
+    if ('fields' in record && record.fields.every((f) => f.trim() === '')) continue;
+    pending.push(record);
+    if ('fields' in record) {
+      pendingChars += record.fields.reduce((sum, f) => sum + f.length, 0);
+      if (columns.images.some((i) => !/^(https?:|data:)/i.test((record.fields[i] ?? '').trim()))) pendingLocal++;
+    }
+    // A chunk is bounded by rows, and by the image bytes it will hold: inline data and local files
+    // become data URIs, so a few big images weigh more than thousands of URLs.
+    // The first chunk is small, so workers get rows to call within milliseconds of the start.
+    const rowsPerChunk = chunks === 0 ? Math.min(FIRST_CHUNK, ctx.config.enqueueChunk) : ctx.config.enqueueChunk;
+    if (pending.length >= rowsPerChunk || pendingChars >= CHUNK_CHARS || pendingLocal >= CHUNK_LOCAL_IMAGES) {
+      chunks++;
+      const chunk = pending;
+      pending = [];
+      pendingChars = 0;
+      pendingLocal = 0;
+      yield await settle(chunk);
+    }
+  }
+  if (!columns) throw new ManifestError('MANIFEST_INVALID', `${file} is empty: expected a header row with image_url and prompt columns.`, { file, line: 1 });
+  if (pending.length > 0) yield await settle(pending);
+}
+
+/** A repeated id: the later row is rejected, naming the line of the first (ids of this run are kept in Redis, at `idsKey`). */
+async function rejectRepeatedIds(ctx: FalbatchContext, idsKey: string, verdicts: Verdict[]): Promise<void> {
+  const withIds = verdicts.flatMap((v, i) => (v.ok && v.row.id !== undefined ? [i] : []));
+  if (withIds.length > 0) {
+    const pipeline = ctx.redis.pipeline();
+    for (const i of withIds) {
+      const row = (verdicts[i] as { row: ManifestRow }).row;
+      pipeline.hsetnx(idsKey, row.id as string, String(row.line));
+      pipeline.hget(idsKey, row.id as string);
+    }
+    pipeline.pexpire(idsKey, 24 * 3600 * SECOND);
+    const replies = (await pipeline.exec()) ?? [];
+    withIds.forEach((i, n) => {
+      const [, added] = replies[n * 2] ?? [];
+      const [, firstLine] = replies[n * 2 + 1] ?? [];
+      const row = (verdicts[i] as { row: ManifestRow }).row;
+      // (A command resent after a reconnect finds its own line: that is no repeat.)
+      if (added === 0 && String(firstLine) !== String(row.line)) {
+        verdicts[i] = {
+          ok: false,
+          rejected: {
+            line: row.line,
+            reason: `id "${row.id}" appears again (first on line ${String(firstLine)}); ids must be unique`,
+            id: row.id,
+            endpoint: row.endpoint,
+            imageDisplay: row.imageDisplay,
+            prompt: row.prompt,
+            extras: row.extras,
+          },
+        };
+      }
+    });
+  }
+}
+
+/**
+ * Rows with caption files: those whose file another image would share (`clash`) are rejected; in
+ * skip mode those whose file exists need nothing (no upload, no call). Decided from the cell alone.
+ */
+async function captionVerdict(record: { line: number; fields: string[] }, map: ColumnMap, clash: string | null | undefined, plan: CaptionPlan, filesRoot: string, defaultEndpoint: string): Promise<Verdict | undefined> {
+  const shown = (reason: string, skip: boolean, image?: string): Verdict => ({
+    ok: false,
+    rejected: {
+      line: record.line,
+      reason,
+      id: (map.known.id === undefined ? undefined : record.fields[map.known.id]?.trim()) || undefined,
+      endpoint: (map.known.endpoint === undefined ? undefined : record.fields[map.known.endpoint]?.trim()) || defaultEndpoint,
+      imageDisplay: map.images.map((at) => (record.fields[at] ?? '').trim()).join('|'),
+      prompt: map.known.prompt === undefined ? '' : (record.fields[map.known.prompt] ?? '').trim(),
+      extras: map.extras.map(({ index: at }) => record.fields[at] ?? ''),
+    },
+    ...(skip ? { skip: true as const } : {}),
+    ...(image !== undefined ? { image } : {}),
+  });
+  if (clash) return shown(clash, false);
+  if (plan.captions.mode !== 'skip') return undefined;
+  const image = localImageOf(record.fields, map, filesRoot);
+  if (image === undefined) return undefined;
+  const caption = captionPath(image, plan.captions.ext);
+  return (await exists(caption)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true, image) : undefined;
+}
+
+/** A record that could not be read as one, with what of it could: the whole fields its line starts with (its id, most often). */
+function unreadRow(record: { line: number; error: string; leading?: string[] }, map: ColumnMap): RejectedRow {
+  const cell = (at: number | undefined): string => (at === undefined ? undefined : record.leading?.[at]) ?? '';
+  return {
+    line: record.line,
+    reason: record.error,
+    id: cell(map.known.id).trim() || undefined,
+    endpoint: cell(map.known.endpoint).trim(),
+    imageDisplay: '',
+    prompt: cell(map.known.prompt).trim(),
+    extras: map.extras.map(({ index }) => cell(index)),
+  };
+}
+
+export function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
+  if (!verdict.ok && verdict.skip) {
+    const { rejected: row } = verdict;
+    // Its image is kept too: export reads its caption file (the results, metadata.jsonl).
+    const files = verdict.image === undefined ? [] : [relative(filesRoot, verdict.image).split(sep).join('/')];
+    return { line: row.line, key: row.id ?? '', imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras, skipped: row.reason, ...(files.length > 0 ? { files } : {}) };
+  }
+  if (verdict.ok) {
+    const { row } = verdict;
+    const files = row.localImages.map((path) => relative(filesRoot, path).split(sep).join('/'));
+    return { line: row.line, key: row.key, imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras, ...(files.length > 0 ? { files } : {}) };
+  }
+  const { rejected } = verdict;
+  return {
+    line: rejected.line,
+    key: rejected.id ?? '',
+    imageDisplay: rejected.imageDisplay,
+    prompt: rejected.prompt,
+    endpoint: rejected.endpoint,
+    extras: rejected.extras,
+    rejected: rejected.reason,
+  };
+}
+
