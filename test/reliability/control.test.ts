@@ -19,7 +19,15 @@ async function results(h: Harness, batch: string, rows: number): Promise<RowResu
   return found.filter((r): r is RowResult => r !== undefined);
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * Runs a marker batch of `rows` rows through the worker and waits for it to finish: proof that the
+ * worker has taken jobs from the queue since (two rounds of its concurrency, say, so that any job
+ * that came back to the wait list meanwhile was taken before the last of the marker's).
+ */
+async function runMarker(h: Harness, rows: number): Promise<void> {
+  const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 'marker.csv', rows) });
+  await until('the marker batch to finish', async () => (await getStatus(h.ctx, batch)).finished, 30_000);
+}
 
 describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
   it('cancel mid-batch: in-flight requests are cancelled at fal, nothing more is submitted, rows end cancelled; retry finishes them', async () => {
@@ -37,8 +45,13 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
       await until('the requests in flight to be cancelled at fal', () => h.emulator.stats().cancels >= 4, 10_000);
       const submitsAfterCancel = h.emulator.stats().submits;
       await until('every row to end', async () => (await getStatus(h.ctx, batch)).finished, 30_000);
-      // Settled: no submit came after the cancel reached the rows in flight.
-      await sleep(1000);
+      // Settled: no job is left that could call fal (none active or waiting, every cancelled row's
+      // job parked), and no submit came after the cancel reached the rows in flight.
+      await until('no job left that could call fal', async () => {
+        const { failed } = await getStatus(h.ctx, batch);
+        const jobs = await h.ctx.queue.getJobCounts('active', 'waiting', 'prioritized', 'delayed');
+        return jobs['active'] === 0 && jobs['waiting'] === 0 && jobs['prioritized'] === 0 && jobs['delayed'] === failed;
+      }, 30_000);
       const stats = h.emulator.stats();
       expect(stats.submits).toBe(submitsAfterCancel);
 
@@ -105,9 +118,12 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
     const parked = worker.counts().parked;
     expect(parked).toBeLessThanOrEqual(rows);
     const submits = h.emulator.stats().submits;
-    await sleep(1500);
+    // The worker goes on taking jobs (a marker batch, two rounds of its concurrency): a parked row
+    // back in the wait list would be taken, parked again or called.
+    const markerRows = 8;
+    await runMarker(h, markerRows);
     expect(worker.counts().parked).toBe(parked);
-    expect(h.emulator.stats().submits).toBe(submits);
+    expect(h.emulator.stats().submits).toBe(submits + markerRows);
     expect((await getStatus(h.ctx, paused)).ok).toBe(held.ok);
     expect(await h.ctx.queue.getDelayedCount()).toBe(held.pending);
     const shown = await runCliProcess(['status', '--batch', paused], h.env());
@@ -119,7 +135,7 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
     expect(resumed.stdout).toBe(`batch ${paused} (pause lifted): ${held.pending} parked rows back in the queue\n`);
     await until('the paused batch to finish', async () => (await getStatus(h.ctx, paused)).finished, 30_000);
     expect(await getStatus(h.ctx, paused)).toMatchObject({ ok: rows, failed: 0, paused: undefined });
-    expect(h.emulator.stats()).toMatchObject({ billed: rows + otherRows, duplicateBilled: 0 });
+    expect(h.emulator.stats()).toMatchObject({ billed: rows + otherRows + markerRows, duplicateBilled: 0 });
     await worker.close();
   }, 90_000);
 
@@ -217,8 +233,11 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
     expect(h.emulator.stats().submits).toBe(0);
     // Resume lifts the cancel, but rows already cancelled stay so (retry runs them): their jobs stay parked.
     expect(await resumeBatch(h.ctx, batch)).toMatchObject({ previous: 'cancelled', woken: 0, held: undefined });
-    await sleep(300);
+    // The worker goes on taking jobs (a marker batch): a cancelled row's job back in the queue would be called.
+    await runMarker(h, 4);
     expect(await getStatus(h.ctx, batch)).toMatchObject({ ok: 0, failed: rows, cancelled: undefined });
+    expect(h.emulator.stats().submits).toBe(4);
+    expect(await h.ctx.queue.getDelayedCount()).toBe(rows);
     await worker.close();
   }, 60_000);
 

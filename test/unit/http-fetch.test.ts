@@ -105,22 +105,25 @@ describe('the keep-alive fetch behind the fal transport', () => {
     handler = () => undefined;
     const fal = createFalFetch({ baseUrl: undefined, callTimeoutMs: 200 });
     await expect(fal(`${base}/queue.fal.run/a/b/requests/r1/status`)).rejects.toBeInstanceOf(FalTimeoutError);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(sockets.size).toBe(0);
+    // (The server sees the close a moment later; a connection kept open would never close by itself.)
+    await until('the server to see the connection closed', () => sockets.size === 0, 10_000);
   });
 
   it('streams an event stream, and the caller closes it with its signal', async () => {
     handler = (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write('data: {"status":"IN_PROGRESS"}\n\n');
+      // The next event comes after the call time-out (a timer of this process: it cannot fire
+      // before the time-out's would, however loaded the machine).
+      setTimeout(() => res.write('data: {"status":"COMPLETED"}\n\n'), 400);
     };
     const controller = new AbortController();
     const fal = createFalFetch({ baseUrl: undefined, callTimeoutMs: 200 });
     const response = await fal(`${base}/queue.fal.run/a/b/requests/r1/status/stream`, { headers: { accept: 'text/event-stream' }, signal: controller.signal });
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
     expect(new TextDecoder().decode((await reader.read()).value)).toContain('IN_PROGRESS');
-    // Open past the call time-out: streams have none of their own.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Open past the call time-out (streams have none of their own): the event sent after it arrives.
+    expect(new TextDecoder().decode((await reader.read()).value)).toContain('COMPLETED');
     controller.abort(new Error('done'));
     await expect(reader.read()).rejects.toBeDefined();
   });
