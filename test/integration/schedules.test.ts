@@ -134,7 +134,10 @@ describe('scheduled enqueueing', () => {
         await ticks.close();
       }
       const ran = tickLines().length;
-      await new Promise((resolve) => setTimeout(resolve, 2500));
+      // A marker schedule, every 1s as s was, ticks twice in the same processes: they have served
+      // the ticks queue for over a second since, and a tick of s still due would have run too.
+      await addSchedule(h.ctx, { name: 'marker', manifest: h.file('k.csv', csv(['k'])), everyMs: 1000 });
+      await until('two ticks of the marker schedule', async () => (await ticksOf(h, 'marker')).filter((r) => r.outcome === 'ok').length >= 2, 60_000);
       expect(tickLines().length).toBe(ran);
       expect(await tickRecords(h.ctx, 's')).toEqual([]);
       const again = await runCliProcess(['schedule', 'remove', 's'], h.env());

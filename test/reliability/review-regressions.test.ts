@@ -103,8 +103,9 @@ describe('run, rate limits and identical rows', () => {
       ttl = await h.ctx.queue.getRateLimitTtl();
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
-    // Calls already under way may land; then nothing is submitted by either worker until the limit ends.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Calls already under way may land (until no row is active: the limit lets no worker take one);
+    // then nothing is submitted by either worker until the limit ends.
+    await until('the calls under way to land', async () => (await h.ctx.queue.getActiveCount()) === 0 || (await h.ctx.queue.getRateLimitTtl()) <= 200, 10_000);
     const during = h.emulator.stats().submits;
     while ((await h.ctx.queue.getRateLimitTtl()) > 200) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(h.emulator.stats().submits).toBe(during);
