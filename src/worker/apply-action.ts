@@ -7,7 +7,7 @@ import { withoutRequestState, type RowJobData } from '../queue/row-job.js';
 import type { ResultStore } from '../results/result-store.js';
 import { formatDuration } from '../time.js';
 import type { BatchGate } from './batch-gate.js';
-import { endCancelledRow, type CancelRowDeps } from './cancel-row.js';
+import { endCancelledRow, type CancelledRowEnd, type CancelRowDeps } from './cancel-row.js';
 import type { Verdict } from './classify-error.js';
 import { jobIdOf } from './job-id.js';
 import type { RowTimingFields } from './process-row.js';
@@ -152,7 +152,7 @@ export function createRowActions(ctx: FalbatchContext, deps: RowActionsDeps): Ro
     throw new DelayedError();
   };
   const endCancelled = async (job: Job<RowJobData>, token: string | undefined, reason: string, attempts: number): Promise<void> => {
-    let end;
+    let end: CancelledRowEnd;
     try {
       end = await endCancelledRow({ jobId: jobIdOf(job), data: job.data, attempts, reason }, deps.cancel);
     } catch (error) {
