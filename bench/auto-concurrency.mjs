@@ -36,7 +36,9 @@ async function run(slots, rows, workArgs) {
       say,
     });
     const ideal = (rows * MEAN_S) / slots;
-    say(`${slots} slots, ${workArgs.join(' ') || 'auto'}: ${result.seconds.toFixed(2)} s (${(ideal / result.seconds).toFixed(3)} of ideal), max outstanding ${result.maxOutstanding}`);
+    say(
+      `${slots} slots, ${workArgs.join(' ') || 'auto'}: ${result.seconds.toFixed(2)} s (${(ideal / result.seconds).toFixed(3)} of ideal), max outstanding ${result.maxOutstanding}`,
+    );
     return { ...result, ideal, ofIdeal: ideal / result.seconds };
   } finally {
     rmSync(manifest.dir, { recursive: true, force: true });
@@ -62,17 +64,47 @@ try {
       `${best.n}`,
       `**${round(best.seconds / auto.seconds, 3)}**`,
     ]);
-    json.push({ slots, rows: count, auto: { seconds: round(auto.seconds), ofIdeal: round(auto.ofIdeal, 3), learned: auto.learned, maxOutstanding: auto.maxOutstanding }, fixed: fixed.map((f) => ({ concurrency: f.n, seconds: round(f.seconds), ofIdeal: round(f.ofIdeal, 3), maxOutstanding: f.maxOutstanding })), bestFixed: best.n, autoVsBest: round(best.seconds / auto.seconds, 3) });
+    json.push({
+      slots,
+      rows: count,
+      auto: { seconds: round(auto.seconds), ofIdeal: round(auto.ofIdeal, 3), learned: auto.learned, maxOutstanding: auto.maxOutstanding },
+      fixed: fixed.map((f) => ({ concurrency: f.n, seconds: round(f.seconds), ofIdeal: round(f.ofIdeal, 3), maxOutstanding: f.maxOutstanding })),
+      bestFixed: best.n,
+      autoVsBest: round(best.seconds / auto.seconds, 3),
+    });
   }
   // The acceptance run: 7 slots, 1,000 rows, auto.
   const acceptance = await run(7, 1000, []);
   load.push(loadavg()[0]);
   console.log(
     `Auto concurrency: ${MIN_MS}–${MAX_MS} ms per request; ${redisServer.what}; load average ${load.map((l) => l.toFixed(1)).join(' → ')}\n\n` +
-      markdownTable(['account', 'auto: seconds (of ideal)', 'learned slots → target', 'max outstanding', 'fixed --concurrency: seconds', 'best fixed', 'auto vs best fixed'], rows) +
+      markdownTable(
+        [
+          'account',
+          'auto: seconds (of ideal)',
+          'learned slots → target',
+          'max outstanding',
+          'fixed --concurrency: seconds',
+          'best fixed',
+          'auto vs best fixed',
+        ],
+        rows,
+      ) +
       `\n\n7 slots, 1,000 rows, auto: ${acceptance.seconds.toFixed(2)} s, **${acceptance.ofIdeal.toFixed(3)} of ideal** (${acceptance.ideal.toFixed(2)} s), learned ${acceptance.learned?.slots ?? '—'} → ${acceptance.learned?.target ?? '—'}, max outstanding ${acceptance.maxOutstanding} (bound ${7 + headroomFor(7)})`,
   );
-  console.log(JSON.stringify({ figure: 'auto-concurrency', accounts: json, acceptance: { seconds: round(acceptance.seconds), ofIdeal: round(acceptance.ofIdeal, 3), learned: acceptance.learned, maxOutstanding: acceptance.maxOutstanding }, load }));
+  console.log(
+    JSON.stringify({
+      figure: 'auto-concurrency',
+      accounts: json,
+      acceptance: {
+        seconds: round(acceptance.seconds),
+        ofIdeal: round(acceptance.ofIdeal, 3),
+        learned: acceptance.learned,
+        maxOutstanding: acceptance.maxOutstanding,
+      },
+      load,
+    }),
+  );
 } finally {
   await redisServer.stop();
 }

@@ -45,7 +45,7 @@ async function falbatch() {
   return { seconds, ok: summary.export.ok };
 }
 
-const ideal = Math.ceil(ROWS / RUNNERS) * LATENCY_MS / 1000;
+const ideal = (Math.ceil(ROWS / RUNNERS) * LATENCY_MS) / 1000;
 // Rounds alternate the two, so drift in what else the machine runs hits both alike; medians reported.
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const runs = { baseline: [], falbatch: [] };

@@ -25,7 +25,8 @@ async function writeManifest(path, rows) {
   const out = createWriteStream(path);
   out.write('image_url,prompt\n');
   for (let i = 0; i < rows; i++) {
-    if (!out.write(`https://images.example.com/dataset/${String(i).padStart(7, '0')}.jpg,Describe this image in one sentence. (${i})\n`)) await once(out, 'drain');
+    if (!out.write(`https://images.example.com/dataset/${String(i).padStart(7, '0')}.jpg,Describe this image in one sentence. (${i})\n`))
+      await once(out, 'drain');
   }
   out.end();
   await once(out, 'finish');
@@ -66,7 +67,12 @@ async function breakdown(prefix) {
     const entries = await redis[length](key);
     return entries === 0 ? 0 : Number(await redis.memory('USAGE', key, 'SAMPLES', '0')) / entries;
   };
-  return { backlog: await per('backlog', 'llen'), rows: await per('rows', 'llen'), keys: await per('keys', 'hlen'), backlogRows: await redis.llen(`${base}:backlog`) };
+  return {
+    backlog: await per('backlog', 'llen'),
+    rows: await per('rows', 'llen'),
+    keys: await per('keys', 'hlen'),
+    backlogRows: await redis.llen(`${base}:backlog`),
+  };
 }
 
 const baselineScript = join(ROOT, 'bench', 'lib', 'bare-addbulk.mjs');
@@ -99,9 +105,30 @@ try {
   const table = markdownTable(
     ['', 'rows', 'seconds', 'rows/s', 'peak RSS', 'Redis bytes/row'],
     [
-      ['baseline: bare `addBulk` (chunks of 1,000), every row a job', ROWS.toLocaleString('en'), round(bare.seconds, 1), Math.round(bare.rowsPerSecond).toLocaleString('en'), `${round(bare.peakRssMb, 0)} MB`, Math.round(bare.redisBytesPerRow)],
-      ['falbatch enqueue, no worker', SMALL.toLocaleString('en'), round(fbSmall.seconds, 1), Math.round(fbSmall.rowsPerSecond).toLocaleString('en'), `${round(fbSmall.peakRssMb, 0)} MB`, Math.round(fbSmall.redisBytesPerRow)],
-      [`falbatch enqueue, no worker (**${round(fb.rowsPerSecond / bare.rowsPerSecond)}×** the baseline's rows/s)`, ROWS.toLocaleString('en'), round(fb.seconds, 1), Math.round(fb.rowsPerSecond).toLocaleString('en'), `${round(fb.peakRssMb, 0)} MB`, Math.round(fb.redisBytesPerRow)],
+      [
+        'baseline: bare `addBulk` (chunks of 1,000), every row a job',
+        ROWS.toLocaleString('en'),
+        round(bare.seconds, 1),
+        Math.round(bare.rowsPerSecond).toLocaleString('en'),
+        `${round(bare.peakRssMb, 0)} MB`,
+        Math.round(bare.redisBytesPerRow),
+      ],
+      [
+        'falbatch enqueue, no worker',
+        SMALL.toLocaleString('en'),
+        round(fbSmall.seconds, 1),
+        Math.round(fbSmall.rowsPerSecond).toLocaleString('en'),
+        `${round(fbSmall.peakRssMb, 0)} MB`,
+        Math.round(fbSmall.redisBytesPerRow),
+      ],
+      [
+        `falbatch enqueue, no worker (**${round(fb.rowsPerSecond / bare.rowsPerSecond)}×** the baseline's rows/s)`,
+        ROWS.toLocaleString('en'),
+        round(fb.seconds, 1),
+        Math.round(fb.rowsPerSecond).toLocaleString('en'),
+        `${round(fb.peakRssMb, 0)} MB`,
+        Math.round(fb.redisBytesPerRow),
+      ],
     ],
   );
   console.log(table);
@@ -113,8 +140,19 @@ try {
     JSON.stringify({
       figure: 'enqueue',
       rows: ROWS,
-      baseline: { seconds: round(bare.seconds), rowsPerSecond: Math.round(bare.rowsPerSecond), peakRssMb: round(bare.peakRssMb, 1), redisBytesPerRow: Math.round(bare.redisBytesPerRow) },
-      falbatch: { seconds: round(fb.seconds), rowsPerSecond: Math.round(fb.rowsPerSecond), peakRssMb: round(fb.peakRssMb, 1), redisBytesPerRow: Math.round(fb.redisBytesPerRow), perKey: cost },
+      baseline: {
+        seconds: round(bare.seconds),
+        rowsPerSecond: Math.round(bare.rowsPerSecond),
+        peakRssMb: round(bare.peakRssMb, 1),
+        redisBytesPerRow: Math.round(bare.redisBytesPerRow),
+      },
+      falbatch: {
+        seconds: round(fb.seconds),
+        rowsPerSecond: Math.round(fb.rowsPerSecond),
+        peakRssMb: round(fb.peakRssMb, 1),
+        redisBytesPerRow: Math.round(fb.redisBytesPerRow),
+        perKey: cost,
+      },
       falbatchSmall: { rows: SMALL, seconds: round(fbSmall.seconds), peakRssMb: round(fbSmall.peakRssMb, 1) },
       ratio: round(fb.rowsPerSecond / bare.rowsPerSecond),
       rssGrowthMb: round(fb.peakRssMb - fbSmall.peakRssMb, 1),

@@ -62,8 +62,7 @@ async function watch(requestKey) {
       const id = value.slice(value.indexOf(':', 4) + 1);
       saved.set(id, at);
       parsed.set(id, Number(value.slice(4, value.indexOf(':', 4))) * 1000);
-    }
-    else if (verb === 'set' && value.startsWith('submitting:') && !marked.has(key)) marked.set(key, at);
+    } else if (verb === 'set' && value.startsWith('submitting:') && !marked.has(key)) marked.set(key, at);
     else if (verb === 'del' && marked.has(key)) {
       rows.push([marked.get(key), at - marked.get(key)]);
       marked.delete(key);
@@ -147,7 +146,9 @@ async function measure(latency) {
     });
     // The window of requests saved while a worker ran undisturbed (the last one), over its busy stretch.
     const lastBorn = kills.at(-1)?.killedUs ?? 0;
-    const pairs = [...seen.saved].filter(([id, at]) => seen.accepted.has(id) && at > lastBorn).map(([id, at]) => [seen.accepted.get(id), at, seen.parsed.get(id)]);
+    const pairs = [...seen.saved]
+      .filter(([id, at]) => seen.accepted.has(id) && at > lastBorn)
+      .map(([id, at]) => [seen.accepted.get(id), at, seen.parsed.get(id)]);
     pairs.sort((a, b) => a[0] - b[0]);
     const busy = pairs.slice(Math.floor(pairs.length * 0.1), Math.floor(pairs.length * 0.9));
     const windows = busy.map(([a, s]) => Math.max(0, s - a));
@@ -204,7 +205,21 @@ load.push(loadavg()[0]);
 console.log(
   `Kill window: ${ROWS} rows, --concurrency ${CONCURRENCY}, ${KILLS} SIGKILLs, ${cpus().length} cores, ${redisServer.what}, load average ${load.map((l) => l.toFixed(1)).join(' → ')}\n\n` +
     markdownTable(
-      ['fal time', 'window: accepted → id in Redis (mean, p99)', 'of which: answer → worker', 'then: → id in Redis', 'row: mark → result', 'share', 'expected extra calls per kill', 'kills', 'extra calls', 'per kill', 'submits in flight at the kills (marks)', 'most at one kill', 'bound held'],
+      [
+        'fal time',
+        'window: accepted → id in Redis (mean, p99)',
+        'of which: answer → worker',
+        'then: → id in Redis',
+        'row: mark → result',
+        'share',
+        'expected extra calls per kill',
+        'kills',
+        'extra calls',
+        'per kill',
+        'submits in flight at the kills (marks)',
+        'most at one kill',
+        'bound held',
+      ],
       results.map((r) => [
         r.latency,
         `${r.meanWindowMs.toFixed(1)} ms, ${r.p99WindowMs.toFixed(0)} ms`,

@@ -42,7 +42,6 @@ const say = (text) => process.stderr.write(`${text}\n`);
 const manifest = writeManifest(ROWS, 'memory');
 const redis = new Redis(REDIS_URL);
 
-
 function kindOf(key) {
   return key
     .split(':')
@@ -67,7 +66,11 @@ async function bareBullmq() {
     for (let from = 0; from < ROWS; from += 1000) {
       const chunk = [];
       for (let i = from; i < Math.min(ROWS, from + 1000); i++) {
-        chunk.push({ name: 'row', data: { image_url: `https://example.com/${i}.jpg`, prompt: `caption ${i}` }, opts: { jobId: `row-${i}`, removeOnComplete: true } });
+        chunk.push({
+          name: 'row',
+          data: { image_url: `https://example.com/${i}.jpg`, prompt: `caption ${i}` },
+          opts: { jobId: `row-${i}`, removeOnComplete: true },
+        });
       }
       await queue.addBulk(chunk);
     }
@@ -107,13 +110,18 @@ async function falbatch() {
     // Enqueue returns once every row is stored, or (a queue holding --max-waiting rows) waits for
     // workers: then the worker starts.
     const returned = enqueue.exited.then((code) => ({ code }));
-    const waits = enqueue.waitFor(/waiting for workers/i, 3_600_000).then(() => ({ waiting: true })).catch(() => new Promise(() => {}));
+    const waits = enqueue
+      .waitFor(/waiting for workers/i, 3_600_000)
+      .then(() => ({ waiting: true }))
+      .catch(() => new Promise(() => {}));
     const enqueueEnd = await Promise.race([returned, waits]);
     if ('code' in enqueueEnd && enqueueEnd.code !== 0) throw new Error(`falbatch enqueue exited ${enqueueEnd.code}:\n${enqueue.stderr()}`);
     const enqueueSeconds = (performance.now() - started) / 1000;
     const atEnqueue = await batchStatus();
     const enqueued = { ...(await snapshot(prefix)), jobs: atEnqueue?.jobs ?? 0, queued: await queuedJobs(ctx), producerWaiting: 'waiting' in enqueueEnd };
-    say(`enqueue ${enqueued.producerWaiting ? 'waits for workers' : 'returned'} after ${enqueueSeconds.toFixed(1)} s: ${enqueued.jobs} rows in the batch, ${enqueued.queued} jobs queued`);
+    say(
+      `enqueue ${enqueued.producerWaiting ? 'waits for workers' : 'returned'} after ${enqueueSeconds.toFixed(1)} s: ${enqueued.jobs} rows in the batch, ${enqueued.queued} jobs queued`,
+    );
 
     worker = spawnNode(['work', '--concurrency', String(CONCURRENCY), '--prefix', prefix, '--log-level', 'info'], { env });
     await worker.waitFor(/worker started/, 60_000);
@@ -155,7 +163,19 @@ async function falbatch() {
     await runFalbatch(['export', '--batch', 'memory', '--out', out, '--prefix', prefix, '--log-level', 'error'], env);
     const exported = await countExport(out);
     const stats = await emulator.stats();
-    return { before, enqueued, enqueueSeconds, finished, workSeconds, workerCpuMsPerRow, status, samples, exported, billed: stats.billed, duplicateBilled: stats.duplicateBilled };
+    return {
+      before,
+      enqueued,
+      enqueueSeconds,
+      finished,
+      workSeconds,
+      workerCpuMsPerRow,
+      status,
+      samples,
+      exported,
+      billed: stats.billed,
+      duplicateBilled: stats.duplicateBilled,
+    };
   } finally {
     await worker?.stop();
     await enqueue?.stop();
@@ -211,7 +231,11 @@ const rssFigures = {
 };
 const perRow = (bytes, rows = ROWS) => Math.round(bytes / rows);
 const redisFigures = (run, rowsEnqueued) => ({
-  usedMemoryMiB: { before: round(run.before.usedMemory / MiB, 1), afterEnqueue: round(run.enqueued.usedMemory / MiB, 1), afterFinished: round(run.finished.usedMemory / MiB, 1) },
+  usedMemoryMiB: {
+    before: round(run.before.usedMemory / MiB, 1),
+    afterEnqueue: round(run.enqueued.usedMemory / MiB, 1),
+    afterFinished: round(run.finished.usedMemory / MiB, 1),
+  },
   usedMemoryBytesPerRow: {
     afterEnqueue: perRow(run.enqueued.usedMemory - run.before.usedMemory, rowsEnqueued),
     afterFinished: perRow(run.finished.usedMemory - run.before.usedMemory),
@@ -228,7 +252,17 @@ console.log(
     `falbatch work RSS over ${ours.workSeconds.toFixed(0)} s (${Math.round(ROWS / ours.workSeconds)} rows/s, ${ours.workerCpuMsPerRow.toFixed(1)} ms of CPU per row), sampled every second:\n\n` +
     markdownTable(
       ['start', 'at 10 % of rows', 'at 50 %', 'peak', 'end', 'growth (end − start)', 'growth after 10 %'],
-      [[rssFigures.startMiB, rssFigures.atTenPercentMiB, rssFigures.atHalfMiB, rssFigures.peakMiB, rssFigures.endMiB, rssFigures.growthMiB, rssFigures.growthAfterTenPercentMiB].map((v) => `${v} MiB`)],
+      [
+        [
+          rssFigures.startMiB,
+          rssFigures.atTenPercentMiB,
+          rssFigures.atHalfMiB,
+          rssFigures.peakMiB,
+          rssFigures.endMiB,
+          rssFigures.growthMiB,
+          rssFigures.growthAfterTenPercentMiB,
+        ].map((v) => `${v} MiB`),
+      ],
     ) +
     `\n\nRedis memory per row (used_memory delta; MEMORY USAGE of the run's own keys in brackets):\n\n` +
     markdownTable(
@@ -265,7 +299,12 @@ console.log(
     runners: RUNNERS,
     redis: redisServer.what,
     loadAverage: load.map((l) => round(l, 1)),
-    worker: { seconds: round(ours.workSeconds, 1), rowsPerSecond: Math.round(ROWS / ours.workSeconds), cpuMsPerRow: round(ours.workerCpuMsPerRow, 2), rss: rssFigures },
+    worker: {
+      seconds: round(ours.workSeconds, 1),
+      rowsPerSecond: Math.round(ROWS / ours.workSeconds),
+      cpuMsPerRow: round(ours.workerCpuMsPerRow, 2),
+      rss: rssFigures,
+    },
     rssByProgress: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9].map((f) => ({ done: f, MiB: at(f) === undefined ? null : round(at(f) / MiB, 1) })),
     baseline: { what: 'bare BullMQ: addBulk + Worker with removeOnComplete, returns "ok"', seconds: round(bare.seconds, 1), redis: bareRedis },
     falbatch: {

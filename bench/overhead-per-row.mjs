@@ -49,7 +49,12 @@ async function baseline() {
     const spawnedAt = Date.now();
     const script = spawnNode([], {
       script: `${ROOT}bench/lib/subscribe-loop.mjs`,
-      env: { FAL_BASE_URL: emulator.url, BENCH_ROWS: String(ROWS), BENCH_CONCURRENCY: String(CONCURRENCY), ...(KEEP_ALIVE_BASELINE ? { BENCH_BASELINE_FETCH: 'keep-alive' } : {}) },
+      env: {
+        FAL_BASE_URL: emulator.url,
+        BENCH_ROWS: String(ROWS),
+        BENCH_CONCURRENCY: String(CONCURRENCY),
+        ...(KEEP_ALIVE_BASELINE ? { BENCH_BASELINE_FETCH: 'keep-alive' } : {}),
+      },
     });
     const code = await script.exited;
     if (code !== 0) throw new Error(`the bare script exited ${code}:\n${script.stderr()}`);
@@ -96,7 +101,10 @@ async function falbatch() {
   let worker;
   let monitor;
   try {
-    const { stdout } = await runFalbatch(['enqueue', manifest.path, '--batch', 'overhead', '--prefix', prefix, '--json', '--log-level', 'error'], { ...env, NODE_OPTIONS: '' });
+    const { stdout } = await runFalbatch(['enqueue', manifest.path, '--batch', 'overhead', '--prefix', prefix, '--json', '--log-level', 'error'], {
+      ...env,
+      NODE_OPTIONS: '',
+    });
     const { batch } = JSON.parse(stdout);
     monitor = MONITOR ? await monitorPrefix(prefix, ctx.redis) : undefined;
     const redisBefore = await redisCounters(ctx.redis);
@@ -153,7 +161,11 @@ const ratio = round(median(runs.falbatch, rate) / median(runs.baseline, rate));
 const perRow = (side) => {
   const counts = runs.falbatch.at(-1).commands?.[side];
   if (!counts) return undefined;
-  return Object.fromEntries(Object.entries(counts).sort(([, a], [, b]) => b - a).map(([name, n]) => [name, round(n / ROWS)]));
+  return Object.fromEntries(
+    Object.entries(counts)
+      .sort(([, a], [, b]) => b - a)
+      .map(([name, n]) => [name, round(n / ROWS)]),
+  );
 };
 console.log(`| ${ROWS} rows, ${CONCURRENCY} in flight | ${base.rowsPerSecond} | **${ours.rowsPerSecond}** | ${ratio} |`);
 console.log(
@@ -165,7 +177,10 @@ console.log(
     falProcessingMs: 0,
     redis: redisServer.what,
     loadAverage: load.map((value) => round(value)),
-    baseline: { what: `p-limit around fal.subscribe (streaming), its own process, ${KEEP_ALIVE_BASELINE ? "falbatch's keep-alive transport" : 'the global fetch'}`, ...base },
+    baseline: {
+      what: `p-limit around fal.subscribe (streaming), its own process, ${KEEP_ALIVE_BASELINE ? "falbatch's keep-alive transport" : 'the global fetch'}`,
+      ...base,
+    },
     falbatch: {
       what: 'one `falbatch work` process (enqueued beforehand)',
       ...ours,

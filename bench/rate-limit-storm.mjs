@@ -19,7 +19,13 @@ const manifest = join(dir, 'rows.csv');
 writeFileSync(manifest, `image_url,prompt\n${Array.from({ length: ROWS }, (_, i) => `https://example.com/${i}.jpg,caption ${i}`).join('\n')}\n`);
 
 async function once(storm) {
-  const emulator = await createFalEmulator({ key: 'k', runners: RUNNERS, latency: `${LATENCY_MS}ms`, retryAfterSeconds: 1, faults: storm ? ['429@submit=1'] : [] });
+  const emulator = await createFalEmulator({
+    key: 'k',
+    runners: RUNNERS,
+    latency: `${LATENCY_MS}ms`,
+    retryAfterSeconds: 1,
+    faults: storm ? ['429@submit=1'] : [],
+  });
   const prefix = `bench-storm-${Date.now()}`;
   const config = resolveConfig({ REDIS_URL, FAL_KEY: 'k', FAL_BASE_URL: emulator.url }, { prefix, concurrency: RUNNERS });
   const ctx = await openContext(config);
@@ -47,8 +53,18 @@ console.log(
     falProcessingMs: LATENCY_MS,
     stormSeconds: STORM_MS / 1000,
     retryAfterSeconds: 1,
-    baseline: { what: 'the same batch without a storm, plus the storm itself', seconds: Number(ideal.toFixed(2)), calmSeconds: Number(calm.seconds.toFixed(2)) },
-    falbatch: { what: 'falbatch run through the storm', seconds: Number(storm.seconds.toFixed(2)), ok: storm.ok, answered429: storm.rateLimited, billed: storm.billed },
+    baseline: {
+      what: 'the same batch without a storm, plus the storm itself',
+      seconds: Number(ideal.toFixed(2)),
+      calmSeconds: Number(calm.seconds.toFixed(2)),
+    },
+    falbatch: {
+      what: 'falbatch run through the storm',
+      seconds: Number(storm.seconds.toFixed(2)),
+      ok: storm.ok,
+      answered429: storm.rateLimited,
+      billed: storm.billed,
+    },
     addedSeconds: Number((storm.seconds - ideal).toFixed(2)),
     ratio: Number((storm.seconds / ideal).toFixed(3)),
   }),

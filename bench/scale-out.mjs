@@ -143,7 +143,19 @@ const figures = results.map((r) => ({
 console.log(
   `Scale-out: ${ROWS} rows, --global-concurrency ${GLOBAL}, --concurrency ${CONCURRENCY} per process, ${GLOBAL} runners at ${LATENCY_MS} ms, ${cpus().length} cores, ${redisServer.what}, load average ${load.map((l) => l.toFixed(1)).join(' → ')}; medians of ${ROUNDS}\n\n` +
     markdownTable(
-      ['work processes', 'seconds', 'rows/s', 'vs 1 process', 'worker CPU ms / row', 'Redis CPU ms / row', 'Redis commands / row', `max outstanding (cap ${GLOBAL})`, 'max in progress', 'ok', 'paid twice'],
+      [
+        'work processes',
+        'seconds',
+        'rows/s',
+        'vs 1 process',
+        'worker CPU ms / row',
+        'Redis CPU ms / row',
+        'Redis commands / row',
+        `max outstanding (cap ${GLOBAL})`,
+        'max in progress',
+        'ok',
+        'paid twice',
+      ],
       figures.map((r) => [
         String(r.processes),
         r.seconds.toFixed(2),

@@ -30,7 +30,11 @@ const now = () => performance.timeOrigin + performance.now();
 /** Runs one process to its end; returns ms from spawn to each phase it printed, to its exit, and its peak RSS. */
 function timed(args, env) {
   const spawned = now();
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (chunk) => (stderr += chunk));
   return new Promise((resolve, reject) => {
@@ -118,7 +122,9 @@ try {
     for (const loop of loops) loop.kill('SIGKILL');
     const phase = (list, key) => median(list.map((sample) => sample.phases[key]));
     const node = phase(samples.node, 'exit');
-    const run = Object.fromEntries(['started', 'connected', 'enqueued', 'firstSubmit', 'lastAnswer', 'exported', 'exit'].map((key) => [key, phase(samples.run, key)]));
+    const run = Object.fromEntries(
+      ['started', 'connected', 'enqueued', 'firstSubmit', 'lastAnswer', 'exported', 'exit'].map((key) => [key, phase(samples.run, key)]),
+    );
     results[load] = {
       load: `load average ${loadBefore.toFixed(2)} → ${loadavg()[0].toFixed(2)} on ${cpus().length} cores${loops.length ? ', with 2 busy loops' : ''}`,
       nodeMs: node,
@@ -127,7 +133,11 @@ try {
       status: { startedMs: phase(samples.status, 'started'), connectedMs: phase(samples.status, 'connected'), exitMs: phase(samples.status, 'exit') },
       run,
       runExitAfterLastAnswerMs: median(samples.run.map((sample) => sample.phases.exit - sample.phases.lastAnswer)),
-      rssMb: { help: median(samples.help.map((s) => s.rssMb)), status: median(samples.status.map((s) => s.rssMb)), run: median(samples.run.map((s) => s.rssMb)) },
+      rssMb: {
+        help: median(samples.help.map((s) => s.rssMb)),
+        status: median(samples.status.map((s) => s.rssMb)),
+        run: median(samples.run.map((s) => s.rssMb)),
+      },
     };
     say(JSON.stringify({ [load]: results[load] }));
   }
@@ -143,7 +153,22 @@ const over = (value, base) => (value === undefined ? '–' : `${Math.round(value
 console.log(JSON.stringify({ bench: 'startup', runs: RUNS, redis: redis.what, results }));
 say(
   markdownTable(
-    ['machine', 'node -e 0', '--help', 'flag error', 'status', 'run: started', 'connected', 'enqueued', 'first submit', 'last answer', 'exported', 'exit', 'exit − last answer', 'peak RSS help / status / run'],
+    [
+      'machine',
+      'node -e 0',
+      '--help',
+      'flag error',
+      'status',
+      'run: started',
+      'connected',
+      'enqueued',
+      'first submit',
+      'last answer',
+      'exported',
+      'exit',
+      'exit − last answer',
+      'peak RSS help / status / run',
+    ],
     Object.values(results).map((r) => [
       r.load,
       ms(r.nodeMs),

@@ -35,7 +35,6 @@ const manifest = join(dir, 'rows.csv');
 const lines = Array.from({ length: ROWS }, (_, i) => `img${i % IMAGES}.${(i % IMAGES) % 2 === 0 ? 'png' : 'jpg'},caption ${i}`);
 writeFileSync(manifest, `image_url,prompt\n${lines.join('\n')}\n`);
 
-
 async function measure(mode) {
   const emulator = await createFalEmulator({ key: 'k' });
   const prefix = `bench-uploads-${mode}-${Date.now()}`;

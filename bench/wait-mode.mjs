@@ -24,7 +24,10 @@ async function measure(mode) {
   const started = performance.now();
   const summary = await runBatch(ctx, { manifest, out: join(dir, `${mode}.jsonl`) });
   const seconds = (performance.now() - started) / 1000;
-  const rows = readFileSync(join(dir, `${mode}.jsonl`), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const rows = readFileSync(join(dir, `${mode}.jsonl`), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   const meanLatency = rows.reduce((sum, r) => sum + r.latency_ms, 0) / rows.length;
   const stats = emulator.stats();
   await ctx.close();

@@ -24,7 +24,10 @@ const config = resolveConfig(
 const ctx = await openContext(config);
 const manifest = (name, rows) => {
   const path = join(dir, name);
-  const lines = Array.from({ length: rows }, (_, i) => `img-${String(i).padStart(4, '0')},https://images.example.com/${name.replace(/\W/g, '')}/${i}.jpg,Describe this product photo in one sentence`);
+  const lines = Array.from(
+    { length: rows },
+    (_, i) => `img-${String(i).padStart(4, '0')},https://images.example.com/${name.replace(/\W/g, '')}/${i}.jpg,Describe this product photo in one sentence`,
+  );
   writeFileSync(path, ['id,image_url,prompt', ...lines].join('\n'));
   return path;
 };

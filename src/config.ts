@@ -481,12 +481,17 @@ export function redisTarget(value: string, cluster: boolean): RedisTarget {
   checkUrl('REDIS_URL', first, ['redis:', 'rediss:']);
   const head = new URL(first);
   const nodes = items.map((item, index) => {
-    if (item === '') throw new ConfigError(`Expected REDIS_URL to be a comma-separated list of nodes, got an empty item at position ${index + 1} in "${redactUrl(value)}"`);
+    if (item === '')
+      throw new ConfigError(`Expected REDIS_URL to be a comma-separated list of nodes, got an empty item at position ${index + 1} in "${redactUrl(value)}"`);
     const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(item) ? item : `${head.protocol}//${item}`;
     if (index > 0) {
       checkUrl('REDIS_URL', url, ['redis:', 'rediss:']);
       const node = new URL(url);
-      if (node.protocol !== head.protocol || (node.password !== '' && node.password !== head.password) || (node.username !== '' && node.username !== head.username)) {
+      if (
+        node.protocol !== head.protocol ||
+        (node.password !== '' && node.password !== head.password) ||
+        (node.username !== '' && node.username !== head.username)
+      ) {
         throw new ConfigError(
           `Expected every node in REDIS_URL to use the first one's scheme and credentials (one Cluster, one login), got "${redactOneUrl(item)}" after "${redactOneUrl(first)}"`,
         );
@@ -501,7 +506,8 @@ export function redisTarget(value: string, cluster: boolean): RedisTarget {
   const dbText = head.pathname.replace(/^\//, '') || head.searchParams.get('db') || '0';
   if (!/^\d+$/.test(dbText)) throw new ConfigError(`Expected the database in REDIS_URL to be a number, got "${dbText}" in "${redactOneUrl(first)}"`);
   const db = Number(dbText);
-  if (cluster && db !== 0) throw new ConfigError(`Expected no database in REDIS_URL with REDIS_CLUSTER (a Redis Cluster has only database 0), got ${db} in "${redactOneUrl(first)}"`);
+  if (cluster && db !== 0)
+    throw new ConfigError(`Expected no database in REDIS_URL with REDIS_CLUSTER (a Redis Cluster has only database 0), got ${db} in "${redactOneUrl(first)}"`);
   return {
     cluster,
     nodes,

@@ -118,7 +118,9 @@ function oomReplyText(cause: unknown): string {
   const message = cause instanceof Error ? cause.message : '';
   const oom = message.startsWith('OOM ')
     ? message
-    : (((cause as { previousErrors?: unknown } | undefined)?.previousErrors as unknown[] | undefined)?.find((e): e is Error => e instanceof Error && e.message.startsWith('OOM '))?.message ?? '');
+    : (((cause as { previousErrors?: unknown } | undefined)?.previousErrors as unknown[] | undefined)?.find(
+        (e): e is Error => e instanceof Error && e.message.startsWith('OOM '),
+      )?.message ?? '');
   const sentence = /^OOM [^.]*/.exec(oom)?.[0];
   return sentence ?? "OOM command not allowed when used memory > 'maxmemory'";
 }
@@ -173,11 +175,7 @@ export class ResultsNotWrittenError extends OutputError {
   /** Why the file could not be written. */
   readonly reason: string;
 
-  constructor(
-    reason: string,
-    where: { batch: string; out: string; exportCommand: string; ran?: string | undefined },
-    options: FalbatchErrorOptions = {},
-  ) {
+  constructor(reason: string, where: { batch: string; out: string; exportCommand: string; ran?: string | undefined }, options: FalbatchErrorOptions = {}) {
     super(
       `${reason}\n${where.ran ? `${where.ran}. Its results` : `The results of batch ${where.batch}`} are kept in Redis: nothing is lost, and nothing already answered is paid for again. ` +
         `Write them (to this file once its folder takes files again, or to another one) with:\n  ${where.exportCommand}`,

@@ -34,12 +34,18 @@ export function isLoopback(host: string): boolean {
  */
 export async function listen(server: Server, options: ListenOptions): Promise<ListeningServer> {
   const flag = options.portFlag ?? '--port';
-  if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65_535) throw new ConfigError(`Expected ${flag} to be a port from 0 to 65535, got ${options.port}`);
+  if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65_535)
+    throw new ConfigError(`Expected ${flag} to be a port from 0 to 65535, got ${options.port}`);
   await new Promise<void>((resolve, reject) => {
     const onError = (error: NodeJS.ErrnoException): void => {
       server.off('listening', onListening);
       const where = `${options.host}:${options.port}`;
-      const why = error.code === 'EADDRINUSE' ? 'the port is in use (pick another, or 0 for a free one)' : error.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address' : error.message;
+      const why =
+        error.code === 'EADDRINUSE'
+          ? 'the port is in use (pick another, or 0 for a free one)'
+          : error.code === 'EADDRNOTAVAIL'
+            ? 'no interface of this machine has that address'
+            : error.message;
       reject(new ConfigError(`Cannot listen on ${where}: ${why}`, { cause: error }));
     };
     const onListening = (): void => {

@@ -71,7 +71,15 @@ export type { PruneBatchOptions, PruneBatchSummary, PruneExpiredSummary, PrunedJ
 export { BatchPrunedError, FOREVER, formatRetention, parseRetention, sweepExpiredBatches } from './queue/retention.js';
 export type { SweepSummary } from './queue/retention.js';
 export { addSchedule, listSchedules, removeSchedule, tickRecords, parseEvery, TICK_HISTORY } from './ops/schedules.js';
-export type { AddScheduleOptions, ListSchedulesOptions, Schedule, ScheduleDefinition, ScheduleFetchLimits, ScheduleSettings, TickRecord } from './ops/schedules.js';
+export type {
+  AddScheduleOptions,
+  ListSchedulesOptions,
+  Schedule,
+  ScheduleDefinition,
+  ScheduleFetchLimits,
+  ScheduleSettings,
+  TickRecord,
+} from './ops/schedules.js';
 export { createAdmission, runScheduleTick } from './ops/schedule-tick.js';
 export { createCheckedUploads } from './manifest/upload-images.js';
 export type { CheckedUploads } from './manifest/upload-images.js';

@@ -66,7 +66,13 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     const { pino } = requireDependency<PinoModule>('pino', `Logging in ${options.format} format (--log-format)`);
     const pretty =
       options.format === 'pretty'
-        ? requireDependency<PinoPrettyModule>('pino-pretty', 'Logging in pretty format (--log-format)').prettyFactory({ colorize: options.color ?? false, singleLine: true, errorLikeObjectKeys: [], translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname' })
+        ? requireDependency<PinoPrettyModule>('pino-pretty', 'Logging in pretty format (--log-format)').prettyFactory({
+            colorize: options.color ?? false,
+            singleLine: true,
+            errorLikeObjectKeys: [],
+            translateTime: 'SYS:HH:MM:ss',
+            ignore: 'pid,hostname',
+          })
         : undefined;
     const logger = pino(
       { level, base: null, timestamp: pino.stdTimeFunctions.isoTime },

@@ -14,6 +14,8 @@ const limit = pLimit(Number(concurrency));
 // emulator draws the same processing times for both.
 const inputs = Array.from({ length: Number(rowCount) }, (_, i) => ({ image_url: `https://example.com/${i}.jpg`, prompt: `caption ${i}` }));
 const started = performance.now();
-const answers = await Promise.all(inputs.map((input) => limit(() => fal.subscribe('fal-ai/llava-next', { input, mode: /** @type {'polling' | 'streaming'} */ (mode) }))));
+const answers = await Promise.all(
+  inputs.map((input) => limit(() => fal.subscribe('fal-ai/llava-next', { input, mode: /** @type {'polling' | 'streaming'} */ (mode) }))),
+);
 const seconds = (performance.now() - started) / 1000;
 console.log(JSON.stringify({ seconds, ok: answers.filter((answer) => answer.data !== undefined).length }));

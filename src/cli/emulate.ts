@@ -71,8 +71,7 @@ export async function startEmulation(config: ResolvedConfig, log: Logger): Promi
     if (privateRedis) {
       overrides.redisUrl = privateRedis.url;
       overrides.redisCluster = false;
-    }
-    else log.warn(`Redis at ${redactUrl(config.redisUrl)} does not answer and redis-server could not be started`);
+    } else log.warn(`Redis at ${redactUrl(config.redisUrl)} does not answer and redis-server could not be started`);
   }
   log.info(`emulating fal.ai at ${emulator.url}: answers are made up locally, nothing is billed (namespace ${overrides.prefix})`);
   return {

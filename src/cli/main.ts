@@ -44,7 +44,21 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     .showSuggestionAfterError()
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr });
-  for (const command of [runCommand, enqueueCommand, workCommand, statusCommand, exportCommand, pauseCommand, resumeCommand, cancelCommand, retryCommand, pruneCommand, scheduleCommand, dashboardCommand, emulatorCommand]) {
+  for (const command of [
+    runCommand,
+    enqueueCommand,
+    workCommand,
+    statusCommand,
+    exportCommand,
+    pauseCommand,
+    resumeCommand,
+    cancelCommand,
+    retryCommand,
+    pruneCommand,
+    scheduleCommand,
+    dashboardCommand,
+    emulatorCommand,
+  ]) {
     program.addCommand(command(io, exit).exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr }));
   }
   try {
@@ -144,7 +158,8 @@ export async function main(): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const timing = process.env['FALBATCH_TIMING'] === '1';
-  const mark = (phase: string, more = ''): void => void process.stderr.write(`falbatch timing: ${phase} at ${(performance.timeOrigin + performance.now()).toFixed(1)} ms since the epoch${more}\n`);
+  const mark = (phase: string, more = ''): void =>
+    void process.stderr.write(`falbatch timing: ${phase} at ${(performance.timeOrigin + performance.now()).toFixed(1)} ms since the epoch${more}\n`);
   if (timing) process.once('exit', () => mark('exit', `, peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MB`));
   const code = await runCli(process.argv.slice(2), {
     ...(timing ? { mark } : {}),

@@ -58,7 +58,9 @@ export function statusReport(status: BatchStatus): string {
     `  manifest  ${status.manifest}`,
     `  rows      ${status.rows} (${status.rejected} rejected${status.skipped > 0 ? `, ${status.skipped} skipped` : ''})`,
     `  calls     ${status.jobs} distinct: ${status.ok} ok, ${status.failed} failed, ${status.pending} pending` +
-      (status.pending > 0 ? ` (${status.inFlight} in flight, ${status.waiting} waiting${status.backlog > 0 ? `, ${status.backlog} of them ${backlogWhy(status)}` : ''})` : ''),
+      (status.pending > 0
+        ? ` (${status.inFlight} in flight, ${status.waiting} waiting${status.backlog > 0 ? `, ${status.backlog} of them ${backlogWhy(status)}` : ''})`
+        : ''),
   ];
   if (status.concurrency) {
     const c = status.concurrency;
@@ -69,7 +71,8 @@ export function statusReport(status: BatchStatus): string {
     );
   }
   if (status.paused !== undefined) lines.push(`  paused    ${status.paused}`);
-  if (status.cancelled !== undefined) lines.push(`  cancelled ${status.cancelled} (\`falbatch retry --batch ${status.batch} --error cancelled\` runs its cancelled rows again)`);
+  if (status.cancelled !== undefined)
+    lines.push(`  cancelled ${status.cancelled} (\`falbatch retry --batch ${status.batch} --error cancelled\` runs its cancelled rows again)`);
   lines.push(...controlLines(status));
   lines.push(...figureLines(status));
   lines.push(
@@ -134,7 +137,11 @@ export function captionsReport(summary: CaptionsSummary): string {
 }
 
 /** Why caption files failed, and the command that writes them again once fixed (the results are in Redis). */
-export function captionFailures(summary: CaptionsSummary, batch: string, flags: CaptionFlags & { prefix?: string | undefined; queue?: string | undefined; redisCluster?: boolean | undefined }): string {
+export function captionFailures(
+  summary: CaptionsSummary,
+  batch: string,
+  flags: CaptionFlags & { prefix?: string | undefined; queue?: string | undefined; redisCluster?: boolean | undefined },
+): string {
   const lines = summary.failed.map((f) => `  ${f.path}: ${f.reason}`);
   if (summary.failedCount > summary.failed.length) lines.push(`  … and ${summary.failedCount - summary.failed.length} more`);
   const words = ['falbatch', 'export', '--batch', batch, '--captions'];
@@ -158,7 +165,9 @@ export function planReport(plan: EnqueuePlan, forecast: CostForecast, price: Pri
     `dry run of batch ${plan.batch}: nothing enqueued, uploaded or called`,
     `  rows      ${plan.rows} (${plan.rejected} rejected${plan.skipped > 0 ? `, ${plan.skipped} skipped: their caption files exist` : ''})`,
     `  calls     ${plan.calls} distinct: ${plan.done} already done in this batch, ${plan.answered} answered by earlier paid calls, ${plan.toCall} to call` +
-      (plan.shared > 0 ? `; ${plan.shared} more ${plan.shared === 1 ? 'row identical to one of these shares its answer' : 'rows identical to these share their answers'}` : ''),
+      (plan.shared > 0
+        ? `; ${plan.shared} more ${plan.shared === 1 ? 'row identical to one of these shares its answer' : 'rows identical to these share their answers'}`
+        : ''),
     `  images    ${plan.localImages} distinct local images: ${plan.uploads} to upload${plan.expired > 0 ? ` (${plan.expired} cached but no longer served by fal storage)` : ''}, ${plan.localImages - plan.uploads} already in fal storage`,
   ];
   lines.push(

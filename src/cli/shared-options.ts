@@ -23,12 +23,21 @@ export function withConnectionOptions(command: Command): Command {
 /** Flags of the commands that read a manifest (run, enqueue). */
 export function withManifestOptions(command: Command): Command {
   return withManifestReadOptions(
-    command.argument('<manifest>', 'CSV manifest (image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns), or a folder of images (with --prompt)'),
+    command.argument(
+      '<manifest>',
+      'CSV manifest (image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns), or a folder of images (with --prompt)',
+    ),
   )
     .option('--strict', 'abort on the first bad row, before enqueueing anything')
-    .option('--dry-run', 'read the manifest or folder and print what would be called, uploaded and paid (rows, rejections, calls left, uploads needed, fal time and cost), changing nothing')
+    .option(
+      '--dry-run',
+      'read the manifest or folder and print what would be called, uploaded and paid (rows, rejections, calls left, uploads needed, fal time and cost), changing nothing',
+    )
     .option(...RETENTION_OPTION)
-    .option('--max-waiting <n>', 'most jobs waiting in the queue (the queue\'s cap, kept by every worker): past it, rows wait in Redis as compact rows and become jobs as workers drain the queue; enqueue never waits for workers (default 10000)');
+    .option(
+      '--max-waiting <n>',
+      "most jobs waiting in the queue (the queue's cap, kept by every worker): past it, rows wait in Redis as compact rows and become jobs as workers drain the queue; enqueue never waits for workers (default 10000)",
+    );
 }
 
 /** --retention: flag and help, for the commands that create batches (run, enqueue; a schedule's ticks). */
@@ -54,13 +63,22 @@ export function withManifestReadOptions(command: Command): Command {
     .option('--max-prompt-chars <n>', 'longest prompt; a longer one rejects its row (default 20000)')
     .option('--max-image-bytes <n>', 'largest image read, local file (before --max-side) or data URI; a larger one rejects its row (default 10485760, 10 MiB)')
     .option('--max-record-bytes <n>', 'longest CSV record (line, or lines of a quoted field); a longer one is skipped and rejected (default 16777216, 16 MiB)')
-    .option('--inline-images', 'send local images inside the jobs as data URIs instead of uploading them to fal storage (no FAL_KEY needed to enqueue; larger jobs)')
+    .option(
+      '--inline-images',
+      'send local images inside the jobs as data URIs instead of uploading them to fal storage (no FAL_KEY needed to enqueue; larger jobs)',
+    )
     .option('--upload-concurrency <n>', 'uploads of local images to fal storage in flight at once (default 8)')
     .option('--max-side <px>', 'downscale local images to fit inside PX×PX before they go to fal (aspect kept, never enlarged; the files are not modified)')
-    .option('--input <json>', 'the endpoint\'s input as a JSON template: "{column}" placeholders filled from each row, e.g. \'{"image":"{img:image}","question":"{q}","seed":42}\' (any fal endpoint; default: the built-in mapping)')
+    .option(
+      '--input <json>',
+      'the endpoint\'s input as a JSON template: "{column}" placeholders filled from each row, e.g. \'{"image":"{img:image}","question":"{q}","seed":42}\' (any fal endpoint; default: the built-in mapping)',
+    )
     .option('--output-field <path>', 'with --input: the output field that is the answer, e.g. description or choices.0.text (default output)')
     .option('--image-columns <names>', 'with --input: comma-separated columns whose {column} placeholders are images (local files, URLs, data URIs)')
-    .option('--prompt-template <text>', 'fill the prompt of the built-in endpoints from columns, e.g. "Describe the {subject}" (then no prompt column is needed)');
+    .option(
+      '--prompt-template <text>',
+      'fill the prompt of the built-in endpoints from columns, e.g. "Describe the {subject}" (then no prompt column is needed)',
+    );
 }
 
 /** Flags of the commands that write caption files beside local images (run, enqueue, export). */
@@ -93,15 +111,27 @@ export function captionsFrom(flags: CaptionFlags): CaptionOptions | undefined {
 
 /** --price, on the commands that estimate or report cost (run, enqueue, export, status). */
 export function withPriceOption(command: Command): Command {
-  return command.option('--price <price>', "what a call costs, for the cost estimate: 0.0005/s (per second of fal's inference) or 0.002/call (default: fal's pricing API, with a key)");
+  return command.option(
+    '--price <price>',
+    "what a call costs, for the cost estimate: 0.0005/s (per second of fal's inference) or 0.002/call (default: fal's pricing API, with a key)",
+  );
 }
 
 /** Flags of the commands that set a batch's control settings (run, enqueue). */
 export function withBatchControlOptions(command: Command): Command {
   return command
-    .option('--priority <n>', 'the batch\'s priority, 1 (served last) to 10 (served first, the default): rows of a higher-priority batch are taken first, e.g. --priority 1 for a backfill')
-    .option('--fal-priority <level>', "fal's own queue priority for the batch's requests: normal (default) or low (a backfill yields to the account's other traffic at fal)")
-    .option('--max-spend <usd>', 'stop calling fal for the batch once its spend reaches this (by --price, or fal\'s price), give or take the requests in flight; `falbatch resume --batch B --max-spend N` raises it');
+    .option(
+      '--priority <n>',
+      "the batch's priority, 1 (served last) to 10 (served first, the default): rows of a higher-priority batch are taken first, e.g. --priority 1 for a backfill",
+    )
+    .option(
+      '--fal-priority <level>',
+      "fal's own queue priority for the batch's requests: normal (default) or low (a backfill yields to the account's other traffic at fal)",
+    )
+    .option(
+      '--max-spend <usd>',
+      "stop calling fal for the batch once its spend reaches this (by --price, or fal's price), give or take the requests in flight; `falbatch resume --batch B --max-spend N` raises it",
+    );
 }
 
 export interface BatchControlFlags {
@@ -150,13 +180,19 @@ function concurrencyOption(text: string | undefined): { concurrency?: number | u
 /** Flags of the commands that call fal (run, work). */
 export function withFalOptions(command: Command): Command {
   return command
-    .option('--concurrency <n|auto>', "fal requests in flight in this process, or auto (the default): learn the account's fal concurrency and keep that many in flight (plus a small headroom) across every auto worker of the queue")
+    .option(
+      '--concurrency <n|auto>',
+      "fal requests in flight in this process, or auto (the default): learn the account's fal concurrency and keep that many in flight (plus a small headroom) across every auto worker of the queue",
+    )
     .option('--global-concurrency <n>', 'cap on fal requests in flight across all workers, while this worker runs (wins over auto)')
     .option('--wait <mode>', 'how to wait for fal: stream or poll (default stream)')
     .option('--start-timeout <duration>', "fal's start timeout: fal gives up on a request not started by then (default: none)")
     .option('--wait-budget <duration>', 'longest a row waits for its fal request before it is cancelled and retried (default 15m)')
     .option('--call-timeout <duration>', 'deadline of one HTTP call to fal (default 30s)')
-    .option('--result-budget <duration>', 'how long to keep reading a completed, paid request whose result reads fail, before the row fails as result_unavailable (default 1h)');
+    .option(
+      '--result-budget <duration>',
+      'how long to keep reading a completed, paid request whose result reads fail, before the row fails as result_unavailable (default 1h)',
+    );
 }
 
 export interface RawFlags {
@@ -197,7 +233,8 @@ export interface RawFlags {
 /** Flags → config overrides, each validated with a message that names the flag. */
 export function overridesFrom(flags: RawFlags): ConfigOverrides {
   const waitMode = flags.wait;
-  if (waitMode !== undefined && waitMode !== 'stream' && waitMode !== 'poll') throw new ConfigError(`Expected --wait to be "stream" or "poll", got "${waitMode}"`);
+  if (waitMode !== undefined && waitMode !== 'stream' && waitMode !== 'poll')
+    throw new ConfigError(`Expected --wait to be "stream" or "poll", got "${waitMode}"`);
   const startTimeout = durationOption('--start-timeout', flags.startTimeout);
   return {
     prefix: flags.prefix,
@@ -224,7 +261,10 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
     maxRecordBytes: integerOption('--max-record-bytes', flags.maxRecordBytes),
     input: jsonOption('--input', flags.input),
     outputField: flags.outputField,
-    imageColumns: flags.imageColumns?.split(',').map((name) => name.trim()).filter((name) => name !== ''),
+    imageColumns: flags.imageColumns
+      ?.split(',')
+      .map((name) => name.trim())
+      .filter((name) => name !== ''),
     promptTemplate: flags.promptTemplate,
     inlineImages: flags.inlineImages,
     uploadConcurrency: integerOption('--upload-concurrency', flags.uploadConcurrency),
@@ -239,7 +279,9 @@ function jsonOption(flag: string, text: string | undefined): Record<string, unkn
   try {
     value = JSON.parse(text);
   } catch (error) {
-    throw new ConfigError(`Expected ${flag} to be JSON, e.g. '{"image_url":"{img:image}","prompt":"{q}"}' (quoted for the shell), got ${JSON.stringify(text)}: ${(error as Error).message}`);
+    throw new ConfigError(
+      `Expected ${flag} to be JSON, e.g. '{"image_url":"{img:image}","prompt":"{q}"}' (quoted for the shell), got ${JSON.stringify(text)}: ${(error as Error).message}`,
+    );
   }
   // Anything but an object is refused by the config's own check, with what it got.
   return value as Record<string, unknown>;
@@ -248,7 +290,8 @@ function jsonOption(flag: string, text: string | undefined): Record<string, unkn
 /** The log level and format the flags ask for; without --log-format, pretty on a terminal (`interactive`), text otherwise. */
 export function logSettings(flags: RawFlags, interactive = false): { level: LogLevel; format: LogFormat } {
   const level = flags.logLevel ?? 'info';
-  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new ConfigError(`Expected --log-level to be debug, info, warn, error or silent, got "${level}"`);
+  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(level))
+    throw new ConfigError(`Expected --log-level to be debug, info, warn, error or silent, got "${level}"`);
   const format = flags.logFormat ?? (interactive ? 'pretty' : 'text');
   if (format !== 'text' && format !== 'json' && format !== 'pretty') throw new ConfigError(`Expected --log-format to be pretty, text or json, got "${format}"`);
   return { level: level as LogLevel, format };

@@ -88,7 +88,13 @@ function batchSection(batch: DashboardBatch, options: BatchesPageOptions): strin
   const figures: Figure[] = [
     { label: 'ok', field: 'ok', value: batch.ok },
     { label: 'failed', field: 'failed', value: batch.failed },
-    { label: 'pending', field: 'pending', value: batch.pending, note: `${batch.inFlight} in flight`, title: 'in flight: calling fal now; the rest wait for a worker or a retry' },
+    {
+      label: 'pending',
+      field: 'pending',
+      value: batch.pending,
+      note: `${batch.inFlight} in flight`,
+      title: 'in flight: calling fal now; the rest wait for a worker or a retry',
+    },
     { label: 'rows', field: 'rows', value: batch.rows, note: `${batch.rejected} rejected`, title: 'manifest rows, rejected ones included' },
     { label: 'calls', field: 'jobs', value: batch.jobs, title: 'distinct row keys enqueued (identical rows share one call)' },
     { label: 'rows/min', field: 'rate', value: batch.rowsPerMinute.toFixed(1), title: 'rows ended over the last minute' },
@@ -96,7 +102,13 @@ function batchSection(batch: DashboardBatch, options: BatchesPageOptions): strin
     percentiles('latency p50/p95', 'latency', batch.latencyMs.total, 'submit to stored result'),
     percentiles('queue p50/p95', 'queue-wait', batch.latencyMs.queueWait, 'submit to fal starting the request'),
     percentiles('inference p50/p95', 'inference', batch.latencyMs.inference, "fal's inference time"),
-    { label: 'billed', field: 'billed', value: `${batch.inferenceSeconds.toFixed(1)} s`, note: `${batch.billedCalls} calls`, title: "sum of fal's inference time: what per-second endpoints bill" },
+    {
+      label: 'billed',
+      field: 'billed',
+      value: `${batch.inferenceSeconds.toFixed(1)} s`,
+      note: `${batch.billedCalls} calls`,
+      title: "sum of fal's inference time: what per-second endpoints bill",
+    },
     { label: 'reused', field: 'reused', value: batch.reused, title: 'answered from identical rows already paid for (free)' },
     batch.cost
       ? {
@@ -150,7 +162,10 @@ export function renderBatchesPage(list: DashboardBatches, options: BatchesPageOp
         '.</p>',
     );
   }
-  if (list.batches.length === 0) parts.push(`<p class="empty">No batches in namespace <code>${escapeHtml(options.prefix)}</code> yet: <code>falbatch enqueue manifest.csv</code> adds one.</p>`);
+  if (list.batches.length === 0)
+    parts.push(
+      `<p class="empty">No batches in namespace <code>${escapeHtml(options.prefix)}</code> yet: <code>falbatch enqueue manifest.csv</code> adds one.</p>`,
+    );
   for (const batch of list.batches) parts.push(batchSection(batch, options));
   if (list.more > 0) parts.push(`<p class="empty">… and ${escapeHtml(list.more)} older batches (<code>falbatch status</code> lists them all).</p>`);
   parts.push('</main></body></html>');

@@ -39,7 +39,12 @@ export function withoutRemoteLinks(html: string): string {
  * page (`--allow-retry`) or with `falbatch retry` instead.
  */
 export async function createBullBoardApp(queues: readonly BullBoardQueue[], basePath: string, homePath: string): Promise<Hono> {
-  const [{ createBullBoard, BullMQAdapter }, { HonoAdapter }, { serveStatic }, { Hono }] = await Promise.all([loadBullBoardApi(), loadBullBoardHono(), loadServeStatic(), loadHono()]);
+  const [{ createBullBoard, BullMQAdapter }, { HonoAdapter }, { serveStatic }, { Hono }] = await Promise.all([
+    loadBullBoardApi(),
+    loadBullBoardHono(),
+    loadServeStatic(),
+    loadHono(),
+  ]);
   const serverAdapter = new HonoAdapter(serveStatic);
   serverAdapter.setBasePath(basePath);
   createBullBoard({

@@ -54,7 +54,8 @@ export interface DashboardHandle {
 /** Where Bull Board is mounted. */
 export const QUEUES_PATH = '/queues';
 /** Scripts, styles, fonts, images and requests from the dashboard's own origin only (inline styles allowed: both pages use them). */
-const CONTENT_SECURITY_POLICY = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+const CONTENT_SECURITY_POLICY =
+  "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 
 // Loaded by the dashboard only (see load-dependency.ts).
 const loadHono = importOnce('hono', 'The dashboard', async () => {
@@ -71,7 +72,10 @@ function constantTimeEqual(a: string, b: string): boolean {
 
 function checkOptions(host: string, credentials: DashboardCredentials | undefined, refreshSeconds: number, batchLimit: number): void {
   if (credentials) {
-    if (credentials.user === '' || credentials.password === '') throw new ConfigError('Expected both a dashboard user and a password (--user and --password, or FALBATCH_DASHBOARD_USER and FALBATCH_DASHBOARD_PASSWORD), got an empty one');
+    if (credentials.user === '' || credentials.password === '')
+      throw new ConfigError(
+        'Expected both a dashboard user and a password (--user and --password, or FALBATCH_DASHBOARD_USER and FALBATCH_DASHBOARD_PASSWORD), got an empty one',
+      );
     if (credentials.user.includes(':')) throw new ConfigError('Expected a dashboard user without ":" (HTTP basic auth cannot carry it)');
   } else if (!isLoopback(host)) {
     throw new ConfigError(
@@ -79,7 +83,8 @@ function checkOptions(host: string, credentials: DashboardCredentials | undefine
         'Set FALBATCH_DASHBOARD_USER and FALBATCH_DASHBOARD_PASSWORD (or pass --user and --password), or bind to 127.0.0.1.',
     );
   }
-  if (!Number.isInteger(refreshSeconds) || refreshSeconds < 0) throw new ConfigError(`Expected the refresh interval to be a whole number of seconds ≥ 0, got ${refreshSeconds}`);
+  if (!Number.isInteger(refreshSeconds) || refreshSeconds < 0)
+    throw new ConfigError(`Expected the refresh interval to be a whole number of seconds ≥ 0, got ${refreshSeconds}`);
   if (!Number.isInteger(batchLimit) || batchLimit < 1) throw new ConfigError(`Expected the batch limit to be an integer ≥ 1, got ${batchLimit}`);
 }
 
@@ -121,7 +126,11 @@ export async function startDashboard(ctx: FalbatchContext, options: DashboardOpt
       } catch {
         // An unparsable Host is refused below.
       }
-      if (!isLoopback(name)) return c.text('falbatch dashboard: this server answers only requests for localhost or 127.0.0.1 (start it with credentials to serve other names)\n', 403);
+      if (!isLoopback(name))
+        return c.text(
+          'falbatch dashboard: this server answers only requests for localhost or 127.0.0.1 (start it with credentials to serve other names)\n',
+          403,
+        );
       await next();
       return undefined;
     });

@@ -3,15 +3,7 @@ import { unitHash } from './seeded.js';
 /** The fal operations a fault can hit. */
 export type EmulatedOperation = 'submit' | 'status' | 'stream' | 'result' | 'cancel' | 'run' | 'upload';
 
-export const EMULATED_OPERATIONS: readonly EmulatedOperation[] = [
-  'submit',
-  'status',
-  'stream',
-  'result',
-  'cancel',
-  'run',
-  'upload',
-];
+export const EMULATED_OPERATIONS: readonly EmulatedOperation[] = ['submit', 'status', 'stream', 'result', 'cancel', 'run', 'upload'];
 
 /** Faults that answer (or don't answer) one HTTP request. */
 export type RequestFaultKind =

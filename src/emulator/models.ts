@@ -93,11 +93,60 @@ function loadImage(url: string | undefined, loc: Array<string | number>, resolve
 }
 
 const WORDS = [
-  'a', 'the', 'small', 'bright', 'quiet', 'weathered', 'red', 'blue', 'golden', 'wooden', 'stone', 'glass',
-  'portrait', 'landscape', 'street', 'harbor', 'garden', 'kitchen', 'mountain', 'river', 'window', 'table',
-  'woman', 'man', 'child', 'dog', 'cat', 'bird', 'boat', 'car', 'tree', 'flower', 'lamp', 'book',
-  'standing', 'sitting', 'resting', 'walking', 'beside', 'under', 'near', 'against', 'with', 'in',
-  'soft', 'morning', 'evening', 'light', 'shadow', 'background', 'foreground', 'painted', 'photographed', 'detailed',
+  'a',
+  'the',
+  'small',
+  'bright',
+  'quiet',
+  'weathered',
+  'red',
+  'blue',
+  'golden',
+  'wooden',
+  'stone',
+  'glass',
+  'portrait',
+  'landscape',
+  'street',
+  'harbor',
+  'garden',
+  'kitchen',
+  'mountain',
+  'river',
+  'window',
+  'table',
+  'woman',
+  'man',
+  'child',
+  'dog',
+  'cat',
+  'bird',
+  'boat',
+  'car',
+  'tree',
+  'flower',
+  'lamp',
+  'book',
+  'standing',
+  'sitting',
+  'resting',
+  'walking',
+  'beside',
+  'under',
+  'near',
+  'against',
+  'with',
+  'in',
+  'soft',
+  'morning',
+  'evening',
+  'light',
+  'shadow',
+  'background',
+  'foreground',
+  'painted',
+  'photographed',
+  'detailed',
 ];
 
 /**
@@ -105,11 +154,17 @@ const WORDS = [
  * digest so a test can tell each row got its own answer. `max_tokens` cuts it (one word ≈ one
  * token), and then `partial` is true, as LLaVA reports a cut answer.
  */
-export function emulatedCaption(model: string, prompt: string, imageIdentities: string[], params: Fields, maxTokens: number | undefined): { text: string; partial: boolean } {
+export function emulatedCaption(
+  model: string,
+  prompt: string,
+  imageIdentities: string[],
+  params: Fields,
+  maxTokens: number | undefined,
+): { text: string; partial: boolean } {
   const digest = createHash('sha256')
     .update(JSON.stringify([model, prompt, imageIdentities, params]))
     .digest();
-  const length = 12 + (digest[0] ?? 0) % 24;
+  const length = 12 + ((digest[0] ?? 0) % 24);
   const words: string[] = [`[emulated:${digest.subarray(0, 5).toString('hex')}]`];
   for (let i = 0; i < length; i++) words.push(WORDS[(digest[(i + 1) % digest.length] ?? 0) % WORDS.length] ?? 'a');
   const limit = maxTokens ?? Number.POSITIVE_INFINITY;
@@ -150,7 +205,13 @@ const mantis: EmulatedModel = {
     } else if (!Array.isArray(images)) {
       issues.push(issue('list_type', ['images'], 'Input should be a valid list', images));
     } else if (images.length === 0) {
-      issues.push(issue('too_short', ['images'], 'List should have at least 1 item after validation, not 0', images, { field_type: 'List', min_length: 1, actual_length: 0 }));
+      issues.push(
+        issue('too_short', ['images'], 'List should have at least 1 item after validation, not 0', images, {
+          field_type: 'List',
+          min_length: 1,
+          actual_length: 0,
+        }),
+      );
     } else {
       images.forEach((item: unknown, index) => {
         const entry = asObject(item, []);
@@ -160,7 +221,14 @@ const mantis: EmulatedModel = {
         }
         const url = entry['image_url'];
         if (typeof url !== 'string') {
-          issues.push(issue(url === undefined ? 'missing' : 'string_type', ['images', index, 'image_url'], url === undefined ? 'Field required' : 'Input should be a valid string', url ?? entry));
+          issues.push(
+            issue(
+              url === undefined ? 'missing' : 'string_type',
+              ['images', index, 'image_url'],
+              url === undefined ? 'Field required' : 'Input should be a valid string',
+              url ?? entry,
+            ),
+          );
           return;
         }
         const identity = loadImage(url, ['images', index, 'image_url'], resolveImage, issues);

@@ -19,7 +19,14 @@ export const DEFAULT_PRICES: Readonly<Record<string, EmulatedPrice>> = {
 };
 
 /** The pricing API's answer for the endpoint ids asked for; unknown ids are left out, as fal does. */
-export function pricingAnswer(query: URLSearchParams, prices: Readonly<Record<string, EmulatedPrice>>): { prices: Array<EmulatedPrice & { endpoint_id: string }> } {
-  const asked = query.getAll('endpoint_id').flatMap((value) => value.split(',')).map((id) => id.trim()).filter(Boolean);
+export function pricingAnswer(
+  query: URLSearchParams,
+  prices: Readonly<Record<string, EmulatedPrice>>,
+): { prices: Array<EmulatedPrice & { endpoint_id: string }> } {
+  const asked = query
+    .getAll('endpoint_id')
+    .flatMap((value) => value.split(','))
+    .map((id) => id.trim())
+    .filter(Boolean);
   return { prices: asked.flatMap((id) => (prices[id] ? [{ endpoint_id: id, ...prices[id] }] : [])) };
 }

@@ -265,7 +265,13 @@ export class RequestQueue {
           httpStatus: 422,
           body: {
             detail: [
-              { type: 'model_error', loc: ['body'], msg: 'The model could not process this input (emulated model error)', input: null, url: 'https://docs.fal.ai/errors#model_error' },
+              {
+                type: 'model_error',
+                loc: ['body'],
+                msg: 'The model could not process this input (emulated model error)',
+                input: null,
+                url: 'https://docs.fal.ai/errors#model_error',
+              },
             ],
           },
           headers: { 'x-fal-retryable': 'false' },

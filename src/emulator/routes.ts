@@ -309,7 +309,8 @@ export class EmulatorRoutes {
 
   #pricing(req: IncomingMessage, res: ServerResponse, target: Target): void {
     if (!this.#authorized(req, res)) return;
-    if (req.method !== 'GET' || target.path !== '/v1/models/pricing') return sendJson(res, 404, { detail: `No route ${req.method} ${target.path} on ${API_HOST}` });
+    if (req.method !== 'GET' || target.path !== '/v1/models/pricing')
+      return sendJson(res, 404, { detail: `No route ${req.method} ${target.path} on ${API_HOST}` });
     sendJson(res, 200, pricingAnswer(target.query, this.#deps.prices));
   }
 
@@ -453,7 +454,10 @@ function requestUrls(base: string, endpoint: string, id: string): RequestUrls {
 }
 
 export function fingerprintOf(endpoint: string, input: unknown): string {
-  return createHash('sha256').update(canonicalJson([endpoint, input])).digest('hex').slice(0, 32);
+  return createHash('sha256')
+    .update(canonicalJson([endpoint, input]))
+    .digest('hex')
+    .slice(0, 32);
 }
 
 function emulatedLogs(request: EmulatedRequest): Array<Record<string, string>> {

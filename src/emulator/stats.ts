@@ -102,7 +102,21 @@ export class StatsRecorder {
     this.#billed = new Map();
   }
 
-  count(name: 'submits' | 'accepted' | 'runs' | 'statusCalls' | 'streamCalls' | 'resultCalls' | 'cancels' | 'uploads' | 'uploadedBytes' | 'authFailures' | 'fileReads', by = 1): void {
+  count(
+    name:
+      | 'submits'
+      | 'accepted'
+      | 'runs'
+      | 'statusCalls'
+      | 'streamCalls'
+      | 'resultCalls'
+      | 'cancels'
+      | 'uploads'
+      | 'uploadedBytes'
+      | 'authFailures'
+      | 'fileReads',
+    by = 1,
+  ): void {
     this.#stats[name] += by;
   }
 

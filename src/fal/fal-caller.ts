@@ -183,11 +183,14 @@ export function createFalCaller(options: FalCallerOptions): FalCaller & { close(
     let quietUntil = clock.now() + options.callTimeoutMs;
     const watchQuiet = (): void => {
       const until = Math.min(quietUntil, wait.deadline);
-      clock.sleep(Math.max(0, until - clock.now()), idle.signal).then(() => {
-        if (finished) return;
-        if (clock.now() >= Math.min(quietUntil, wait.deadline)) abort();
-        else watchQuiet();
-      }, () => undefined);
+      clock.sleep(Math.max(0, until - clock.now()), idle.signal).then(
+        () => {
+          if (finished) return;
+          if (clock.now() >= Math.min(quietUntil, wait.deadline)) abort();
+          else watchQuiet();
+        },
+        () => undefined,
+      );
     };
     if (wait.signal?.aborted) abort();
     wait.signal?.addEventListener('abort', abort, { once: true });

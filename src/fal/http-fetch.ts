@@ -74,9 +74,16 @@ interface Call {
  * into bytes, with the content type fetch would give it. Rare, so it may cost what it costs.
  */
 async function slowCall(input: Parameters<typeof fetch>[0], init: RequestInit | undefined): Promise<Call> {
-  const request = new Request(input, init?.body instanceof ReadableStream ? { ...init, duplex: 'half' } as RequestInit : init);
+  const request = new Request(input, init?.body instanceof ReadableStream ? ({ ...init, duplex: 'half' } as RequestInit) : init);
   const bytes = request.body === null ? undefined : new Uint8Array(await request.arrayBuffer());
-  return { url: request.url, method: request.method, headers: Object.fromEntries(request.headers.entries()), body: bytes, signal: init?.signal ?? request.signal, redirect: request.redirect };
+  return {
+    url: request.url,
+    method: request.method,
+    headers: Object.fromEntries(request.headers.entries()),
+    body: bytes,
+    signal: init?.signal ?? request.signal,
+    redirect: request.redirect,
+  };
 }
 
 function headersOf(init: RequestInit['headers']): Record<string, string> | undefined {
@@ -113,10 +120,13 @@ function targetOf(url: string): Target {
   if (parsed === undefined) {
     const { protocol, hostname, port, username, password } = new URL(origin);
     // Credentials in the URL, or a host name URL parsing rewrites: left to URL parsing, every time.
-    parsed = username || password || `${protocol}//${hostname}${port ? `:${port}` : ''}` !== origin ? null : { protocol, hostname: hostname.replace(/^\[(.*)\]$/, '$1'), port };
+    parsed =
+      username || password || `${protocol}//${hostname}${port ? `:${port}` : ''}` !== origin
+        ? null
+        : { protocol, hostname: hostname.replace(/^\[(.*)\]$/, '$1'), port };
     if (origins.size < 100) origins.set(origin, parsed);
   }
-  const path = slash < 0 ? '/' : url.slice(slash).split('#')[0] ?? '/';
+  const path = slash < 0 ? '/' : (url.slice(slash).split('#')[0] ?? '/');
   // Only printable ASCII goes into a request line as it is; anything else is encoded by URL parsing.
   if (parsed !== null && /^[\x21-\x7e]*$/.test(path)) return { ...parsed, path };
   const full = new URL(url);
@@ -250,7 +260,8 @@ export function createHttpFetch(options: HttpFetchOptions = {}): HttpFetch {
           const nextScheme = schemeOf(next);
           if (nextScheme === undefined) return fail(new TypeError(`a redirect to a scheme fetch does not follow: ${next}`));
           // 303, and 301/302 after a POST, turn into a GET without the body (fetch's rule).
-          const toGet = (status === 303 && call.method.toUpperCase() !== 'HEAD') || ((status === 301 || status === 302) && call.method.toUpperCase() === 'POST');
+          const toGet =
+            (status === 303 && call.method.toUpperCase() !== 'HEAD') || ((status === 301 || status === 302) && call.method.toUpperCase() === 'POST');
           let headers = toGet ? without(call.headers, BODY_HEADERS) : call.headers;
           if (originOf(next) !== originOf(call.url)) headers = without(headers, ORIGIN_BOUND);
           const body = toGet ? undefined : call.body;
@@ -354,7 +365,11 @@ export function createHttpFetch(options: HttpFetchOptions = {}): HttpFetch {
     const headers = headersOf(init?.headers);
     if (typeof input !== 'object' || input instanceof URL) {
       if (body !== null && headers !== undefined) {
-        return send({ url, method: init?.method ?? 'GET', headers, body, signal: init?.signal ?? undefined, redirect: init?.redirect ?? 'follow' }, scheme, MAX_REDIRECTS);
+        return send(
+          { url, method: init?.method ?? 'GET', headers, body, signal: init?.signal ?? undefined, redirect: init?.redirect ?? 'follow' },
+          scheme,
+          MAX_REDIRECTS,
+        );
       }
     }
     return slowCall(input, init).then((call) => send(call, scheme, MAX_REDIRECTS));

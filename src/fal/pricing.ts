@@ -36,7 +36,9 @@ export async function fetchFalPrice(endpoint: string, options: PricingOptions): 
   const url = `https://api.fal.ai/v1/models/pricing?endpoint_id=${encodeURIComponent(endpoint)}`;
   let body: unknown;
   try {
-    const response = await fetchImpl(url, { headers: { accept: 'application/json', ...(options.credentials ? { authorization: `Key ${options.credentials}` } : {}) } });
+    const response = await fetchImpl(url, {
+      headers: { accept: 'application/json', ...(options.credentials ? { authorization: `Key ${options.credentials}` } : {}) },
+    });
     try {
       body = await response.json();
     } catch {
@@ -48,12 +50,15 @@ export async function fetchFalPrice(endpoint: string, options: PricingOptions): 
   }
   const prices = (body as { prices?: unknown } | null)?.prices;
   if (!Array.isArray(prices)) throw new FalProtocolError(`fal's pricing API answered without a prices list for ${endpoint}`);
-  const entry = prices.find((p): p is Record<string, unknown> => typeof p === 'object' && p !== null && (p as Record<string, unknown>)['endpoint_id'] === endpoint);
+  const entry = prices.find(
+    (p): p is Record<string, unknown> => typeof p === 'object' && p !== null && (p as Record<string, unknown>)['endpoint_id'] === endpoint,
+  );
   if (!entry) return { ok: false, reason: `fal's pricing API has no price for ${endpoint}` };
   const amount = Number(entry['unit_price']);
   const unitWord = String(entry['unit'] ?? '').toLowerCase();
   const currency = typeof entry['currency'] === 'string' ? entry['currency'].toUpperCase() : 'USD';
-  if (!Number.isFinite(amount) || amount < 0) return { ok: false, reason: `fal's pricing API gave ${endpoint} no usable price (${String(entry['unit_price'])})` };
+  if (!Number.isFinite(amount) || amount < 0)
+    return { ok: false, reason: `fal's pricing API gave ${endpoint} no usable price (${String(entry['unit_price'])})` };
   if (/second/.test(unitWord)) return { ok: true, price: { unit: 'second', amount, currency, source: 'fal' } };
   if (/^(request|call)s?$/.test(unitWord)) return { ok: true, price: { unit: 'call', amount, currency, source: 'fal' } };
   return { ok: false, reason: `fal prices ${endpoint} per ${unitWord || 'unit'}, which does not say what a call costs here; pass --price 0.002/call (or …/s)` };
@@ -69,7 +74,8 @@ export async function resolvePrice(
   endpoint: string,
 ): Promise<{ price: Price | undefined; note: string | undefined }> {
   if (config.price) return { price: config.price, note: undefined };
-  if (config.falKey === undefined && config.falBaseUrl === undefined) return { price: undefined, note: 'no price: pass --price 0.0005/s (or …/call), or set FAL_KEY to ask fal' };
+  if (config.falKey === undefined && config.falBaseUrl === undefined)
+    return { price: undefined, note: 'no price: pass --price 0.0005/s (or …/call), or set FAL_KEY to ask fal' };
   try {
     const answer = await fetchFalPrice(endpoint, { credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs });
     return answer.ok ? { price: answer.price, note: undefined } : { price: undefined, note: answer.reason };

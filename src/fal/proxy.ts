@@ -38,9 +38,12 @@ function parseProxy(name: string, value: string): HttpProxy {
     throw new ConfigError(`${name} is not a proxy URL (expected http://host:port)`);
   }
   const display = `${url.hostname}${url.port ? `:${url.port}` : ''}`;
-  if (url.protocol !== 'http:') throw new ConfigError(`${name} names a ${url.protocol}// proxy (${display}); falbatch speaks to http:// proxies only: give http://${display}`);
+  if (url.protocol !== 'http:')
+    throw new ConfigError(`${name} names a ${url.protocol}// proxy (${display}); falbatch speaks to http:// proxies only: give http://${display}`);
   const authorization =
-    url.username || url.password ? `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}` : undefined;
+    url.username || url.password
+      ? `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`
+      : undefined;
   return { hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || 80), authorization, display };
 }
 

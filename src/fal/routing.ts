@@ -15,7 +15,8 @@ export function isFalHost(hostname: string): boolean {
  * in the path or query that parsing encodes or resolves): what @fal-ai/client builds for every
  * call. Such a URL is routed with string operations; any other is parsed.
  */
-const PLAIN_URL = /^https:\/\/([a-z0-9-]+(?:\.[a-z0-9-]+)+)((?:\/[A-Za-z0-9\-_~!$&'()*+,;=:@%]+(?:\.[A-Za-z0-9\-_~!$&'()*+,;=:@%]*)*)*\/?)(\?[A-Za-z0-9\-._~!$&()*+,;=:@%/?]+)?$/;
+const PLAIN_URL =
+  /^https:\/\/([a-z0-9-]+(?:\.[a-z0-9-]+)+)((?:\/[A-Za-z0-9\-_~!$&'()*+,;=:@%]+(?:\.[A-Za-z0-9\-_~!$&'()*+,;=:@%]*)*)*\/?)(\?[A-Za-z0-9\-._~!$&()*+,;=:@%/?]+)?$/;
 
 /** Returns the URL to call: rewritten under `baseUrl` for fal's hosts, unchanged otherwise. */
 export function routeFalUrl(url: string, baseUrl: string): string {

@@ -180,7 +180,12 @@ export function createFalFetch(options: FalTransportOptions): FalFetch {
         const late = cutOff ? "fal's answer did not arrive" : 'no answer from fal';
         return new FalTimeoutError(operation, `${operation} ${endpoint}: ${late} within ${options.callTimeoutMs} ms`, requestId);
       }
-      return new FalTransportError(operation, endpoint, transportCode(error), cutOff ? `answer cut off: ${(error as Error).message}` : (error as Error).message);
+      return new FalTransportError(
+        operation,
+        endpoint,
+        transportCode(error),
+        cutOff ? `answer cut off: ${(error as Error).message}` : (error as Error).message,
+      );
     };
     let streaming = false;
     try {
@@ -201,7 +206,11 @@ export function createFalFetch(options: FalTransportOptions): FalFetch {
           // Not SSE: the client would read it as raw bytes with no error handling (a crash when the
           // connection then breaks). A broken stream: the waiter reads the status instead.
           await response.body?.cancel().catch(() => undefined);
-          return fail(new FalProtocolError(`${what().endpoint}: the status stream answered ${response.headers.get('content-type') ?? 'no content type'}, not text/event-stream`));
+          return fail(
+            new FalProtocolError(
+              `${what().endpoint}: the status stream answered ${response.headers.get('content-type') ?? 'no content type'}, not text/event-stream`,
+            ),
+          );
         }
         // An answer already read whole, labelled JSON: nothing can break off while the client reads it.
         if (isWholeAnswer(response) && (response.headers.get('content-type') ?? '').includes('application/json')) return response;

@@ -53,11 +53,15 @@ export function mapColumns(header: string[], file: string, layout: ColumnLayout 
     const folded = name.toLowerCase();
     const earlier = seen.get(folded);
     if (earlier !== undefined) {
-      throw new ManifestError('MANIFEST_INVALID', `${file}: line 1: column "${name}" appears twice (columns ${earlier + 1} and ${index + 1}); rename one of them.`, {
-        file,
-        line: 1,
-        column: name,
-      });
+      throw new ManifestError(
+        'MANIFEST_INVALID',
+        `${file}: line 1: column "${name}" appears twice (columns ${earlier + 1} and ${index + 1}); rename one of them.`,
+        {
+          file,
+          line: 1,
+          column: name,
+        },
+      );
     }
     seen.set(folded, index);
     if (!layout.consumed.includes(folded)) extras.push({ name, index });

@@ -61,8 +61,16 @@ export function displayUrl(url: string): string {
 }
 
 function fileNameOf(url: URL): string {
-  const last = decodeURIComponent(url.pathname.split('/').filter((part) => part !== '').pop() ?? '');
-  const safe = last.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[.-]+/, '').slice(0, 100);
+  const last = decodeURIComponent(
+    url.pathname
+      .split('/')
+      .filter((part) => part !== '')
+      .pop() ?? '',
+  );
+  const safe = last
+    .replace(/[^A-Za-z0-9._-]+/g, '-')
+    .replace(/^[.-]+/, '')
+    .slice(0, 100);
   return safe === '' ? 'manifest.csv' : safe;
 }
 
@@ -90,7 +98,8 @@ export async function fetchManifest(url: string, options: FetchManifestOptions =
     let current = new URL(url);
     let response: Response;
     for (let redirects = 0; ; redirects++) {
-      if (current.protocol !== 'http:' && current.protocol !== 'https:') throw fail(`a redirect leads to ${current.protocol} (only http and https are followed)`);
+      if (current.protocol !== 'http:' && current.protocol !== 'https:')
+        throw fail(`a redirect leads to ${current.protocol} (only http and https are followed)`);
       response = await fetchImpl(current, { redirect: 'manual', signal, headers: { accept: 'text/csv, text/plain;q=0.9, */*;q=0.5' } });
       const location = response.headers.get('location');
       if (response.status >= 300 && response.status < 400 && location !== null) {

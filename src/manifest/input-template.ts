@@ -72,7 +72,9 @@ export interface CompileOptions {
 export function compileInputTemplate(json: unknown, options: CompileOptions): InputTemplate {
   const { flag } = options;
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-    throw new ConfigError(`Expected ${flag} to be a JSON object (the endpoint's input, e.g. {"image_url":"{img:image}","prompt":"{q}"}), got ${describeJson(json)}`);
+    throw new ConfigError(
+      `Expected ${flag} to be a JSON object (the endpoint's input, e.g. {"image_url":"{img:image}","prompt":"{q}"}), got ${describeJson(json)}`,
+    );
   }
   const imageColumns = new Map((options.imageColumns ?? []).map((name) => [fold(name), name]));
   const compiled = compileNode(json, '', { ...options, imageColumns });
@@ -88,7 +90,8 @@ export function compileInputTemplate(json: unknown, options: CompileOptions): In
     throw new ConfigError(`${flag} names no manifest column: write {column} where a row's value goes, e.g. {"image_url":"{img:image}","prompt":"{question}"}`);
   }
   for (const [key, name] of imageColumns) {
-    if (!columns.some((c) => c.key === key)) throw new ConfigError(`--image-columns names "${name}", which ${flag} does not use; add {${name}} where the image goes, or drop it from --image-columns`);
+    if (!columns.some((c) => c.key === key))
+      throw new ConfigError(`--image-columns names "${name}", which ${flag} does not use; add {${name}} where the image goes, or drop it from --image-columns`);
   }
   return template;
 }
@@ -96,10 +99,13 @@ export function compileInputTemplate(json: unknown, options: CompileOptions): In
 /** Compiles a text template (--prompt-template): placeholders of text, int, number or bool columns. */
 export function compileTextTemplate(text: string, options: CompileOptions): TemplateNode {
   const { flag } = options;
-  if (typeof text !== 'string' || text.trim() === '') throw new ConfigError(`Expected ${flag} to be a text with {column} placeholders, got ${JSON.stringify(text)}`);
+  if (typeof text !== 'string' || text.trim() === '')
+    throw new ConfigError(`Expected ${flag} to be a text with {column} placeholders, got ${JSON.stringify(text)}`);
   const node = parseString(text, 'prompt', { ...options, imageColumns: new Map(), text: true });
-  const placeholders = node.kind === 'value' ? [node.placeholder] : node.kind === 'text' ? node.parts.filter((p): p is Placeholder => typeof p !== 'string') : [];
-  if (placeholders.length === 0) throw new ConfigError(`${flag} names no manifest column: write {column} where a row's value goes, e.g. "Describe the {subject}"`);
+  const placeholders =
+    node.kind === 'value' ? [node.placeholder] : node.kind === 'text' ? node.parts.filter((p): p is Placeholder => typeof p !== 'string') : [];
+  if (placeholders.length === 0)
+    throw new ConfigError(`${flag} names no manifest column: write {column} where a row's value goes, e.g. "Describe the {subject}"`);
   // As a whole value, a number or boolean placeholder would make the prompt itself a number.
   if (node.kind === 'value' && node.placeholder.type !== 'text') return { kind: 'text', parts: [node.placeholder], path: 'prompt' };
   return node;
@@ -265,7 +271,8 @@ function bindValue(p: Placeholder, text: string, maxTextChars: number): Bound | 
     case 'number': {
       const value = Number(text);
       const rule: NumberRule = { ...p.rule, ...(p.type === 'int' ? { integer: true } : {}) };
-      if (!NUMBER.test(text) || !Number.isFinite(value) || !satisfies(value, rule)) return { reason: `${p.name} must be ${expectedNumber(rule)}, got "${text}"` };
+      if (!NUMBER.test(text) || !Number.isFinite(value) || !satisfies(value, rule))
+        return { reason: `${p.name} must be ${expectedNumber(rule)}, got "${text}"` };
       return { kind: 'value', value, text };
     }
     default:
@@ -396,7 +403,9 @@ function compileNode(value: unknown, path: string, options: ParseOptions): { nod
       const compiled = compileNode(item, `${path}[${i}]`, options);
       if (compiled.free.size > 1) {
         const names = [...compiled.free.values()];
-        throw new ConfigError(`${options.flag}: at ${path}[${i}]: an array item is repeated once per image of one column; this one names ${names.map((n) => `{${n}:image[]}`).join(' and ')}: put each in an item of its own`);
+        throw new ConfigError(
+          `${options.flag}: at ${path}[${i}]: an array item is repeated once per image of one column; this one names ${names.map((n) => `{${n}:image[]}`).join(' and ')}: put each in an item of its own`,
+        );
       }
       const [repeat] = [...compiled.free.keys()];
       return { node: compiled.node, repeat };
@@ -410,7 +419,10 @@ function compileNode(value: unknown, path: string, options: ParseOptions): { nod
       for (const [k, name] of compiled.free) free.set(k, name);
       return [key, compiled.node] as const;
     });
-    checkColumnUses(entries.flatMap(([, node]) => placeholdersOf(node)), options.flag);
+    checkColumnUses(
+      entries.flatMap(([, node]) => placeholdersOf(node)),
+      options.flag,
+    );
     return { node: { kind: 'object', entries }, free };
   }
   return { node: { kind: 'literal', value }, free: new Map() };
@@ -422,7 +434,8 @@ function checkColumnUses(placeholders: Placeholder[], flag: string): void {
   for (const p of placeholders) {
     const image = p.type === 'image' || p.type === 'image[]';
     const seen = kinds.get(p.key);
-    if (seen && seen.image !== image) throw new ConfigError(`${flag}: column "${p.name}" is read both as an image and as a value; a column is one or the other`);
+    if (seen && seen.image !== image)
+      throw new ConfigError(`${flag}: column "${p.name}" is read both as an image and as a value; a column is one or the other`);
     kinds.set(p.key, { image, name: p.name });
   }
 }
@@ -488,7 +501,8 @@ const PLACEHOLDER = /^([^:?]*?)\s*(?::\s*([^?]*?)\s*)?(\?)?$/;
 function parsePlaceholder(inner: string, where: string, options: ParseOptions): Placeholder {
   const match = PLACEHOLDER.exec(inner.trim());
   const name = match?.[1]?.trim() ?? '';
-  if (!match || name === '') throw new ConfigError(`${where}{${inner}} names no column; write {column}, {column:type} or {column?} (or {{ }} for literal braces)`);
+  if (!match || name === '')
+    throw new ConfigError(`${where}{${inner}} names no column; write {column}, {column:type} or {column?} (or {{ }} for literal braces)`);
   const written = match[2];
   const key = fold(name);
   const imageColumn = options.imageColumns.get(key);
@@ -498,10 +512,12 @@ function parsePlaceholder(inner: string, where: string, options: ParseOptions): 
   let type = (written ?? 'text') as PlaceholderType;
   if (imageColumn !== undefined) {
     if (written === undefined) type = 'image';
-    else if (type !== 'image' && type !== 'image[]') throw new ConfigError(`${where}--image-columns names "${imageColumn}", but {${inner}} reads it as ${type}`);
+    else if (type !== 'image' && type !== 'image[]')
+      throw new ConfigError(`${where}--image-columns names "${imageColumn}", but {${inner}} reads it as ${type}`);
   }
   const rule = options.rules?.[key];
-  if (rule !== undefined && type !== 'int' && type !== 'number') throw new ConfigError(`${where}{${inner}}: a number rule is set for ${name}, so its type must be int or number`);
+  if (rule !== undefined && type !== 'int' && type !== 'number')
+    throw new ConfigError(`${where}{${inner}}: a number rule is set for ${name}, so its type must be int or number`);
   return { name, key, type, optional: match[3] === '?', rule };
 }
 

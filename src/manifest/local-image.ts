@@ -73,7 +73,10 @@ export class LocalImageReader {
       return { ok: false, reason: `local file "${cell}" not found (looked for ${path})` };
     }
     if (!within(await this.#realRoot, real)) {
-      return { ok: false, reason: `local file "${cell}" is a link to ${real}, outside the files root ${this.#root}; copy the file under it, or pass --files-root` };
+      return {
+        ok: false,
+        reason: `local file "${cell}" is a link to ${real}, outside the files root ${this.#root}; copy the file under it, or pass --files-root`,
+      };
     }
     const notRegular = (info: Stats): LocalImageResult => ({
       ok: false,
@@ -110,7 +113,10 @@ export class LocalImageReader {
       // The type comes from the bytes, not the extension: a mislabelled file still goes out right.
       const type = await detectImageType(bytes);
       if (!type.ok) {
-        return { ok: false, reason: `local file "${cell}" is not an image: its bytes are ${type.found}, not a ${ACCEPTED_IMAGE_TYPES} image (whatever its name says)` };
+        return {
+          ok: false,
+          reason: `local file "${cell}" is not an image: its bytes are ${type.found}, not a ${ACCEPTED_IMAGE_TYPES} image (whatever its name says)`,
+        };
       }
       return {
         ok: true,

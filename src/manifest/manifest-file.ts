@@ -13,7 +13,11 @@ export async function defaultBatchName(file: string, defaultEndpoint: string, fi
   hash.update(`\0${defaultEndpoint}\0${filesRoot}`);
   // The same bytes read in another encoding are other rows (left out for UTF-8: names stay as they were).
   if (encoding.toLowerCase().replace(/[^a-z0-9]/g, '') !== 'utf8') hash.update(`\0${encoding}`);
-  const stem = basename(file, extname(file)).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 60) || 'manifest';
+  const stem =
+    basename(file, extname(file))
+      .replace(/[^A-Za-z0-9._-]+/g, '-')
+      .replace(/^[^A-Za-z0-9]+/, '')
+      .slice(0, 60) || 'manifest';
   return `${stem}-${hash.digest('hex').slice(0, 8)}`;
 }
 
@@ -46,7 +50,10 @@ export async function checkHeader(file: string, options: ReadRecordsOptions = {}
   try {
     for await (const record of readRecords(source, options)) {
       if ('error' in record) {
-        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, { file, line: record.line });
+        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, {
+          file,
+          line: record.line,
+        });
       }
       return mapColumns(record.fields, file, layout);
     }
@@ -55,4 +62,3 @@ export async function checkHeader(file: string, options: ReadRecordsOptions = {}
   }
   throw new ManifestError('MANIFEST_INVALID', `${file} is empty: expected a header row with image_url and prompt columns.`, { file, line: 1 });
 }
-

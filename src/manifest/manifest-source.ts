@@ -47,7 +47,9 @@ export async function openManifestSource(path: string, options: ManifestSourceOp
   if (!isFolder) {
     await checkReadable(absolute);
     if (options.prompt !== undefined) {
-      throw new ConfigError(`--prompt is for a folder of images; ${absolute} is a CSV manifest: give it a prompt column (or --prompt-template "Describe the {subject}").`);
+      throw new ConfigError(
+        `--prompt is for a folder of images; ${absolute} is a CSV manifest: give it a prompt column (or --prompt-template "Describe the {subject}").`,
+      );
     }
     return csvSource(absolute, options);
   }
@@ -97,15 +99,22 @@ function folderSource(folder: string, prompt: string, options: ManifestSourceOpt
         line++;
         // The image cell is a path relative to the files root; a name with "|" would read as two images.
         const cell = filesRoot === folder ? relative : resolve(folder, relative);
-        if (relative.includes('|')) yield { line, error: `image ${relative}: its name contains "|", which separates images in falbatch; rename the file`, leading: [relative] };
+        if (relative.includes('|'))
+          yield { line, error: `image ${relative}: its name contains "|", which separates images in falbatch; rename the file`, leading: [relative] };
         else yield { line, fields: [relative, cell, prompt] };
       }
     },
     // Not a hash of every image (a folder of 100,000 must start at once): the folder, the prompt and
     // the settings. Re-running resumes; an image edited in place is a changed row (its id is its path).
     async defaultBatchName(defaultEndpoint) {
-      const hash = createHash('sha256').update(JSON.stringify([folder, prompt, defaultEndpoint, filesRoot])).digest('hex');
-      const stem = basename(folder).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 60) || 'images';
+      const hash = createHash('sha256')
+        .update(JSON.stringify([folder, prompt, defaultEndpoint, filesRoot]))
+        .digest('hex');
+      const stem =
+        basename(folder)
+          .replace(/[^A-Za-z0-9._-]+/g, '-')
+          .replace(/^[^A-Za-z0-9]+/, '')
+          .slice(0, 60) || 'images';
       return `${stem}-${hash.slice(0, 8)}`;
     },
   };

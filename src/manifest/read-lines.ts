@@ -244,11 +244,7 @@ class LineSplitter {
     const number = ++this.#number;
     const length = (this.#skipped >= 0 ? this.#skipped : this.#partsBytes) + piece.length;
     const tooLong = this.#skipped >= 0 || length > this.#max;
-    const start = !tooLong
-      ? undefined
-      : this.#skipped >= 0
-        ? (this.#head ?? new Uint8Array(0))
-        : firstBytes([...this.#parts, piece], HEAD_BYTES);
+    const start = !tooLong ? undefined : this.#skipped >= 0 ? (this.#head ?? new Uint8Array(0)) : firstBytes([...this.#parts, piece], HEAD_BYTES);
     const bytes = tooLong || this.#parts.length === 0 ? piece : concat([...this.#parts, piece], length);
     this.#parts = [];
     this.#partsBytes = 0;
@@ -263,7 +259,14 @@ class LineSplitter {
     } catch {
       const index = this.#encoding === 'utf-8' ? invalidUtf8At(bytes) : -1;
       const at = index < 0 ? undefined : { byte: bytes[index] as number, index, offset: this.#lineStart + index };
-      out.push({ number, text: this.#lenient.decode(bytes), bytes: length, tooLong: false, invalid: { encoding: this.#encoding, at }, head: this.#validStart(bytes, false) });
+      out.push({
+        number,
+        text: this.#lenient.decode(bytes),
+        bytes: length,
+        tooLong: false,
+        invalid: { encoding: this.#encoding, at },
+        head: this.#validStart(bytes, false),
+      });
     }
   }
 

@@ -176,7 +176,9 @@ function describeInvalid(line: Line, first: Line): string {
   const which = line.number === first.number ? 'the line' : `line ${line.number}`;
   const subject = line.number === first.number ? '' : `line ${line.number} (inside this record's quoted field) is `;
   if (encoding === 'utf-8') {
-    const position = at ? `: byte 0x${at.byte.toString(16).toUpperCase().padStart(2, '0')} at byte ${at.index + 1} of ${which} (offset ${at.offset} in the file)` : '';
+    const position = at
+      ? `: byte 0x${at.byte.toString(16).toUpperCase().padStart(2, '0')} at byte ${at.index + 1} of ${which} (offset ${at.offset} in the file)`
+      : '';
     return (
       `${subject}not valid UTF-8${position}; if the file is Latin-1 or Windows-1252, pass --encoding latin1, ` +
       `or convert it: iconv -f latin1 -t utf-8 in.csv > out.csv`

@@ -70,7 +70,8 @@ export function createImageResolver(options: ImageResolverOptions): ImageResolve
 async function resolveImages(cell: string, column: string, options: ImageResolverOptions, fits: FitMemo): Promise<ResolvedImages> {
   const { files: reader, maxImageBytes } = options;
   const parts = cell.split('|').map((p) => p.trim());
-  if (parts.some((p) => p === '')) return { ok: false, reason: cell.trim() === '' ? `${column} is empty` : `${column} has an empty entry between "|" separators` };
+  if (parts.some((p) => p === ''))
+    return { ok: false, reason: cell.trim() === '' ? `${column} is empty` : `${column} has an empty entry between "|" separators` };
   const references: string[] = [];
   const identities: string[] = [];
   const localFiles: string[] = [];
@@ -104,7 +105,8 @@ async function resolveImages(cell: string, column: string, options: ImageResolve
       identities.push(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
       continue;
     }
-    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(part)) return { ok: false, reason: `${column} "${part}" uses an unsupported scheme; use http(s), a data URI or a local path` };
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(part))
+      return { ok: false, reason: `${column} "${part}" uses an unsupported scheme; use http(s), a data URI or a local path` };
     const local = await reader.load(part);
     if (!local.ok) return local;
     const prepared = await prepareImage(local.image, options.maxSide, fits);
@@ -125,4 +127,3 @@ async function resolveImages(cell: string, column: string, options: ImageResolve
   }
   return { ok: true, references, identities, localFiles };
 }
-

@@ -1,7 +1,15 @@
 import { ConfigError } from '../errors.js';
 import { DEFAULT_OUTPUT_FIELD, ENDPOINTS, isEndpointId, isOutputField, knownEndpoints, type EndpointSpec } from '../fal/endpoints.js';
 import { BUILT_IN_LAYOUT, KNOWN_COLUMNS, type ColumnLayout } from './columns.js';
-import { compileInputTemplate, compileTextTemplate, placeholdersOf, templateColumns, withPrompt, type InputTemplate, type TemplateNode } from './input-template.js';
+import {
+  compileInputTemplate,
+  compileTextTemplate,
+  placeholdersOf,
+  templateColumns,
+  withPrompt,
+  type InputTemplate,
+  type TemplateNode,
+} from './input-template.js';
 
 /** A batch's mapping settings (config input, outputField, imageColumns, promptTemplate). */
 export interface MappingSettings {
@@ -66,7 +74,9 @@ export function createRowMapping(settings: MappingSettings = {}): RowMapping {
     return settings.promptTemplate === undefined ? BUILT_IN : builtInMapping(settings.promptTemplate);
   }
   if (settings.promptTemplate !== undefined) {
-    throw new ConfigError('--prompt-template fills the built-in endpoints\' prompt; with --input, write the prompt in the template itself, e.g. "prompt": "Describe the {subject}"');
+    throw new ConfigError(
+      '--prompt-template fills the built-in endpoints\' prompt; with --input, write the prompt in the template itself, e.g. "prompt": "Describe the {subject}"',
+    );
   }
   return templateMapping(settings.input, outputField, imageColumns);
 }
@@ -90,7 +100,9 @@ function compileSpec(spec: EndpointSpec, prompt: TemplateNode | undefined): Endp
     tooManyImages(_column, count) {
       if (count <= spec.maxImages) return undefined;
       const hint = spec.moreImages === undefined ? '' : `; ${spec.moreImages}`;
-      return spec.maxImages === 1 ? `${spec.id} takes one image, this row has ${count}${hint}` : `${spec.id} takes at most ${spec.maxImages} images, this row has ${count}${hint}`;
+      return spec.maxImages === 1
+        ? `${spec.id} takes one image, this row has ${count}${hint}`
+        : `${spec.id} takes at most ${spec.maxImages} images, this row has ${count}${hint}`;
     },
   };
 }
@@ -128,7 +140,9 @@ function templateMapping(input: Readonly<Record<string, unknown>>, outputField: 
     builtIn: false,
     refusal: () => undefined,
     tooManyImages(column, count, single) {
-      return single && count > 1 ? `${column} holds ${count} images; {${column}:image} takes one (for several, put {${column}:image[]} in an array)` : undefined;
+      return single && count > 1
+        ? `${column} holds ${count} images; {${column}:image} takes one (for several, put {${column}:image[]} in an array)`
+        : undefined;
     },
   };
   const images = columns.filter((c) => c.image).map((c) => c.key);

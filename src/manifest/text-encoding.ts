@@ -19,7 +19,9 @@ export function resolveEncoding(name: string): string {
     throw new ConfigError(`Expected --encoding to be a text encoding such as utf-8, latin1, windows-1252 or utf-16le, got "${name}"`);
   }
   if (STATEFUL.has(canonical)) {
-    throw new ConfigError(`--encoding ${name} is not supported (a line cannot be decoded on its own); convert the file: iconv -f ${name} -t utf-8 in.csv > out.csv`);
+    throw new ConfigError(
+      `--encoding ${name} is not supported (a line cannot be decoded on its own); convert the file: iconv -f ${name} -t utf-8 in.csv > out.csv`,
+    );
   }
   return canonical;
 }

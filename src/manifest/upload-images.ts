@@ -210,7 +210,15 @@ export function createUploadingDelivery(options: UploadingDeliveryOptions): Uplo
   const counts: UploadCounts = { uploaded: 0, reused: 0, replaced: 0, failed: 0 };
   /** Per content: its URL, or why it could not be uploaded (said per row, naming the row's own cell). */
   const outcomes = new Map<string, Promise<Outcome>>();
-  const check = createCachedUrlCheck({ uploader: options.uploader, limit, checkTimeoutMs: options.checkTimeoutMs, checked: options.checked, clock, log, signal: options.signal });
+  const check = createCachedUrlCheck({
+    uploader: options.uploader,
+    limit,
+    checkTimeoutMs: options.checkTimeoutMs,
+    checked: options.checked,
+    clock,
+    log,
+    signal: options.signal,
+  });
 
   const upload = async (image: PreparedImage, cell: string): Promise<Outcome> => {
     const content = await image.content();
@@ -218,7 +226,8 @@ export function createUploadingDelivery(options: UploadingDeliveryOptions): Uplo
     for (let attempt = 1; ; attempt++) {
       try {
         const url = await limit(() => options.uploader.upload(content.bytes, content.mime, name));
-        if (typeof url !== 'string' || !/^https?:\/\//i.test(url)) throw new FalProtocolError(`fal storage answered an upload without a file URL: ${String(url).slice(0, 200)}`);
+        if (typeof url !== 'string' || !/^https?:\/\//i.test(url))
+          throw new FalProtocolError(`fal storage answered an upload without a file URL: ${String(url).slice(0, 200)}`);
         counts.uploaded++;
         return { ok: true, url };
       } catch (error) {

@@ -152,7 +152,9 @@ export async function validateRow(record: { line: number; fields: string[] }, ct
     );
   }
   if (prompt.length > ctx.maxPromptChars) {
-    return reject(`prompt is ${prompt.length.toLocaleString('en-US')} characters long; the most is ${ctx.maxPromptChars.toLocaleString('en-US')} (--max-prompt-chars)`);
+    return reject(
+      `prompt is ${prompt.length.toLocaleString('en-US')} characters long; the most is ${ctx.maxPromptChars.toLocaleString('en-US')} (--max-prompt-chars)`,
+    );
   }
   const control = controlCharacter(record.fields, columns);
   if (control !== undefined) return reject(control);

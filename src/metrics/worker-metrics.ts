@@ -39,7 +39,10 @@ const SECONDS_BUCKETS = [0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 900];
  */
 export function createWorkerMetrics(options: WorkerMetricsOptions = {}): WorkerMetrics {
   // Required here, synchronously (this function is): only a worker serving metrics loads prom-client.
-  const { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } = requireDependency<typeof import('prom-client')>('prom-client', 'Prometheus metrics (--metrics-port)');
+  const { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } = requireDependency<typeof import('prom-client')>(
+    'prom-client',
+    'Prometheus metrics (--metrics-port)',
+  );
   const registry = new Registry();
   const registers = [registry];
   if (options.processMetrics) collectDefaultMetrics({ register: registry });

@@ -113,7 +113,9 @@ export async function pruneBatch(ctx: FalbatchContext, options: PruneBatchOption
   const producing = lease !== null && lease !== PRUNED_LEASE;
   if (!options.force) {
     if (producing) {
-      throw new ConfigError(`Batch ${batch} is being enqueued by a producer right now: not pruned. Wait for the producer to finish, or pass --force to stop it and drop the batch.`);
+      throw new ConfigError(
+        `Batch ${batch} is being enqueued by a producer right now: not pruned. Wait for the producer to finish, or pass --force to stop it and drop the batch.`,
+      );
     }
     if (active.length > 0) {
       throw new ConfigError(
@@ -162,7 +164,10 @@ export async function pruneBatch(ctx: FalbatchContext, options: PruneBatchOption
   // (Also when Redis is out of memory: prune is what frees room, see runTogether.)
   const dropLease = lease !== null && lease !== PRUNED_LEASE && !(options.force && (producing || active.length > 0));
   const replies = await runTogether(redis, (commands) => {
-    commands.zrem(keys.batches, batch).zrem(keys.expiries, batch).unlink(...batchKeys.retained);
+    commands
+      .zrem(keys.batches, batch)
+      .zrem(keys.expiries, batch)
+      .unlink(...batchKeys.retained);
     return dropLease ? commands.unlink(batchKeys.enqueuing) : commands;
   });
   summary.keys += replies.slice(2).reduce((sum, [, n]) => sum + Number(n ?? 0), 0);

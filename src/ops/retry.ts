@@ -57,11 +57,15 @@ export async function retryFailed(ctx: FalbatchContext, options: RetryFailedOpti
   for (let start = 0; start < total; start += PAGE) {
     const jobs = (await ctx.queue.getFailed(start, start + PAGE - 1)) as Array<Job<RowJobData> | undefined>;
     const mine = jobs.filter((job): job is Job<RowJobData> => job !== undefined && job.data.b === batch);
-    const results = await ctx.store.getMany(batch, mine.map((job) => job.data.k));
+    const results = await ctx.store.getMany(
+      batch,
+      mine.map((job) => job.data.k),
+    );
     mine.forEach((job, i) => {
       const result = results[i];
       // No result at all: an earlier retry forgot it and stopped before moving the job back.
-      const matches = result === undefined ? errorType === undefined : result.status === 'failed' && (errorType === undefined || result.error_type === errorType);
+      const matches =
+        result === undefined ? errorType === undefined : result.status === 'failed' && (errorType === undefined || result.error_type === errorType);
       if (matches) chosen.push(job);
     });
   }

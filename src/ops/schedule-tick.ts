@@ -96,7 +96,10 @@ export function createAdmission(options: AdmissionOptions): Admission {
  * ConfigError saying why when there is no price, or no measure to apply a per-second price to.
  */
 export async function forecastCallCost(ctx: FalbatchContext, price: Price | undefined, note: string | undefined, endpoint: string): Promise<CallCost> {
-  if (!price) throw new ConfigError(`--max-spend needs a price for ${endpoint} to forecast what rows cost, and there is none (${note ?? 'no price'}): add --price 0.002/call (or …/s) to the schedule`);
+  if (!price)
+    throw new ConfigError(
+      `--max-spend needs a price for ${endpoint} to forecast what rows cost, and there is none (${note ?? 'no price'}): add --price 0.002/call (or …/s) to the schedule`,
+    );
   if (price.unit === 'call') return { amount: price.amount, currency: price.currency };
   const forecast = await forecastCost(ctx, 1, price);
   if (forecast.secondsPerCall === undefined) {
@@ -132,7 +135,13 @@ export interface RunTickOptions {
 export async function runScheduleTick(ctx: FalbatchContext, definition: ScheduleDefinition, options: RunTickOptions = {}): Promise<TickRecord> {
   const { clock } = ctx;
   const at = clock.now();
-  const record = tickRecord({ tick: options.scheduledAt ?? at, at, outcome: 'ok', batch: definition.batch, worker: options.worker ?? `${hostname()}:${process.pid}` });
+  const record = tickRecord({
+    tick: options.scheduledAt ?? at,
+    at,
+    outcome: 'ok',
+    batch: definition.batch,
+    worker: options.worker ?? `${hostname()}:${process.pid}`,
+  });
   const url = isManifestUrl(definition.manifest) ? definition.manifest : undefined;
   let fetched: FetchedManifest | undefined;
   let caps: Admission | undefined;
@@ -172,7 +181,14 @@ export async function runScheduleTick(ctx: FalbatchContext, definition: Schedule
       ...(caps ? { admit: (rows: readonly ManifestRow[]) => (caps as Admission).admit(rows) } : {}),
       ...(url ? { manifestLabel: displayUrl(url) } : {}),
     });
-    Object.assign(record, { rows: summary.rows, added: summary.added, present: summary.present, rejected: summary.rejected, changed: summary.changedRows, deferred: summary.deferred });
+    Object.assign(record, {
+      rows: summary.rows,
+      added: summary.added,
+      present: summary.present,
+      rejected: summary.rejected,
+      changed: summary.changedRows,
+      deferred: summary.deferred,
+    });
   } catch (error) {
     record.outcome = error instanceof BatchBusyError ? 'skipped' : 'failed';
     let reason = error instanceof FalbatchError ? error.message : `${(error as Error)?.name ?? 'Error'}: ${(error as Error)?.message ?? String(error)}`;

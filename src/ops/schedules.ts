@@ -166,7 +166,11 @@ export interface MissedTicks {
  * every tick due meanwhile, which never run. Those are the due times after `due` (the late tick's)
  * and before `until` (the next tick scheduled after it started).
  */
-export function missedTicks(timing: { every?: number | undefined; pattern?: string | undefined; tz?: string | undefined }, due: number, until: number): MissedTicks {
+export function missedTicks(
+  timing: { every?: number | undefined; pattern?: string | undefined; tz?: string | undefined },
+  due: number,
+  until: number,
+): MissedTicks {
   const { every, pattern } = timing;
   if (every !== undefined && every > 0) {
     const count = Math.max(0, Math.ceil((until - due) / every) - 1);
@@ -204,7 +208,8 @@ async function withTicksQueue<T>(ctx: FalbatchContext, body: (queue: Queue<Sched
 /** `--every`: `90s`, `15m`, `1h`, `1d`, `500ms` → ms; at least 1 s. */
 export function parseEvery(text: string): number {
   const ms = parseDuration(text, { days: true, bareMilliseconds: false });
-  if (ms === undefined || !Number.isFinite(ms)) throw new ConfigError(`Expected --every to be a duration with a unit (ms, s, m, h or d), like 15m or 1d, got "${text}"`);
+  if (ms === undefined || !Number.isFinite(ms))
+    throw new ConfigError(`Expected --every to be a duration with a unit (ms, s, m, h or d), like 15m or 1d, got "${text}"`);
   if (ms < MIN_EVERY_MS) throw new ConfigError(`Expected --every to be at least 1s, got "${text}"`);
   return ms;
 }
@@ -217,9 +222,14 @@ const CRON_FORM = '5 fields (minute hour day-of-month month day-of-week), or 6 w
  * schedule. Returns the expression with its fields separated by single spaces.
  */
 export function checkCron(expression: string): string {
-  const fields = expression.trim().split(/\s+/).filter((field) => field !== '');
+  const fields = expression
+    .trim()
+    .split(/\s+/)
+    .filter((field) => field !== '');
   if (fields.length !== 5 && fields.length !== 6) {
-    throw new ConfigError(`Expected --cron to be a cron expression of ${CRON_FORM}, got "${expression}" (${fields.length} field${fields.length === 1 ? '' : 's'})`);
+    throw new ConfigError(
+      `Expected --cron to be a cron expression of ${CRON_FORM}, got "${expression}" (${fields.length} field${fields.length === 1 ? '' : 's'})`,
+    );
   }
   return fields.join(' ');
 }
@@ -233,14 +243,17 @@ function checkTimeZone(tz: string): void {
 }
 
 function positiveInteger(flag: string, value: number | undefined, max = Number.MAX_SAFE_INTEGER): void {
-  if (value !== undefined && (!Number.isInteger(value) || value < 1 || value > max)) throw new ConfigError(`Expected ${flag} to be an integer from 1 to ${max}, got ${String(value)}`);
+  if (value !== undefined && (!Number.isInteger(value) || value < 1 || value > max))
+    throw new ConfigError(`Expected ${flag} to be an integer from 1 to ${max}, got ${String(value)}`);
 }
 
 /** Reads a stored definition, refusing one this version does not know. */
 export function parseDefinition(data: unknown): ScheduleDefinition {
   const definition = data as Partial<ScheduleDefinition> | undefined;
   if (definition?.v !== 1 || typeof definition.name !== 'string' || typeof definition.manifest !== 'string' || typeof definition.batch !== 'string') {
-    throw new ConfigError('this schedule was stored by another falbatch version: remove it and add it again (`falbatch schedule remove NAME`, then `falbatch schedule add …`)');
+    throw new ConfigError(
+      'this schedule was stored by another falbatch version: remove it and add it again (`falbatch schedule remove NAME`, then `falbatch schedule add …`)',
+    );
   }
   return {
     ...definition,
@@ -258,22 +271,28 @@ export function parseDefinition(data: unknown): ScheduleDefinition {
  */
 export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOptions): Promise<{ schedule: Schedule; created: boolean }> {
   const { name } = options;
-  if (!BATCH_NAME.test(name)) throw new ConfigError(`Expected the schedule name to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${name}"`);
-  if ((options.cron === undefined) === (options.everyMs === undefined)) throw new ConfigError('A schedule needs exactly one of --cron "EXPR" and --every DURATION');
+  if (!BATCH_NAME.test(name))
+    throw new ConfigError(`Expected the schedule name to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${name}"`);
+  if ((options.cron === undefined) === (options.everyMs === undefined))
+    throw new ConfigError('A schedule needs exactly one of --cron "EXPR" and --every DURATION');
   const cron = options.cron === undefined ? undefined : checkCron(options.cron);
   if (options.tz !== undefined) {
     if (options.cron === undefined) throw new ConfigError('--tz applies to --cron (an --every interval does not depend on the time zone)');
     checkTimeZone(options.tz);
   }
-  if (options.everyMs !== undefined && (!Number.isFinite(options.everyMs) || options.everyMs < MIN_EVERY_MS)) throw new ConfigError(`Expected --every to be at least 1s, got ${options.everyMs} ms`);
+  if (options.everyMs !== undefined && (!Number.isFinite(options.everyMs) || options.everyMs < MIN_EVERY_MS))
+    throw new ConfigError(`Expected --every to be at least 1s, got ${options.everyMs} ms`);
   const batch = options.batch ?? name;
-  if (!BATCH_NAME.test(batch)) throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
+  if (!BATCH_NAME.test(batch))
+    throw new ConfigError(`Expected --batch to be 1-100 letters, digits, ".", "_" or "-" (starting with a letter or digit), got "${batch}"`);
   positiveInteger('--max-rows', options.maxRows);
-  if (options.maxSpend !== undefined && !(Number.isFinite(options.maxSpend) && options.maxSpend > 0)) throw new ConfigError(`Expected --max-spend to be an amount > 0, like 5 or 0.50, got ${String(options.maxSpend)}`);
+  if (options.maxSpend !== undefined && !(Number.isFinite(options.maxSpend) && options.maxSpend > 0))
+    throw new ConfigError(`Expected --max-spend to be an amount > 0, like 5 or 0.50, got ${String(options.maxSpend)}`);
   const fetch = { ...FETCH_DEFAULTS, ...Object.fromEntries(Object.entries(options.fetch ?? {}).filter(([, v]) => v !== undefined)) } as ScheduleFetchLimits;
   if (!(fetch.timeoutMs >= 1)) throw new ConfigError(`Expected --fetch-timeout to be a duration > 0, got ${fetch.timeoutMs} ms`);
   positiveInteger('--max-manifest-bytes', fetch.maxBytes);
-  if (!Number.isInteger(fetch.maxRedirects) || fetch.maxRedirects < 0 || fetch.maxRedirects > 100) throw new ConfigError(`Expected --max-redirects to be an integer from 0 to 100, got ${fetch.maxRedirects}`);
+  if (!Number.isInteger(fetch.maxRedirects) || fetch.maxRedirects < 0 || fetch.maxRedirects > 100)
+    throw new ConfigError(`Expected --max-redirects to be an integer from 0 to 100, got ${fetch.maxRedirects}`);
 
   // Only the settings given; filesRoot absolute (ticks run in other processes, other folders).
   const settings: ScheduleSettings = {};
@@ -294,7 +313,12 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
   } else {
     manifest = resolve(manifest);
     // Fails now, not at every tick, on a missing file or a --prompt that does not fit it.
-    await openManifestSource(manifest, { filesRoot: config.filesRoot, encoding: config.encoding, maxRecordBytes: config.maxRecordBytes, prompt: options.prompt });
+    await openManifestSource(manifest, {
+      filesRoot: config.filesRoot,
+      encoding: config.encoding,
+      maxRecordBytes: config.maxRecordBytes,
+      prompt: options.prompt,
+    });
   }
 
   return withTicksQueue(ctx, async (queue) => {
@@ -369,7 +393,13 @@ export async function tickRecords(ctx: FalbatchContext, name: string, count = TI
  * it): the last TICK_HISTORY per schedule, newest due first. A schedule removed while its tick ran
  * keeps no records: checked after writing, so a removal at any moment leaves none behind.
  */
-export async function recordTick(ctx: FalbatchContext, queue: Queue<ScheduleDefinition>, name: string, record: TickRecord, missed: readonly TickRecord[] = []): Promise<void> {
+export async function recordTick(
+  ctx: FalbatchContext,
+  queue: Queue<ScheduleDefinition>,
+  name: string,
+  record: TickRecord,
+  missed: readonly TickRecord[] = [],
+): Promise<void> {
   const key = ctx.keys.scheduleTicks(name);
   await ctx.redis
     .multi()

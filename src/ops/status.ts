@@ -111,7 +111,13 @@ export async function getStatus(ctx: FalbatchContext, batch: string, options: Ge
   const left = await ctx.redis.pttl(keys.meta);
   // A batch with nothing left to call is held back by nothing (a cap reached by its last rows, a pause after its end).
   const held =
-    pending === 0 ? undefined : hold?.kind === 'paused' ? { by: 'operator' as const, reason: hold.reason } : hold?.kind === 'capped' ? { by: 'spend-cap' as const, reason: hold.reason } : undefined;
+    pending === 0
+      ? undefined
+      : hold?.kind === 'paused'
+        ? { by: 'operator' as const, reason: hold.reason }
+        : hold?.kind === 'capped'
+          ? { by: 'spend-cap' as const, reason: hold.reason }
+          : undefined;
   return {
     batch,
     manifest: meta.manifest,

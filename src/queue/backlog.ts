@@ -99,7 +99,11 @@ export function rowJobOptions(ctx: FalbatchContext, batch: string, key: string, 
 }
 
 /** The BullMQ job of a row, with its batch's current control (priority, fal's queue priority). */
-export function rowJob(ctx: FalbatchContext, data: RowJobData, control: Pick<BatchControl, 'priority' | 'falPriority'>): { name: string; data: RowJobData; opts: JobsOptions } {
+export function rowJob(
+  ctx: FalbatchContext,
+  data: RowJobData,
+  control: Pick<BatchControl, 'priority' | 'falPriority'>,
+): { name: string; data: RowJobData; opts: JobsOptions } {
   const withPriority: RowJobData = control.falPriority === 'low' ? { ...data, qp: 'low' } : data;
   return { name: data.e, data: withPriority, opts: rowJobOptions(ctx, data.b, data.k, data.f, control.priority) };
 }
@@ -166,7 +170,10 @@ async function candidates(ctx: FalbatchContext): Promise<Candidate[]> {
   const pipeline = ctx.redis.pipeline();
   for (const [batch] of names) {
     const keys = ctx.keys.batch(batch);
-    pipeline.hmget(keys.meta, ...CONTROL_FIELDS).hmget(keys.stats, 'billed', 'inference_ms').llen(keys.backlog);
+    pipeline
+      .hmget(keys.meta, ...CONTROL_FIELDS)
+      .hmget(keys.stats, 'billed', 'inference_ms')
+      .llen(keys.backlog);
   }
   const replies = (await pipeline.exec()) ?? [];
   const found = names.map(([batch, order], i): Candidate => {
@@ -207,10 +214,11 @@ export async function topUpQueue(ctx: FalbatchContext, options: { cap?: number }
       }
       const keys = ctx.keys.batch(next.batch);
       const take = Math.min(room, TOP_UP_CHUNK);
-      const [[, taken], [, entries]] = ((await ctx.redis.multi().hget(keys.meta, 'backlog_taken').lrange(keys.backlog, 0, take - 1).exec()) ?? []) as [
-        [unknown, string | null],
-        [unknown, string[]],
-      ];
+      const [[, taken], [, entries]] = ((await ctx.redis
+        .multi()
+        .hget(keys.meta, 'backlog_taken')
+        .lrange(keys.backlog, 0, take - 1)
+        .exec()) ?? []) as [[unknown, string | null], [unknown, string[]]];
       if (entries.length > 0) {
         await ctx.queue.addBulk(entries.map((entry) => rowJob(ctx, decodeBacklogEntry(next.batch, entry), next.control)));
         const committed = await lua.falbatchBacklogCommit(keys.backlog, keys.meta, ctx.keys.backlog, taken ?? '0', entries.length, next.batch);

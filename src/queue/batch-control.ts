@@ -86,7 +86,8 @@ export function parseMaxSpend(flag: string, text: string | undefined): number | 
   if (text === undefined) return undefined;
   const match = /^\s*\$?\s*(\d+(?:\.\d+)?)\s*(?:USD)?\s*$/i.exec(text);
   const value = Number(match?.[1]);
-  if (!match || !Number.isFinite(value) || value <= 0) throw new ConfigError(`Expected ${flag} to be an amount > 0 (in the price's currency, USD for fal), like 5 or 12.50, got "${text}"`);
+  if (!match || !Number.isFinite(value) || value <= 0)
+    throw new ConfigError(`Expected ${flag} to be an amount > 0 (in the price's currency, USD for fal), like 5 or 12.50, got "${text}"`);
   return value;
 }
 
@@ -120,7 +121,11 @@ export async function readBatchControl(redis: RedisClient, keys: KeyLayout, batc
 export const CONTROL_FIELDS: readonly string[] = FIELDS;
 
 /** Meta fields for the settings given (the others are left as they are). */
-export function settingFields(settings: { priority?: number | undefined; falPriority?: FalQueuePriority | undefined; cap?: SpendCap | undefined }): Record<string, string> {
+export function settingFields(settings: {
+  priority?: number | undefined;
+  falPriority?: FalQueuePriority | undefined;
+  cap?: SpendCap | undefined;
+}): Record<string, string> {
   const fields: Record<string, string> = {};
   if (settings.priority !== undefined) fields['priority'] = String(settings.priority);
   if (settings.falPriority !== undefined) fields['fal_priority'] = settings.falPriority;

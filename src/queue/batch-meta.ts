@@ -96,5 +96,8 @@ export async function batchNotFound(redis: RedisClient, batch: string, keys: Key
   if ((await redisPersists(redis)) !== false) return new BatchNotFoundError(batch);
   const uptime = await redisUptimeMs(redis);
   const since = uptime === undefined ? '' : ` and started ${formatDuration(uptime)} ago`;
-  return new BatchNotFoundError(batch, `This Redis keeps nothing on disk (no AOF, no RDB)${since}: a batch enqueued before it last started was lost with it; enqueue (or run) its manifest again.`);
+  return new BatchNotFoundError(
+    batch,
+    `This Redis keeps nothing on disk (no AOF, no RDB)${since}: a batch enqueued before it last started was lost with it; enqueue (or run) its manifest again.`,
+  );
 }

@@ -23,7 +23,11 @@ type Encoded = [number, string, string, string, string, string[], (string | null
 
 export function encodeRowEntry(entry: RowEntry): string {
   const encoded: Encoded = [entry.line, entry.key, entry.imageDisplay, entry.prompt, entry.endpoint, entry.extras];
-  const tail: [string | null, string | null, string[] | null] = [entry.rejected ?? null, entry.skipped ?? null, entry.files && entry.files.length > 0 ? entry.files : null];
+  const tail: [string | null, string | null, string[] | null] = [
+    entry.rejected ?? null,
+    entry.skipped ?? null,
+    entry.files && entry.files.length > 0 ? entry.files : null,
+  ];
   while (tail.length > 0 && tail[tail.length - 1] === null) tail.pop();
   return JSON.stringify([...encoded, ...tail]);
 }

@@ -1,7 +1,17 @@
 import type { FalbatchContext } from '../context.js';
 import { ConfigError } from '../errors.js';
 import type { Price } from '../fal/price.js';
-import { CONTROL_FIELDS, controlFrom, holdOf, readBatchControl, settingFields, spendOf, type BatchControl, type BatchHold, type FalQueuePriority } from './batch-control.js';
+import {
+  CONTROL_FIELDS,
+  controlFrom,
+  holdOf,
+  readBatchControl,
+  settingFields,
+  spendOf,
+  type BatchControl,
+  type BatchHold,
+  type FalQueuePriority,
+} from './batch-control.js';
 import { wakeBatch } from './parked-jobs.js';
 import { runTogether } from './run-together.js';
 

@@ -65,7 +65,11 @@ export async function findCaptionClashes(
     batch = [];
     if (reasons.size === 0) return;
     clashes += reasons.size;
-    await ctx.redis.multi().hset(clashKey, Object.fromEntries(reasons)).pexpire(clashKey, 24 * 3600 * SECOND).exec();
+    await ctx.redis
+      .multi()
+      .hset(clashKey, Object.fromEntries(reasons))
+      .pexpire(clashKey, 24 * 3600 * SECOND)
+      .exec();
   };
   for await (const record of source.records()) {
     if ('error' in record) continue;

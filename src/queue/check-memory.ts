@@ -7,7 +7,11 @@ const NEARLY_FULL = 0.9;
 
 /** `1.5 GB`, `300 MB`: for a person. */
 function bytes(n: number): string {
-  for (const [unit, size] of [['GB', 1024 ** 3], ['MB', 1024 ** 2], ['KB', 1024]] as const) {
+  for (const [unit, size] of [
+    ['GB', 1024 ** 3],
+    ['MB', 1024 ** 2],
+    ['KB', 1024],
+  ] as const) {
     if (n >= size) return `${(n / size).toFixed(n >= 10 * size ? 0 : 1)} ${unit}`;
   }
   return `${n} B`;
@@ -32,8 +36,12 @@ export async function checkMemory(redis: RedisClient, log: Logger): Promise<void
   const max = field('maxmemory');
   if (max <= 0) return;
   if (used >= max) {
-    log.warn(`Redis is out of memory (${bytes(used)} used of its maxmemory ${bytes(max)}): it refuses writes, so nothing can be enqueued or recorded, and workers wait until it has room. ${REDIS_MEMORY_ADVICE}`);
+    log.warn(
+      `Redis is out of memory (${bytes(used)} used of its maxmemory ${bytes(max)}): it refuses writes, so nothing can be enqueued or recorded, and workers wait until it has room. ${REDIS_MEMORY_ADVICE}`,
+    );
   } else if (used >= NEARLY_FULL * max) {
-    log.warn(`Redis is nearly full (${bytes(used)} used of its maxmemory ${bytes(max)}): once full it refuses writes, and batches stop until it has room. ${REDIS_MEMORY_ADVICE}`);
+    log.warn(
+      `Redis is nearly full (${bytes(used)} used of its maxmemory ${bytes(max)}): once full it refuses writes, and batches stop until it has room. ${REDIS_MEMORY_ADVICE}`,
+    );
   }
 }

@@ -27,4 +27,3 @@ export function notServed(how: string, cause: unknown): RedisUnavailableError {
     { cause },
   );
 }
-

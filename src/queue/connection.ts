@@ -95,13 +95,21 @@ async function connectCluster(target: RedisTarget, url: string, options: Connect
   const name = options.name ?? 'falbatch';
   const seeds = await probeSeeds(target, timeout, name);
   if (seeds.notCluster !== undefined) {
-    throw new ConfigError(`REDIS_CLUSTER is set, but Redis at ${redactUrl(url)} is not a Cluster node (${seeds.notCluster}). Unset REDIS_CLUSTER (and --redis-cluster) to use it as one Redis.`);
+    throw new ConfigError(
+      `REDIS_CLUSTER is set, but Redis at ${redactUrl(url)} is not a Cluster node (${seeds.notCluster}). Unset REDIS_CLUSTER (and --redis-cluster) to use it as one Redis.`,
+    );
   }
   if (seeds.live.length === 0) {
-    throw unavailable(url, seeds.refused ?? (seeds.down.length === 1 ? (seeds.down[0] ?? 'no node answered') : `no seed node answered: ${seeds.down.join('; ')}`), true);
+    throw unavailable(
+      url,
+      seeds.refused ?? (seeds.down.length === 1 ? (seeds.down[0] ?? 'no node answered') : `no seed node answered: ${seeds.down.join('; ')}`),
+      true,
+    );
   }
   if (seeds.down.length > 0) {
-    options.log?.warn(`Redis Cluster seed node${seeds.down.length === 1 ? '' : 's'} ${seeds.down.join(', ')} did not answer: connecting through ${seeds.live.map((seed) => `${seed.host}:${seed.port}`).join(', ')}.`);
+    options.log?.warn(
+      `Redis Cluster seed node${seeds.down.length === 1 ? '' : 's'} ${seeds.down.join(', ')} did not answer: connecting through ${seeds.live.map((seed) => `${seed.host}:${seed.port}`).join(', ')}.`,
+    );
   }
   const waitMs = options.failoverWaitMs ?? failoverWaitMs(seeds.nodeTimeoutMs);
   if (seeds.state === 'fail' || seeds.failedMasters.length > 0) {
@@ -180,7 +188,10 @@ async function connectCluster(target: RedisTarget, url: string, options: Connect
     const now = Date.now();
     if (now - (said.get(node) ?? 0) < 10_000) return;
     said.set(node, now);
-    options.log?.warn(`redis cluster node error (commands for its slots are retried for up to ${formatDuration(waitMs)}, while a replica takes them over)`, { node, error: error.message });
+    options.log?.warn(`redis cluster node error (commands for its slots are retried for up to ${formatDuration(waitMs)}, while a replica takes them over)`, {
+      node,
+      error: error.message,
+    });
   });
   return cluster;
 }
@@ -343,7 +354,9 @@ export async function checkServerMode(redis: RedisClient, url: string): Promise<
     return;
   }
   if (/^cluster_enabled:1\b/m.test(info)) {
-    throw new ConfigError(`Redis at ${redactUrl(url)} is a Redis Cluster node: set REDIS_CLUSTER=1 (or pass --redis-cluster), with REDIS_URL naming one or more of its nodes.`);
+    throw new ConfigError(
+      `Redis at ${redactUrl(url)} is a Redis Cluster node: set REDIS_CLUSTER=1 (or pass --redis-cluster), with REDIS_URL naming one or more of its nodes.`,
+    );
   }
 }
 

@@ -22,7 +22,17 @@ import { encodeRowEntry } from './batch-rows.js';
 import { setQueueCap, storeBacklog, topUpQueue, type BacklogRow } from './backlog.js';
 import { readAhead } from './read-ahead.js';
 import { scriptsIn, scriptsOn } from './redis-scripts.js';
-import { BatchPrunedError, dropUnstartedBatch, openBatch, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches, touchBatch, touchBatchIn, vanishedBatchError } from './retention.js';
+import {
+  BatchPrunedError,
+  dropUnstartedBatch,
+  openBatch,
+  PRUNED_LEASE,
+  PRUNED_MARK_MS,
+  sweepExpiredBatches,
+  touchBatch,
+  touchBatchIn,
+  vanishedBatchError,
+} from './retention.js';
 import { entryOf, validatedChunks, type CaptionPlan, type Verdict } from './validated-chunks.js';
 import { REPORTED_REJECTIONS, admissionCandidates, admitRows, sortByKnown, tallyChunk, type RowsToAdd } from './chunk-rows.js';
 
@@ -137,9 +147,9 @@ export interface EnqueueSummary extends EnqueueProgress {
 const LEASE_MS = 60 * SECOND;
 async function appendRows(redis: FalbatchContext['redis'], draft: string, at: number, entries: string[]): Promise<void> {
   const length = await scriptsOn(redis).falbatchAppendRows(draft, at, ...entries);
-  if (length !== at + entries.length) throw new Error(`rows list ${draft} has ${length} entries, expected ${at + entries.length}: another enqueue of the same run?`);
+  if (length !== at + entries.length)
+    throw new Error(`rows list ${draft} has ${length} entries, expected ${at + entries.length}: another enqueue of the same run?`);
 }
-
 
 /** A row to call, as its batch's backlog stores it. */
 function backlogRowOf(row: ManifestRow): BacklogRow {
@@ -179,7 +189,9 @@ async function renewLease(ctx: FalbatchContext, lease: Lease): Promise<void> {
   const keys = [lease.key, ...lease.keepAlive];
   if ((await scriptsOn(redis).falbatchRenewLease(keys.length, ...keys, lease.run, LEASE_MS)) !== 1) {
     if ((await redis.exists(lease.meta)) === 0) throw await vanishedBatchError(ctx, lease.batch);
-    throw new ConfigError(`Lost the lease on ${lease.key}: another producer took over this batch (this one stalled for over ${LEASE_MS / SECOND} s). Enqueue again.`);
+    throw new ConfigError(
+      `Lost the lease on ${lease.key}: another producer took over this batch (this one stalled for over ${LEASE_MS / SECOND} s). Enqueue again.`,
+    );
   }
 }
 
@@ -192,11 +204,17 @@ interface EnqueueTarget {
 
 async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueueTarget> {
   const { config } = ctx;
-  const source = await openManifestSource(options.manifest, { filesRoot: config.filesRoot, encoding: config.encoding, maxRecordBytes: config.maxRecordBytes, prompt: options.prompt });
+  const source = await openManifestSource(options.manifest, {
+    filesRoot: config.filesRoot,
+    encoding: config.encoding,
+    maxRecordBytes: config.maxRecordBytes,
+    prompt: options.prompt,
+  });
   // One manifest, one mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig.
   const mapping = createRowMapping(config);
   // Another mapping of the same manifest (--input, --prompt-template, --output-field) is another batch.
-  const batch = options.batch ?? (await source.defaultBatchName(mapping.signature === undefined ? config.endpoint : `${config.endpoint}\0${mapping.signature}`));
+  const batch =
+    options.batch ?? (await source.defaultBatchName(mapping.signature === undefined ? config.endpoint : `${config.endpoint}\0${mapping.signature}`));
   return { source, mapping, batch };
 }
 
@@ -229,7 +247,9 @@ async function takeLease(ctx: FalbatchContext, batch: string, run: string): Prom
   const key = ctx.keys.batch(batch).enqueuing;
   if ((await ctx.redis.set(key, run, 'PX', LEASE_MS, 'NX')) === 'OK') return;
   if ((await ctx.redis.get(key)) === PRUNED_LEASE) {
-    throw new ConfigError(`Batch ${batch} was dropped by \`falbatch prune --force\` less than a minute ago: its name is free again within ${PRUNED_MARK_MS / SECOND} s.`);
+    throw new ConfigError(
+      `Batch ${batch} was dropped by \`falbatch prune --force\` less than a minute ago: its name is free again within ${PRUNED_MARK_MS / SECOND} s.`,
+    );
   }
   throw new BatchBusyError(batch);
 }
@@ -259,7 +279,8 @@ function queueTopUp(ctx: FalbatchContext, batch: string): () => Promise<void> {
     const what =
       `the queue holds ${filled.waiting} rows waiting, its cap (--max-waiting ${filled.cap}): the other rows of batch ${batch} are stored in Redis ` +
       'as compact rows, and become jobs as workers take rows';
-    if (workers === 0) ctx.log.warn(`${what}. No worker is running: start \`falbatch work\` (same REDIS_URL and --prefix) to call them.`, { waiting: filled.waiting, workers });
+    if (workers === 0)
+      ctx.log.warn(`${what}. No worker is running: start \`falbatch work\` (same REDIS_URL and --prefix) to call them.`, { waiting: filled.waiting, workers });
     else ctx.log.info(`${what}.`, { waiting: filled.waiting, workers });
   };
 }
@@ -333,7 +354,12 @@ async function writeChunk(ctx: FalbatchContext, w: ChunkWriter, chunk: Verdict[]
   const { summary } = w;
   w.options.signal?.throwIfAborted();
   summary.rows += chunk.length;
-  await appendRows(ctx.redis, w.draft, summary.rows - chunk.length, chunk.map((v) => encodeRowEntry(entryOf(v, w.filesRoot))));
+  await appendRows(
+    ctx.redis,
+    w.draft,
+    summary.rows - chunk.length,
+    chunk.map((v) => encodeRowEntry(entryOf(v, w.filesRoot))),
+  );
   await renewLease(ctx, w.lease);
   const rows = tallyChunk(summary, chunk);
   if (rows.length === 0) return;
@@ -350,7 +376,22 @@ async function finishEnqueue(ctx: FalbatchContext, w: ChunkWriter, run: string, 
   const finish = redis.multi();
   if (summary.rows > 0) finish.rename(w.draft, batchKeys.rows);
   else finish.del(batchKeys.rows);
-  finish.hset(batchKeys.meta, metaFields({ manifest: options.manifestLabel ?? source.path, updatedAt: ctx.clock.now(), defaultEndpoint: config.endpoint, rows: summary.rows, rejected: summary.rejected, skipped: summary.skipped, extras, filesRoot: source.filesRoot, captionExt: options.captions?.ext ?? '', captionPrefix: options.captions?.prefix ?? '', captionSuffix: options.captions?.suffix ?? '' }));
+  finish.hset(
+    batchKeys.meta,
+    metaFields({
+      manifest: options.manifestLabel ?? source.path,
+      updatedAt: ctx.clock.now(),
+      defaultEndpoint: config.endpoint,
+      rows: summary.rows,
+      rejected: summary.rejected,
+      skipped: summary.skipped,
+      extras,
+      filesRoot: source.filesRoot,
+      captionExt: options.captions?.ext ?? '',
+      captionPrefix: options.captions?.prefix ?? '',
+      captionSuffix: options.captions?.suffix ?? '',
+    }),
+  );
   finish.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
   // The rows list comes with the draft's 24 h TTL: it gets the batch's, with every other key.
   // Open (the unfinished floor) while rows are pending; this producer's lease goes right after.
@@ -366,7 +407,13 @@ async function failEnqueue(ctx: FalbatchContext, w: ChunkWriter, run: string, is
   const batchKeys = ctx.keys.batch(w.batch);
   await redis.del(w.draft, batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run)).catch(() => undefined);
   // Whatever broke, a batch whose meta vanished under the producer was pruned (--force) or lost by Redis: say that.
-  if (!(error instanceof BatchLostError) && !(error instanceof BatchPrunedError) && !(error instanceof BatchNotFoundError) && !w.options.signal?.aborted && (await redis.exists(batchKeys.meta).catch(() => 1)) === 0) {
+  if (
+    !(error instanceof BatchLostError) &&
+    !(error instanceof BatchPrunedError) &&
+    !(error instanceof BatchNotFoundError) &&
+    !w.options.signal?.aborted &&
+    (await redis.exists(batchKeys.meta).catch(() => 1)) === 0
+  ) {
     throw await vanishedBatchError(ctx, w.batch);
   }
   // A batch this enqueue created, with no row stored: it was never there (not a 0-row batch "running" forever).
@@ -396,7 +443,22 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   if (plan) await findCaptionClashes(ctx, source, target.mapping.layout, plan.captions, batchKeys.captionTargets(run), plan.clashKey);
   if (options.strict) await checkStrict(ctx, target, run, plan, options);
 
-  const summary: EnqueueSummary = { batch, manifest: options.manifestLabel ?? source.path, rows: 0, added: 0, present: 0, rejected: 0, shared: 0, changedRows: 0, changed: [], rejections: [], skipped: 0, notImages: {}, deferred: 0, stored: 0 };
+  const summary: EnqueueSummary = {
+    batch,
+    manifest: options.manifestLabel ?? source.path,
+    rows: 0,
+    added: 0,
+    present: 0,
+    rejected: 0,
+    shared: 0,
+    changedRows: 0,
+    changed: [],
+    rejections: [],
+    skipped: 0,
+    notImages: {},
+    deferred: 0,
+    stored: 0,
+  };
   const now = ctx.clock.now();
   // Every enqueue takes the batches whose retention ran out off the list: a service enqueueing
   // every hour keeps the list (and Redis) bounded without anyone running prune.
@@ -414,7 +476,8 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   };
   try {
     // The next chunk is read and validated while this one is written to Redis.
-    for await (const chunk of readAhead(validatedChunks(ctx, source, batchKeys.idsSeen(run), target.mapping, onHeader, plan, options))) await writeChunk(ctx, writer, chunk);
+    for await (const chunk of readAhead(validatedChunks(ctx, source, batchKeys.idsSeen(run), target.mapping, onHeader, plan, options)))
+      await writeChunk(ctx, writer, chunk);
     await finishEnqueue(ctx, writer, run, extras, source);
   } catch (error) {
     await failEnqueue(ctx, writer, run, isNew, error);
@@ -466,7 +529,22 @@ export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions)
   const { source, batch } = target;
   const batchKeys = keys.batch(batch);
   const run = `dry-${randomUUID()}`;
-  const plan: EnqueuePlan = { batch, manifest: source.path, rows: 0, rejected: 0, skipped: 0, calls: 0, done: 0, answered: 0, toCall: 0, shared: 0, localImages: 0, uploads: 0, expired: 0, rejections: [] };
+  const plan: EnqueuePlan = {
+    batch,
+    manifest: source.path,
+    rows: 0,
+    rejected: 0,
+    skipped: 0,
+    calls: 0,
+    done: 0,
+    answered: 0,
+    toCall: 0,
+    shared: 0,
+    localImages: 0,
+    uploads: 0,
+    expired: 0,
+    rejections: [],
+  };
   // Local images: their identities, and whether fal storage still has them (the cache, and the
   // check the run would make of a cached URL), never uploaded.
   const cache = createUploadCache(redis, keys, { falBaseUrl: config.falBaseUrl, ttlMs: config.uploadCacheTtlMs });
@@ -511,7 +589,10 @@ export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions)
         }
       }
       if (rows.length === 0) continue;
-      const [ended, paid] = await Promise.all([redis.hmget(batchKeys.results, ...rows.map((r) => r.key)), ctx.store.ledgerMany(rows.map((r) => r.fingerprint))]);
+      const [ended, paid] = await Promise.all([
+        redis.hmget(batchKeys.results, ...rows.map((r) => r.key)),
+        ctx.store.ledgerMany(rows.map((r) => r.fingerprint)),
+      ]);
       rows.forEach((row, i) => {
         if (ended[i] !== null && ended[i] !== undefined) plan.done++;
         // An identical row (another id, or another file of the same content) shares one answer.

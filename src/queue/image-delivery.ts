@@ -20,7 +20,7 @@ export interface ImageDeliveryOptions {
 const CHECK_TIMEOUT_MS = 10 * SECOND;
 
 const NO_CREDENTIALS =
-  'FAL_KEY is not set, so falbatch cannot upload the manifest\'s local images to fal storage. Create a key at https://fal.ai/dashboard/keys ' +
+  "FAL_KEY is not set, so falbatch cannot upload the manifest's local images to fal storage. Create a key at https://fal.ai/dashboard/keys " +
   'and export FAL_KEY=... (or FAL_BASE_URL, for an emulator or a proxy), or pass --inline-images to send local images inside the jobs instead.';
 
 /** Refuses at the first local image: a manifest of URLs alone needs no credentials to be enqueued. */
@@ -34,7 +34,9 @@ function uploaderFor(ctx: FalbatchContext, run: ImageDeliveryOptions): FileUploa
   const { config } = ctx;
   if (run.fal) return run.fal;
   const credentials = config.falKey !== undefined || config.falBaseUrl !== undefined;
-  return credentials ? createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock: ctx.clock }) : withoutCredentials;
+  return credentials
+    ? createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock: ctx.clock })
+    : withoutCredentials;
 }
 
 const checkTimeoutMs = (ctx: FalbatchContext): number => Math.min(CHECK_TIMEOUT_MS, ctx.config.callTimeoutMs);

@@ -52,7 +52,15 @@ type Given<Reply> = (numberOfKeys: number, ...keysThenArgs: Array<string | numbe
 
 /** The scripts as methods of a client (scriptsOn): keys first, then arguments, as each file says. */
 export interface FalbatchScripts {
-  falbatchAbandonRow(active: string, request: string, inflight: string, owner: string, drop: '' | 'any' | 'mark', mark: string, release: '1' | '0'): Promise<number>;
+  falbatchAbandonRow(
+    active: string,
+    request: string,
+    inflight: string,
+    owner: string,
+    drop: '' | 'any' | 'mark',
+    mark: string,
+    release: '1' | '0',
+  ): Promise<number>;
   falbatchAppendRows(draft: string, at: number, ...entries: string[]): Promise<number>;
   falbatchBacklogCommit(backlog: string, meta: string, index: string, taken: string, n: number, batch: string): Promise<number>;
   falbatchBacklogForget(backlog: string, index: string, batch: string): Promise<number>;
@@ -130,6 +138,7 @@ export function scriptsOn(redis: RedisClient): FalbatchScripts {
  * the client before.
  */
 export function scriptsIn(batch: ChainableCommander): FalbatchPipelineScripts {
-  if (!('falbatchTouchBatch' in batch)) throw new Error('the Redis scripts were not defined on the client before this MULTI or pipeline was made: call scriptsOn(redis) first');
+  if (!('falbatchTouchBatch' in batch))
+    throw new Error('the Redis scripts were not defined on the client before this MULTI or pipeline was made: call scriptsOn(redis) first');
   return batch as ChainableCommander & FalbatchPipelineScripts;
 }

@@ -27,13 +27,11 @@ export { FOREVER, formatRetention, parseRetention, retentionArg, retentionFromMe
  * without persistence): BATCH_LOST.
  */
 
-
 /** The lease value `prune --force` leaves where it stopped a producer or rows in flight. */
 export const PRUNED_LEASE = 'pruned';
 
 /** How long that mark lasts: longer than a producer's lease renewal, so the producer reads it. */
 export const PRUNED_MARK_MS = 60 * SECOND;
-
 
 /** What scripts need of the namespace's retention settings. */
 export interface RetentionSettings {
@@ -85,7 +83,12 @@ export async function openBatch(ctx: RetentionContext, batch: string, options: {
  * one): a batch exists only once a row is stored. The caller holds the batch's producer lease.
  */
 export async function dropUnstartedBatch(ctx: RetentionContext, batch: string): Promise<void> {
-  await ctx.redis.multi().zrem(ctx.keys.batches, batch).zrem(ctx.keys.expiries, batch).unlink(...ctx.keys.batch(batch).retained).exec();
+  await ctx.redis
+    .multi()
+    .zrem(ctx.keys.batches, batch)
+    .zrem(ctx.keys.expiries, batch)
+    .unlink(...ctx.keys.batch(batch).retained)
+    .exec();
 }
 
 /** Whether a touch holds the batch open (the floor applies): see redis-scripts/touch-batch.lua. */
@@ -195,7 +198,10 @@ export class BatchPrunedError extends ConfigError {
  * The error for a batch whose meta vanished under a producer or a waiter: pruned (`--force`), expired
  * (its expiry, still on the expiries zset, has passed: BATCH_NOT_FOUND saying so), or lost by Redis.
  */
-export async function vanishedBatchError(ctx: Pick<RetentionContext, 'redis' | 'keys'>, batch: string): Promise<BatchPrunedError | BatchNotFoundError | BatchLostError> {
+export async function vanishedBatchError(
+  ctx: Pick<RetentionContext, 'redis' | 'keys'>,
+  batch: string,
+): Promise<BatchPrunedError | BatchNotFoundError | BatchLostError> {
   const [lease, expiry, now] = await Promise.all([
     ctx.redis.get(ctx.keys.batch(batch).enqueuing).catch(() => null),
     ctx.redis.zscore(ctx.keys.expiries, batch).catch(() => null),
@@ -203,7 +209,10 @@ export async function vanishedBatchError(ctx: Pick<RetentionContext, 'redis' | '
   ]);
   if (lease === PRUNED_LEASE) return new BatchPrunedError(batch);
   if (expiry !== null && Number(expiry) <= now) {
-    return new BatchNotFoundError(batch, 'It expired: its retention ran out after its last write (`--retention` sets a longer one; `falbatch status` shows when a batch expires).');
+    return new BatchNotFoundError(
+      batch,
+      'It expired: its retention ran out after its last write (`--retention` sets a longer one; `falbatch status` shows when a batch expires).',
+    );
   }
   return new BatchLostError(batch);
 }

@@ -74,14 +74,16 @@ export async function* validatedChunks(
       records.map((record, index) =>
         'error' in record
           ? Promise.resolve<Verdict>({ ok: false, rejected: unreadRow(record, map) })
-          : limit(async () => (await beforeValidation(record, index)) ??
-              validateRow(record, {
-                columns: map,
-                defaultEndpoint: config.endpoint,
-                images,
-                maxPromptChars: config.maxPromptChars,
-                mapping,
-              }),
+          : limit(
+              async () =>
+                (await beforeValidation(record, index)) ??
+                validateRow(record, {
+                  columns: map,
+                  defaultEndpoint: config.endpoint,
+                  images,
+                  maxPromptChars: config.maxPromptChars,
+                  mapping,
+                }),
             ),
       ),
     );
@@ -92,7 +94,10 @@ export async function* validatedChunks(
   for await (const record of source.records()) {
     if (!columns) {
       if ('error' in record) {
-        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, { file, line: record.line });
+        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${record.line}: the header row cannot be read: ${record.error}.`, {
+          file,
+          line: record.line,
+        });
       }
       columns = mapColumns(record.fields, file, mapping.layout);
       onHeader(columns, record.fields);
@@ -160,7 +165,14 @@ async function rejectRepeatedIds(ctx: FalbatchContext, idsKey: string, verdicts:
  * Rows with caption files: those whose file another image would share (`clash`) are rejected; in
  * skip mode those whose file exists need nothing (no upload, no call). Decided from the cell alone.
  */
-async function captionVerdict(record: { line: number; fields: string[] }, map: ColumnMap, clash: string | null | undefined, plan: CaptionPlan, filesRoot: string, defaultEndpoint: string): Promise<Verdict | undefined> {
+async function captionVerdict(
+  record: { line: number; fields: string[] },
+  map: ColumnMap,
+  clash: string | null | undefined,
+  plan: CaptionPlan,
+  filesRoot: string,
+  defaultEndpoint: string,
+): Promise<Verdict | undefined> {
   const shown = (reason: string, skip: boolean, image?: string): Verdict => ({
     ok: false,
     rejected: {
@@ -202,12 +214,29 @@ export function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
     const { rejected: row } = verdict;
     // Its image is kept too: export reads its caption file (the results, metadata.jsonl).
     const files = verdict.image === undefined ? [] : [relative(filesRoot, verdict.image).split(sep).join('/')];
-    return { line: row.line, key: row.id ?? '', imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras, skipped: row.reason, ...(files.length > 0 ? { files } : {}) };
+    return {
+      line: row.line,
+      key: row.id ?? '',
+      imageDisplay: row.imageDisplay,
+      prompt: row.prompt,
+      endpoint: row.endpoint,
+      extras: row.extras,
+      skipped: row.reason,
+      ...(files.length > 0 ? { files } : {}),
+    };
   }
   if (verdict.ok) {
     const { row } = verdict;
     const files = row.localImages.map((path) => relative(filesRoot, path).split(sep).join('/'));
-    return { line: row.line, key: row.key, imageDisplay: row.imageDisplay, prompt: row.prompt, endpoint: row.endpoint, extras: row.extras, ...(files.length > 0 ? { files } : {}) };
+    return {
+      line: row.line,
+      key: row.key,
+      imageDisplay: row.imageDisplay,
+      prompt: row.prompt,
+      endpoint: row.endpoint,
+      extras: row.extras,
+      ...(files.length > 0 ? { files } : {}),
+    };
   }
   const { rejected } = verdict;
   return {
@@ -220,4 +249,3 @@ export function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
     rejected: rejected.reason,
   };
 }
-

@@ -31,9 +31,15 @@ export interface CaptionOptions {
 export const DEFAULT_CAPTIONS: CaptionOptions = { ext: '.txt', mode: 'skip', prefix: '', suffix: '' };
 
 /** Validates caption settings, naming the flag that is wrong. */
-export function captionOptions(raw: { ext?: string | undefined; mode?: string | undefined; prefix?: string | undefined; suffix?: string | undefined }): CaptionOptions {
+export function captionOptions(raw: {
+  ext?: string | undefined;
+  mode?: string | undefined;
+  prefix?: string | undefined;
+  suffix?: string | undefined;
+}): CaptionOptions {
   const mode = raw.mode ?? DEFAULT_CAPTIONS.mode;
-  if (!(CAPTION_MODES as readonly string[]).includes(mode)) throw new ConfigError(`Expected --caption-mode to be one of ${CAPTION_MODES.join(', ')}, got "${mode}"`);
+  if (!(CAPTION_MODES as readonly string[]).includes(mode))
+    throw new ConfigError(`Expected --caption-mode to be one of ${CAPTION_MODES.join(', ')}, got "${mode}"`);
   const rawExt = raw.ext ?? DEFAULT_CAPTIONS.ext;
   const ext = rawExt.startsWith('.') ? rawExt : `.${rawExt}`;
   if (!/^\.[A-Za-z0-9_-]{1,16}$/.test(ext)) throw new ConfigError(`Expected --caption-ext to be an extension like txt or .caption, got "${rawExt}"`);
@@ -124,7 +130,9 @@ export async function readRowCaptions(
       return limit(() =>
         readCaption(path).catch((error: unknown) => {
           const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-          throw new OutputError(`Cannot read the caption file ${path} (${reason}): make it a readable text file, or move it away, and export again.`, { cause: error });
+          throw new OutputError(`Cannot read the caption file ${path} (${reason}): make it a readable text file, or move it away, and export again.`, {
+            cause: error,
+          });
         }),
       );
     }),

@@ -114,7 +114,12 @@ function shellWord(word: string): string {
 }
 
 /** The `falbatch export` command that writes a batch's results to `out` (with --prefix when not the default). */
-export function exportCommandLine(config: Pick<ResolvedConfig, 'prefix' | 'queue' | 'redisUrl' | 'redisCluster'>, batch: string, out: string, hfMetadata?: HfMetadataOptions): string {
+export function exportCommandLine(
+  config: Pick<ResolvedConfig, 'prefix' | 'queue' | 'redisUrl' | 'redisCluster'>,
+  batch: string,
+  out: string,
+  hfMetadata?: HfMetadataOptions,
+): string {
   const words = ['falbatch', 'export', '--batch', batch];
   if (config.prefix !== DEFAULT_CONFIG.prefix) words.push('--prefix', config.prefix);
   if (config.queue !== DEFAULT_CONFIG.queue) words.push('--queue', config.queue);
@@ -156,10 +161,13 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
   const batch = meta.name;
   await checkWritable(out);
   const side = sideFiles(out);
-  const metadataFolder = options.hfMetadata ? await hfMetadataFolder({ manifest: meta.manifest, filesRoot: meta.filesRoot }, options.hfMetadata.folder) : undefined;
+  const metadataFolder = options.hfMetadata
+    ? await hfMetadataFolder({ manifest: meta.manifest, filesRoot: meta.filesRoot }, options.hfMetadata.folder)
+    : undefined;
   if (metadataFolder !== undefined) {
     const metadataPath = hfMetadataPath(metadataFolder);
-    if ([out, side.errors, side.report].includes(metadataPath)) throw new OutputError(`--out ${out} is where the imagefolder metadata goes (${metadataPath}): pick another --out.`);
+    if ([out, side.errors, side.report].includes(metadataPath))
+      throw new OutputError(`--out ${out} is where the imagefolder metadata goes (${metadataPath}): pick another --out.`);
     await checkWritable(metadataPath);
   }
   const keys = ctx.keys.batch(batch);
@@ -182,7 +190,10 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
     const errors = await create(side.errors);
     await errors.write(stringify([[...ERRORS_COLUMNS]]));
     current = metadataFolder === undefined ? out : hfMetadataPath(metadataFolder);
-    const metadata = metadataFolder === undefined ? undefined : new HfMetadataWriter(await create(hfMetadataPath(metadataFolder)), metadataFolder, meta.filesRoot, captionExt !== '');
+    const metadata =
+      metadataFolder === undefined
+        ? undefined
+        : new HfMetadataWriter(await create(hfMetadataPath(metadataFolder)), metadataFolder, meta.filesRoot, captionExt !== '');
     current = out;
 
     for (let start = 0; ; start += PAGE) {
@@ -190,7 +201,10 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
       if (page.length === 0) break;
       // A skipped row's key may hold the answer an earlier run of this batch wrote its caption from.
       const keyed = page.filter((entry) => entry.rejected === undefined && entry.key !== '');
-      const results = await ctx.store.getMany(batch, keyed.map((entry) => entry.key));
+      const results = await ctx.store.getMany(
+        batch,
+        keyed.map((entry) => entry.key),
+      );
       const byKey = new Map<string, RowResult | undefined>(keyed.map((entry, i) => [entry.key, results[i]]));
       const earlierAnswer = (entry: RowEntry): string | undefined => {
         const result = entry.skipped === undefined ? undefined : byKey.get(entry.key);
@@ -231,7 +245,13 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
       await file.close();
     }
 
-    const report = await buildReport(ctx, meta, { out, format, errors: side.errors, report: side.report, hfMetadata: metadata?.summary }, counts, options.price);
+    const report = await buildReport(
+      ctx,
+      meta,
+      { out, format, errors: side.errors, report: side.report, hfMetadata: metadata?.summary },
+      counts,
+      options.price,
+    );
     // The report last: it is small, and written whole before anything is renamed into place.
     current = side.report;
     const reportFile = await create(side.report);

@@ -61,7 +61,12 @@ export function exportStatusOf(entry: RowEntry, result: RowResult | undefined): 
  * null in JSONL and Parquet, like the numbers and booleans it does not have. `caption`: for a
  * skipped row, the caption it already has (the batch's earlier answer, or its caption file's text).
  */
-export function outputRow(entry: RowEntry, result: RowResult | undefined, extras: readonly string[], caption?: string): { row: OutputRow; status: ExportStatus } {
+export function outputRow(
+  entry: RowEntry,
+  result: RowResult | undefined,
+  extras: readonly string[],
+  caption?: string,
+): { row: OutputRow; status: ExportStatus } {
   const status = exportStatusOf(entry, result);
   const ended = status === 'ok' || status === 'failed';
   const row: OutputRow = {

@@ -162,7 +162,11 @@ function ledgerEntryOf(result: RowResult): LedgerEntry {
  * config.unfinishedRetentionMs (default: DEFAULT_CONFIG's), what batches from before retention and
  * answers of batches that are gone are kept for, and the floor of unfinished batches.
  */
-export function createResultStore(redis: RedisClient, keys: KeyLayout, retention: RetentionSettings = { retentionMs: DEFAULT_CONFIG.retentionMs, unfinishedRetentionMs: DEFAULT_CONFIG.unfinishedRetentionMs }): ResultStore {
+export function createResultStore(
+  redis: RedisClient,
+  keys: KeyLayout,
+  retention: RetentionSettings = { retentionMs: DEFAULT_CONFIG.retentionMs, unfinishedRetentionMs: DEFAULT_CONFIG.unfinishedRetentionMs },
+): ResultStore {
   const scripts = scriptsOn(redis);
   const defaultRetention = retentionArg(retention.retentionMs);
   // A batch's keys and retention tail, made once per batch rather than for every call of every row.

@@ -41,7 +41,10 @@ export async function writeCaptions(ctx: FalbatchContext, options: WriteCaptions
     const page = (await ctx.redis.lrange(keys.rows, start, start + PAGE - 1)).map(decodeRowEntry);
     if (page.length === 0) break;
     const called = page.filter((entry) => entry.rejected === undefined && entry.skipped === undefined);
-    const results = await ctx.store.getMany(options.batch, called.map((entry) => entry.key));
+    const results = await ctx.store.getMany(
+      options.batch,
+      called.map((entry) => entry.key),
+    );
     await Promise.all(
       called.map((entry, i) =>
         limit(async () => {

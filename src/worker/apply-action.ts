@@ -169,7 +169,8 @@ export function createRowActions(ctx: FalbatchContext, deps: RowActionsDeps): Ro
     // Ended; its job is kept (parked, not failed: the failed set keeps only the newest 10,000) for
     // `falbatch retry`, which requeues it. A paid request fal completed goes with it, to be read.
     counts.cancelled++;
-    if (end.kind === 'unreadable') await job.updateData({ ...withoutRequestState(job.data), rid: end.requestId, ...(end.submittedAt !== undefined ? { sub: end.submittedAt } : {}) });
+    if (end.kind === 'unreadable')
+      await job.updateData({ ...withoutRequestState(job.data), rid: end.requestId, ...(end.submittedAt !== undefined ? { sub: end.submittedAt } : {}) });
     return later(job, token, clock.now() + PARK_MS);
   };
 
@@ -194,7 +195,11 @@ export function createRowActions(ctx: FalbatchContext, deps: RowActionsDeps): Ro
         counts.resultRereads++;
         tell({ type: 'retried', reason: 'result_reread' });
         await job.updateData({ ...withoutRequestState(job.data), ...action.state });
-        log.info(`reading the result again in ${formatDuration(action.delayMs)}: ${action.reason}`, { batch: job.data.b, key: job.data.k, request_id: action.state.rid });
+        log.info(`reading the result again in ${formatDuration(action.delayMs)}: ${action.reason}`, {
+          batch: job.data.b,
+          key: job.data.k,
+          request_id: action.state.rid,
+        });
         return later(job, token, action.at);
       case 'hand-back':
         // Shutdown past its grace period: hand the row back; its saved request id goes with it (on

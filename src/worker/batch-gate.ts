@@ -83,7 +83,12 @@ export function createBatchGate(ctx: FalbatchContext, onCancelled: (jobId: strin
     async check(jobId, data) {
       const keys = ctx.keys.batch(data.b);
       const replies =
-        (await ctx.redis.multi().hmget(keys.meta, ...CONTROL_FIELDS).hmget(keys.stats, 'billed', 'inference_ms').get(ctx.keys.request(jobId)).exec()) ?? [];
+        (await ctx.redis
+          .multi()
+          .hmget(keys.meta, ...CONTROL_FIELDS)
+          .hmget(keys.stats, 'billed', 'inference_ms')
+          .get(ctx.keys.request(jobId))
+          .exec()) ?? [];
       const [billed, inferenceMs] = (replies[1]?.[1] as Array<string | null> | undefined) ?? [];
       return holdFor(data.b, data, {
         control: controlFrom((replies[0]?.[1] as Array<string | null> | undefined) ?? []),

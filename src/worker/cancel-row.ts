@@ -96,7 +96,12 @@ async function cancelAtFal(data: RowJobData, requestId: string, submittedAt: num
   try {
     said = await fal.cancel(data.e, requestId);
   } catch (error) {
-    log.warn('could not cancel a fal request of a cancelled batch', { batch: data.b, key: data.k, request_id: requestId, error: deps.scrub((error as Error).message) });
+    log.warn('could not cancel a fal request of a cancelled batch', {
+      batch: data.b,
+      key: data.k,
+      request_id: requestId,
+      error: deps.scrub((error as Error).message),
+    });
   }
   // Watch it end: cancelled, or finished anyway (then it ran, and was paid for).
   const deadline = clock.now() + CANCEL_SETTLE_MS;
@@ -133,7 +138,9 @@ async function cancelAtFal(data: RowJobData, requestId: string, submittedAt: num
         // fal ran it to the end before the cancel: it is paid for, and its answer exists.
         return {
           status: 'failed',
-          error: deps.scrub(`${row.reason}, but fal had already completed request ${requestId}, whose result could not be read (${(error as Error).message}): \`falbatch retry --batch ${data.b} --error result_unavailable\` reads it again without paying`),
+          error: deps.scrub(
+            `${row.reason}, but fal had already completed request ${requestId}, whose result could not be read (${(error as Error).message}): \`falbatch retry --batch ${data.b} --error result_unavailable\` reads it again without paying`,
+          ),
           error_type: 'result_unavailable',
           attempts: Math.max(1, row.attempts),
           endpoint: data.e,

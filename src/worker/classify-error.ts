@@ -49,7 +49,13 @@ export function classifyFalError(error: unknown, phase: AttemptPhase): Verdict {
     if (status === 401 || status === 402 || status === 403) return { kind: 'account', reason: accountReason(error), errorType };
     if (status === 429) return { kind: 'rate-limited', retryAfterMs: error.retryAfterMs, reason, errorType: 'rate_limited' };
     if (status === 504 && error.timeoutType === 'user') {
-      return { kind: 'retry', resubmit: true, retryAfterMs: undefined, reason: `${reason} (start timeout passed before fal started it)`, errorType: 'start_timeout' };
+      return {
+        kind: 'retry',
+        resubmit: true,
+        retryAfterMs: undefined,
+        reason: `${reason} (start timeout passed before fal started it)`,
+        errorType: 'start_timeout',
+      };
     }
     if (status >= 500 || status === 408) {
       if (error.retryable === false) return { kind: 'permanent', reason, errorType };

@@ -37,7 +37,6 @@ export interface ConcurrencyControl {
   close(): Promise<void>;
 }
 
-
 /**
  * The queue's in-flight cap (BullMQ's global concurrency), kept by the workers that set it:
  *
@@ -174,7 +173,7 @@ export async function startConcurrencyControl(
     ticking = true;
     tick()
       .catch((error: unknown) => {
-        if (!options.onError?.(error)) log.warn('could not share what fal says of this worker\'s requests', { error: ctx.scrub((error as Error).message) });
+        if (!options.onError?.(error)) log.warn("could not share what fal says of this worker's requests", { error: ctx.scrub((error as Error).message) });
       })
       .finally(() => {
         ticking = false;

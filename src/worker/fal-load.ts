@@ -26,7 +26,6 @@ interface Flight {
   queuedSince: number | undefined;
 }
 
-
 export function createFlightTracker(): FlightTracker {
   const flights = new Map<string, Flight>();
   /** Requests that started after waiting in fal's queue, since the last load(). */

@@ -166,7 +166,15 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
   const owner = attempt.jobId;
   const mark = await deps.submitter.mark();
   const begin = (gated: boolean): Promise<RowStart> =>
-    store.begin(data.b, data.k, data.f, { owner, claimTtlMs: CLAIM_TTL, resume: data.rid !== undefined, mark, markTtlMs: submitMarkTtl(config), now: clock.now(), gated });
+    store.begin(data.b, data.k, data.f, {
+      owner,
+      claimTtlMs: CLAIM_TTL,
+      resume: data.rid !== undefined,
+      mark,
+      markTtlMs: submitMarkTtl(config),
+      now: clock.now(),
+      gated,
+    });
   // Gated: a batch paused, cancelled or under a spend cap answers what holds it, in the same round
   // trip; a row it does not hold begins ungated.
   let start = await begin(true);
@@ -237,7 +245,8 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
     status = await waitFor(data, requestId, submittedAt, attempt, deps, (seen) => {
       if (seen.state === 'IN_QUEUE') began.queued = true;
       else if (seen.state === 'IN_PROGRESS' && began.queued && began.at === undefined) began.at = clock.now();
-      if (seen.state === 'IN_QUEUE') attempt.reportPhase?.(seen.queuePosition === undefined ? { phase: 'queued' } : { phase: 'queued', position: seen.queuePosition });
+      if (seen.state === 'IN_QUEUE')
+        attempt.reportPhase?.(seen.queuePosition === undefined ? { phase: 'queued' } : { phase: 'queued', position: seen.queuePosition });
       else if (seen.state === 'IN_PROGRESS') attempt.reportPhase?.({ phase: 'running' });
     });
 
@@ -285,7 +294,11 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
         const mayBeJobs = failures >= RESULT_FAILURES_FOR_JOB_FAILURE[deps.statusErrors.current];
         if (!mayBeJobs) {
           await leave();
-          throw new ResultPendingError(`${verdict.reason} (fal said the request completed: its result will be read again)`, { rid: requestId, sub: submittedAt, rf: failures, ru: since, rs: signature }, since);
+          throw new ResultPendingError(
+            `${verdict.reason} (fal said the request completed: its result will be read again)`,
+            { rid: requestId, sub: submittedAt, rf: failures, ru: since, rs: signature },
+            since,
+          );
         }
       } else if (error instanceof FalHttpError && error.status >= 400 && error.status < 500 && verdict.kind === 'permanent') {
         // The job's own failure, which the COMPLETED status did not mention: this server does not report them.

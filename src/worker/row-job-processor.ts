@@ -41,7 +41,10 @@ export interface RowJobProcessorParts {
  * What the worker runs for each job: one attempt at its row (process-row.ts), the action decided
  * from how it ended (row-decision.ts), applied to the job (apply-action.ts).
  */
-export function createRowJobProcessor(ctx: FalbatchContext, parts: RowJobProcessorParts): (job: Job<RowJobData>, token?: string, signal?: AbortSignal) => Promise<void> {
+export function createRowJobProcessor(
+  ctx: FalbatchContext,
+  parts: RowJobProcessorParts,
+): (job: Job<RowJobData>, token?: string, signal?: AbortSignal) => Promise<void> {
   const { clock, config, scrub } = ctx;
   const { deps, actions, gate, tracker, locks, memory, ownBatch, tell } = parts;
   const settle = (job: Job<RowJobData>, token: string | undefined, signal: AbortSignal | undefined, end: AttemptEnd): Promise<void> =>

@@ -61,9 +61,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   const { config, clock, log, keys } = ctx;
   const tell = safeListener(options.onEvent);
   const store = options.onEvent ? observeRecords(ctx.store, tell) : ctx.store;
-  const fal =
-    options.fal ??
-    createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock });
+  const fal = options.fal ?? createFalCaller({ credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, clock });
   const state: { closing: boolean; worker?: Worker<RowJobData> } = { closing: false };
   const locks = createLockKeeper(ctx, config.lockDurationMs);
   const memory = memoryPauseFor(ctx, locks, state);
@@ -178,7 +176,11 @@ function bullWorkerOptions(ctx: FalbatchContext, options: StartWorkerOptions): W
     limiter: { max: Number.MAX_SAFE_INTEGER, duration: 1000 },
     settings: {
       backoffStrategy: (attemptsMade: number, _type?: string, error?: Error) =>
-        retryDelay(attemptsMade, { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs }, error instanceof RetryableRowError ? error.retryAfterMs : undefined),
+        retryDelay(
+          attemptsMade,
+          { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
+          error instanceof RetryableRowError ? error.retryAfterMs : undefined,
+        ),
     },
   };
 }

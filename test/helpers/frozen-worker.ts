@@ -9,7 +9,12 @@ import { spawnCli, until } from './harness.js';
  * started every row at least twice more (or fal was paid again), and lets the frozen one go on
  * (SIGCONT). Both are returned, running.
  */
-export async function freezeMidSubmit(h: Harness, rows: number, args: string[], env: Record<string, string>): Promise<{ frozen: SpawnedCli; other: SpawnedCli }> {
+export async function freezeMidSubmit(
+  h: Harness,
+  rows: number,
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ frozen: SpawnedCli; other: SpawnedCli }> {
   const frozen = spawnCli(args, env);
   await until('four submits accepted by fal, their answers not yet back', () => h.emulator.stats().accepted === rows);
   frozen.child.kill('SIGSTOP');

@@ -77,9 +77,29 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       ports.push(port);
       const child = spawn(
         'redis-server',
-        ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-port', String(busPort), '--cluster-config-file', join(dir, `nodes-${port}.conf`),
-          '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--repl-diskless-sync-delay', '0',
-          ...(options.nodeTimeoutMs !== undefined ? ['--cluster-node-timeout', String(options.nodeTimeoutMs)] : [])],
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--cluster-enabled',
+          'yes',
+          '--cluster-port',
+          String(busPort),
+          '--cluster-config-file',
+          join(dir, `nodes-${port}.conf`),
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--dir',
+          dir,
+          '--daemonize',
+          'no',
+          '--repl-diskless-sync-delay',
+          '0',
+          ...(options.nodeTimeoutMs !== undefined ? ['--cluster-node-timeout', String(options.nodeTimeoutMs)] : []),
+        ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
       children.push(child);
@@ -94,9 +114,13 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
         child.once('exit', (code) => reject(new Error(`redis-server on port ${port} exited with ${code}: ${log.slice(-500)}`)));
       });
     }
-    const create = spawn('redis-cli', ['--cluster', 'create', ...ports.map((port) => `127.0.0.1:${port}`), '--cluster-replicas', String(replicas), '--cluster-yes'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const create = spawn(
+      'redis-cli',
+      ['--cluster', 'create', ...ports.map((port) => `127.0.0.1:${port}`), '--cluster-replicas', String(replicas), '--cluster-yes'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const created = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
       let output = '';
       create.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -156,7 +180,9 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       });
     const replicaOf = (port: number): Promise<number | undefined> =>
       ask([port], async (each) => {
-        const lines = String(await each.cluster('NODES')).split('\n').map((line) => line.split(' '));
+        const lines = String(await each.cluster('NODES'))
+          .split('\n')
+          .map((line) => line.split(' '));
         const id = lines.find((fields) => fields[1]?.startsWith(`127.0.0.1:${port}@`))?.[0];
         const replica = lines.find((fields) => fields[2]?.split(',').includes('slave') && fields[3] === id);
         return replica ? Number(/:(\d+)@/.exec(replica[1] ?? '')?.[1]) : undefined;

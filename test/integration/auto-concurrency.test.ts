@@ -26,7 +26,7 @@ async function stop(workers: SpawnedCli[]): Promise<void> {
   for (const worker of workers) expect(await worker.exited).toBe(0);
 }
 
-describe('--concurrency auto: the account\'s fal slots, learned and followed', () => {
+describe("--concurrency auto: the account's fal slots, learned and followed", () => {
   it('learns 7 slots it is not told, keeps at most 7 + headroom outstanding, follows 7 → 20 and 20 → 4, and status shows it', async () => {
     const h = await createHarness({ emulator: { runners: 7, latency: '150..300ms', seed: 3 } });
     const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 3000) });
@@ -72,7 +72,15 @@ describe('--concurrency auto: the account\'s fal slots, learned and followed', (
       await settleAt(h, 7 + headroomFor(7));
       const before = (await getStatus(h.ctx, batch)).ok;
       await until('rows ending with both workers', async () => (await getStatus(h.ctx, batch)).ok >= before + 200, 30_000);
-      const said = workers.map((w) => w.output().split('\n').filter((line) => line.includes('fal concurrency')).join('\n')).join('\n---\n');
+      const said = workers
+        .map((w) =>
+          w
+            .output()
+            .split('\n')
+            .filter((line) => line.includes('fal concurrency'))
+            .join('\n'),
+        )
+        .join('\n---\n');
       expect(h.emulator.stats().maxOutstanding, said).toBeLessThanOrEqual(7 + headroomFor(7));
     } finally {
       await stop(workers);

@@ -10,7 +10,13 @@ import { pngBytes } from '../helpers/images.js';
 async function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
-  const io = { stdout: (t: string) => void (stdout += t), stderr: (t: string) => void (stderr += t), env, signal: new AbortController().signal, interactive: false };
+  const io = {
+    stdout: (t: string) => void (stdout += t),
+    stderr: (t: string) => void (stderr += t),
+    env,
+    signal: new AbortController().signal,
+    interactive: false,
+  };
   const code = await runCli(args, io);
   return { code, stdout, stderr };
 }

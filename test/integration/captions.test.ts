@@ -71,7 +71,21 @@ describe('caption files beside local images', () => {
     expect(h.emulator.stats()).toMatchObject({ accepted: 3 });
 
     // prepend, then overwrite, without calling again (every row has its answer).
-    const prepended = await runCliProcess(['export', '--batch', /batch (\S+):/.exec(first.stdout)?.[1] ?? '', '--captions', '--caption-mode', 'prepend', '--caption-prefix', '[', '--caption-suffix', ']'], h.env());
+    const prepended = await runCliProcess(
+      [
+        'export',
+        '--batch',
+        /batch (\S+):/.exec(first.stdout)?.[1] ?? '',
+        '--captions',
+        '--caption-mode',
+        'prepend',
+        '--caption-prefix',
+        '[',
+        '--caption-suffix',
+        ']',
+      ],
+      h.env(),
+    );
     expect(prepended.code, prepended.stderr).toBe(0);
     expect(readFileSync(join(root, 'bird.txt'), 'utf8')).toBe(`[${bird?.['output']}] a bird, by hand ohwx, ${bird?.['output']}.`);
     const overwritten = await runCliProcess([...args, '--caption-mode', 'overwrite', '--caption-prefix', ''], h.env());
@@ -85,7 +99,12 @@ describe('caption files beside local images', () => {
     const root = join(h.dir, 'clash');
     mkdirSync(root);
     writeFileSync(join(root, 'a.png'), await image(4));
-    writeFileSync(join(root, 'a.jpg'), await sharp(await image(5)).jpeg().toBuffer());
+    writeFileSync(
+      join(root, 'a.jpg'),
+      await sharp(await image(5))
+        .jpeg()
+        .toBuffer(),
+    );
     writeFileSync(join(root, 'b.png'), await image(6));
     const out = join(h.dir, 'out.csv');
     const result = await runCliProcess(['run', root, '--prompt', 'Caption this', '--out', out, '--captions'], h.env());
@@ -93,7 +112,9 @@ describe('caption files beside local images', () => {
     const rows = Object.fromEntries((await readCsv(out)).map((r) => [r['id'], r]));
     for (const id of ['a.jpg', 'a.png']) {
       expect(rows[id]?.['status']).toBe('rejected');
-      expect(rows[id]?.['error']).toContain(`${join(root, 'a.jpg')} (line 2) and ${join(root, 'a.png')} (line 3) would share one caption file, ${join(root, 'a.txt')}`);
+      expect(rows[id]?.['error']).toContain(
+        `${join(root, 'a.jpg')} (line 2) and ${join(root, 'a.png')} (line 3) would share one caption file, ${join(root, 'a.txt')}`,
+      );
     }
     expect(rows['b.png']?.['status']).toBe('ok');
     expect(existsSync(join(root, 'a.txt'))).toBe(false);

@@ -6,7 +6,22 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, ROOT, runCliProcess } from '../helpers/harness.js';
 
 /** Packages only some commands' work needs: help and flag mistakes must not load them. */
-const HEAVY = ['bullmq', 'ioredis', '@fal-ai/client', 'pino', 'pino-pretty', 'sharp', 'hono', '@hono/node-server', 'prom-client', 'csv-parse', 'csv-stringify', 'hyparquet-writer', 'cron-parser', 'cli-progress'];
+const HEAVY = [
+  'bullmq',
+  'ioredis',
+  '@fal-ai/client',
+  'pino',
+  'pino-pretty',
+  'sharp',
+  'hono',
+  '@hono/node-server',
+  'prom-client',
+  'csv-parse',
+  'csv-stringify',
+  'hyparquet-writer',
+  'cron-parser',
+  'cli-progress',
+];
 
 /** The package a loaded file belongs to (`@scope/name` or `name`), or undefined for falbatch's own and node's. */
 function packageOf(path: string): string | undefined {
@@ -28,30 +43,62 @@ afterAll(async () => {
 async function probe(args: string[]): Promise<{ code: number | null; stderr: string; packages: Set<string> }> {
   const out = join(dir, `${args.join('_').replace(/\W/g, '-')}.txt`);
   const env: Record<string, string | undefined> = { ...process.env, FALBATCH_MODULE_PROBE: out, REDIS_URL: 'redis://127.0.0.1:1' };
-  const child = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/module-probe.mjs'), join(ROOT, 'bin/falbatch.js'), ...args], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/module-probe.mjs'), join(ROOT, 'bin/falbatch.js'), ...args], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  const packages = new Set((await readFile(out, 'utf8')).split('\n').map(packageOf).filter((name) => name !== undefined));
+  const packages = new Set(
+    (await readFile(out, 'utf8'))
+      .split('\n')
+      .map(packageOf)
+      .filter((name) => name !== undefined),
+  );
   return { code, stderr, packages };
 }
 
 describe('what falbatch loads before it knows what to do', () => {
-  const commands = ['run', 'enqueue', 'work', 'status', 'export', 'pause', 'resume', 'cancel', 'retry', 'prune', 'schedule', 'schedule add', 'schedule list', 'schedule remove', 'dashboard', 'emulator'];
+  const commands = [
+    'run',
+    'enqueue',
+    'work',
+    'status',
+    'export',
+    'pause',
+    'resume',
+    'cancel',
+    'retry',
+    'prune',
+    'schedule',
+    'schedule add',
+    'schedule list',
+    'schedule remove',
+    'dashboard',
+    'emulator',
+  ];
 
-  it.each([[['--help']], [['--version']], ...commands.map((command) => [[...command.split(' '), '--help']])])('%j loads none of the packages commands work with', async (args) => {
-    const { code, packages } = await probe(args);
-    expect(code).toBe(0);
-    expect(packages).toContain('commander');
-    expect(HEAVY.filter((name) => packages.has(name))).toEqual([]);
-  });
+  it.each([[['--help']], [['--version']], ...commands.map((command) => [[...command.split(' '), '--help']])])(
+    '%j loads none of the packages commands work with',
+    async (args) => {
+      const { code, packages } = await probe(args);
+      expect(code).toBe(0);
+      expect(packages).toContain('commander');
+      expect(HEAVY.filter((name) => packages.has(name))).toEqual([]);
+    },
+  );
 
-  it.each([[['run', 'm.csv', '--no-such-flag']], [['status', '--batch']], [['no-such-command']], [['run']]])('a usage mistake, %j, exits 1 and loads none of them either', async (args) => {
-    const { code, stderr, packages } = await probe(args);
-    expect(code).toBe(1);
-    expect(stderr).toMatch(/^error: /m);
-    expect(HEAVY.filter((name) => packages.has(name))).toEqual([]);
-  });
+  it.each([[['run', 'm.csv', '--no-such-flag']], [['status', '--batch']], [['no-such-command']], [['run']]])(
+    'a usage mistake, %j, exits 1 and loads none of them either',
+    async (args) => {
+      const { code, stderr, packages } = await probe(args);
+      expect(code).toBe(1);
+      expect(stderr).toMatch(/^error: /m);
+      expect(HEAVY.filter((name) => packages.has(name))).toEqual([]);
+    },
+  );
 
   it('a command that goes on loads what it works with (the probe sees CommonJS packages too)', async () => {
     // Refused after parsing, by the command itself: its implementation and the Redis client are loaded by then.

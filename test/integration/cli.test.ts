@@ -123,7 +123,10 @@ describe('the falbatch CLI, spawned as a process', () => {
     const manifest = h.file('m.csv', 'id,image_url,prompt\na,https://example.com/a.jpg,one\n');
     const emulated = await runCliProcess(['run', manifest, '--emulate', '--batch', 'tried', '--out', join(h.dir, 'emulated.csv')], h.env());
     expect(emulated.code).toBe(0);
-    for (const args of [['status', '--batch', 'tried'], ['export', '--batch', 'tried', '--out', join(h.dir, 'again.csv')]]) {
+    for (const args of [
+      ['status', '--batch', 'tried'],
+      ['export', '--batch', 'tried', '--out', join(h.dir, 'again.csv')],
+    ]) {
       const result = await runCliProcess(args, h.env());
       expect(result.code).toBe(1);
       const said = result.stderr.split('\n').find((line) => line.includes('No batch named "tried"')) ?? result.stderr;
@@ -190,7 +193,7 @@ describe('the falbatch CLI, spawned as a process', () => {
     expect(result.stderr).toContain('No batch named "nope"');
   });
 
-  it('emulator prints its base URL, serves fal\'s protocol and stops on SIGTERM', async () => {
+  it("emulator prints its base URL, serves fal's protocol and stops on SIGTERM", async () => {
     const child = spawn(process.execPath, [join(ROOT, 'bin/falbatch.js'), 'emulator', '--latency', '0', '--key', 'k'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
     const url = await new Promise<string>((resolve) => {

@@ -29,7 +29,10 @@ function getWithHost(url: string, host: string): Promise<number> {
 /** A finished batch of `rows` rows, the first `failures` failing with a model error (422). */
 async function finishedBatch(h: Harness, rows: number): Promise<string> {
   // A hostile manifest name: the page must show it as text.
-  const manifest = h.file(HOSTILE, ['id,image_url,prompt', ...Array.from({ length: rows }, (_, i) => `r${i},https://example.com/${i}.jpg,Describe <b>${i}</b> & more`)].join('\n'));
+  const manifest = h.file(
+    HOSTILE,
+    ['id,image_url,prompt', ...Array.from({ length: rows }, (_, i) => `r${i},https://example.com/${i}.jpg,Describe <b>${i}</b> & more`)].join('\n'),
+  );
   const { batch } = await enqueueManifest(h.ctx, { manifest, batch: 'cats-1' });
   const worker = await h.startWorker();
   await waitForBatch(h.ctx, batch);
@@ -48,80 +51,89 @@ function basic(user: string, password: string): string {
 }
 
 describe('dashboard', () => {
-  it.skipIf(NO_CHROMIUM)(`shows batches and Bull Board in headless Chromium, behind basic auth${NO_CHROMIUM ? ` (skipped: no ${CHROMIUM}; apt-get install chromium)` : ''}`, async () => {
-    const h = await createHarness({ emulator: { faults: ['model-error=1x2'], latency: '5..20ms' }, config: { price: { unit: 'second', amount: 0.5, currency: 'USD', source: 'flag' } } });
-    const batch = await finishedBatch(h, 7);
-    const status = await getStatus(h.ctx, batch);
-    expect(status).toMatchObject({ ok: 5, failed: 2, pending: 0, finished: true });
-    const board = await dashboard(h, { credentials: { user: USER, password: PASSWORD } });
+  it.skipIf(NO_CHROMIUM)(
+    `shows batches and Bull Board in headless Chromium, behind basic auth${NO_CHROMIUM ? ` (skipped: no ${CHROMIUM}; apt-get install chromium)` : ''}`,
+    async () => {
+      const h = await createHarness({
+        emulator: { faults: ['model-error=1x2'], latency: '5..20ms' },
+        config: { price: { unit: 'second', amount: 0.5, currency: 'USD', source: 'flag' } },
+      });
+      const batch = await finishedBatch(h, 7);
+      const status = await getStatus(h.ctx, batch);
+      expect(status).toMatchObject({ ok: 5, failed: 2, pending: 0, finished: true });
+      const board = await dashboard(h, { credentials: { user: USER, password: PASSWORD } });
 
-    // No credentials, or a wrong password: 401, on the page, its API and Bull Board alike.
-    for (const path of ['/', '/api/batches', '/queues', '/queues/api/queues']) {
-      expect((await fetch(`${board.url}${path}`)).status).toBe(401);
-      expect((await fetch(`${board.url}${path}`, { headers: { authorization: basic(USER, `${PASSWORD}x`) } })).status).toBe(401);
-      expect((await fetch(`${board.url}${path}`, { headers: { authorization: basic(`${USER}x`, PASSWORD) } })).status).toBe(401);
-    }
-    const api = await fetch(`${board.url}/api/batches`, { headers: { authorization: basic(USER, PASSWORD) } });
-    expect(api.status).toBe(200);
-    const listed = (await api.json()) as { batches: Array<{ batch: string; ok: number; cost: { amount: number } | null }> };
-    expect(listed.batches).toHaveLength(1);
-    expect(listed.batches[0]).toMatchObject({ batch, ok: 5, failed: 2 });
-    expect(listed.batches[0]?.cost?.amount).toBeCloseTo(status.inferenceSeconds * 0.5, 6);
+      // No credentials, or a wrong password: 401, on the page, its API and Bull Board alike.
+      for (const path of ['/', '/api/batches', '/queues', '/queues/api/queues']) {
+        expect((await fetch(`${board.url}${path}`)).status).toBe(401);
+        expect((await fetch(`${board.url}${path}`, { headers: { authorization: basic(USER, `${PASSWORD}x`) } })).status).toBe(401);
+        expect((await fetch(`${board.url}${path}`, { headers: { authorization: basic(`${USER}x`, PASSWORD) } })).status).toBe(401);
+      }
+      const api = await fetch(`${board.url}/api/batches`, { headers: { authorization: basic(USER, PASSWORD) } });
+      expect(api.status).toBe(200);
+      const listed = (await api.json()) as { batches: Array<{ batch: string; ok: number; cost: { amount: number } | null }> };
+      expect(listed.batches).toHaveLength(1);
+      expect(listed.batches[0]).toMatchObject({ batch, ok: 5, failed: 2 });
+      expect(listed.batches[0]?.cost?.amount).toBeCloseTo(status.inferenceSeconds * 0.5, 6);
 
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
-    onTestFinished(() => browser.close());
-    const context = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD } });
-    const page = await context.newPage();
-    // Every asset from the dashboard itself: nothing to a font CDN or any other third party.
-    const requested: string[] = [];
-    page.on('request', (request) => requested.push(request.url()));
-    const consoleErrors: string[] = [];
-    page.on('console', (message) => {
-      if (message.type() === 'error') consoleErrors.push(`${message.text()} ${message.location().url}`);
-    });
-    const dialogs: string[] = [];
-    page.on('dialog', (dialog) => {
-      dialogs.push(dialog.message());
-      void dialog.dismiss();
-    });
+      const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+      onTestFinished(() => browser.close());
+      const context = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD } });
+      const page = await context.newPage();
+      // Every asset from the dashboard itself: nothing to a font CDN or any other third party.
+      const requested: string[] = [];
+      page.on('request', (request) => requested.push(request.url()));
+      const consoleErrors: string[] = [];
+      page.on('console', (message) => {
+        if (message.type() === 'error') consoleErrors.push(`${message.text()} ${message.location().url}`);
+      });
+      const dialogs: string[] = [];
+      page.on('dialog', (dialog) => {
+        dialogs.push(dialog.message());
+        void dialog.dismiss();
+      });
 
-    // falbatch's page: the batch, its counts and spend; the hostile batch name and prompts stay text.
-    const response = await page.goto(`${board.url}/`);
-    expect(response?.status()).toBe(200);
-    const section = page.locator(`section[data-batch="${batch}"]`);
-    await expect.poll(() => section.count()).toBe(1);
-    const field = (name: string): Promise<string | null> => section.locator(`[data-field="${name}"]`).textContent();
-    expect(await field('ok')).toBe('5');
-    expect(await field('failed')).toBe('2');
-    expect(await field('pending')).toBe('0');
-    expect(await field('jobs')).toBe('7');
-    expect(await field('state')).toBe('finished');
-    expect(Number(await field('cost'))).toBeCloseTo(status.inferenceSeconds * 0.5, 4);
-    expect(await section.locator('.sub').textContent()).toContain(HOSTILE);
-    expect(await page.locator('img').count()).toBe(0);
+      // falbatch's page: the batch, its counts and spend; the hostile batch name and prompts stay text.
+      const response = await page.goto(`${board.url}/`);
+      expect(response?.status()).toBe(200);
+      const section = page.locator(`section[data-batch="${batch}"]`);
+      await expect.poll(() => section.count()).toBe(1);
+      const field = (name: string): Promise<string | null> => section.locator(`[data-field="${name}"]`).textContent();
+      expect(await field('ok')).toBe('5');
+      expect(await field('failed')).toBe('2');
+      expect(await field('pending')).toBe('0');
+      expect(await field('jobs')).toBe('7');
+      expect(await field('state')).toBe('finished');
+      expect(Number(await field('cost'))).toBeCloseTo(status.inferenceSeconds * 0.5, 4);
+      expect(await section.locator('.sub').textContent()).toContain(HOSTILE);
+      expect(await page.locator('img').count()).toBe(0);
 
-    // Bull Board: the row queue and its counts (completed jobs are removed as rows end; failed ones kept).
-    const counts = await h.ctx.queue.getJobCounts('completed', 'failed', 'waiting', 'active');
-    expect(counts).toMatchObject({ failed: 2, waiting: 0, active: 0 });
-    const queues = await page.goto(`${board.url}/queues`);
-    expect(queues?.status()).toBe(200);
-    await page.getByText(`rows (${h.prefix})`).first().waitFor({ timeout: 20_000 });
-    const text = async (): Promise<string> => (await page.locator('body').innerText()).replace(/\s+/g, ' ');
-    await expect.poll(text, { timeout: 20_000 }).toMatch(new RegExp(`rows \\(${h.prefix}\\).*failed 2`, 'i'));
-    // Its failed jobs, one click away.
-    await page.goto(`${board.url}/queues/queue/${encodeURIComponent(h.ctx.keys.queueName)}?status=failed`);
-    await expect.poll(text, { timeout: 20_000 }).toMatch(/cats-1\/r[01]/);
-    // Read-only: no action is offered, and the API refuses one.
-    expect(await page.getByRole('button', { name: /retry/i }).count()).toBe(0);
-    const action = await fetch(`${board.url}/queues/api/queues/${encodeURIComponent(h.ctx.keys.queueName)}/retry/failed`, { method: 'PUT', headers: { authorization: basic(USER, PASSWORD) } });
-    expect(action.status).toBe(405);
-    expect(await h.ctx.queue.getFailedCount()).toBe(2);
-    expect(dialogs).toEqual([]);
-    expect(requested.length).toBeGreaterThan(3);
-    expect(requested.filter((url) => new URL(url).origin !== board.url)).toEqual([]);
-    // Nothing failed to load, and the content security policy (own origin only) refused nothing the pages use.
-    expect(consoleErrors).toEqual([]);
-  });
+      // Bull Board: the row queue and its counts (completed jobs are removed as rows end; failed ones kept).
+      const counts = await h.ctx.queue.getJobCounts('completed', 'failed', 'waiting', 'active');
+      expect(counts).toMatchObject({ failed: 2, waiting: 0, active: 0 });
+      const queues = await page.goto(`${board.url}/queues`);
+      expect(queues?.status()).toBe(200);
+      await page.getByText(`rows (${h.prefix})`).first().waitFor({ timeout: 20_000 });
+      const text = async (): Promise<string> => (await page.locator('body').innerText()).replace(/\s+/g, ' ');
+      await expect.poll(text, { timeout: 20_000 }).toMatch(new RegExp(`rows \\(${h.prefix}\\).*failed 2`, 'i'));
+      // Its failed jobs, one click away.
+      await page.goto(`${board.url}/queues/queue/${encodeURIComponent(h.ctx.keys.queueName)}?status=failed`);
+      await expect.poll(text, { timeout: 20_000 }).toMatch(/cats-1\/r[01]/);
+      // Read-only: no action is offered, and the API refuses one.
+      expect(await page.getByRole('button', { name: /retry/i }).count()).toBe(0);
+      const action = await fetch(`${board.url}/queues/api/queues/${encodeURIComponent(h.ctx.keys.queueName)}/retry/failed`, {
+        method: 'PUT',
+        headers: { authorization: basic(USER, PASSWORD) },
+      });
+      expect(action.status).toBe(405);
+      expect(await h.ctx.queue.getFailedCount()).toBe(2);
+      expect(dialogs).toEqual([]);
+      expect(requested.length).toBeGreaterThan(3);
+      expect(requested.filter((url) => new URL(url).origin !== board.url)).toEqual([]);
+      // Nothing failed to load, and the content security policy (own origin only) refused nothing the pages use.
+      expect(consoleErrors).toEqual([]);
+    },
+  );
 
   it('refuses a non-loopback host without credentials, and serves loopback names only', async () => {
     const h = await createHarness();
@@ -142,7 +154,7 @@ describe('dashboard', () => {
     expect((await fetch(`${board.url}/batches/x/retry`, { method: 'POST' })).status).toBe(404);
   });
 
-  it('retries failed rows from the page only with --allow-retry and the page\'s token', async () => {
+  it("retries failed rows from the page only with --allow-retry and the page's token", async () => {
     const h = await createHarness({ emulator: { faults: ['model-error=1x2'], latency: '5..20ms' } });
     const batch = await finishedBatch(h, 4);
     const board = await dashboard(h, { allowRetry: true });
@@ -170,7 +182,10 @@ describe('dashboard', () => {
     expect(half.stderr).toContain('a dashboard user and a password together');
 
     // Served on every interface with credentials from the environment; SIGTERM closes it.
-    const served = spawnCli(['dashboard', '--host', '0.0.0.0', '--port', '0', '--log-level', 'debug'], h.env({ FALBATCH_DASHBOARD_USER: USER, FALBATCH_DASHBOARD_PASSWORD: PASSWORD }));
+    const served = spawnCli(
+      ['dashboard', '--host', '0.0.0.0', '--port', '0', '--log-level', 'debug'],
+      h.env({ FALBATCH_DASHBOARD_USER: USER, FALBATCH_DASHBOARD_PASSWORD: PASSWORD }),
+    );
     onTestFinished(() => {
       if (served.child.exitCode === null) served.child.kill('SIGKILL');
     });

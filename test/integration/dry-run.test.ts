@@ -75,7 +75,9 @@ describe('--dry-run: what a run would call, upload and cost, before it does', ()
     };
 
     const text = await runCliProcess(['run', ...args, '--dry-run'], h.env());
-    expect(text.stdout).toContain('calls     6 distinct: 0 already done in this batch, 0 answered by earlier paid calls, 6 to call; 1 more row identical to one of these shares its answer');
+    expect(text.stdout).toContain(
+      'calls     6 distinct: 0 already done in this batch, 0 answered by earlier paid calls, 6 to call; 1 more row identical to one of these shares its answer',
+    );
     expect(text.stdout).toContain('images    6 distinct local images: 6 to upload, 0 already in fal storage');
     expect(text.stdout).toContain('cost      ~0.0120 USD');
     expect(await plan()).toMatchObject({ rows: 7, calls: 6, toCall: 6, shared: 1, localImages: 6, uploads: 6, expired: 0 });
@@ -89,7 +91,9 @@ describe('--dry-run: what a run would call, upload and cost, before it does', ()
     const fileReads = h.emulator.stats().fileReads;
     const again = await runCliProcess(['run', ...args, '--batch', 'again', '--dry-run'], h.env());
     expect(again.stdout).toContain('images    6 distinct local images: 6 to upload (6 cached but no longer served by fal storage), 0 already in fal storage');
-    expect(again.stdout).toContain('calls     6 distinct: 0 already done in this batch, 6 answered by earlier paid calls, 0 to call; 1 more row identical to one of these shares its answer');
+    expect(again.stdout).toContain(
+      'calls     6 distinct: 0 already done in this batch, 6 answered by earlier paid calls, 0 to call; 1 more row identical to one of these shares its answer',
+    );
     // A dry run checks each cached URL as the run does (a HEAD), and uploads nothing.
     expect(h.emulator.stats()).toMatchObject({ uploads: 6, fileReads: fileReads + 6 });
     const result = await runCliProcess(['run', ...args, '--batch', 'again', '--out', join(h.dir, 'again.csv')], h.env());

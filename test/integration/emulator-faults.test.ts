@@ -42,7 +42,7 @@ describe.concurrent('emulator faults, as @fal-ai/client sees them', () => {
     });
   });
 
-  it('500 on submit with fal\'s error_type body: not retried by the client, ApiError 500', async () => {
+  it("500 on submit with fal's error_type body: not retried by the client, ApiError 500", async () => {
     await withEmulator({ faults: ['500@submit=1'] }, async (emulator, fal) => {
       const error = (await fal.queue.submit(LLAVA, { input: input() }).catch((e: unknown) => e)) as ApiError<{ error_type: string }>;
       expect(error.status).toBe(500);
@@ -64,7 +64,7 @@ describe.concurrent('emulator faults, as @fal-ai/client sees them', () => {
     });
   }
 
-  it('500 on status: the client\'s status retries cover it and subscribe still completes', async () => {
+  it("500 on status: the client's status retries cover it and subscribe still completes", async () => {
     await withEmulator({ faults: ['500@status=1x1'] }, async (emulator, fal) => {
       const result = await fal.subscribe(LLAVA, { input: input(), pollInterval: 10 });
       expect(result.data.output).toMatch(/^\[emulated:/);
@@ -122,17 +122,15 @@ describe.concurrent('emulator faults, as @fal-ai/client sees them', () => {
     });
   });
 
-  it('a request that never answers: only the caller\'s own abort signal ends it', async () => {
+  it("a request that never answers: only the caller's own abort signal ends it", async () => {
     await withEmulator({ faults: ['hang@status=1'] }, async (_emulator, fal) => {
       const { request_id } = await fal.queue.submit(LLAVA, { input: input() });
-      const error = (await fal.queue
-        .status(LLAVA, { requestId: request_id, abortSignal: AbortSignal.timeout(300) })
-        .catch((e: unknown) => e)) as Error;
+      const error = (await fal.queue.status(LLAVA, { requestId: request_id, abortSignal: AbortSignal.timeout(300) }).catch((e: unknown) => e)) as Error;
       expect(error.name).toMatch(/TimeoutError|AbortError/);
     });
   });
 
-  it('a runner that never finishes: the client\'s own timeout cancels it, which frees the runner', async () => {
+  it("a runner that never finishes: the client's own timeout cancels it, which frees the runner", async () => {
     await withEmulator({ faults: ['stuck=1x1'], runners: 1 }, async (emulator, fal) => {
       const error = (await fal.subscribe(LLAVA, { input: input('stuck'), pollInterval: 20, timeout: 500 }).catch((e: unknown) => e)) as Error;
       expect(error.message).toMatch(/timed out/);

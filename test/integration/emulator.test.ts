@@ -103,9 +103,13 @@ describe('the fal emulator, driven by the official @fal-ai/client', () => {
     const missing = (await fal.run(MANTIS, { input: { prompt: 'p', images: [] } }).catch((e: unknown) => e)) as ValidationError;
     expect(missing.fieldErrors).toEqual([expect.objectContaining({ loc: ['body', 'images'], type: 'too_short' })]);
 
-    const notAnImage = (await fal.run(LLAVA, { input: { prompt: 'p', image_url: 'data:image/png;base64,aGVsbG8=' } }).catch((e: unknown) => e)) as ValidationError;
+    const notAnImage = (await fal
+      .run(LLAVA, { input: { prompt: 'p', image_url: 'data:image/png;base64,aGVsbG8=' } })
+      .catch((e: unknown) => e)) as ValidationError;
     expect(notAnImage.getFieldErrors('image_url')[0]?.msg).toMatch(/not a PNG, JPEG/);
-    const unreachable = (await fal.run(LLAVA, { input: { prompt: 'p', image_url: 'https://images.invalid/a.png' } }).catch((e: unknown) => e)) as ValidationError;
+    const unreachable = (await fal
+      .run(LLAVA, { input: { prompt: 'p', image_url: 'https://images.invalid/a.png' } })
+      .catch((e: unknown) => e)) as ValidationError;
     expect(unreachable.getFieldErrors('image_url')[0]?.msg).toMatch(/could not download/);
   });
 
@@ -118,7 +122,9 @@ describe('the fal emulator, driven by the official @fal-ai/client', () => {
   });
 
   it('refuses a wrong or missing key with 401 and counts it', async () => {
-    const wrong = (await clientFor(emulator, 'not-the-key').queue.submit(LLAVA, { input: { prompt: 'p', image_url: pngDataUri('x') } }).catch((e: unknown) => e)) as ApiError<unknown>;
+    const wrong = (await clientFor(emulator, 'not-the-key')
+      .queue.submit(LLAVA, { input: { prompt: 'p', image_url: pngDataUri('x') } })
+      .catch((e: unknown) => e)) as ApiError<unknown>;
     expect(wrong.status).toBe(401);
     const none = await fetch(`${emulator.url}/queue.fal.run/${LLAVA}`, { method: 'POST', body: '{}' });
     expect(none.status).toBe(401);

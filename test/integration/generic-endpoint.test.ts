@@ -24,7 +24,7 @@ async function redisKeys(h: Harness): Promise<string[]> {
 }
 
 describe('any fal endpoint through --input and --output-field', () => {
-  it('maps manifest columns into a generic endpoint\'s input, reads the answer from --output-field, and rejects an empty required cell on its line', async () => {
+  it("maps manifest columns into a generic endpoint's input, reads the answer from --output-field, and rejects an empty required cell on its line", async () => {
     const h = await createHarness({ emulator: { runners: 3 } });
     mkdirSync(join(h.dir, 'photos'));
     h.file('photos/cat.png', pngBytes('cat'));
@@ -66,7 +66,9 @@ describe('any fal endpoint through --input and --output-field', () => {
       expect(rows[i]?.['output']).toMatch(/^\[emulated:[0-9a-f]{10}\] /);
     }
     // A URL passes through unchanged, so that row's input is known to the byte: the emulator was billed for exactly it.
-    expect(h.emulator.stats().billedByFingerprint[fingerprintOf(GENERIC, { image: 'https://example.com/bird.png', question: 'What bird?', seed: 42 })]).toBeGreaterThanOrEqual(1);
+    expect(
+      h.emulator.stats().billedByFingerprint[fingerprintOf(GENERIC, { image: 'https://example.com/bird.png', question: 'What bird?', seed: 42 })],
+    ).toBeGreaterThanOrEqual(1);
     expect(rows[0]?.['q']).toBe('What animal is this?');
 
     // Another output field is another batch, and another answer for each row (read from the same
@@ -83,9 +85,14 @@ describe('any fal endpoint through --input and --output-field', () => {
     const h = await createHarness();
     h.file('a.png', pngBytes('a'));
     const manifest = h.file('m.csv', 'img,question\na.png,What?\n');
-    const run = await runCliProcess(['run', manifest, '--out', join(h.dir, 'out.csv'), '--endpoint', GENERIC, '--input', '{"image":"{img:image}","question":"{q}"}'], h.env());
+    const run = await runCliProcess(
+      ['run', manifest, '--out', join(h.dir, 'out.csv'), '--endpoint', GENERIC, '--input', '{"image":"{img:image}","question":"{q}"}'],
+      h.env(),
+    );
     expect(run.code).toBe(1);
-    expect(run.stderr).toContain('the header (line 1) has no "q" column. Found: "img", "question". --input names the columns img and q; id and endpoint are optional.');
+    expect(run.stderr).toContain(
+      'the header (line 1) has no "q" column. Found: "img", "question". --input names the columns img and q; id and endpoint are optional.',
+    );
     // No batch, no job: the worker `run` starts first left only its queue's own bookkeeping.
     expect(await h.ctx.redis.zcard(h.ctx.keys.batches)).toBe(0);
     expect((await redisKeys(h)).filter((key) => !/:(meta|stalled-check)$/.test(key))).toEqual([]);
@@ -114,15 +121,22 @@ describe('any fal endpoint through --input and --output-field', () => {
     const summary = await runBatch(h.ctx, { manifest, out: join(h.dir, 'out.csv') });
     expect(summary.export).toMatchObject({ rows: 2, ok: 2 });
     const rows = await readCsv(join(h.dir, 'out.csv'));
-    const direct = await directOutput(h, 'fal-ai/mantis-llava-7b-v11', { prompt: 'Compare: which is brighter?', images: [{ image_url: pngDataUri('a') }, { image_url: pngDataUri('b') }] });
+    const direct = await directOutput(h, 'fal-ai/mantis-llava-7b-v11', {
+      prompt: 'Compare: which is brighter?',
+      images: [{ image_url: pngDataUri('a') }, { image_url: pngDataUri('b') }],
+    });
     expect(rows[0]?.['output']).toBe(direct['output']);
     expect(rows[0]?.['prompt']).toBe('Compare: which is brighter?');
-    expect(h.emulator.stats().billedByFingerprint[fingerprintOf('fal-ai/mantis-llava-7b-v11', { prompt: 'Compare: one image', images: [{ image_url: 'https://example.com/x.png' }] })]).toBe(1);
+    expect(
+      h.emulator.stats().billedByFingerprint[
+        fingerprintOf('fal-ai/mantis-llava-7b-v11', { prompt: 'Compare: one image', images: [{ image_url: 'https://example.com/x.png' }] })
+      ],
+    ).toBe(1);
   });
 });
 
 describe('--prompt-template', () => {
-  it('fills llava-next\'s prompt from other columns: no prompt column needed, an empty named cell rejects its row', async () => {
+  it("fills llava-next's prompt from other columns: no prompt column needed, an empty named cell rejects its row", async () => {
     const h = await createHarness();
     h.file('cat.png', pngBytes('cat'));
     const manifest = h.file('m.csv', ['image_url,subject,max_tokens', 'cat.png,cat,', 'https://example.com/car.jpg,car,4', 'cat.png, ,'].join('\n'));
@@ -137,7 +151,9 @@ describe('--prompt-template', () => {
     ]);
     expect(rows[2]?.['error']).toBe('line 4: subject is empty');
     expect(rows[0]?.['output']).toBe((await directOutput(h, LLAVA, { image_url: pngDataUri('cat'), prompt: 'Describe the cat in one sentence' }))['output']);
-    expect(rows[1]?.['output']).toBe((await directOutput(h, LLAVA, { image_url: 'https://example.com/car.jpg', prompt: 'Describe the car in one sentence', max_tokens: 4 }))['output']);
+    expect(rows[1]?.['output']).toBe(
+      (await directOutput(h, LLAVA, { image_url: 'https://example.com/car.jpg', prompt: 'Describe the car in one sentence', max_tokens: 4 }))['output'],
+    );
 
     // A filled prompt is a prompt: the same row written out in a plain manifest is the same call,
     // answered from the paid-answers ledger instead of paid again.

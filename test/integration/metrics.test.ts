@@ -91,7 +91,20 @@ describe('worker metrics', () => {
   it('counts only what it is told, in a registry of its own; without a price, spend stays 0', async () => {
     const a = createWorkerMetrics();
     const b = createWorkerMetrics();
-    a.onEvent({ type: 'recorded', result: { status: 'ok', attempts: 1, endpoint: 'x/y', request_id: 'r1', inference_s: 1.5, latency_ms: 2500, submitted_at: 0, started_at: 700, finished_at: 2500 } });
+    a.onEvent({
+      type: 'recorded',
+      result: {
+        status: 'ok',
+        attempts: 1,
+        endpoint: 'x/y',
+        request_id: 'r1',
+        inference_s: 1.5,
+        latency_ms: 2500,
+        submitted_at: 0,
+        started_at: 700,
+        finished_at: 2500,
+      },
+    });
     a.onEvent({ type: 'recorded', result: { status: 'ok', attempts: 0, endpoint: 'x/y', cached: true, finished_at: 1 } });
     a.onEvent({ type: 'retried', reason: 'server_error' });
     a.onEvent({ type: 'row-started' });
@@ -118,7 +131,8 @@ describe('worker metrics', () => {
 
   it('falbatch_jobs_total counts each row ending, as the README says: a cancel, its retry and an edit each count', async () => {
     const h = await createHarness();
-    const manifestOf = (last: string): string => h.file('m.csv', `id,image_url,prompt\na,https://example.com/a.jpg,one\nb,https://example.com/b.jpg,two\nc,https://example.com/c.jpg,${last}\n`);
+    const manifestOf = (last: string): string =>
+      h.file('m.csv', `id,image_url,prompt\na,https://example.com/a.jpg,one\nb,https://example.com/b.jpg,two\nc,https://example.com/c.jpg,${last}\n`);
     const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf('three'), batch: 'counted' });
     await cancelBatch(h.ctx, batch);
     const metrics = createWorkerMetrics();

@@ -63,7 +63,13 @@ describe('dataset formats', () => {
     const parquet = await readParquet(out);
     expect(parquet.columns).toEqual([...OUTPUT_COLUMNS, 'note']);
     expect(parquet.rows.map((r) => r['id'])).toEqual(['short', 'full', 'twin', 'unreachable', 'bad']);
-    const [short, full, twin, unreachable, bad] = parquet.rows as [Record<string, unknown>, Record<string, unknown>, Record<string, unknown>, Record<string, unknown>, Record<string, unknown>];
+    const [short, full, twin, unreachable, bad] = parquet.rows as [
+      Record<string, unknown>,
+      Record<string, unknown>,
+      Record<string, unknown>,
+      Record<string, unknown>,
+      Record<string, unknown>,
+    ];
     // A string the row does not have is null, as the numbers and booleans it does not have.
     expect(short).toMatchObject({ status: 'ok', partial: true, cached: false, error_type: null, error: null, attempts: 1, note: 'cut' });
     expect(String(short['output']).split(' ')).toHaveLength(3);
@@ -96,7 +102,9 @@ describe('dataset formats', () => {
 
     const csv = join(h.dir, 'out.csv');
     await exportResults(h.ctx, { batch: summary.enqueue.batch, out: csv });
-    expect(readFileSync(csv, 'utf8').split('\n')[0]).toBe('id,status,output,error,attempts,request_id,endpoint,image_url,prompt,latency_ms,partial,error_type,inference_s,cached,note');
+    expect(readFileSync(csv, 'utf8').split('\n')[0]).toBe(
+      'id,status,output,error,attempts,request_id,endpoint,image_url,prompt,latency_ms,partial,error_type,inference_s,cached,note',
+    );
     const rows = await readCsv(csv);
     expect(rows[0]).toMatchObject({ id: 'short', partial: 'true', cached: 'false', error_type: '' });
     expect(rows[4]).toMatchObject({ id: 'bad', partial: '', cached: '', inference_s: '', error_type: 'invalid_row' });
@@ -113,7 +121,17 @@ describe('dataset formats', () => {
       await sink.write(
         Array.from({ length: Math.min(1000, total - start) }, (_, i) => {
           const n = start + i;
-          return { id: `r${n}`, status: 'ok', output: `answer ${n}`, attempts: 1, latency_ms: n, partial: n % 2 === 0, inference_s: n / 1000, cached: null, extra: `x${n}` };
+          return {
+            id: `r${n}`,
+            status: 'ok',
+            output: `answer ${n}`,
+            attempts: 1,
+            latency_ms: n,
+            partial: n % 2 === 0,
+            inference_s: n / 1000,
+            cached: null,
+            extra: `x${n}`,
+          };
         }),
       );
     }
@@ -123,7 +141,15 @@ describe('dataset formats', () => {
     const parquet = await readParquet(path);
     expect(parquet.rowGroups).toBe(3);
     expect(parquet.rows).toHaveLength(total);
-    expect(parquet.rows[total - 1]).toMatchObject({ id: `r${total - 1}`, output: `answer ${total - 1}`, attempts: 1, partial: false, cached: null, extra: `x${total - 1}`, error: null });
+    expect(parquet.rows[total - 1]).toMatchObject({
+      id: `r${total - 1}`,
+      output: `answer ${total - 1}`,
+      attempts: 1,
+      partial: false,
+      cached: null,
+      extra: `x${total - 1}`,
+      error: null,
+    });
     expect(Number(parquet.rows[12_345]?.['latency_ms'])).toBe(12_345);
   });
 
@@ -198,7 +224,8 @@ describe('Hugging Face imagefolder metadata', () => {
     expect(lines.map((line) => line['file_name']).sort()).toEqual(['a.png', 'b/c.png']);
     expectImagefolderLayout(join(folder, 'metadata.jsonl'), lines);
     const outputs = readJsonl(out);
-    for (const line of lines) expect(outputs.some((row) => row['output'] === line['text'] && String(row['image_url']).endsWith(String(line['file_name'])))).toBe(true);
+    for (const line of lines)
+      expect(outputs.some((row) => row['output'] === line['text'] && String(row['image_url']).endsWith(String(line['file_name'])))).toBe(true);
   });
 
   it('an images folder that takes no files stops run before anything is called', async () => {
@@ -272,7 +299,11 @@ describe('errors file and report', () => {
       expect(row['error_type']).toMatch(/^\w+$/);
       expect(row['error']).toContain('emulated model error');
     }
-    expect(errors.find((row) => row['id'] === 'zero')).toMatchObject({ line: '17', error_type: 'invalid_row', error: 'max_tokens must be a whole number greater than 0, got "0"' });
+    expect(errors.find((row) => row['id'] === 'zero')).toMatchObject({
+      line: '17',
+      error_type: 'invalid_row',
+      error: 'max_tokens must be a whole number greater than 0, got "0"',
+    });
 
     // Billed: every answer fal gave and every model error (billed, with its inference time), 0.2 s each.
     const billed = outputs.filter((row) => row['cached'] === false && row['inference_s'] !== null);
@@ -293,12 +324,20 @@ describe('errors file and report', () => {
     expect(report.time.rowsEnded).toBe(report.counts.ok + report.counts.failed); // every row has its own key (ids)
     expect(report.time.wallMs).toBeGreaterThan(0);
     expect(report.time.rowsPerMinute).toBeGreaterThan(0);
-    expect(report.files).toMatchObject({ output: out, errors: join(h.dir, 'results.errors.csv'), report: join(h.dir, 'results.report.json'), hfMetadata: null });
+    expect(report.files).toMatchObject({
+      output: out,
+      errors: join(h.dir, 'results.errors.csv'),
+      report: join(h.dir, 'results.report.json'),
+      hfMetadata: null,
+    });
   });
 
   it('an unfinished export says what is pending, and the counts still add up', async () => {
     const h = await createHarness({ emulator: { runners: 1, latency: '150ms' } });
-    const manifest = h.file('m.csv', `id,image_url,prompt\n${Array.from({ length: 6 }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n')}\nbad,,p\n`);
+    const manifest = h.file(
+      'm.csv',
+      `id,image_url,prompt\n${Array.from({ length: 6 }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n')}\nbad,,p\n`,
+    );
     const { batch } = await enqueueManifest(h.ctx, { manifest });
     const summary = await exportResults(h.ctx, { batch, out: join(h.dir, 'early.csv') });
     expect(summary.report.counts).toEqual({ rows: 7, ok: 0, failed: 0, rejected: 1, skipped: 0, pending: 6 });

@@ -7,7 +7,7 @@ const run = promisify(execFile);
 
 /** What a user's code can import from the package by name (the built dist/, as npm ships it). */
 describe('package exports', () => {
-  it('falbatch/emulator gives createFalEmulator, serving fal\'s queue protocol; falbatch itself stays free of it', async () => {
+  it("falbatch/emulator gives createFalEmulator, serving fal's queue protocol; falbatch itself stays free of it", async () => {
     const script = `
       import { createFalEmulator } from 'falbatch/emulator';
       import * as library from 'falbatch';

@@ -212,7 +212,9 @@ describe('progress: the CLI (spawned, over dist/)', () => {
     const progress = lines.filter((line) => line.includes(`] ${batch}: `));
     expect(progress.length).toBeGreaterThanOrEqual(3);
     expect(progress.at(-1)).toMatch(/5\/5 done, 0 failed; finished; /);
-    expect(watch.output()).toMatch(new RegExp(`batch ${batch} \\(finished\\)\\n  manifest .*\\n  rows      5 \\(0 rejected\\)\\n  calls     5 distinct: 5 ok, 0 failed, 0 pending`));
+    expect(watch.output()).toMatch(
+      new RegExp(`batch ${batch} \\(finished\\)\\n  manifest .*\\n  rows      5 \\(0 rejected\\)\\n  calls     5 distinct: 5 ok, 0 failed, 0 pending`),
+    );
     const snapshots = json
       .output()
       .split('\n')

@@ -40,7 +40,16 @@ describe('falbatch prune', () => {
     const billed = h.emulator.stats().billed;
 
     const summary = await pruneBatch(h.ctx, { batch: 'a' });
-    expect(summary).toMatchObject({ batch: 'a', rows: 5, results: 3, jobs: { waiting: 2, delayed: 0, failed: 1 }, inFlight: 0, producerStopped: false, ledgerDropped: 0, ledgerKept: 2 });
+    expect(summary).toMatchObject({
+      batch: 'a',
+      rows: 5,
+      results: 3,
+      jobs: { waiting: 2, delayed: 0, failed: 1 },
+      inFlight: 0,
+      producerStopped: false,
+      ledgerDropped: 0,
+      ledgerKept: 2,
+    });
     expect(summary.keys).toBeGreaterThanOrEqual(6);
     expect(await keysOfBatch(h, 'a')).toEqual([]);
     expect(await h.ctx.queue.getJobCountByTypes('waiting', 'failed', 'delayed')).toBe(0);
@@ -53,7 +62,11 @@ describe('falbatch prune', () => {
     expect(await getStatus(h.ctx, 'b')).toMatchObject({ ok: 2, finished: true });
     // a's answers stay in the ledger: running a again pays only for what it never got.
     for (const key of aLedger) expect(await h.ctx.redis.exists(key)).toBe(1);
-    const again = await runBatch(h.ctx, { manifest: manifest(h, 'a.csv', [...first, { id: 'a4' }, { id: 'a5' }]), out: join(h.dir, 'a.again.csv'), batch: 'a' });
+    const again = await runBatch(h.ctx, {
+      manifest: manifest(h, 'a.csv', [...first, { id: 'a4' }, { id: 'a5' }]),
+      out: join(h.dir, 'a.again.csv'),
+      batch: 'a',
+    });
     expect(again.export).toMatchObject({ ok: 4, failed: 1 });
     const rows = await readCsv(join(h.dir, 'a.again.csv'));
     expect(rows.filter((row) => row['cached'] === 'true').map((row) => row['id'])).toEqual(['a1', 'a2']);
@@ -142,7 +155,13 @@ describe('falbatch prune', () => {
     const cli = async (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
       let stdout = '';
       let stderr = '';
-      const io = { stdout: (t: string) => void (stdout += t), stderr: (t: string) => void (stderr += t), env: h.env(), signal: new AbortController().signal, interactive: false };
+      const io = {
+        stdout: (t: string) => void (stdout += t),
+        stderr: (t: string) => void (stderr += t),
+        env: h.env(),
+        signal: new AbortController().signal,
+        interactive: false,
+      };
       const code = await runCli(args, io);
       return { code, stdout, stderr };
     };
@@ -157,7 +176,9 @@ describe('falbatch prune', () => {
     const pruned = await cli(['prune', '--batch', 'cli']);
     expect(pruned.code).toBe(0);
     expect(pruned.stdout).toMatch(/^pruned batch cli: \d+ keys \(2 rows, 2 results\), 0 queue jobs \(0 waiting, 0 delayed, 0 failed\)\n/);
-    expect(pruned.stdout).toContain('ledger: 2 paid answers kept for identical rows of other batches, until their own retention runs out (--ledger drops them)');
+    expect(pruned.stdout).toContain(
+      'ledger: 2 paid answers kept for identical rows of other batches, until their own retention runs out (--ledger drops them)',
+    );
     const expired = await cli(['prune', '--expired', '--json']);
     expect(expired.code).toBe(0);
     expect(JSON.parse(expired.stdout)).toEqual({ expired: [], migrated: [], orphanJobs: 0, ledgerMigrated: 0 });

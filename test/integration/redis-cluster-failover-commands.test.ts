@@ -52,14 +52,22 @@ describe.skipIf(missing !== undefined)(`commands started during and after a Redi
       await c.kill(master);
       await until(
         'the Cluster to flag the master failed and go down',
-        async () => (await Promise.all(live.map(async (port) => String(await c.node(port).cluster('INFO'))))).every((info) => /^cluster_state:fail\b/m.test(info)),
+        async () =>
+          (await Promise.all(live.map(async (port) => String(await c.node(port).cluster('INFO'))))).every((info) => /^cluster_state:fail\b/m.test(info)),
         30_000,
       );
 
       // The library gives up after its wait, with a clear error.
-      const keyed = await impatient.zcard(h.ctx.keys.batches).then(() => undefined, (error: unknown) => error);
-      expect(clusterFailure(keyed)?.message).toMatch(/^The Redis Cluster did not serve falbatch's keys while falbatch waited \(.*\): a master is down and no replica took its slots over/);
-      await expect(onHomeNode(impatient, (node) => node.time())).rejects.toThrow(`The Redis Cluster did not serve falbatch's keys (hash slot ${slot}) for 1.0s`);
+      const keyed = await impatient.zcard(h.ctx.keys.batches).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      expect(clusterFailure(keyed)?.message).toMatch(
+        /^The Redis Cluster did not serve falbatch's keys while falbatch waited \(.*\): a master is down and no replica took its slots over/,
+      );
+      await expect(onHomeNode(impatient, (node) => node.time())).rejects.toThrow(
+        `The Redis Cluster did not serve falbatch's keys (hash slot ${slot}) for 1.0s`,
+      );
       // Per-node work leaves out the dead master (still a slot holder in ioredis' list), and says so once.
       const warnings: string[] = [];
       const log = { ...silentLogger, warn: (message: string) => warnings.push(message) };
@@ -71,8 +79,12 @@ describe.skipIf(missing !== undefined)(`commands started during and after a Redi
       expect(warnings.filter((warning) => warning.includes(`${master}`))).toEqual([
         `Redis Cluster node 127.0.0.1:${master} is left out of per-node checks and scans (flagged fail by the Cluster); the other nodes are used.`,
       ]);
-      expect(warnings.find((warning) => warning.startsWith('Redis keeps nothing on disk'))).toMatch(new RegExp(`^Redis keeps nothing on disk on (?!.*:${master}\\b)`));
-      await expect(connectRedis(liveUrl, { cluster: true, failoverWaitMs: 1000 })).rejects.toThrow("The Redis Cluster did not serve falbatch's keys for 1.0s (cluster_state:fail)");
+      expect(warnings.find((warning) => warning.startsWith('Redis keeps nothing on disk'))).toMatch(
+        new RegExp(`^Redis keeps nothing on disk on (?!.*:${master}\\b)`),
+      );
+      await expect(connectRedis(liveUrl, { cluster: true, failoverWaitMs: 1000 })).rejects.toThrow(
+        "The Redis Cluster did not serve falbatch's keys for 1.0s (cluster_state:fail)",
+      );
 
       // New processes while the Cluster is down: they connect and wait, saying what for.
       const out = join(h.dir, 'during.csv');
@@ -81,8 +93,13 @@ describe.skipIf(missing !== undefined)(`commands started during and after a Redi
         spawnCli(['status', '--batch', 'b'], { ...env, REDIS_URL: liveUrl }),
         spawnCli(['enqueue', manifestOf(h, 'c', 5), '--batch', 'c'], { ...env, REDIS_URL: withDeadUrl }),
       );
-      const waiting = /The Redis Cluster is failing over \(master 127\.0\.0\.1:\d+ is down, cluster_state:fail\): commands wait up to 1m00s for a replica to take over/;
-      await until('each new command to be waiting, or to have ended', () => during.every((cli) => waiting.test(cli.output()) || cli.child.exitCode !== null), 30_000);
+      const waiting =
+        /The Redis Cluster is failing over \(master 127\.0\.0\.1:\d+ is down, cluster_state:fail\): commands wait up to 1m00s for a replica to take over/;
+      await until(
+        'each new command to be waiting, or to have ended',
+        () => during.every((cli) => waiting.test(cli.output()) || cli.child.exitCode !== null),
+        30_000,
+      );
       for (const cli of during) expect(said(cli.output())).toMatch(waiting);
 
       await c.node(replica).cluster('FAILOVER', 'FORCE');
@@ -92,7 +109,9 @@ describe.skipIf(missing !== undefined)(`commands started during and after a Redi
         expect(codes[i], output).toBe(0);
         expect(output).not.toMatch(/unexpected error|Too many Cluster redirections|CLUSTERDOWN|\n\s+at /);
       }
-      expect(said(during[0]?.output() ?? '')).toMatch(new RegExp(`seed node 127\\.0\\.0\\.1:${master} \\(connect ECONNREFUSED 127\\.0\\.0\\.1:${master}\\) did not answer`));
+      expect(said(during[0]?.output() ?? '')).toMatch(
+        new RegExp(`seed node 127\\.0\\.0\\.1:${master} \\(connect ECONNREFUSED 127\\.0\\.0\\.1:${master}\\) did not answer`),
+      );
       const lines = await readCsv(out);
       expect(lines).toHaveLength(rows);
       expect(lines.filter((line) => line['status'] !== 'ok')).toEqual([]);

@@ -15,7 +15,7 @@ const missing = clusterUnsupported();
 describe.skipIf(missing !== undefined)(`a Redis Cluster failover${missing ? ` (skipped: ${missing})` : ''}`, () => {
   const suite = useRedisCluster({ masters: 3, replicas: 1, nodeTimeoutMs: 1000 });
 
-  it('the namespace\'s master crashes mid-batch: its replica takes over, and the batch finishes', async ({ skip }) => {
+  it("the namespace's master crashes mid-batch: its replica takes over, and the batch finishes", async ({ skip }) => {
     const cluster = suite.cluster;
     if (!cluster) return skip(suite.failure);
     const rows = 80;
@@ -31,10 +31,14 @@ describe.skipIf(missing !== undefined)(`a Redis Cluster failover${missing ? ` (s
     try {
       await until('a quarter of the rows to be done', async () => (await getStatus(h.ctx, 'b')).ok >= rows / 4, 30_000);
       await nodes.kill(master);
-      await until('a replica to take over the slot', async () => {
-        const now = await nodes.masterOf(slot, [master]);
-        return now !== undefined && now !== master;
-      }, 20_000);
+      await until(
+        'a replica to take over the slot',
+        async () => {
+          const now = await nodes.masterOf(slot, [master]);
+          return now !== undefined && now !== master;
+        },
+        20_000,
+      );
       await until('the batch to finish', async () => (await getStatus(h.ctx, 'b')).finished, 60_000);
     } finally {
       worker.child.kill('SIGTERM');

@@ -88,7 +88,7 @@ describe.skipIf(missing !== undefined)(`a Redis Cluster of three masters${missin
     expect((await namespaceKeys(h)).filter((key) => key.includes(':batch:b:'))).toEqual([]);
   }, 120_000);
 
-  it('tells a live worker from a dead one by its connection to the namespace\'s master', async ({ skip }) => {
+  it("tells a live worker from a dead one by its connection to the namespace's master", async ({ skip }) => {
     if (!cluster) return skip(failure);
     const h = await createHarness({ redisUrl: cluster.url, config: { redisCluster: true } });
     const id = await connectionIdOf(h.ctx.redis);
@@ -111,7 +111,11 @@ describe.skipIf(missing !== undefined)(`a Redis Cluster of three masters${missin
     if (!cluster) return skip(failure);
     const rows = 4;
     // Every submit is carried out at once and answered 2 s later: the frozen worker is mid-submit.
-    const h = await createHarness({ redisUrl: cluster.url, config: { redisCluster: true }, emulator: { runners: 8, latency: '50ms', faults: ['slow@submit=1x4'] } });
+    const h = await createHarness({
+      redisUrl: cluster.url,
+      config: { redisCluster: true },
+      emulator: { runners: 8, latency: '50ms', faults: ['slow@submit=1x4'] },
+    });
     const env = h.env({ REDIS_CLUSTER: '1' });
     const enqueued = await runCliProcess(['enqueue', manifestOf(h, rows), '--batch', 'f'], env);
     expect(enqueued.code, enqueued.stderr).toBe(0);

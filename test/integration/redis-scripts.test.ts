@@ -53,22 +53,28 @@ describe('Redis scripts (src/redis-scripts)', () => {
     expect(files.sort()).toEqual(luaFiles().filter((file) => !file.startsWith('includes/')));
     for (const include of includes) {
       const directive = `--- @include "${include.replace(/\.lua$/, '')}"`;
-      expect(files.some((file) => readFileSync(join(SCRIPTS_DIR, file), 'utf8').includes(directive)), `${include} is included`).toBe(true);
+      expect(
+        files.some((file) => readFileSync(join(SCRIPTS_DIR, file), 'utf8').includes(directive)),
+        `${include} is included`,
+      ).toBe(true);
     }
     for (const { file, lua } of definitions) expect(lua, `${file}: every include resolved`).not.toMatch(/^--- @include/m);
   });
 
-  it.each(scriptDefinitions().map((definition) => [definition.file, definition] as const))('%s: its header says its keys, arguments and reply, and the registry agrees', (file, definition) => {
-    const header = headerOf(file);
-    const keys = listed(header, 'KEYS');
-    const argv = listed(header, 'ARGV');
-    expect(keys.indices.length, 'a line per key').toBeGreaterThan(0);
-    expect(keys.indices, 'keys listed in order from 1').toEqual(keys.indices.map((_, i) => i + 1));
-    expect(argv.indices, 'arguments listed in order from 1').toEqual(argv.indices.map((_, i) => i + 1));
-    expect(header).toMatch(/^ {2}Returns: \S/m);
-    // Keys that go on to the end are counted by the caller; otherwise the registry's count is the header's.
-    expect(definition.numberOfKeys).toBe(keys.open ? undefined : Math.max(...keys.indices));
-  });
+  it.each(scriptDefinitions().map((definition) => [definition.file, definition] as const))(
+    '%s: its header says its keys, arguments and reply, and the registry agrees',
+    (file, definition) => {
+      const header = headerOf(file);
+      const keys = listed(header, 'KEYS');
+      const argv = listed(header, 'ARGV');
+      expect(keys.indices.length, 'a line per key').toBeGreaterThan(0);
+      expect(keys.indices, 'keys listed in order from 1').toEqual(keys.indices.map((_, i) => i + 1));
+      expect(argv.indices, 'arguments listed in order from 1').toEqual(argv.indices.map((_, i) => i + 1));
+      expect(header).toMatch(/^ {2}Returns: \S/m);
+      // Keys that go on to the end are counted by the caller; otherwise the registry's count is the header's.
+      expect(definition.numberOfKeys).toBe(keys.open ? undefined : Math.max(...keys.indices));
+    },
+  );
 
   it('every script compiles on Redis (SCRIPT LOAD), includes in place', async () => {
     const includes = luaFiles().filter((file) => file.startsWith('includes/'));

@@ -37,7 +37,9 @@ describe('spawnRedisServer', () => {
 
   it('rejects with what redis-server said when it exits instead of starting', async () => {
     const port = await freePort();
-    await expect(spawnRedisServer({ port, dir: tempDir(), args: ['--no-such-option', 'x'] })).rejects.toThrow(/redis-server exited with 1: [\s\S]*no-such-option/);
+    await expect(spawnRedisServer({ port, dir: tempDir(), args: ['--no-such-option', 'x'] })).rejects.toThrow(
+      /redis-server exited with 1: [\s\S]*no-such-option/,
+    );
   });
 
   it('rejects when it is not ready in time, and stops it', async () => {

@@ -94,7 +94,13 @@ describe('running the same caption command again keeps the dataset whole', () =>
     expect(Object.values(rerun).map((row) => row['status'])).toEqual(['skipped', 'skipped', 'skipped', 'skipped']);
     for (const id of IMAGES) {
       expect(answers[id]).toMatch(/\w/);
-      expect(rerun[id]).toMatchObject({ status: 'skipped', output: answers[id], attempts: 0, request_id: null, error: expect.stringContaining('exists (--caption-mode skip)') });
+      expect(rerun[id]).toMatchObject({
+        status: 'skipped',
+        output: answers[id],
+        attempts: 0,
+        request_id: null,
+        error: expect.stringContaining('exists (--caption-mode skip)'),
+      });
     }
     expect(rerun['hand.png']?.['output']).toBe('ohwx, a hand-written caption\n');
   }, 60_000);
@@ -122,7 +128,8 @@ describe('running the same caption command again keeps the dataset whole', () =>
     const exported = await runOk(['export', '--batch', batch, '--out', jsonl, '--hf-metadata'], h.env());
     expect(exported).toContain(`hf metadata  ${join(folder, 'metadata.jsonl')}: 3 images captioned`);
     expectMetadataMirrorsCaptionFiles(folder, IMAGES);
-    for (const row of readJsonl(jsonl)) expect(`ohwx, ${String(row['output'])}`).toBe(readFileSync(join(folder, String(row['id']).replace('.png', '.txt')), 'utf8'));
+    for (const row of readJsonl(jsonl))
+      expect(`ohwx, ${String(row['output'])}`).toBe(readFileSync(join(folder, String(row['id']).replace('.png', '.txt')), 'utf8'));
   }, 60_000);
 
   it("export --batch --captions after a separate enqueue writes the caption files as that enqueue's caption flags said (trigger word, extension)", async () => {
@@ -132,7 +139,10 @@ describe('running the same caption command again keeps the dataset whole', () =>
     const folder = join(h.dir, 'set');
     mkdirSync(folder);
     for (const image of ['a.png', 'b.png']) writeFileSync(join(folder, image), pngBytes(image));
-    const enqueued = await runOk(['enqueue', folder, '--prompt', 'Caption this', '--captions', '--caption-prefix', 'tok, ', '--caption-suffix', ' [end]', '--caption-ext', '.caption'], h.env());
+    const enqueued = await runOk(
+      ['enqueue', folder, '--prompt', 'Caption this', '--captions', '--caption-prefix', 'tok, ', '--caption-suffix', ' [end]', '--caption-ext', '.caption'],
+      h.env(),
+    );
     const batch = /batch (\S+):/.exec(enqueued)?.[1] ?? '';
     const worker = await h.startWorker();
     try {
@@ -155,8 +165,12 @@ describe('running the same caption command again keeps the dataset whole', () =>
     const folder = join(h.dir, 'set');
     mkdirSync(folder);
     for (const image of ['a.png', 'b.png']) writeFileSync(join(folder, image), pngBytes(image));
-    const batch = /batch (\S+):/.exec(await runOk(['run', folder, '--prompt', 'Caption this', '--captions', '--out', join(h.dir, 'out.csv')], h.env()))?.[1] ?? '';
-    await runOk(['export', '--batch', batch, '--out', join(h.dir, 'out.jsonl'), '--hf-metadata', '--captions', '--caption-mode', 'append', '--caption-suffix', ' [v2]'], h.env());
+    const batch =
+      /batch (\S+):/.exec(await runOk(['run', folder, '--prompt', 'Caption this', '--captions', '--out', join(h.dir, 'out.csv')], h.env()))?.[1] ?? '';
+    await runOk(
+      ['export', '--batch', batch, '--out', join(h.dir, 'out.jsonl'), '--hf-metadata', '--captions', '--caption-mode', 'append', '--caption-suffix', ' [v2]'],
+      h.env(),
+    );
     const lines = expectMetadataMirrorsCaptionFiles(folder, ['a.png', 'b.png']);
     expect(lines.every((line) => String(line['text']).endsWith(' [v2]'))).toBe(true);
   }, 60_000);

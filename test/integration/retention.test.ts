@@ -57,7 +57,9 @@ describe('retention', () => {
     expect((await listBatches(h.ctx)).map((s) => s.batch)).toEqual(['c']);
     expect(await h.ctx.redis.zrange(h.ctx.keys.batches, '0', '-1')).toEqual(['c']);
     expect(await h.ctx.redis.zrange(h.ctx.keys.expiries, '0', '-1')).toEqual(['c']);
-    const left = (await namespaceKeys(h)).filter((key) => !key.includes(':batch:c:') && !cLedger.includes(key) && !key.endsWith(':batches') && !key.endsWith(':expiries'));
+    const left = (await namespaceKeys(h)).filter(
+      (key) => !key.includes(':batch:c:') && !cLedger.includes(key) && !key.endsWith(':batches') && !key.endsWith(':expiries'),
+    );
     // BullMQ's own keys, and the queue's cap on waiting jobs (a setting, like BullMQ's meta).
     expect(left.every((key) => /^[^:]+:\{jobs\}:(meta|events|id|stalled-check|marker|limiter|de|pc|max-waiting)$/.test(key))).toBe(true);
     expect(left.length).toBeLessThanOrEqual(9);
@@ -65,7 +67,12 @@ describe('retention', () => {
     // c still exports, and a rerun of a answers the shared row from the ledger (c kept it) and pays for the rest.
     await exportResults(h.ctx, { batch: 'c', out: join(h.dir, 'c.again.csv') });
     expect((await readCsv(join(h.dir, 'c.again.csv'))).map((row) => row['status'])).toEqual(['ok', 'ok']);
-    const again = await runBatch(h.ctx, { manifest: manifest(h, 'a.csv', ['shared', 'a1', 'a2']), out: join(h.dir, 'a.again.csv'), batch: 'a', retentionMs: 1000 });
+    const again = await runBatch(h.ctx, {
+      manifest: manifest(h, 'a.csv', ['shared', 'a1', 'a2']),
+      out: join(h.dir, 'a.again.csv'),
+      batch: 'a',
+      retentionMs: 1000,
+    });
     expect(again.export.ok).toBe(3);
     expect(h.emulator.stats().billed).toBe(billed + 2);
   });
@@ -75,7 +82,14 @@ describe('retention', () => {
     const h = await createHarness({ config: { retentionMs: 2000, unfinishedRetentionMs: 0 }, emulator: { latency: '300ms', runners: 1 } });
     const worker = await h.startWorker({ concurrency: 1 });
     const started = Date.now();
-    const summary = await enqueueManifest(h.ctx, { manifest: manifest(h, 'm.csv', Array.from({ length: 10 }, (_, i) => `row${i}`)), batch: 'busy' });
+    const summary = await enqueueManifest(h.ctx, {
+      manifest: manifest(
+        h,
+        'm.csv',
+        Array.from({ length: 10 }, (_, i) => `row${i}`),
+      ),
+      batch: 'busy',
+    });
     expect(summary.added).toBe(10);
     let looks = 0;
     let missing = 0;
@@ -129,7 +143,9 @@ describe('retention', () => {
     });
     await enqueueManifest(h.ctx, { manifest: manifest(h, 'm.csv', ['e1', 'e2', 'e3']), batch: 'expired' });
     // Waited for (export --wait, run), it is said to have expired, not to have been lost by Redis.
-    await expect(waitForBatch(h.ctx, 'expired', { intervalMs: 25 })).rejects.toThrow(/No batch named "expired".*It expired: its retention ran out after its last write/);
+    await expect(waitForBatch(h.ctx, 'expired', { intervalMs: 25 })).rejects.toThrow(
+      /No batch named "expired".*It expired: its retention ran out after its last write/,
+    );
     expect(await h.ctx.redis.exists(h.ctx.keys.batch('expired').meta)).toBe(0);
     expect(await h.ctx.queue.getWaitingCount()).toBe(3);
     const worker = await h.startWorker();

@@ -45,7 +45,9 @@ describe('runBatch over the emulator', () => {
     ]);
     expect(rows[0]?.['output']).toBe(await directAnswer(h, LLAVA, { image_url: 'https://example.com/a.jpg', prompt: 'Describe A', max_tokens: 3 }));
     expect(rows[0]?.['output']?.split(' ')).toHaveLength(3);
-    expect(rows[1]?.['output']).toBe(await directAnswer(h, LLAVA, { image_url: pngDataUri('local'), prompt: 'Describe B, briefly', temperature: 0.5, top_p: 0.9 }));
+    expect(rows[1]?.['output']).toBe(
+      await directAnswer(h, LLAVA, { image_url: pngDataUri('local'), prompt: 'Describe B, briefly', temperature: 0.5, top_p: 0.9 }),
+    );
     expect(rows[2]?.['output']).toBe(
       await directAnswer(h, MANTIS, { prompt: 'Compare them', images: [{ image_url: 'https://example.com/a.jpg' }, { image_url: pngDataUri('local') }] }),
     );
@@ -123,7 +125,7 @@ describe('runBatch over the emulator', () => {
     expect(await readCsv(join(h.dir, 'second.csv'))).toEqual(await readCsv(join(h.dir, 'first.csv')));
   });
 
-  it('run works its own batch only: another batch\'s waiting rows are left untouched, and a run with nothing to do calls nothing', async () => {
+  it("run works its own batch only: another batch's waiting rows are left untouched, and a run with nothing to do calls nothing", async () => {
     const h = await createHarness({ emulator: { runners: 2 } });
     const rowsOf = (tag: string, n: number): string => Array.from({ length: n }, (_, i) => `https://example.com/${tag}/${i}.jpg,${tag} ${i}`).join('\n');
     // Batch A: enqueued, no worker serving it; its rows are first in the queue.
@@ -172,13 +174,17 @@ describe('runBatch over the emulator', () => {
     expect(editedRows[3]).toMatchObject({ status: 'ok', attempts: '1' });
   });
 
-  it('fails a row fal answers 422 at once, without retries, with fal\'s message', async () => {
+  it("fails a row fal answers 422 at once, without retries, with fal's message", async () => {
     const h = await createHarness();
     const manifest = h.file('m.csv', 'id,image_url,prompt\nbad,https://images.invalid/x.png,p\ngood,https://example.com/x.png,p\n');
     const summary = await runBatch(h.ctx, { manifest, out: join(h.dir, 'out.csv') });
     expect(summary.export).toMatchObject({ ok: 1, failed: 1 });
     const [bad] = await readCsv(join(h.dir, 'out.csv'));
-    expect(bad).toMatchObject({ status: 'failed', attempts: '1', error: expect.stringMatching(/^fal 422 .*image_url: Could not load the image: could not download images.invalid/) });
+    expect(bad).toMatchObject({
+      status: 'failed',
+      attempts: '1',
+      error: expect.stringMatching(/^fal 422 .*image_url: Could not load the image: could not download images.invalid/),
+    });
     expect(bad?.['request_id']).toMatch(/^[0-9a-f-]{36}$/);
     expect(h.emulator.stats().submits).toBe(2);
   });
@@ -212,7 +218,10 @@ describe('runBatch over the emulator', () => {
     const jsonl = join(h.dir, 'out.jsonl');
     const summary = await exportResults(h.ctx, { batch, out: jsonl });
     expect(summary).toMatchObject({ format: 'jsonl', rows: count + 1, ok: count + 1 });
-    const objects = readFileSync(jsonl, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const objects = readFileSync(jsonl, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(objects[0]).toMatchObject({ id: 'r0', status: 'ok', attempts: 1, latency_ms: expect.any(Number) });
   });
 

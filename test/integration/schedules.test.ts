@@ -58,7 +58,8 @@ describe('scheduled enqueueing', () => {
     onTestFinished(() => {
       for (const worker of workers) if (worker.child.exitCode === null) worker.child.kill('SIGKILL');
     });
-    const tickLines = (): string[] => workers.flatMap((worker) => [...worker.output().matchAll(/schedule s: tick (\S+) (ok|failed|skipped)/g)].map((m) => m[1] as string));
+    const tickLines = (): string[] =>
+      workers.flatMap((worker) => [...worker.output().matchAll(/schedule s: tick (\S+) (ok|failed|skipped)/g)].map((m) => m[1] as string));
     let beforeRemove: TickRecord[] = [];
     let removeMs = 0;
     try {
@@ -103,11 +104,15 @@ describe('scheduled enqueueing', () => {
       const failed = (await ticksOf(h, 's')).find((r) => r.outcome === 'failed') as TickRecord;
       expect(failed.reason).toBe(`Cannot read manifest ${manifest}: no such file.`);
       renameSync(`${manifest}.away`, manifest);
-      await until('an ok tick after the failed one', async () => {
-        const records = await ticksOf(h, 's');
-        const at = records.findIndex((r) => r.outcome === 'failed');
-        return records.slice(at + 1).some((r) => r.outcome === 'ok');
-      }, 60_000);
+      await until(
+        'an ok tick after the failed one',
+        async () => {
+          const records = await ticksOf(h, 's');
+          const at = records.findIndex((r) => r.outcome === 'failed');
+          return records.slice(at + 1).some((r) => r.outcome === 'ok');
+        },
+        60_000,
+      );
       expect(h.emulator.stats().accepted).toBe(5);
 
       const list = await runCliProcess(['schedule', 'list', '--ticks', '50'], h.env());
@@ -181,10 +186,14 @@ describe('scheduled enqueueing', () => {
     onTestFinished(() => scheduler.close(0));
     const awaitTick = async (what: string, check: (r: TickRecord) => boolean): Promise<TickRecord> => {
       let found: TickRecord | undefined;
-      await until(what, async () => {
-        found = (await ticksOf(h, 'u')).find(check);
-        return found !== undefined;
-      }, 30_000);
+      await until(
+        what,
+        async () => {
+          found = (await ticksOf(h, 'u')).find(check);
+          return found !== undefined;
+        },
+        30_000,
+      );
       return found as TickRecord;
     };
     const shown = `${server.url}/feeds/m.csv?…`;
@@ -252,10 +261,14 @@ describe('scheduled enqueueing', () => {
     const scheduler = await startScheduler(h.ctx);
     onTestFinished(() => scheduler.close(0));
     let late: TickRecord | undefined;
-    await until('the late tick', async () => {
-      late = (await ticksOf(h, 'gap')).find((r) => r.outcome === 'ok');
-      return late !== undefined;
-    }, 30_000);
+    await until(
+      'the late tick',
+      async () => {
+        late = (await ticksOf(h, 'gap')).find((r) => r.outcome === 'ok');
+        return late !== undefined;
+      },
+      30_000,
+    );
     await scheduler.close(0);
     expect(late).toMatchObject({ tick: due, added: 2 });
     const missed = late?.missed ?? 0;
@@ -264,7 +277,9 @@ describe('scheduled enqueueing', () => {
     const records = await ticksOf(h, 'gap');
     const at = records.findIndex((r) => r.tick === due);
     // Oldest first: the late tick, then each tick it stood in for, one a second.
-    expect(records.slice(at + 1, at + 1 + missed).map((r) => [r.outcome, r.tick])).toEqual(Array.from({ length: missed }, (_, i) => ['missed', due + (i + 1) * 1000]));
+    expect(records.slice(at + 1, at + 1 + missed).map((r) => [r.outcome, r.tick])).toEqual(
+      Array.from({ length: missed }, (_, i) => ['missed', due + (i + 1) * 1000]),
+    );
     expect(records[at + 1]?.reason).toBe(
       `no work process took this tick when it was due (Redis unreachable, or none running): the tick due ${new Date(due).toISOString()} ran late, at ${new Date(late?.at as number).toISOString()}, in its place`,
     );
@@ -273,11 +288,20 @@ describe('scheduled enqueueing', () => {
 
     const list = await runCliProcess(['schedule', 'list', '--ticks', '50'], h.env());
     expect(list.code).toBe(0);
-    expect(list.stdout).toContain(`${new Date(due + 1000).toISOString()} MISSED: no work process took this tick when it was due (Redis unreachable, or none running)`);
-    expect(list.stdout).toMatch(new RegExp(`${new Date(due).toISOString()} OK \\(.*\\): 2 rows read, 2 added.*; ran \\S+ late, in place of ${missed} missed ticks`));
+    expect(list.stdout).toContain(
+      `${new Date(due + 1000).toISOString()} MISSED: no work process took this tick when it was due (Redis unreachable, or none running)`,
+    );
+    expect(list.stdout).toMatch(
+      new RegExp(`${new Date(due).toISOString()} OK \\(.*\\): 2 rows read, 2 added.*; ran \\S+ late, in place of ${missed} missed ticks`),
+    );
     const json = await runCliProcess(['schedule', 'list', '--json'], h.env());
     const [listed] = JSON.parse(json.stdout) as Array<{ ticks: TickRecord[] }>;
-    expect(listed?.ticks.filter((r) => r.outcome === 'missed').map((r) => r.tick).sort()).toEqual(Array.from({ length: missed }, (_, i) => due + (i + 1) * 1000));
+    expect(
+      listed?.ticks
+        .filter((r) => r.outcome === 'missed')
+        .map((r) => r.tick)
+        .sort(),
+    ).toEqual(Array.from({ length: missed }, (_, i) => due + (i + 1) * 1000));
     expect(listed?.ticks.find((r) => r.tick === due)).toMatchObject({ outcome: 'ok', missed });
   }, 60_000);
 
@@ -296,10 +320,14 @@ describe('scheduled enqueueing', () => {
     await redis.start();
     const up = Date.now();
     let late: TickRecord | undefined;
-    await until('a tick run late, in place of the ones due while Redis was down', async () => {
-      late = (await ticksOf(h, 'outage')).find((r) => r.at >= up && (r.missed ?? 0) > 0);
-      return late !== undefined;
-    }, 60_000);
+    await until(
+      'a tick run late, in place of the ones due while Redis was down',
+      async () => {
+        late = (await ticksOf(h, 'outage')).find((r) => r.at >= up && (r.missed ?? 0) > 0);
+        return late !== undefined;
+      },
+      60_000,
+    );
     worker.child.kill('SIGTERM');
     expect(await worker.exited).toBe(0);
     const records = await ticksOf(h, 'outage');
@@ -381,7 +409,13 @@ describe('scheduled enqueueing', () => {
   it('--max-spend caps a tick at the rows whose forecast cost fits; without a usable price the tick refuses, saying why', async () => {
     const h = await createHarness();
     const manifest = h.file('m.csv', csv(ids(5)));
-    const { schedule } = await addSchedule(h.ctx, { name: 'spend', manifest, everyMs: 3_600_000, maxSpend: 0.025, settings: { price: { unit: 'call', amount: 0.01, currency: 'USD', source: 'flag' } } });
+    const { schedule } = await addSchedule(h.ctx, {
+      name: 'spend',
+      manifest,
+      everyMs: 3_600_000,
+      maxSpend: 0.025,
+      settings: { price: { unit: 'call', amount: 0.01, currency: 'USD', source: 'flag' } },
+    });
     const first = await runScheduleTick(h.ctx, schedule);
     expect(first).toMatchObject({ outcome: 'ok', added: 2, deferred: 3, capped: 'max-spend', spend: { amount: 0.02, currency: 'USD' } });
     expect(first.reason).toBe('--max-spend 0.025 reached: 3 new rows left for later ticks');
@@ -391,7 +425,9 @@ describe('scheduled enqueueing', () => {
     const { schedule: unpriced } = await addSchedule(h.ctx, { name: 'unpriced', manifest, everyMs: 3_600_000, maxSpend: 1 });
     const refused = await runScheduleTick(h.ctx, unpriced);
     expect(refused.outcome).toBe('failed');
-    expect(refused.reason).toContain('--max-spend with a price per second (0.0005 USD/s for fal-ai/llava-next) needs the mean inference time of a call, and no call was measured');
+    expect(refused.reason).toContain(
+      '--max-spend with a price per second (0.0005 USD/s for fal-ai/llava-next) needs the mean inference time of a call, and no call was measured',
+    );
     expect(await h.ctx.redis.exists(h.ctx.keys.batch('unpriced').meta)).toBe(0);
   });
 
@@ -434,7 +470,10 @@ describe('scheduled enqueueing', () => {
     const cases: Array<[string[], string]> = [
       [['--cron', 'every hour'], 'Expected --cron to be a cron expression'],
       // Fewer fields than 5 were filled in by the parser: "5" became a weekly tick.
-      [['--cron', '5'], 'Expected --cron to be a cron expression of 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, e.g. "0 * * * *" for every hour, got "5" (1 field)'],
+      [
+        ['--cron', '5'],
+        'Expected --cron to be a cron expression of 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, e.g. "0 * * * *" for every hour, got "5" (1 field)',
+      ],
       [['--cron', '* * *'], 'got "* * *" (3 fields)'],
       [['--cron', '0 0 0 1 1 * 2030'], 'got "0 0 0 1 1 * 2030" (7 fields)'],
       [['--cron', '0 * * * *', '--tz', 'Mars/Olympus'], 'Expected --tz to be an IANA time zone'],
@@ -480,7 +519,9 @@ describe('fetchManifest', () => {
     }
     expect(existsSync(fetched.path)).toBe(false);
     await expect(fetchManifest(`${server.url}/hop/3`, { maxRedirects: 2 })).rejects.toThrow('more than 2 redirects (--max-redirects)');
-    await expect(fetchManifest(`${server.url}/declared`, { maxBytes: 1000 })).rejects.toThrow('it is larger than 1000 bytes (--max-manifest-bytes 1000): Content-Length says 4.8 MiB');
+    await expect(fetchManifest(`${server.url}/declared`, { maxBytes: 1000 })).rejects.toThrow(
+      'it is larger than 1000 bytes (--max-manifest-bytes 1000): Content-Length says 4.8 MiB',
+    );
     await expect(fetchManifest(`${server.url}/nothing`)).rejects.toThrow('the server answered 404 Not Found');
   });
 });

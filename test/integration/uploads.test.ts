@@ -26,7 +26,9 @@ async function noiseImage(width: number, height: number, format: 'png' | 'jpeg')
 
 /** A context on the harness's namespace and emulator with other settings (closed when the test ends). */
 async function contextWith(h: Harness, overrides: ConfigOverrides, env?: Record<string, string>): Promise<FalbatchContext> {
-  const config = env ? resolveConfig(env, { prefix: h.prefix, backoffBaseMs: 50, backoffMaxMs: 500, ...overrides }) : resolveConfig({}, { ...h.config, ...overrides });
+  const config = env
+    ? resolveConfig(env, { prefix: h.prefix, backoffBaseMs: 50, backoffMaxMs: 500, ...overrides })
+    : resolveConfig({}, { ...h.config, ...overrides });
   const ctx = await openContext(config, { log: silentLogger });
   onTestFinished(() => ctx.close());
   return ctx;
@@ -182,7 +184,10 @@ describe('local images are uploaded to fal storage once', () => {
     // For good: every upload answers 500; three attempts per content, then its rows are rejected.
     h.file('c.png', pngBytes('c'));
     h.file('d.png', pngBytes('d'));
-    const failing = h.file('f.csv', ['id,image_url,prompt', 'c1,c.png,one', 'url,https://example.com/x.jpg,two', 'c2,c.png,three', 'd1,d.png,four', 'a3,a.png,five'].join('\n'));
+    const failing = h.file(
+      'f.csv',
+      ['id,image_url,prompt', 'c1,c.png,one', 'url,https://example.com/x.jpg,two', 'c2,c.png,three', 'd1,d.png,four', 'a3,a.png,five'].join('\n'),
+    );
     h.emulator.reset();
     h.emulator.setFaults(['500@upload=1']);
     const summary = await enqueueManifest(h.ctx, { manifest: failing, batch: 'failing' });
@@ -223,7 +228,10 @@ describe('local image checks and options', () => {
     const h = await createHarness();
     h.file('photo.jpg', 'id,caption\n1,this is a CSV saved as .jpg\n');
     h.file('ok.png', pngBytes('ok'));
-    const manifest = h.file('m.csv', ['id,image_url,prompt', 'ok,ok.png,fine', 'text,photo.jpg,describe', 'uri,"data:image/png;base64,aGVsbG8gd29ybGQ=",describe'].join('\n'));
+    const manifest = h.file(
+      'm.csv',
+      ['id,image_url,prompt', 'ok,ok.png,fine', 'text,photo.jpg,describe', 'uri,"data:image/png;base64,aGVsbG8gd29ybGQ=",describe'].join('\n'),
+    );
     const summary = await enqueueManifest(h.ctx, { manifest });
     expect(summary.rejections).toEqual([
       { line: 3, reason: 'local file "photo.jpg" is not an image: its bytes are text/plain, not a PNG, JPEG, WebP, GIF or BMP image (whatever its name says)' },
@@ -296,7 +304,13 @@ describe('local image checks and options', () => {
     const cli = async (args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> => {
       let stdout = '';
       let stderr = '';
-      const io = { stdout: (t: string) => void (stdout += t), stderr: (t: string) => void (stderr += t), env, signal: new AbortController().signal, interactive: false };
+      const io = {
+        stdout: (t: string) => void (stdout += t),
+        stderr: (t: string) => void (stderr += t),
+        env,
+        signal: new AbortController().signal,
+        interactive: false,
+      };
       const code = await runCli(args, io);
       return { code, stdout, stderr };
     };

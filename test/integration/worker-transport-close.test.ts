@@ -7,7 +7,7 @@ import { createHarness, until } from '../helpers/harness.js';
 // The keep-alive agents belong to the worker: when it closes, fal (here: a TCP relay in front of the
 // emulator, counting the worker's connections) sees them closed, instead of kept until their idle
 // time-out (4 s) or the process's end.
-it("a closed worker leaves no connection to fal open", async () => {
+it('a closed worker leaves no connection to fal open', async () => {
   let emulatorPort = 0;
   const open = new Set<Socket>();
   let opened = 0;

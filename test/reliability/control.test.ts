@@ -15,7 +15,10 @@ function manifestOf(h: Harness, name: string, rows: number, tag = name): string 
 }
 
 async function results(h: Harness, batch: string, rows: number): Promise<RowResult[]> {
-  const found = await h.ctx.store.getMany(batch, Array.from({ length: rows }, (_, i) => `r${i}`));
+  const found = await h.ctx.store.getMany(
+    batch,
+    Array.from({ length: rows }, (_, i) => `r${i}`),
+  );
   return found.filter((r): r is RowResult => r !== undefined);
 }
 
@@ -38,20 +41,32 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
     // A worker in a process of its own: it learns of the cancel through Redis only.
     const worker = spawnCli(['work', '--concurrency', '6'], h.env());
     try {
-      await until('rows answered, four stuck at fal, most still waiting', async () => (await getStatus(h.ctx, batch)).ok >= 6 && h.emulator.stats().inProgress >= 4, 30_000);
+      await until(
+        'rows answered, four stuck at fal, most still waiting',
+        async () => (await getStatus(h.ctx, batch)).ok >= 6 && h.emulator.stats().inProgress >= 4,
+        30_000,
+      );
       const cancelled = await runCliProcess(['cancel', '--batch', batch], h.env());
       expect(cancelled.code).toBe(0);
-      expect(cancelled.stdout).toMatch(new RegExp(`^batch ${batch} cancelled: \\d+ of its ${rows} distinct calls had not ended \\(\\d+ had ended ok, 0 failed\\); they end as failed, error class cancelled`));
+      expect(cancelled.stdout).toMatch(
+        new RegExp(
+          `^batch ${batch} cancelled: \\d+ of its ${rows} distinct calls had not ended \\(\\d+ had ended ok, 0 failed\\); they end as failed, error class cancelled`,
+        ),
+      );
       await until('the requests in flight to be cancelled at fal', () => h.emulator.stats().cancels >= 4, 10_000);
       const submitsAfterCancel = h.emulator.stats().submits;
       await until('every row to end', async () => (await getStatus(h.ctx, batch)).finished, 30_000);
       // Settled: no job is left that could call fal (none active or waiting, every cancelled row's
       // job parked), and no submit came after the cancel reached the rows in flight.
-      await until('no job left that could call fal', async () => {
-        const { failed } = await getStatus(h.ctx, batch);
-        const jobs = await h.ctx.queue.getJobCounts('active', 'waiting', 'prioritized', 'delayed');
-        return jobs['active'] === 0 && jobs['waiting'] === 0 && jobs['prioritized'] === 0 && jobs['delayed'] === failed;
-      }, 30_000);
+      await until(
+        'no job left that could call fal',
+        async () => {
+          const { failed } = await getStatus(h.ctx, batch);
+          const jobs = await h.ctx.queue.getJobCounts('active', 'waiting', 'prioritized', 'delayed');
+          return jobs['active'] === 0 && jobs['waiting'] === 0 && jobs['prioritized'] === 0 && jobs['delayed'] === failed;
+        },
+        30_000,
+      );
       const stats = h.emulator.stats();
       expect(stats.submits).toBe(submitsAfterCancel);
 
@@ -148,7 +163,11 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
     expect((await getStatus(h.ctx, lowest)).priority).toBe(1);
     expect((await getStatus(h.ctx, top)).priority).toBe(10);
     const worker = await h.startWorker({ concurrency: 1 });
-    await until('every batch to finish', async () => (await Promise.all([lowest, middle, top].map((b) => getStatus(h.ctx, b)))).every((s) => s.finished), 30_000);
+    await until(
+      'every batch to finish',
+      async () => (await Promise.all([lowest, middle, top].map((b) => getStatus(h.ctx, b)))).every((s) => s.finished),
+      30_000,
+    );
     await worker.close();
     const submitted = async (batch: string): Promise<number[]> => (await results(h, batch, rows)).map((r) => r.submitted_at ?? NaN);
     const [first, second, third] = await Promise.all([submitted(top), submitted(middle), submitted(lowest)]);
@@ -158,12 +177,19 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
 
   it('--fal-priority low reaches fal (the emulator counts it), --priority is validated', async () => {
     const h = await createHarness({ emulator: { runners: 4, latency: '20ms' } });
-    const low = await runCliProcess(['run', manifestOf(h, 'backfill.csv', 5), '--fal-priority', 'low', '--priority', '2', '--out', join(h.dir, 'b.csv')], h.env());
+    const low = await runCliProcess(
+      ['run', manifestOf(h, 'backfill.csv', 5), '--fal-priority', 'low', '--priority', '2', '--out', join(h.dir, 'b.csv')],
+      h.env(),
+    );
     expect(low.code).toBe(0);
     const normal = await runCliProcess(['run', manifestOf(h, 'live.csv', 3), '--out', join(h.dir, 'l.csv')], h.env());
     expect(normal.code).toBe(0);
     expect(h.emulator.stats().submitsByPriority).toEqual({ low: 5, normal: 3 });
-    const status = JSON.parse((await runCliProcess(['status', '--json'], h.env())).stdout) as Array<{ manifest: string; priority: number; falPriority: string }>;
+    const status = JSON.parse((await runCliProcess(['status', '--json'], h.env())).stdout) as Array<{
+      manifest: string;
+      priority: number;
+      falPriority: string;
+    }>;
     expect(status.find((s) => s.manifest.endsWith('backfill.csv'))).toMatchObject({ priority: 2, falPriority: 'low' });
     expect(status.find((s) => s.manifest.endsWith('live.csv'))).toMatchObject({ priority: 10, falPriority: 'normal' });
     const bad = await runCliProcess(['enqueue', manifestOf(h, 'x.csv', 1), '--priority', '11'], h.env());
@@ -177,7 +203,9 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
     const manifest = manifestOf(h, 'm.csv', rows);
     const run = await runCliProcess(['run', manifest, '--price', '1/call', '--max-spend', '5', '--concurrency', '2', '--out', join(h.dir, 'out.csv')], h.env());
     expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(/stopped: spend cap reached: [5-7]\.00 of 5\.00 USD; raise it with `falbatch resume --batch \S+ --max-spend N`, then run this command again/);
+    expect(run.stderr).toMatch(
+      /stopped: spend cap reached: [5-7]\.00 of 5\.00 USD; raise it with `falbatch resume --batch \S+ --max-spend N`, then run this command again/,
+    );
     const stats = h.emulator.stats();
     expect(stats.billed).toBeGreaterThanOrEqual(5);
     expect(stats.billed).toBeLessThanOrEqual(5 + 2);
@@ -254,10 +282,13 @@ describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
     expect(shown).not.toContain('--max-waiting');
   });
 
-  it('cancel counts in status\'s units: distinct calls not ended then; rows enqueued after end cancelled too, and the message says so', async () => {
+  it("cancel counts in status's units: distinct calls not ended then; rows enqueued after end cancelled too, and the message says so", async () => {
     const h = await createHarness();
     // Six manifest rows, two of them identical: five distinct calls.
-    const manifest = h.file('m.csv', 'image_url,prompt\nhttps://example.com/0.jpg,a\nhttps://example.com/1.jpg,b\nhttps://example.com/1.jpg,b\nhttps://example.com/2.jpg,c\nhttps://example.com/3.jpg,d\nhttps://example.com/4.jpg,e\n');
+    const manifest = h.file(
+      'm.csv',
+      'image_url,prompt\nhttps://example.com/0.jpg,a\nhttps://example.com/1.jpg,b\nhttps://example.com/1.jpg,b\nhttps://example.com/2.jpg,c\nhttps://example.com/3.jpg,d\nhttps://example.com/4.jpg,e\n',
+    );
     const { batch } = await enqueueManifest(h.ctx, { manifest, batch: 'units' });
     // A producer holds the batch (as a run still enqueueing it would).
     await h.ctx.redis.set(h.ctx.keys.batch(batch).enqueuing, 'another-producer', 'PX', 60_000);

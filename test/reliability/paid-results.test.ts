@@ -53,7 +53,9 @@ describe('paid requests whose results do not come', () => {
     h.emulator.setFaults([]);
     const retried = await runCliProcess(['retry', '--batch', batch, '--error', 'result_unavailable'], h.env());
     expect(retried.code).toBe(0);
-    expect(retried.stdout).toContain(`batch ${batch}: 2 failed rows with error result_unavailable back in the queue (2 of them read their paid fal request again, without paying)`);
+    expect(retried.stdout).toContain(
+      `batch ${batch}: 2 failed rows with error result_unavailable back in the queue (2 of them read their paid fal request again, without paying)`,
+    );
     expect((await getStatus(h.ctx, batch)).failed).toBe(0);
     const answered = await work(h, batch);
     expect(answered.map((r) => [r['status'], r['request_id']])).toEqual(failed.map((r) => ['ok', r['request_id']]));

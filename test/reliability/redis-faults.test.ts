@@ -12,7 +12,10 @@ describe('Redis faults', () => {
     const h = await createHarness({ redisUrl: redis.url, emulator: { runners: 6, latency: '100..300ms' } });
     const body = Array.from({ length: rows }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n');
     const { batch } = await enqueueManifest(h.ctx, { manifest: h.file('m.csv', `id,image_url,prompt\n${body}\n`) });
-    const workers = [spawnCli(['work', '--concurrency', '6', '--lock-duration', '2s'], h.env()), spawnCli(['work', '--concurrency', '6', '--lock-duration', '2s'], h.env())];
+    const workers = [
+      spawnCli(['work', '--concurrency', '6', '--lock-duration', '2s'], h.env()),
+      spawnCli(['work', '--concurrency', '6', '--lock-duration', '2s'], h.env()),
+    ];
     await until('a quarter of the rows', async () => {
       const status = await getStatus(h.ctx, batch);
       return status.ok >= rows / 4;
@@ -52,7 +55,9 @@ describe('Redis faults', () => {
     const lost = await run;
     expect(lost.code).toBe(1);
     expect(lost.stderr).toContain('Redis keeps nothing on disk (appendonly no, no RDB save points)');
-    expect(lost.stderr).toMatch(/Redis lost the state of batch "m-[0-9a-f]{8}" while it ran: was Redis restarted without persistence \(no AOF, no RDB\), or flushed\?/);
+    expect(lost.stderr).toMatch(
+      /Redis lost the state of batch "m-[0-9a-f]{8}" while it ran: was Redis restarted without persistence \(no AOF, no RDB\), or flushed\?/,
+    );
     expect(lost.stderr).not.toContain('    at ');
     // Answers that came in after the loss wait in the ledger; nothing was written under the lost batch's keys.
     const stray = await h.ctx.redis.keys(`${h.prefix}:*batch:*`);
@@ -70,7 +75,9 @@ describe('Redis faults', () => {
     const h = await createHarness({ redisUrl: redis.url });
     const status = await runCliProcess(['status', '--batch', 'gone'], h.env());
     expect(status.code).toBe(1);
-    expect(status.stderr).toMatch(/No batch named "gone".*This Redis keeps nothing on disk \(no AOF, no RDB\) and started .* ago: a batch enqueued before it last started was lost with it/);
+    expect(status.stderr).toMatch(
+      /No batch named "gone".*This Redis keeps nothing on disk \(no AOF, no RDB\) and started .* ago: a batch enqueued before it last started was lost with it/,
+    );
   });
 
   it('a Redis restart while a producer enqueues: it reconnects and every row gets in, once', async () => {
@@ -105,7 +112,9 @@ describe('Redis faults', () => {
     const h = await createHarness({ redisUrl: redis.url });
     const result = await runCliProcess(['status'], h.env());
     expect(result.code).toBe(0);
-    expect(result.stderr).toContain('Redis maxmemory-policy is "allkeys-lru": under memory pressure Redis may delete queued jobs and results. Set it to noeviction');
+    expect(result.stderr).toContain(
+      'Redis maxmemory-policy is "allkeys-lru": under memory pressure Redis may delete queued jobs and results. Set it to noeviction',
+    );
     const quiet = await runCliProcess(['status'], h.env({ REDIS_URL: (await startPrivateRedis()).url }));
     expect(quiet.stderr).not.toContain('maxmemory-policy');
   }, 30_000);

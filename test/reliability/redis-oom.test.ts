@@ -12,7 +12,8 @@ import { createHarness, readCsv, runCliProcess, spawnCli, startPrivateRedis, unt
 /** A logger that keeps every line (level and message) for the test to count. */
 function recordingLogger(): Logger & { lines: string[] } {
   const lines: string[] = [];
-  const at = (level: string) => (message: string, fields?: Record<string, unknown>) => void lines.push(`${level} ${message}${fields?.["error"] ? `: ${String(fields["error"])}` : ""}`);
+  const at = (level: string) => (message: string, fields?: Record<string, unknown>) =>
+    void lines.push(`${level} ${message}${fields?.['error'] ? `: ${String(fields['error'])}` : ''}`);
   return { lines, debug: () => undefined, info: at('info'), warn: at('warn'), error: at('error') };
 }
 
@@ -75,11 +76,15 @@ describe('Redis out of memory (maxmemory reached, noeviction)', () => {
     await until('requests finishing at fal while Redis is full', () => h.emulator.stats().billed >= billedAtFull + 6);
     await new Promise((resolve) => setTimeout(resolve, 3000));
     await redis.free();
-    await until('every row ended, or nothing left to run', async () => {
-      const status = await getStatus(h.ctx, batch);
-      const counts = await h.ctx.queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
-      return status.pending === 0 || Object.values(counts).every((n) => n === 0);
-    }, 60_000);
+    await until(
+      'every row ended, or nothing left to run',
+      async () => {
+        const status = await getStatus(h.ctx, batch);
+        const counts = await h.ctx.queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+        return status.pending === 0 || Object.values(counts).every((n) => n === 0);
+      },
+      60_000,
+    );
     await worker.close();
     expect((await getStatus(h.ctx, batch)).pending).toBe(0);
     await expectEveryRowOkOnce(h, batch, rows);
@@ -158,10 +163,22 @@ describe('Redis out of memory (maxmemory reached, noeviction)', () => {
     expect((await readCsv(join(h.dir, 'waited.csv'))).filter((row) => row['status'] === 'ok')).toHaveLength(rows);
     work.child.kill('SIGTERM');
     expect(await work.exited).toBe(0);
-    const lines = work.output().split('\n').filter((line) => line.trim() !== '');
-    expect(lines.filter((line) => line.includes('Redis is out of memory')), lines.join('\n')).toHaveLength(1);
-    expect(lines.filter((line) => / (warn|error) /.test(line)), lines.join('\n')).toHaveLength(2);
-    expect(lines.filter((line) => /retrying|OOM/.test(line)), lines.join('\n')).toEqual([]);
+    const lines = work
+      .output()
+      .split('\n')
+      .filter((line) => line.trim() !== '');
+    expect(
+      lines.filter((line) => line.includes('Redis is out of memory')),
+      lines.join('\n'),
+    ).toHaveLength(1);
+    expect(
+      lines.filter((line) => / (warn|error) /.test(line)),
+      lines.join('\n'),
+    ).toHaveLength(2);
+    expect(
+      lines.filter((line) => /retrying|OOM/.test(line)),
+      lines.join('\n'),
+    ).toEqual([]);
     await expectEveryRowOkOnce(h, batch, rows);
   }, 120_000);
 
@@ -177,7 +194,10 @@ describe('Redis out of memory (maxmemory reached, noeviction)', () => {
     await redis.fill();
     await until("BullMQ's scheduler worker meeting the full Redis", () => lines.some((line) => line.includes('OOM')), 60_000);
     await redis.free();
-    expect(lines.filter((line) => line.includes('OOM') && !line.startsWith('debug')), lines.join('\n')).toEqual([]);
+    expect(
+      lines.filter((line) => line.includes('OOM') && !line.startsWith('debug')),
+      lines.join('\n'),
+    ).toEqual([]);
   }, 90_000);
 
   it('a `work` process started while Redis is full waits, and works the batch once Redis has room', async () => {

@@ -116,7 +116,10 @@ describe('run, rate limits and identical rows', () => {
 
   it('identical rows with different ids are called once: the others wait for its answer', async () => {
     const h = await createHarness({ emulator: { latency: '200ms', runners: 4 } });
-    const manifest = h.file('m.csv', 'id,image_url,prompt\na,https://example.com/x.jpg,same\nb,https://example.com/x.jpg,same\nc,https://example.com/x.jpg,same\n');
+    const manifest = h.file(
+      'm.csv',
+      'id,image_url,prompt\na,https://example.com/x.jpg,same\nb,https://example.com/x.jpg,same\nc,https://example.com/x.jpg,same\n',
+    );
     const summary = await runBatch(h.ctx, { manifest, out: join(h.dir, 'out.csv') });
     expect(summary.export).toMatchObject({ ok: 3 });
     const rows = await readCsv(join(h.dir, 'out.csv'));

@@ -46,13 +46,22 @@ describe('secrets', () => {
       ['json', 'out.jsonl', `${h.prefix}-json`],
       ['pretty', 'pretty.csv', `${h.prefix}-pretty`],
     ] as const) {
-      const result = await runCliProcess(['run', manifest, '--out', join(h.dir, out), '--log-level', 'debug', '--log-format', format, '--prefix', prefix], h.env());
+      const result = await runCliProcess(
+        ['run', manifest, '--out', join(h.dir, out), '--log-level', 'debug', '--log-format', format, '--prefix', prefix],
+        h.env(),
+      );
       expect(result.code).toBe(2);
       // Each format really was used (the pretty one by pino-pretty: "[HH:MM:SS] LEVEL: message").
       if (format === 'pretty') expect(result.stderr).toMatch(/^\[\d\d:\d\d:\d\d\] (DEBUG|INFO|WARN): /m);
       if (format === 'json') expect(result.stderr).toMatch(/^\{"level":\d+,"time":"/m);
       const stem = join(h.dir, out.replace(/\.\w+$/, ''));
-      logs.push(result.stdout, result.stderr, readFileSync(join(h.dir, out), 'utf8'), readFileSync(`${stem}.errors.csv`, 'utf8'), readFileSync(`${stem}.report.json`, 'utf8'));
+      logs.push(
+        result.stdout,
+        result.stderr,
+        readFileSync(join(h.dir, out), 'utf8'),
+        readFileSync(`${stem}.errors.csv`, 'utf8'),
+        readFileSync(`${stem}.report.json`, 'utf8'),
+      );
     }
     const wrongRedis = await runCliProcess(['status'], h.env({ REDIS_URL: `redis://:${redisPassword}@127.0.0.1:1` }));
     expect(wrongRedis.code).toBe(1);

@@ -97,7 +97,9 @@ describe('nothing waits for ever', () => {
     expect(code, cli.output()).toBe(130);
     // Not before the grace period (30 s by default): the graceful path had its chance.
     expect(tookMs).toBeGreaterThanOrEqual(30_000);
-    expect(cli.output()).toMatch(/still not stopped 35s after SIGTERM: enqueueing \S*m\.csv \(Redis at redis:\/\/127\.0\.0\.1:\d+\); pending: \d+ network connections?\./);
+    expect(cli.output()).toMatch(
+      /still not stopped 35s after SIGTERM: enqueueing \S*m\.csv \(Redis at redis:\/\/127\.0\.0\.1:\d+\); pending: \d+ network connections?\./,
+    );
     expect(cli.output()).toContain('run the same command again to continue');
 
     // The batch is resumable: once the dead producer's lease lapses (60 s; expired here at once, in
@@ -109,7 +111,12 @@ describe('nothing waits for ever', () => {
     const again = spawnCli(['enqueue', manifest, '--batch', batch, '--json'], h.env());
     const rerun = await exitWithin(again, 120_000);
     expect(rerun.code, again.output()).toBe(0);
-    const summary = JSON.parse(again.output().split('\n').find((line) => line.startsWith('{')) ?? '{}') as { rows: number; added: number; present: number };
+    const summary = JSON.parse(
+      again
+        .output()
+        .split('\n')
+        .find((line) => line.startsWith('{')) ?? '{}',
+    ) as { rows: number; added: number; present: number };
     expect(summary).toMatchObject({ rows, present: before, added: rows - before });
     expect(await h.ctx.redis.hlen(keys.keys)).toBe(rows);
   }, 240_000);

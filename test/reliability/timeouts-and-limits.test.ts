@@ -63,8 +63,8 @@ describe('time-outs: no hung call or stuck request holds a row for ever', () => 
   });
 });
 
-describe('429s and fal\'s concurrency', () => {
-  it('honours Retry-After for the whole queue, without spending the row\'s attempts', async () => {
+describe("429s and fal's concurrency", () => {
+  it("honours Retry-After for the whole queue, without spending the row's attempts", async () => {
     const h = await createHarness({ emulator: { faults: ['429@submit=1x1'], retryAfterSeconds: 2 }, config: { attempts: 1 } });
     const body = 'id,image_url,prompt\nr0,https://example.com/0.jpg,p\n';
     const { batch } = await enqueueManifest(h.ctx, { manifest: h.file('m.csv', body) });

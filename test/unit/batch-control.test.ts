@@ -13,7 +13,8 @@ describe('batch control', () => {
   it('parses and checks the flags, naming them', () => {
     expect(parsePriority('--priority', '3')).toBe(3);
     expect(parsePriority('--priority', undefined)).toBeUndefined();
-    for (const bad of ['0', '11', '2.5', 'high', '-1']) expect(() => parsePriority('--priority', bad)).toThrow(/--priority to be an integer from 1 \(served last\) to 10/);
+    for (const bad of ['0', '11', '2.5', 'high', '-1'])
+      expect(() => parsePriority('--priority', bad)).toThrow(/--priority to be an integer from 1 \(served last\) to 10/);
     expect(parseFalPriority('--fal-priority', 'low')).toBe('low');
     expect(() => parseFalPriority('--fal-priority', 'high')).toThrow('Expected --fal-priority to be low or normal');
     expect(parseMaxSpend('--max-spend', '$12.50')).toBe(12.5);
@@ -38,7 +39,10 @@ describe('batch control', () => {
     expect(spendOf(perSecond, '6', '2000')).toBeCloseTo(0.001);
     const control = controlFrom([null, null, null, null, null, '5', JSON.stringify(perCall)]);
     expect(holdOf('b', control, 4)).toBeUndefined();
-    expect(holdOf('b', control, 5)).toEqual({ kind: 'capped', reason: 'spend cap reached: 5.00 of 5.00 USD; raise it with `falbatch resume --batch b --max-spend N`' });
+    expect(holdOf('b', control, 5)).toEqual({
+      kind: 'capped',
+      reason: 'spend cap reached: 5.00 of 5.00 USD; raise it with `falbatch resume --batch b --max-spend N`',
+    });
     expect(holdOf('b', { ...control, state: 'cancelled', reason: undefined }, 9)).toEqual({ kind: 'cancelled', reason: 'cancelled by an operator' });
     expect(formatSpend(0.01234, { amount: 0.5, price: perSecond })).toBe('0.0123 of 0.5000 USD');
   });

@@ -17,7 +17,15 @@ import {
 } from '../../src/results/batch-figures.js';
 import type { RowResult } from '../../src/results/row-result.js';
 
-const ok = (fields: Partial<RowResult> = {}): RowResult => ({ status: 'ok', output: 'x', attempts: 1, endpoint: 'e', request_id: 'r', finished_at: 0, ...fields });
+const ok = (fields: Partial<RowResult> = {}): RowResult => ({
+  status: 'ok',
+  output: 'x',
+  attempts: 1,
+  endpoint: 'e',
+  request_id: 'r',
+  finished_at: 0,
+  ...fields,
+});
 
 function exactPercentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -107,7 +115,11 @@ describe('what one ended row adds', () => {
   });
 
   it('the aggregate kept in Redis and the one summed from results are the same figures', () => {
-    const results = [ok({ latency_ms: 900, submitted_at: 0, started_at: 100, inference_s: 0.7 }), ok({ cached: true }), ok({ latency_ms: 3000, inference_s: 1.2 })];
+    const results = [
+      ok({ latency_ms: 900, submitted_at: 0, started_at: 100, inference_s: 0.7 }),
+      ok({ cached: true }),
+      ok({ latency_ms: 3000, inference_s: 1.2 }),
+    ];
     const summed = emptyAggregate();
     const hash: Record<string, string> = {};
     for (const result of results) {
@@ -125,11 +137,22 @@ describe('the rate over the last minute', () => {
   const now = 1_000_000 * RATE_SLOT_MS + 4_000; // 4 s into a slot
   const slot = Math.floor(now / RATE_SLOT_MS);
   const ring = (entries: Array<[number, number]>): Record<string, string> =>
-    Object.fromEntries(entries.flatMap(([s, n]) => [[`rt:${s % 8}`, String(s)], [`r:${s % 8}`, String(n)]]));
+    Object.fromEntries(
+      entries.flatMap(([s, n]) => [
+        [`rt:${s % 8}`, String(s)],
+        [`r:${s % 8}`, String(n)],
+      ]),
+    );
 
   it('counts the current slot and the five before it, over the time they span', () => {
     // 6 slots: 54 s of the window has elapsed.
-    const hash = ring([[slot, 9], [slot - 1, 9], [slot - 5, 9], [slot - 6, 100], [slot - 7, 100]]);
+    const hash = ring([
+      [slot, 9],
+      [slot - 1, 9],
+      [slot - 5, 9],
+      [slot - 6, 100],
+      [slot - 7, 100],
+    ]);
     expect(rateFromStats(hash, now, 0)).toBeCloseTo((27 * 60_000) / 54_000, 6);
   });
 

@@ -18,7 +18,13 @@ describe('tallyChunk', () => {
   it('counts skipped, rejected (with line and reason) and shared rows; answers the distinct rows in manifest order', () => {
     const a = row(2, 'a');
     const b = row(3, 'b');
-    const chunk: Verdict[] = [{ ok: true, row: a }, { ok: false, rejected: rejected(4, 'no prompt') }, { ok: false, rejected: rejected(5, 'caption exists'), skip: true }, { ok: true, row: b }, { ok: true, row: row(6, 'a') }];
+    const chunk: Verdict[] = [
+      { ok: true, row: a },
+      { ok: false, rejected: rejected(4, 'no prompt') },
+      { ok: false, rejected: rejected(5, 'caption exists'), skip: true },
+      { ok: true, row: b },
+      { ok: true, row: row(6, 'a') },
+    ];
     const counts = tally();
     expect(tallyChunk(counts, chunk)).toEqual([a, b]);
     expect(counts).toEqual({ skipped: 1, rejected: 1, shared: 1, rejections: [{ line: 4, reason: 'no prompt' }] });
@@ -26,7 +32,10 @@ describe('tallyChunk', () => {
 
   it(`lists the first ${REPORTED_REJECTIONS} rejections, counts them all`, () => {
     const counts = tally();
-    tallyChunk(counts, Array.from({ length: REPORTED_REJECTIONS + 5 }, (_, i): Verdict => ({ ok: false, rejected: rejected(i + 2) })));
+    tallyChunk(
+      counts,
+      Array.from({ length: REPORTED_REJECTIONS + 5 }, (_, i): Verdict => ({ ok: false, rejected: rejected(i + 2) })),
+    );
     expect(counts.rejected).toBe(REPORTED_REJECTIONS + 5);
     expect(counts.rejections).toHaveLength(REPORTED_REJECTIONS);
   });

@@ -49,8 +49,11 @@ describe('classifyFalError', () => {
     expect(classifyFalError(http(402), 'submit')).toMatchObject({ reason: expect.stringMatching(/billing.*falbatch resume/) });
   });
 
-  it('keeps fal\'s message in the reason', () => {
+  it("keeps fal's message in the reason", () => {
     const error = http(422, { operation: 'result', body: { detail: [{ loc: ['body', 'top_p'], msg: 'Input should be less than or equal to 1' }] } });
-    expect(classifyFalError(error, 'result')).toMatchObject({ reason: 'fal 422 on result: top_p: Input should be less than or equal to 1', errorType: 'validation_error' });
+    expect(classifyFalError(error, 'result')).toMatchObject({
+      reason: 'fal 422 on result: top_p: Input should be less than or equal to 1',
+      errorType: 'validation_error',
+    });
   });
 });

@@ -3,7 +3,13 @@ import { runCli } from '../../src/cli/main.js';
 
 async function help(args: string[]): Promise<string> {
   let out = '';
-  const io = { stdout: (t: string) => void (out += t), stderr: (t: string) => void (out += t), env: {}, signal: new AbortController().signal, interactive: false };
+  const io = {
+    stdout: (t: string) => void (out += t),
+    stderr: (t: string) => void (out += t),
+    env: {},
+    signal: new AbortController().signal,
+    interactive: false,
+  };
   expect(await runCli(args, io)).toBe(0);
   return out;
 }

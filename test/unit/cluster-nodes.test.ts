@@ -27,13 +27,12 @@ describe('which Cluster nodes per-node work leaves out', () => {
 
 describe('a Redis Cluster that stays down past the wait', () => {
   it('is a REDIS_UNAVAILABLE error saying what happened and what to do, not an unexpected one', () => {
-    for (const message of [
-      'Too many Cluster redirections. Last error: Error: Connection is closed.',
-      'CLUSTERDOWN The cluster is down',
-    ]) {
+    for (const message of ['Too many Cluster redirections. Last error: Error: Connection is closed.', 'CLUSTERDOWN The cluster is down']) {
       const mapped = clusterFailure(new Error(message));
       expect(mapped).toBeInstanceOf(RedisUnavailableError);
-      expect(mapped?.message).toMatch(/^The Redis Cluster did not serve falbatch's keys while falbatch waited \(.+\): a master is down and no replica took its slots over\. Check the Cluster/);
+      expect(mapped?.message).toMatch(
+        /^The Redis Cluster did not serve falbatch's keys while falbatch waited \(.+\): a master is down and no replica took its slots over\. Check the Cluster/,
+      );
     }
     expect(clusterFailure(new Error('Failed to refresh slots cache.'))?.message).toBe(
       'No node of the Redis Cluster answered (Failed to refresh slots cache). Check that its nodes are up and reachable at the addresses they announce, then run the command again.',

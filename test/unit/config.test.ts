@@ -31,7 +31,12 @@ describe('resolveConfig', () => {
   });
 
   it('limits manifest input by default: 20,000-character prompts, 16 MiB records, 10 MiB inline images, UTF-8', () => {
-    expect(resolveConfig({})).toMatchObject({ maxPromptChars: 20_000, maxRecordBytes: 16 * 1024 * 1024, maxInlineImageBytes: 10 * 1024 * 1024, encoding: 'utf-8' });
+    expect(resolveConfig({})).toMatchObject({
+      maxPromptChars: 20_000,
+      maxRecordBytes: 16 * 1024 * 1024,
+      maxInlineImageBytes: 10 * 1024 * 1024,
+      encoding: 'utf-8',
+    });
     expect(resolveConfig({}, { encoding: 'latin1', maxPromptChars: 100_000 })).toMatchObject({ encoding: 'latin1', maxPromptChars: 100_000 });
   });
 

@@ -10,7 +10,7 @@ import { isLoopback } from '../../src/http-server.js';
 const HOSTILE = `<script>alert("x")</script>&'`;
 
 function batch(overrides: Partial<DashboardBatch> = {}): DashboardBatch {
-  return ({
+  return {
     batch: 'b1',
     manifest: `/data/${HOSTILE}.csv`,
     endpoint: `acme/${HOSTILE}`,
@@ -39,7 +39,7 @@ function batch(overrides: Partial<DashboardBatch> = {}): DashboardBatch {
     cancelled: undefined,
     spend: null,
     ...overrides,
-  }) as DashboardBatch;
+  } as DashboardBatch;
 }
 
 const OPTIONS = { prefix: HOSTILE, redis: 'redis://127.0.0.1:6379', queuesPath: '/queues', refreshSeconds: 5, retryToken: `t"${HOSTILE}`, now: 0 };

@@ -25,7 +25,11 @@ let proxyAuth: Array<string | undefined>;
 /** When set, CONNECT without exactly this Proxy-Authorization is refused with a 407. */
 let requiredAuth: string | undefined;
 const proxySockets = new Set<Socket>();
-const requestIdSeen = (): string | undefined => seen.find((s) => s.includes('/requests/'))?.split('/requests/')[1]?.split('/')[0];
+const requestIdSeen = (): string | undefined =>
+  seen
+    .find((s) => s.includes('/requests/'))
+    ?.split('/requests/')[1]
+    ?.split('/')[0];
 
 beforeEach(async () => {
   seen = [];
@@ -37,10 +41,13 @@ beforeEach(async () => {
     const target = new URL(req.url ?? '');
     const headers = { ...req.headers };
     delete headers['proxy-authorization'];
-    const upstream = httpRequest({ hostname: target.hostname, port: target.port, path: `${target.pathname}${target.search}`, method: req.method, headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
+    const upstream = httpRequest(
+      { hostname: target.hostname, port: target.port, path: `${target.pathname}${target.search}`, method: req.method, headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
     upstream.on('error', () => res.destroy());
     req.pipe(upstream);
   });
@@ -120,7 +127,12 @@ describe('HTTP_PROXY: http traffic goes through the proxy, requests as absolute 
     }
     expect(seen).toEqual([]);
     // A NO_PROXY naming another host or port leaves this one to the proxy.
-    const fal = createFalCaller({ credentials: KEY, baseUrl: emulator.url, callTimeoutMs: 5000, http: { env: { HTTP_PROXY: proxyUrl, NO_PROXY: '.example.com,127.0.0.1:1' } } });
+    const fal = createFalCaller({
+      credentials: KEY,
+      baseUrl: emulator.url,
+      callTimeoutMs: 5000,
+      http: { env: { HTTP_PROXY: proxyUrl, NO_PROXY: '.example.com,127.0.0.1:1' } },
+    });
     try {
       await fal.submit(LLAVA, { image_url: 'https://example.com/a.jpg', prompt: 'p' });
     } finally {
@@ -140,8 +152,27 @@ describe('HTTPS_PROXY: https traffic is tunnelled (CONNECT)', () => {
   beforeAll(async () => {
     // A throwaway certificate for 127.0.0.1, trusted by the fetch through agentOptions.ca.
     dir = mkdtempSync(join(tmpdir(), 'falbatch-proxy-'));
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
-      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
     ca = readFileSync(join(dir, 'cert.pem'));
     target = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: ca }, (req, res) => {
       paths.push(`${req.method} ${req.url}`);
@@ -172,7 +203,11 @@ describe('HTTPS_PROXY: https traffic is tunnelled (CONNECT)', () => {
 
   it('a proxy refusing the tunnel is a transport error naming the proxy, never its credentials', async () => {
     requiredAuth = 'Basic something-else';
-    const fal = createFalFetch({ baseUrl: undefined, callTimeoutMs: 5000, http: { env: { https_proxy: proxyUrl.replace('http://', 'http://user:s3cret@') }, agentOptions: { ca } } });
+    const fal = createFalFetch({
+      baseUrl: undefined,
+      callTimeoutMs: 5000,
+      http: { env: { https_proxy: proxyUrl.replace('http://', 'http://user:s3cret@') }, agentOptions: { ca } },
+    });
     try {
       const error = await fal(`${targetUrl}/x`).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(FalTransportError);

@@ -49,7 +49,11 @@ describe('the keep-alive fetch behind the fal transport', () => {
     handler = (req, res, body) => json(res, 200, { method: req.method, path: req.url, auth: req.headers['authorization'], body }, { 'x-fal-request-id': 'r1' });
     const fal = createFalFetch({ baseUrl: undefined, callTimeoutMs: 2000 });
     for (let i = 0; i < 5; i++) {
-      const response = await fal(`${base}/queue.fal.run/a/b?x=${i}`, { method: 'POST', headers: { Authorization: 'Key k', 'Content-Type': 'application/json' }, body: '{"é":1}' });
+      const response = await fal(`${base}/queue.fal.run/a/b?x=${i}`, {
+        method: 'POST',
+        headers: { Authorization: 'Key k', 'Content-Type': 'application/json' },
+        body: '{"é":1}',
+      });
       expect(response.status).toBe(200);
       expect(response.headers.get('X-Fal-Request-Id')).toBe('r1');
       expect(await response.json()).toEqual({ method: 'POST', path: `/queue.fal.run/a/b?x=${i}`, auth: 'Key k', body: '{"é":1}' });
@@ -155,7 +159,7 @@ describe('the keep-alive fetch holds its own connections', () => {
     expect(connections).toBe(2);
     expect(sockets.size).toBe(2);
     a.close();
-    await until('the closed transport\'s connection ended', () => sockets.size === 1);
+    await until("the closed transport's connection ended", () => sockets.size === 1);
     b.close();
     await until('both connections ended', () => sockets.size === 0);
     await expect(a(`${base}/x`)).rejects.toThrow(/closed/);
@@ -166,7 +170,7 @@ describe('the keep-alive fetch holds its own connections', () => {
     expect(await fetchFalPrice('a/b', { credentials: 'k', baseUrl: base, callTimeoutMs: 2000 })).toMatchObject({ ok: true });
     expect(connections).toBe(1);
     // Well within the 4 s after which an idle connection would be let go anyway.
-    await until('the pricing call\'s connection ended', () => sockets.size === 0, 2000);
+    await until("the pricing call's connection ended", () => sockets.size === 0, 2000);
   });
 
   it('uses agents passed in, and leaves them to their owner', async () => {

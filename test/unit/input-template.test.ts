@@ -34,14 +34,24 @@ const compile = (json: unknown, imageColumns: string[] = []): InputTemplate => c
 describe('input templates: what a row becomes', () => {
   it.each<[string, unknown, Record<string, string>, Record<string, unknown>]>([
     ['a string that is exactly {column} becomes the cell (trimmed)', { question: '{q}' }, { q: '  What is it?  ' }, { question: 'What is it?' }],
-    ['placeholders inside a longer string are substituted as text', { prompt: 'Q: {q} (answer in {lang})' }, { q: 'why', lang: 'French' }, { prompt: 'Q: why (answer in French)' }],
+    [
+      'placeholders inside a longer string are substituted as text',
+      { prompt: 'Q: {q} (answer in {lang})' },
+      { q: 'why', lang: 'French' },
+      { prompt: 'Q: why (answer in French)' },
+    ],
     [
       'literals stay as written: numbers, booleans, null, nested objects and arrays',
       { q: '{q}', seed: 42, opts: { fast: true, none: null, list: [1, 'two', { three: 3 }] } },
       { q: 'x' },
       { q: 'x', seed: 42, opts: { fast: true, none: null, list: [1, 'two', { three: 3 }] } },
     ],
-    ['{{ and }} are literal braces; a string without placeholders is a literal', { p: '{{json}} {q}', style: '{{x}}' }, { q: 'y' }, { p: '{json} y', style: '{x}' }],
+    [
+      '{{ and }} are literal braces; a string without placeholders is a literal',
+      { p: '{{json}} {q}', style: '{{x}}' },
+      { q: 'y' },
+      { p: '{json} y', style: '{x}' },
+    ],
     ['column names are matched without case or surrounding spaces', { q: '{ Question }' }, { question: 'hi' }, { q: 'hi' }],
     ['int: a whole number, sent as a number', { steps: '{steps:int}' }, { steps: '12' }, { steps: 12 }],
     ['int: exponent notation that is whole', { steps: '{steps:int}' }, { steps: '1e2' }, { steps: 100 }],
@@ -58,7 +68,12 @@ describe('input templates: what a row becomes', () => {
       { img: 'a.png | https://example.com/b.png', q: 'compare' },
       { prompt: 'compare', images: [{ image_url: 'ref:a.png' }, { image_url: 'ref:https://example.com/b.png' }] },
     ],
-    ['image[]: a list of URLs, after fixed items', { urls: ['https://example.com/ref.png', '{img:image[]}'], q: '{q}' }, { img: 'a.png|b.png', q: 'x' }, { urls: ['https://example.com/ref.png', 'ref:a.png', 'ref:b.png'], q: 'x' }],
+    [
+      'image[]: a list of URLs, after fixed items',
+      { urls: ['https://example.com/ref.png', '{img:image[]}'], q: '{q}' },
+      { img: 'a.png|b.png', q: 'x' },
+      { urls: ['https://example.com/ref.png', 'ref:a.png', 'ref:b.png'], q: 'x' },
+    ],
     ['image?: an empty image cell drops the key', { image: '{img:image}', mask: '{mask:image?}' }, { img: 'a.png', mask: '' }, { image: 'ref:a.png' }],
   ])('%s', async (_title, json, cells, expected) => {
     const rendered = await render(compile(json), cells);
@@ -91,11 +106,21 @@ describe('input templates: what a row becomes', () => {
     ['an infinite number', { t: '{temp:number}' }, { temp: '1e999' }, 'temp must be a number, got "1e999"'],
     ['a bool that is not true or false', { f: '{fast:bool}' }, { fast: 'yes' }, 'fast must be true or false, got "yes"'],
     ['a typed value inside text', { p: 'Use {n:int} words' }, { n: 'many' }, 'n must be a whole number, got "many"'],
-    ['several images for one {img:image}', { image: '{img:image}' }, { img: 'a.png|b.png' }, 'img holds 2 images; {img:image} takes one (for several, put {img:image[]} in an array)'],
+    [
+      'several images for one {img:image}',
+      { image: '{img:image}' },
+      { img: 'a.png|b.png' },
+      'img holds 2 images; {img:image} takes one (for several, put {img:image[]} in an array)',
+    ],
     ['an empty image cell', { image: '{img:image}' }, { img: '' }, 'img is empty'],
     ['an image the resolver refuses', { image: '{img:image}' }, { img: 'missing.png' }, 'local file "missing.png" not found (img)'],
     ['a text value over the limit', { q: '{q}' }, { q: 'x'.repeat(1001) }, 'q is 1,001 characters long; the most is 1,000 (--max-prompt-chars)'],
-    ['a filled string over the limit', { prompt: 'Say {a} {b}' }, { a: 'x'.repeat(600), b: 'y'.repeat(600) }, 'prompt is 1,205 characters long; the most is 1,000 (--max-prompt-chars)'],
+    [
+      'a filled string over the limit',
+      { prompt: 'Say {a} {b}' },
+      { a: 'x'.repeat(600), b: 'y'.repeat(600) },
+      'prompt is 1,205 characters long; the most is 1,000 (--max-prompt-chars)',
+    ],
   ])('rejects a row with %s, naming the column', async (_title, json, cells, reason) => {
     expect(await render(compile(json), cells)).toEqual({ ok: false, reason });
   });
@@ -112,15 +137,35 @@ describe('input templates: mistakes in the template itself', () => {
   it.each<[string, unknown, string[], string]>([
     ['an array', ['{q}'], [], 'Expected --input to be a JSON object (the endpoint\'s input, e.g. {"image_url":"{img:image}","prompt":"{q}"}), got an array'],
     ['a string', '{q}', [], 'Expected --input to be a JSON object'],
-    ['no placeholder at all', { prompt: 'Describe', seed: 1 }, [], '--input names no manifest column: write {column} where a row\'s value goes'],
-    ['an unknown type', { image: '{img:picture}' }, [], '--input: at image: {img:picture}: unknown type "picture"; use text, int, number, bool, image or image[]'],
-    ['an empty placeholder', { q: 'a {} b' }, [], '--input: at q: {} names no column; write {column}, {column:type} or {column?} (or {{ }} for literal braces)'],
+    ['no placeholder at all', { prompt: 'Describe', seed: 1 }, [], "--input names no manifest column: write {column} where a row's value goes"],
+    [
+      'an unknown type',
+      { image: '{img:picture}' },
+      [],
+      '--input: at image: {img:picture}: unknown type "picture"; use text, int, number, bool, image or image[]',
+    ],
+    [
+      'an empty placeholder',
+      { q: 'a {} b' },
+      [],
+      '--input: at q: {} names no column; write {column}, {column:type} or {column?} (or {{ }} for literal braces)',
+    ],
     ['a brace never closed', { q: 'a {q b' }, [], '--input: at q: "{" at character 3 of "a {q b" is not closed; write {{ for a literal brace'],
     ['a closing brace alone', { q: '{q} }' }, [], '--input: at q: "}" at character 5 of "{q} }" closes no placeholder; write }} for a literal brace'],
     ['an image inside text', { q: 'look at {img:image}' }, [], '--input: at q: {img:image} is an image: it must be the whole string'],
-    ['an optional placeholder inside text', { q: 'hi {name?}' }, [], '--input: at q: {name?} is optional: it must be the whole string (an empty cell drops the key)'],
+    [
+      'an optional placeholder inside text',
+      { q: 'hi {name?}' },
+      [],
+      '--input: at q: {name?} is optional: it must be the whole string (an empty cell drops the key)',
+    ],
     ['image[] outside an array', { images: '{img:image[]}' }, [], '--input: {img:image[]} stands for several images, so it must be inside an array'],
-    ['two image[] columns in one array item', { pairs: [{ a: '{a:image[]}', b: '{b:image[]}' }] }, [], '--input: at pairs[0]: an array item is repeated once per image of one column; this one names {a:image[]} and {b:image[]}'],
+    [
+      'two image[] columns in one array item',
+      { pairs: [{ a: '{a:image[]}', b: '{b:image[]}' }] },
+      [],
+      '--input: at pairs[0]: an array item is repeated once per image of one column; this one names {a:image[]} and {b:image[]}',
+    ],
     ['a column read as an image and as text', { image: '{img:image}', note: '{img}' }, [], '--input: column "img" is read both as an image and as a value'],
     ['an --image-columns column the template does not use', { q: '{q}' }, ['pic'], '--image-columns names "pic", which --input does not use'],
     ['an --image-columns column read as a number', { n: '{img:int}' }, ['img'], '--input: at n: --image-columns names "img", but {img:int} reads it as int'],
@@ -131,7 +176,7 @@ describe('input templates: mistakes in the template itself', () => {
 });
 
 describe('prompt templates', () => {
-  it('fills the built-in endpoints\' prompt from other columns', async () => {
+  it("fills the built-in endpoints' prompt from other columns", async () => {
     const mapping = createRowMapping({ promptTemplate: 'Describe the {subject} in {style:text} style' });
     const llava = mapping.forEndpoint('fal-ai/llava-next');
     if ('reason' in llava) throw new Error(llava.reason);
@@ -154,23 +199,51 @@ describe('mapping settings (flags and config)', () => {
   const flags = (raw: RawFlags) => (): unknown => resolveConfig({}, overridesFrom(raw));
 
   it.each<[string, RawFlags, string]>([
-    ['--input that is not JSON', { input: "{'q': '{q}'}" }, 'Expected --input to be JSON, e.g. \'{"image_url":"{img:image}","prompt":"{q}"}\' (quoted for the shell), got "{\'q\': \'{q}\'}"'],
+    [
+      '--input that is not JSON',
+      { input: "{'q': '{q}'}" },
+      'Expected --input to be JSON, e.g. \'{"image_url":"{img:image}","prompt":"{q}"}\' (quoted for the shell), got "{\'q\': \'{q}\'}"',
+    ],
     ['--input that is JSON but not an object', { input: '"{q}"' }, 'Expected --input to be a JSON object'],
     ['--input with no placeholder', { input: '{"prompt":"hi"}' }, '--input names no manifest column'],
-    ['--output-field without --input', { outputField: 'description' }, '--output-field description needs --input: the built-in endpoints (fal-ai/llava-next, fal-ai/mantis-llava-7b-v11) answer in their "output" field'],
-    ['--output-field with an empty segment', { input: '{"q":"{q}"}', outputField: 'choices..text' }, 'Expected --output-field to be a field name or a dotted path like choices.0.text, got "choices..text"'],
+    [
+      '--output-field without --input',
+      { outputField: 'description' },
+      '--output-field description needs --input: the built-in endpoints (fal-ai/llava-next, fal-ai/mantis-llava-7b-v11) answer in their "output" field',
+    ],
+    [
+      '--output-field with an empty segment',
+      { input: '{"q":"{q}"}', outputField: 'choices..text' },
+      'Expected --output-field to be a field name or a dotted path like choices.0.text, got "choices..text"',
+    ],
     ['--image-columns without --input', { imageColumns: 'img' }, '--image-columns needs --input'],
-    ['--prompt-template with --input', { input: '{"q":"{q}"}', promptTemplate: 'Describe {x}' }, "--prompt-template fills the built-in endpoints' prompt; with --input, write the prompt in the template itself"],
+    [
+      '--prompt-template with --input',
+      { input: '{"q":"{q}"}', promptTemplate: 'Describe {x}' },
+      "--prompt-template fills the built-in endpoints' prompt; with --input, write the prompt in the template itself",
+    ],
     ['--prompt-template without placeholders', { promptTemplate: 'Describe it' }, '--prompt-template names no manifest column'],
-    ['--endpoint without a built-in mapping, and no --input', { endpoint: 'acme/vision' }, "--endpoint acme/vision has no built-in mapping (fal-ai/llava-next, fal-ai/mantis-llava-7b-v11 do); map the manifest's columns into its input with --input"],
+    [
+      '--endpoint without a built-in mapping, and no --input',
+      { endpoint: 'acme/vision' },
+      "--endpoint acme/vision has no built-in mapping (fal-ai/llava-next, fal-ai/mantis-llava-7b-v11 do); map the manifest's columns into its input with --input",
+    ],
   ])('refuses %s, naming the flag', (_title, raw, message) => {
     expect(flags(raw)).toThrow(ConfigError);
     expect(flags(raw)).toThrow(message);
   });
 
   it('accepts a full mapping, and --output-field output on a built-in endpoint', () => {
-    const config = resolveConfig({}, overridesFrom({ endpoint: 'acme/vision', input: '{"image":"{img}","question":"{q}","seed":42}', imageColumns: 'img, ', outputField: 'result.text' }));
-    expect(config).toMatchObject({ endpoint: 'acme/vision', input: { image: '{img}', question: '{q}', seed: 42 }, imageColumns: ['img'], outputField: 'result.text' });
+    const config = resolveConfig(
+      {},
+      overridesFrom({ endpoint: 'acme/vision', input: '{"image":"{img}","question":"{q}","seed":42}', imageColumns: 'img, ', outputField: 'result.text' }),
+    );
+    expect(config).toMatchObject({
+      endpoint: 'acme/vision',
+      input: { image: '{img}', question: '{q}', seed: 42 },
+      imageColumns: ['img'],
+      outputField: 'result.text',
+    });
     expect(resolveConfig({}, { outputField: 'output' }).outputField).toBe('output');
   });
 });
@@ -207,7 +280,13 @@ describe('validateRow with an --input mapping', () => {
     const mapping = mappingOf({ image: '{img}', question: '{q}', seed: '{seed:int?}' });
     const verdict = await validateRow(record(['', 'a.png', 'What?', '7', 'hello']), ctxFor(mapping));
     if (!verdict.ok) throw new Error(verdict.rejected.reason);
-    expect(verdict.row).toMatchObject({ endpoint: 'acme/describe', input: { image: 'ref:a.png', question: 'What?', seed: 7 }, outputField: 'output', imageDisplay: 'a.png', localImages: ['/data/a.png'] });
+    expect(verdict.row).toMatchObject({
+      endpoint: 'acme/describe',
+      input: { image: 'ref:a.png', question: 'What?', seed: 7 },
+      outputField: 'output',
+      imageDisplay: 'a.png',
+      localImages: ['/data/a.png'],
+    });
     // q and seed are read and carried; the image column is shown as image_url.
     expect(verdict.row.extras).toEqual(['What?', '7', 'hello']);
     const fingerprints = new Set<string>();

@@ -32,7 +32,13 @@ function encodeField(value: string): string {
 }
 
 /** Field text: any characters, commas, quotes and line breaks included. */
-const field = fc.string({ unit: fc.oneof(fc.constantFrom(',', '"', '\n', '\r\n', '\r', ' ', '\t', 'é', '日', '\uFEFF'), fc.string({ minLength: 1, maxLength: 1, unit: 'grapheme-ascii' })), maxLength: 12 });
+const field = fc.string({
+  unit: fc.oneof(
+    fc.constantFrom(',', '"', '\n', '\r\n', '\r', ' ', '\t', 'é', '日', '\uFEFF'),
+    fc.string({ minLength: 1, maxLength: 1, unit: 'grapheme-ascii' }),
+  ),
+  maxLength: 12,
+});
 /**
  * One physical line that is not valid CSV in any context: a quote inside an unquoted field, or text
  * after a closing quote. (A line that only opens a quote is not one of them: with what follows it,
@@ -63,31 +69,36 @@ describe('the manifest reader under fuzzing', () => {
       { weight: 1, arbitrary: badLine.map((line) => ({ kind: 'bad' as const, line })) },
     );
     await fc.assert(
-      fc.asyncProperty(fc.array(item, { maxLength: 25 }), fc.constantFrom('\n', '\r\n'), fc.array(fc.integer({ min: 1, max: 30 }), { maxLength: 10 }), async (items, eol, sizes) => {
-        let line = 2;
-        const expectedGood: Array<{ line: number; fields: string[] }> = [];
-        const expectedBad: number[] = [];
-        const text = ['h1,h2'];
-        for (const entry of items) {
-          if (entry.kind === 'bad') {
-            expectedBad.push(line);
-            text.push(entry.line);
-            line += 1;
-            continue;
+      fc.asyncProperty(
+        fc.array(item, { maxLength: 25 }),
+        fc.constantFrom('\n', '\r\n'),
+        fc.array(fc.integer({ min: 1, max: 30 }), { maxLength: 10 }),
+        async (items, eol, sizes) => {
+          let line = 2;
+          const expectedGood: Array<{ line: number; fields: string[] }> = [];
+          const expectedBad: number[] = [];
+          const text = ['h1,h2'];
+          for (const entry of items) {
+            if (entry.kind === 'bad') {
+              expectedBad.push(line);
+              text.push(entry.line);
+              line += 1;
+              continue;
+            }
+            const encoded = entry.fields.map(encodeField).join(',');
+            if (entry.fields.every((f) => f.trim() === '') && !encoded.includes('"')) continue; // a blank line, skipped by design
+            // Line breaks inside quoted fields come back as \n, whichever the file used.
+            expectedGood.push({ line, fields: entry.fields.map((f) => f.replace(/\r\n?/g, '\n')) });
+            text.push(encoded);
+            line += encoded.split(/\r\n|\r|\n/).length;
           }
-          const encoded = entry.fields.map(encodeField).join(',');
-          if (entry.fields.every((f) => f.trim() === '') && !encoded.includes('"')) continue; // a blank line, skipped by design
-          // Line breaks inside quoted fields come back as \n, whichever the file used.
-          expectedGood.push({ line, fields: entry.fields.map((f) => f.replace(/\r\n?/g, '\n')) });
-          text.push(encoded);
-          line += encoded.split(/\r\n|\r|\n/).length;
-        }
-        const bytes = Buffer.from(text.join(eol) + eol, 'utf8');
-        const records = (await collect(chunked(bytes, sizes))).slice(1);
-        const good = records.filter((r): r is { line: number; fields: string[] } => 'fields' in r);
-        expect(good).toEqual(expectedGood);
-        expect(records.filter((r) => 'error' in r).map((r) => r.line)).toEqual(expectedBad);
-      }),
+          const bytes = Buffer.from(text.join(eol) + eol, 'utf8');
+          const records = (await collect(chunked(bytes, sizes))).slice(1);
+          const good = records.filter((r): r is { line: number; fields: string[] } => 'fields' in r);
+          expect(good).toEqual(expectedGood);
+          expect(records.filter((r) => 'error' in r).map((r) => r.line)).toEqual(expectedBad);
+        },
+      ),
       { numRuns: 400 },
     );
   });
@@ -105,10 +116,32 @@ describe('row validation under fuzzing', () => {
   const dir = mkdtempSync(join(tmpdir(), 'falbatch-fuzz-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const columns = mapColumns(['id', 'image_url', 'prompt', 'endpoint', 'max_tokens', 'temperature', 'top_p', 'extra'], 'fuzz.csv');
-  const ctx = { columns, defaultEndpoint: 'fal-ai/llava-next', images: createImageResolver({ files: new LocalImageReader(dir, 1024), maxImageBytes: 1024 }), maxPromptChars: 20_000 };
+  const ctx = {
+    columns,
+    defaultEndpoint: 'fal-ai/llava-next',
+    images: createImageResolver({ files: new LocalImageReader(dir, 1024), maxImageBytes: 1024 }),
+    maxPromptChars: 20_000,
+  };
   const cell = fc.oneof(
     fc.string({ maxLength: 40 }),
-    fc.constantFrom('', ' ', '0', '-1', '1e309', 'NaN', '0.5', '64', '1.0000001', 'https://example.com/a.png', 'data:image/png;base64,iVBORw0KGgo=', '../../etc/passwd', '/etc/passwd', 'a|b', 'fal-ai/mantis-llava-7b-v11', 'x'.repeat(300)),
+    fc.constantFrom(
+      '',
+      ' ',
+      '0',
+      '-1',
+      '1e309',
+      'NaN',
+      '0.5',
+      '64',
+      '1.0000001',
+      'https://example.com/a.png',
+      'data:image/png;base64,iVBORw0KGgo=',
+      '../../etc/passwd',
+      '/etc/passwd',
+      'a|b',
+      'fal-ai/mantis-llava-7b-v11',
+      'x'.repeat(300),
+    ),
   );
 
   it('never throws: every row is accepted with a complete input, or rejected with a reason on its line', async () => {

@@ -131,7 +131,12 @@ describe('progress lines and bars', () => {
     now = 16_000;
     view.finish([status({ ok: 4, failed: 0, pending: 0, finished: true })]);
     view.finish([status()]);
-    expect(io.err.split('\n').filter(Boolean).map((l) => l.replace(/ done.*/, ''))).toEqual(['[0ms] photos-1a2b3c4d: 0/4', '[15s] photos-1a2b3c4d: 2/4', '[16s] photos-1a2b3c4d: 4/4']);
+    expect(
+      io.err
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.replace(/ done.*/, '')),
+    ).toEqual(['[0ms] photos-1a2b3c4d: 0/4', '[15s] photos-1a2b3c4d: 2/4', '[16s] photos-1a2b3c4d: 4/4']);
     expect(io.err).not.toContain('\x1b');
   });
 
@@ -164,7 +169,10 @@ describe('progress lines and bars', () => {
     now = 2000;
     one.show([status({ ok: 3, pending: 0 })]);
     one.finish();
-    const snapshots = io.out.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const snapshots = io.out
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(snapshots.map((s) => [s['event'], s['final'], s['ok']])).toEqual([
       ['progress', false, 2],
       ['progress', false, 3],
@@ -188,7 +196,11 @@ describe('progress lines and bars', () => {
     view.finish([status({ ok: 3, failed: 1, pending: 0, inFlight: 0, finished: true })]);
     view.stderr('after\n');
     const lines = screen(io.err).filter(Boolean);
-    expect(lines).toEqual(['12:00:00 warn  row failed: boom', expect.stringMatching(/^photos-1a2b3c4d \[█+\] 4\/4 done, 1 failed \| finished \| 12\.0 rows\/min \| 2\.5s billed$/), 'after']);
+    expect(lines).toEqual([
+      '12:00:00 warn  row failed: boom',
+      expect.stringMatching(/^photos-1a2b3c4d \[█+\] 4\/4 done, 1 failed \| finished \| 12\.0 rows\/min \| 2\.5s billed$/),
+      'after',
+    ]);
     expect(io.out).toBe('');
   });
 

@@ -121,7 +121,9 @@ describe('readRecords', () => {
     expect(records[2]).toEqual({ line: 3, fields: ['last.png', 'next row'] });
   });
 
-  it('skips a line longer than maxRecordBytes without holding it, reports it on its line with the limit and the flag, and reads on', { timeout: 20_000 }, async () => {
+  it('skips a line longer than maxRecordBytes without holding it, reports it on its line with the limit and the flag, and reads on', {
+    timeout: 20_000,
+  }, async () => {
     const block = Buffer.alloc(MiB, 'a');
     let peak = 0;
     const start = process.memoryUsage();
@@ -139,7 +141,11 @@ describe('readRecords', () => {
     expect(records).toEqual([
       { line: 1, fields: ['h', 'p'] },
       { line: 2, fields: ['first.png', 'ok'] },
-      { line: 3, error: expect.stringMatching(/the line is 256\.0 MiB long, over the limit of 16\.0 MiB \(--max-record-bytes\); it was skipped/), leading: ['huge.png'] },
+      {
+        line: 3,
+        error: expect.stringMatching(/the line is 256\.0 MiB long, over the limit of 16\.0 MiB \(--max-record-bytes\); it was skipped/),
+        leading: ['huge.png'],
+      },
       { line: 4, fields: ['after.png', 'still read'] },
     ]);
     expect(peak).toBeLessThan(64 * MiB);
@@ -244,7 +250,12 @@ describe('readRecords', () => {
     const text = ['image_url,prompt', 'a.png,describe the 5" screen', 'b.png,good', 'c.png,say "hi" please', 'd.png,good', ''].join('\n');
     expect(await read(text)).toEqual([
       { line: 1, fields: ['image_url', 'prompt'] },
-      { line: 2, error: expect.stringMatching(/a stray quote \("\) in an unquoted field on line 2 \(character 21\): wrap the field in quotes and double the quotes inside it/) },
+      {
+        line: 2,
+        error: expect.stringMatching(
+          /a stray quote \("\) in an unquoted field on line 2 \(character 21\): wrap the field in quotes and double the quotes inside it/,
+        ),
+      },
       { line: 3, fields: ['b.png', 'good'] },
       { line: 4, error: expect.stringMatching(/a stray quote \("\) in an unquoted field on line 4 \(character 11\)/) },
       { line: 5, fields: ['d.png', 'good'] },
@@ -255,7 +266,12 @@ describe('readRecords', () => {
     const text = ['image_url,prompt', 'a.png,"one', 'b.png,good', 'c.png,a 5" screen', 'd.png,good', ''].join('\n');
     expect(await read(text, 3)).toEqual([
       { line: 1, fields: ['image_url', 'prompt'] },
-      { line: 2, error: expect.stringMatching(/a quoted field opened on line 2 \(character 7\) runs on to line 4, where text follows a closing quote; if that quote was not meant to span lines, close it on line 2/) },
+      {
+        line: 2,
+        error: expect.stringMatching(
+          /a quoted field opened on line 2 \(character 7\) runs on to line 4, where text follows a closing quote; if that quote was not meant to span lines, close it on line 2/,
+        ),
+      },
       { line: 3, fields: ['b.png', 'good'] },
       { line: 4, error: expect.stringMatching(/a stray quote \("\) in an unquoted field on line 4 \(character 10\)/) },
       { line: 5, fields: ['d.png', 'good'] },

@@ -22,7 +22,7 @@ describe('isRedisOutOfMemory', () => {
     [replyError(`${OOM} script: e6ce1418cf46, on @user_script:65.`), true],
     [replyError('EXECABORT Transaction discarded because of previous errors.', [replyError(OOM)]), true],
     [replyError('EXECABORT Transaction discarded because of previous errors.', [replyError('ERR wrong number of arguments')]), false],
-    [replyError('READONLY You can\'t write against a read only replica.'), false],
+    [replyError("READONLY You can't write against a read only replica."), false],
     [new Error('Connection is closed.'), false],
     [new RedisOutOfMemoryError(replyError(OOM)), true],
     ['OOM command not allowed', false],
@@ -86,7 +86,18 @@ describe('createRedisMemoryPause', () => {
     const clock = new ManualClock();
     const log = recordingLogger();
     const redis = { full: false };
-    const pause = createRedisMemoryPause({ probe: async () => void (redis.full && (() => { throw replyError(OOM); })()), clock, log, intervalMs: 100 });
+    const pause = createRedisMemoryPause({
+      probe: async () =>
+        void (
+          redis.full &&
+          (() => {
+            throw replyError(OOM);
+          })()
+        ),
+      clock,
+      log,
+      intervalMs: 100,
+    });
     pause.note(replyError(OOM));
     await clock.advance(100);
     return { clock, log, pause, redis };
@@ -127,7 +138,18 @@ describe('createRedisMemoryPause', () => {
   it('keepTrying writes again once Redis has room, and lets any other error through', async () => {
     const clock = new ManualClock();
     let full = true;
-    const pause = createRedisMemoryPause({ probe: async () => void (full && (() => { throw replyError(OOM); })()), clock, log: recordingLogger(), intervalMs: 100 });
+    const pause = createRedisMemoryPause({
+      probe: async () =>
+        void (
+          full &&
+          (() => {
+            throw replyError(OOM);
+          })()
+        ),
+      clock,
+      log: recordingLogger(),
+      intervalMs: 100,
+    });
     let writes = 0;
     const saved = pause.keepTrying(async () => {
       writes++;

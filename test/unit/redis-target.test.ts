@@ -68,7 +68,14 @@ describe('keySlot', () => {
   it('puts every key of a namespace in the slot of its queue name', () => {
     const keys = createKeyLayout('falbatch');
     const slot = keySlot('jobs');
-    for (const key of [keys.batches, keys.ledger('abc'), keys.batch('b').results, keys.job('b/k'), keys.jobLock('b/k'), `falbatch:${keys.ticksQueueName}:wait`]) {
+    for (const key of [
+      keys.batches,
+      keys.ledger('abc'),
+      keys.batch('b').results,
+      keys.job('b/k'),
+      keys.jobLock('b/k'),
+      `falbatch:${keys.ticksQueueName}:wait`,
+    ]) {
       expect(keySlot(key)).toBe(slot);
     }
     // The prefix is outside the hash tag: every namespace of the `jobs` queue shares that slot.

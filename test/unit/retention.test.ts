@@ -55,19 +55,24 @@ describe('formatRetention', () => {
   });
 
   it('time left, for people', () => {
-    expect([formatDuration(29 * DAY + 23 * HOUR + 59 * 60 * SECOND, 'left'), formatDuration(5 * HOUR + 12 * 60 * SECOND, 'left'), formatDuration(245 * SECOND, 'left'), formatDuration(400, 'left')]).toEqual([
-      '29d23h',
-      '5h12m',
-      '4m05s',
-      '1s',
-    ]);
+    expect([
+      formatDuration(29 * DAY + 23 * HOUR + 59 * 60 * SECOND, 'left'),
+      formatDuration(5 * HOUR + 12 * 60 * SECOND, 'left'),
+      formatDuration(245 * SECOND, 'left'),
+      formatDuration(400, 'left'),
+    ]).toEqual(['29d23h', '5h12m', '4m05s', '1s']);
   });
 });
 
 describe('retention in the batch meta and in scripts', () => {
   it('ms or forever, and nothing for a batch from before retention', () => {
     expect([retentionArg(DAY), retentionArg(FOREVER)]).toEqual(['86400000', 'forever']);
-    expect([retentionFromMeta('86400000'), retentionFromMeta('forever'), retentionFromMeta(undefined), retentionFromMeta('')]).toEqual([DAY, FOREVER, undefined, undefined]);
+    expect([retentionFromMeta('86400000'), retentionFromMeta('forever'), retentionFromMeta(undefined), retentionFromMeta('')]).toEqual([
+      DAY,
+      FOREVER,
+      undefined,
+      undefined,
+    ]);
   });
 });
 
@@ -79,7 +84,9 @@ describe('config', () => {
   it('takes forever and 1 s, and refuses less, or fractions', () => {
     expect(resolveConfig({}, { retentionMs: FOREVER }).retentionMs).toBe(FOREVER);
     expect(resolveConfig({}, { retentionMs: SECOND, unfinishedRetentionMs: 0 })).toMatchObject({ retentionMs: SECOND, unfinishedRetentionMs: 0 });
-    expect(() => resolveConfig({}, { retentionMs: 999 })).toThrow('Expected the retention to be a duration of at least 1s (e.g. 30d, 12h), or forever, got 999');
+    expect(() => resolveConfig({}, { retentionMs: 999 })).toThrow(
+      'Expected the retention to be a duration of at least 1s (e.g. 30d, 12h), or forever, got 999',
+    );
     expect(() => resolveConfig({}, { retentionMs: 1000.5 })).toThrow(ConfigError);
     expect(() => resolveConfig({}, { unfinishedRetentionMs: -1 })).toThrow('Expected unfinishedRetentionMs to be an integer');
   });

@@ -26,9 +26,26 @@ describe('the FAL_BASE_URL routing contract', () => {
       }
       return /(^|\.)fal\.(run|ai|media)$/i.test(at.hostname) ? `${base.replace(/\/+$/, '')}/${at.host}${at.pathname}${at.search}` : url;
     };
-    const host = fc.constantFrom('queue.fal.run', 'fal.run', 'rest.alpha.fal.ai', 'v3.fal.media', 'QUEUE.fal.run', 'example.com', 'queue.fal.run:443', 'a.fal.run:8443');
-    const segment = fc.oneof(fc.constantFrom('fal-ai', 'llava-next', 'requests', 'status', 'stream', '.', '..', '%2e%2E', '.x', 'a.', 'a b', 'é', '%20', "it's", ''), fc.webSegment());
-    const query = fc.oneof(fc.constant(''), fc.constant('?'), fc.constantFrom('?logs=0', "?q='x'", '?a b', '?x=%2e'), fc.webQueryParameters().map((q) => `?${q}`));
+    const host = fc.constantFrom(
+      'queue.fal.run',
+      'fal.run',
+      'rest.alpha.fal.ai',
+      'v3.fal.media',
+      'QUEUE.fal.run',
+      'example.com',
+      'queue.fal.run:443',
+      'a.fal.run:8443',
+    );
+    const segment = fc.oneof(
+      fc.constantFrom('fal-ai', 'llava-next', 'requests', 'status', 'stream', '.', '..', '%2e%2E', '.x', 'a.', 'a b', 'é', '%20', "it's", ''),
+      fc.webSegment(),
+    );
+    const query = fc.oneof(
+      fc.constant(''),
+      fc.constant('?'),
+      fc.constantFrom('?logs=0', "?q='x'", '?a b', '?x=%2e'),
+      fc.webQueryParameters().map((q) => `?${q}`),
+    );
     fc.assert(
       fc.property(host, fc.array(segment, { maxLength: 6 }), query, (h, segments, q) => {
         const url = `https://${h}${segments.map((s) => `/${s}`).join('')}${q}`;

@@ -16,7 +16,18 @@ const data: RowJobData = { b: 'b1', k: 'row-1', e: 'fal-ai/x', f: 'fp', in: { pr
 
 function facts(over: Partial<RowFacts> = {}): RowFacts {
   // Jitter at its top: the delays below are the policy's caps, exactly.
-  return { data, attempt: 1, maxAttempts: 5, now: NOW, aborted: false, cancelReason: undefined, config, scrub: (t) => t.replaceAll('SECRET', '***'), random: () => 1, ...over };
+  return {
+    data,
+    attempt: 1,
+    maxAttempts: 5,
+    now: NOW,
+    aborted: false,
+    cancelReason: undefined,
+    config,
+    scrub: (t) => t.replaceAll('SECRET', '***'),
+    random: () => 1,
+    ...over,
+  };
 }
 
 function http(status: number, phase: 'submit' | 'wait' | 'result', extra: Partial<FalHttpErrorDetails> = {}): AttemptError {
@@ -39,7 +50,10 @@ describe('decideRowAction: outcomes', () => {
 
   it('an identical row in flight, or a stalled delivery still submitting: come back later, no attempt spent', () => {
     expect(decideRowAction({ outcome: 'twin-in-flight' }, facts())).toEqual({ kind: 'come-back', at: NOW + 400 });
-    expect(decideRowAction({ outcome: 'submit-in-flight' }, facts({ config: { ...config, pollIntervalMs: 10 } }))).toEqual({ kind: 'come-back', at: NOW + 200 });
+    expect(decideRowAction({ outcome: 'submit-in-flight' }, facts({ config: { ...config, pollIntervalMs: 10 } }))).toEqual({
+      kind: 'come-back',
+      at: NOW + 200,
+    });
   });
 
   it('a batch whose retention ran out: its rows are dropped', () => {
@@ -47,12 +61,19 @@ describe('decideRowAction: outcomes', () => {
   });
 
   it('held by a pause or the spend cap: parked', () => {
-    expect(decideRowAction({ outcome: { held: { kind: 'paused', reason: 'paused by operator' } } }, facts())).toEqual({ kind: 'park', reason: 'paused by operator' });
+    expect(decideRowAction({ outcome: { held: { kind: 'paused', reason: 'paused by operator' } } }, facts())).toEqual({
+      kind: 'park',
+      reason: 'paused by operator',
+    });
     expect(decideRowAction({ outcome: { held: { kind: 'capped', reason: 'over $5' } } }, facts())).toEqual({ kind: 'park', reason: 'over $5' });
   });
 
   it('held by a cancel: ended as cancelled with the attempts made so far', () => {
-    expect(decideRowAction({ outcome: { held: { kind: 'cancelled', reason: 'stop' } } }, facts({ attempt: 3 }))).toEqual({ kind: 'end-cancelled', reason: 'stop', attempts: 2 });
+    expect(decideRowAction({ outcome: { held: { kind: 'cancelled', reason: 'stop' } } }, facts({ attempt: 3 }))).toEqual({
+      kind: 'end-cancelled',
+      reason: 'stop',
+      attempts: 2,
+    });
   });
 });
 
@@ -68,7 +89,11 @@ describe('decideRowAction: errors', () => {
   });
 
   it('aborted because its batch was cancelled: ended as cancelled, this attempt counted', () => {
-    expect(decideRowAction(err(new Error('aborted')), facts({ aborted: true, cancelReason: 'stop', attempt: 2 }))).toEqual({ kind: 'end-cancelled', reason: 'stop', attempts: 2 });
+    expect(decideRowAction(err(new Error('aborted')), facts({ aborted: true, cancelReason: 'stop', attempt: 2 }))).toEqual({
+      kind: 'end-cancelled',
+      reason: 'stop',
+      attempts: 2,
+    });
   });
 
   it('aborted by a shutdown past its grace: handed back', () => {
@@ -79,14 +104,26 @@ describe('decideRowAction: errors', () => {
 
   it('COMPLETED without a readable result, within --result-budget: read again later with backoff, state saved', () => {
     const state = { rid: 'r1', sub: NOW - 5000, rf: 3, ru: NOW - 1000, rs: '503:x' };
-    const action = decideRowAction(err(new ResultPendingError('fal 503 on result: x (fal said the request completed: its result will be read again)', state, NOW - 1000)), facts());
+    const action = decideRowAction(
+      err(new ResultPendingError('fal 503 on result: x (fal said the request completed: its result will be read again)', state, NOW - 1000)),
+      facts(),
+    );
     // Third failure in a row: 2 s · 2² = 8 s (jitter at its top).
-    expect(action).toEqual({ kind: 'reread', at: NOW + 8000, delayMs: 8000, state, reason: 'fal 503 on result: x (fal said the request completed: its result will be read again)' });
+    expect(action).toEqual({
+      kind: 'reread',
+      at: NOW + 8000,
+      delayMs: 8000,
+      state,
+      reason: 'fal 503 on result: x (fal said the request completed: its result will be read again)',
+    });
   });
 
   it('COMPLETED without a readable result past --result-budget: fails as result_unavailable, keeping its request', () => {
     const state = { rid: 'r1', sub: NOW - 5000, rf: 30, ru: NOW - 60 * MINUTE, rs: '503:x' };
-    const action = decideRowAction(err(new ResultPendingError('fal 503 SECRET (fal said the request completed: its result will be read again)', state, NOW - 60 * MINUTE)), facts());
+    const action = decideRowAction(
+      err(new ResultPendingError('fal 503 SECRET (fal said the request completed: its result will be read again)', state, NOW - 60 * MINUTE)),
+      facts(),
+    );
     expect(action).toMatchObject({ kind: 'fail', attempts: 1, timing: {}, state, verdict: { kind: 'permanent', errorType: 'result_unavailable' } });
     if (action.kind !== 'fail') throw new Error('unreachable');
     expect(action.verdict.reason).toBe(
@@ -96,12 +133,24 @@ describe('decideRowAction: errors', () => {
   });
 
   it('a transient error (5xx, transport) with attempts left: retried by BullMQ, Retry-After as a floor', () => {
-    expect(decideRowAction(err(http(503, 'submit', { retryAfterMs: 7000 })), facts({ attempt: 2 }))).toMatchObject({ kind: 'retry', attempt: 2, retryAfterMs: 7000, verdict: { kind: 'retry', errorType: 'http_503' } });
-    expect(decideRowAction(err(new AttemptError('submit', classifyFalError(new FalTransportError('submit', 'fal-ai/x', 'ECONNRESET', 'reset'), 'submit'))), facts())).toMatchObject({ kind: 'retry', verdict: { errorType: 'transport' } });
+    expect(decideRowAction(err(http(503, 'submit', { retryAfterMs: 7000 })), facts({ attempt: 2 }))).toMatchObject({
+      kind: 'retry',
+      attempt: 2,
+      retryAfterMs: 7000,
+      verdict: { kind: 'retry', errorType: 'http_503' },
+    });
+    expect(
+      decideRowAction(err(new AttemptError('submit', classifyFalError(new FalTransportError('submit', 'fal-ai/x', 'ECONNRESET', 'reset'), 'submit'))), facts()),
+    ).toMatchObject({ kind: 'retry', verdict: { errorType: 'transport' } });
   });
 
   it('a transient error on the last attempt: fails with its timing', () => {
-    expect(decideRowAction(err(http(503, 'wait')), facts({ attempt: 5 }))).toMatchObject({ kind: 'fail', attempts: 5, timing: { started_at: 5 }, verdict: { kind: 'retry', errorType: 'http_503' } });
+    expect(decideRowAction(err(http(503, 'wait')), facts({ attempt: 5 }))).toMatchObject({
+      kind: 'fail',
+      attempts: 5,
+      timing: { started_at: 5 },
+      verdict: { kind: 'retry', errorType: 'http_503' },
+    });
   });
 
   it('a permanent error (422): fails at once, fal message kept', () => {
@@ -139,6 +188,9 @@ describe('decideRowAction: errors', () => {
   });
 
   it.each([401, 402, 403])('account error %i (bad key, balance): the queue pauses, the row is not failed', (status) => {
-    expect(decideRowAction(err(http(status, 'submit')), facts({ attempt: 5 }))).toMatchObject({ kind: 'pause-queue', reason: expect.stringContaining('falbatch resume') });
+    expect(decideRowAction(err(http(status, 'submit')), facts({ attempt: 5 }))).toMatchObject({
+      kind: 'pause-queue',
+      reason: expect.stringContaining('falbatch resume'),
+    });
   });
 });

@@ -95,7 +95,11 @@ describe('missed ticks: those due while a late tick waited to run', () => {
     // 02:30 in Paris every day (00:30 UTC in summer): due 1 June, the next scheduled 4 June.
     const paris = Date.UTC(2026, 5, 1, 0, 30);
     const day = 24 * HOUR;
-    expect(missedTicks({ pattern: '30 2 * * *', tz: 'Europe/Paris' }, paris, paris + 3 * day)).toEqual({ times: [paris + day, paris + 2 * day], count: 2, more: false });
+    expect(missedTicks({ pattern: '30 2 * * *', tz: 'Europe/Paris' }, paris, paris + 3 * day)).toEqual({
+      times: [paris + day, paris + 2 * day],
+      count: 2,
+      more: false,
+    });
   });
 
   it('stops counting a cron schedule after 100 due times, saying there were more', () => {

@@ -32,7 +32,9 @@ describe('--concurrency', () => {
     expect(overridesFrom({ concurrency: '12' })).toMatchObject({ concurrency: 12, autoConcurrency: false });
     for (const bad of ['lots', '0', '-3', '2.5']) {
       expect(() => overridesFrom({ concurrency: bad })).toThrow(ConfigError);
-      expect(() => overridesFrom({ concurrency: bad })).toThrow(`Expected --concurrency to be auto (learn the account's fal concurrency, the default) or an integer ≥ 1, got "${bad}"`);
+      expect(() => overridesFrom({ concurrency: bad })).toThrow(
+        `Expected --concurrency to be auto (learn the account's fal concurrency, the default) or an integer ≥ 1, got "${bad}"`,
+      );
     }
   });
 });

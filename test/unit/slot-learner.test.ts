@@ -25,7 +25,7 @@ describe('headroom', () => {
 });
 
 describe('the slot learner', () => {
-  it('doubles from 4 (a new account\'s 2 slots and headroom) while every request starts at once, and learns 7 slots when requests wait while 7 run', () => {
+  it("doubles from 4 (a new account's 2 slots and headroom) while every request starts at once, and learns 7 slots when requests wait while 7 run", () => {
     const learner = createSlotLearner();
     expect(learner.current()).toMatchObject({ slots: undefined, target: 4 });
     drive(learner, () => 7, 0, 5000);

@@ -73,7 +73,13 @@ describe('detectImageType', () => {
     expect(await detectImageType(Buffer.from('id,caption\n1,hello\n'))).toEqual({ ok: false, found: 'text/plain' });
     expect(await detectImageType(Buffer.from('%PDF-1.7\n%\xe2\xe3\xcf\xd3\n', 'latin1'))).toEqual({ ok: false, found: 'application/pdf' });
     expect(await detectImageType(Buffer.from('RIFF\x24\x00\x00\x00WAVEfmt ', 'latin1'))).toEqual({ ok: false, found: 'audio/wav' });
-    expect(await detectImageType(await sharp({ create: { width: 4, height: 4, channels: 3, background: '#000' } }).tiff().toBuffer())).toEqual({ ok: false, found: 'image/tiff' });
+    expect(
+      await detectImageType(
+        await sharp({ create: { width: 4, height: 4, channels: 3, background: '#000' } })
+          .tiff()
+          .toBuffer(),
+      ),
+    ).toEqual({ ok: false, found: 'image/tiff' });
     expect(await detectImageType(Buffer.from([0x00, 0x01, 0xfe, 0xff, 0x80]))).toEqual({ ok: false, found: 'unrecognised binary data' });
     expect(await detectImageType(Buffer.alloc(0))).toEqual({ ok: false, found: 'empty' });
   });

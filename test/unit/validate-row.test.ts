@@ -21,7 +21,10 @@ const ctx: RowContext = {
 };
 
 function row(cells: Partial<Record<(typeof HEADER)[number], string>>): { line: number; fields: string[] } {
-  return { line: 7, fields: HEADER.map((name) => cells[name] ?? (name === 'image_url' ? 'https://example.com/a.png' : name === 'prompt' ? 'describe it' : '')) };
+  return {
+    line: 7,
+    fields: HEADER.map((name) => cells[name] ?? (name === 'image_url' ? 'https://example.com/a.png' : name === 'prompt' ? 'describe it' : '')),
+  };
 }
 
 function reason(verdict: RowVerdict): string {
@@ -61,7 +64,9 @@ describe('validateRow limits', () => {
     expect((await validateRow(row({ prompt: 'a'.repeat(20_000) }), ctx)).ok).toBe(true);
   });
 
-  it('rejects a 40 MB prompt read from a manifest: over the record limit by default, over the prompt limit when records may be that long', { timeout: 20_000 }, async () => {
+  it('rejects a 40 MB prompt read from a manifest: over the record limit by default, over the prompt limit when records may be that long', {
+    timeout: 20_000,
+  }, async () => {
     const text = `image_url,prompt\nhttps://example.com/a.png,${'p'.repeat(40_000_000)}\nhttps://example.com/b.png,next\n`;
     expect(await verdicts(text)).toEqual([
       { line: 2, ok: false, reason: expect.stringMatching(/over the limit of 16\.0 MiB \(--max-record-bytes\)/) },

@@ -12,7 +12,9 @@ function credentialsFrom(flags: DashboardFlags, env: CliIo['env']): DashboardCre
   const password = flags.password ?? env['FALBATCH_DASHBOARD_PASSWORD'];
   if (user === undefined && password === undefined) return undefined;
   if (user === undefined || password === undefined) {
-    throw new ConfigError(`Expected a dashboard user and a password together, got only the ${user === undefined ? 'password' : 'user'} (--user/--password, or FALBATCH_DASHBOARD_USER/FALBATCH_DASHBOARD_PASSWORD)`);
+    throw new ConfigError(
+      `Expected a dashboard user and a password together, got only the ${user === undefined ? 'password' : 'user'} (--user/--password, or FALBATCH_DASHBOARD_USER/FALBATCH_DASHBOARD_PASSWORD)`,
+    );
   }
   return { user, password };
 }
@@ -31,10 +33,14 @@ export async function dashboardAction(io: CliIo, exit: (code: number) => void, f
     const ticks = openTicksQueue(ctx);
     const dashboard = await startDashboard(ctx, {
       ...options,
-      queues: [{ queue: ticks, displayName: `schedule ticks (${ctx.config.prefix})`, description: 'one job per due tick of each schedule (falbatch schedule add)' }],
+      queues: [
+        { queue: ticks, displayName: `schedule ticks (${ctx.config.prefix})`, description: 'one job per due tick of each schedule (falbatch schedule add)' },
+      ],
     });
     io.stdout(`${dashboard.url}\n`);
-    log.info(`dashboard at ${dashboard.url} (Bull Board at ${dashboard.url}/queues)${credentials ? ', basic auth on' : ''}${options.allowRetry ? ', retries allowed' : ', read-only'}`);
+    log.info(
+      `dashboard at ${dashboard.url} (Bull Board at ${dashboard.url}/queues)${credentials ? ', basic auth on' : ''}${options.allowRetry ? ', retries allowed' : ', read-only'}`,
+    );
     await new Promise<void>((resolve) => {
       if (io.signal.aborted) resolve();
       io.signal.addEventListener('abort', () => resolve(), { once: true });

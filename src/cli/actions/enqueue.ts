@@ -19,7 +19,16 @@ export async function enqueueAction(io: CliIo, exit: (code: number) => void, man
     const price = flags.maxSpend === undefined ? undefined : (await resolvePrice(ctx.config, ctx.config.endpoint)).price;
     const settings = batchSettingsFrom(flags, price);
     step(`enqueueing ${manifest}`);
-    const summary = await enqueueManifest(ctx, { manifest, batch: flags.batch, prompt: flags.prompt, captions: captionsFrom(flags), strict: flags.strict ?? false, signal: io.signal, settings, retentionMs: retentionFrom(flags) });
+    const summary = await enqueueManifest(ctx, {
+      manifest,
+      batch: flags.batch,
+      prompt: flags.prompt,
+      captions: captionsFrom(flags),
+      strict: flags.strict ?? false,
+      signal: io.signal,
+      settings,
+      retentionMs: retentionFrom(flags),
+    });
     if (flags.json) io.stdout(`${JSON.stringify(summary)}\n`);
     else {
       io.stdout(enqueueReport(summary));

@@ -12,13 +12,15 @@ import { captionsFrom, hfMetadataFrom } from '../shared-options.js';
 import type { ExportFlags } from '../commands/export.js';
 
 export async function exportAction(io: CliIo, exit: (code: number) => void, { wait, ...flags }: ExportFlags): Promise<void> {
-  if (flags.out === undefined && !captionsFrom(flags)) throw new ConfigError('export needs --out FILE (.csv, .jsonl or .parquet), or --captions to write caption files beside the images, or both');
+  if (flags.out === undefined && !captionsFrom(flags))
+    throw new ConfigError('export needs --out FILE (.csv, .jsonl or .parquet), or --captions to write caption files beside the images, or both');
   const hfMetadata = hfMetadataFrom(flags);
   if (hfMetadata && flags.out === undefined) throw new ConfigError('--hf-metadata goes with --out FILE: the report beside it says what metadata.jsonl holds');
   await withSession(io, flags, {}, async ({ ctx }) => {
     if (wait) {
       const status = await waitForBatch(ctx, flags.batch, { signal: io.signal, intervalMs: 500 });
-      if (status.paused !== undefined) throw new ConfigError(`batch ${flags.batch} cannot finish: ${status.pausedBy === 'spend-cap' ? '' : 'the queue is paused: '}${status.paused}`);
+      if (status.paused !== undefined)
+        throw new ConfigError(`batch ${flags.batch} cannot finish: ${status.pausedBy === 'spend-cap' ? '' : 'the queue is paused: '}${status.paused}`);
     }
     const meta = await readBatchMeta(ctx.redis, ctx.keys, flags.batch);
     const { price } = await resolvePrice(ctx.config, meta?.defaultEndpoint || ctx.config.endpoint);
@@ -36,7 +38,13 @@ export async function exportAction(io: CliIo, exit: (code: number) => void, { wa
     const summary =
       flags.out === undefined
         ? undefined
-        : await exportResults(ctx, { batch: flags.batch, out: flags.out, ...(hfMetadata ? { hfMetadata } : {}), ...(price ? { price } : {}), ...(captions ? { captionExt: captions.ext } : {}) });
+        : await exportResults(ctx, {
+            batch: flags.batch,
+            out: flags.out,
+            ...(hfMetadata ? { hfMetadata } : {}),
+            ...(price ? { price } : {}),
+            ...(captions ? { captionExt: captions.ext } : {}),
+          });
     if (summary) io.stdout(exportReport(summary));
     if (written) {
       io.stdout(captionsReport(written));

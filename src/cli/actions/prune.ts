@@ -20,22 +20,30 @@ function batchReport(summary: PruneBatchSummary): string {
       : `ledger: ${plural(summary.ledgerKept, 'paid answer')} kept for identical rows of other batches, until their own retention runs out (--ledger drops them)`,
   ];
   if (summary.producerStopped) lines.push('the producer that was enqueueing it stops at its next chunk');
-  if (summary.inFlight > 0) lines.push(`${plural(summary.inFlight, 'row')} in flight left to their workers: they end without being recorded (answers they pay for go to the ledger)`);
+  if (summary.inFlight > 0)
+    lines.push(`${plural(summary.inFlight, 'row')} in flight left to their workers: they end without being recorded (answers they pay for go to the ledger)`);
   return `${lines.join('\n')}\n`;
 }
 
 function expiredReport(summary: PruneExpiredSummary, defaultRetention: number): string {
   const lines = [
-    summary.expired.length === 0 ? 'no expired batches on the list' : `${plural(summary.expired.length, 'expired batch')} off the list: ${summary.expired.join(', ')}`,
+    summary.expired.length === 0
+      ? 'no expired batches on the list'
+      : `${plural(summary.expired.length, 'expired batch')} off the list: ${summary.expired.join(', ')}`,
     `${plural(summary.orphanJobs, 'queue job')} of batches that are gone removed`,
   ];
-  if (summary.migrated.length > 0) lines.push(`${plural(summary.migrated.length, 'batch')} from before retention now kept ${formatRetention(defaultRetention)} from now: ${summary.migrated.join(', ')}`);
-  if (summary.ledgerMigrated > 0) lines.push(`${plural(summary.ledgerMigrated, 'paid answer')} of the old ledger moved to keys that expire in ${formatRetention(defaultRetention)}`);
+  if (summary.migrated.length > 0)
+    lines.push(
+      `${plural(summary.migrated.length, 'batch')} from before retention now kept ${formatRetention(defaultRetention)} from now: ${summary.migrated.join(', ')}`,
+    );
+  if (summary.ledgerMigrated > 0)
+    lines.push(`${plural(summary.ledgerMigrated, 'paid answer')} of the old ledger moved to keys that expire in ${formatRetention(defaultRetention)}`);
   return `${lines.join('\n')}\n`;
 }
 
 export async function pruneAction(io: CliIo, exit: (code: number) => void, flags: PruneFlags): Promise<void> {
-  if ((flags.batch === undefined) === (flags.expired !== true)) throw new ConfigError('Expected either --batch NAME (drop that batch now) or --expired (remove what has expired), not both or neither');
+  if ((flags.batch === undefined) === (flags.expired !== true))
+    throw new ConfigError('Expected either --batch NAME (drop that batch now) or --expired (remove what has expired), not both or neither');
   if (flags.expired && (flags.force || flags.ledger)) throw new ConfigError('--force and --ledger only apply with --batch');
   await withSession(io, flags, {}, async ({ ctx, config }) => {
     if (flags.batch !== undefined) {

@@ -10,7 +10,8 @@ import { withSession } from '../session.js';
 import type { ResumeFlags } from '../commands/resume.js';
 
 export async function resumeAction(io: CliIo, exit: (code: number) => void, flags: ResumeFlags): Promise<void> {
-  const maxSpend = flags.maxSpend === undefined ? undefined : flags.maxSpend.trim() === 'none' ? ('none' as const) : parseMaxSpend('--max-spend', flags.maxSpend);
+  const maxSpend =
+    flags.maxSpend === undefined ? undefined : flags.maxSpend.trim() === 'none' ? ('none' as const) : parseMaxSpend('--max-spend', flags.maxSpend);
   if (flags.batch === undefined && maxSpend !== undefined) throw new ConfigError('--max-spend applies to a batch: add --batch NAME');
   await withSession(io, flags, {}, async ({ ctx, config }) => {
     if (flags.batch === undefined) {
@@ -35,7 +36,8 @@ export async function resumeAction(io: CliIo, exit: (code: number) => void, flag
       const was = summary.previous === 'running' ? '' : summary.previous === 'cancelled' ? ' (cancel lifted: rows not yet ended go on)' : ' (pause lifted)';
       const cap = summary.cap ? `; spend cap ${formatCap(summary.cap)}` : maxSpend === 'none' ? '; no spend cap' : '';
       io.stdout(`batch ${batch}${was}: ${summary.woken} parked rows back in the queue${cap}\n`);
-      if (summary.previous === 'cancelled') io.stderr(`Rows already cancelled stay so: \`falbatch retry --batch ${batch} --error cancelled\` runs them again.\n`);
+      if (summary.previous === 'cancelled')
+        io.stderr(`Rows already cancelled stay so: \`falbatch retry --batch ${batch} --error cancelled\` runs them again.\n`);
       if (summary.held) io.stderr(`falbatch: batch ${batch} is still held: ${summary.held.reason}\n`);
       if (queue) io.stderr(`falbatch: the whole queue is paused too (${queue.reason}): \`falbatch resume\` lifts that.\n`);
     }

@@ -16,7 +16,9 @@ export async function retryAction(io: CliIo, exit: (code: number) => void, flags
           '\n',
       );
       if (summary.missing > 0) {
-        io.stderr(`${summary.missing} ${which} could not be requeued: their queue jobs were already cleaned up (failed jobs are kept for the batch's retention, at most the newest 10,000).\n`);
+        io.stderr(
+          `${summary.missing} ${which} could not be requeued: their queue jobs were already cleaned up (failed jobs are kept for the batch's retention, at most the newest 10,000).\n`,
+        );
       }
       if (summary.requeued > 0) io.stderr('Workers (`falbatch work`) process them; `falbatch run` on the same manifest does too.\n');
       if (summary.uncancelled) io.stderr(`Batch ${summary.batch} was cancelled: the cancel is lifted.\n`);

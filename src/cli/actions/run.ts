@@ -30,65 +30,74 @@ export async function runAction(io: CliIo, exit: (code: number) => void, manifes
   const print = (event: string, value: object, text: string): void => io.stdout(json ? `${JSON.stringify({ event, ...value })}\n` : text);
   // A dry run calls nothing: it needs no key (fal's pricing API is asked only when there is one).
   // Log lines go through the progress view: above the bar while it is drawn.
-  await withSession({ ...io, stderr: progress.stderr }, flags, { callsFal: !flags.dryRun, emulate: flags.emulate ?? false }, async ({ ctx, emulated, step, log }) => {
-    if (flags.dryRun) {
-      step(`reading ${manifest} (dry run)`);
-      exit(await dryRun(io, ctx, { manifest, batch: flags.batch, prompt: flags.prompt, captions }, flags.json ?? false));
-      return;
-    }
-    const { price, note } = await resolvePrice(ctx.config, ctx.config.endpoint);
-    if (note !== undefined) log.info(`cost estimate: ${note}`);
-    // --priority, --fal-priority, --max-spend (measured with the same price as the report's cost).
-    const settings = batchSettingsFrom(flags, price);
-    checkBatchSettings(settings);
-    const summary = await runBatch(ctx, {
-      settings,
-      retentionMs: retentionFrom(flags),
-      manifest,
-      out,
-      batch: flags.batch,
-      prompt: flags.prompt,
-      captions,
-      hfMetadata: hfMetadataFrom(flags),
-      ...(price ? { price } : {}),
-      strict: flags.strict ?? false,
-      signal: io.signal,
-      onStep: step,
-      onEnqueued: (enqueued) => {
-        io.mark?.('enqueued');
-        print('enqueued', enqueued, enqueueReport(enqueued));
-        io.stderr(rowNotices(enqueued));
-      },
-      onStatus: (status) => progress.show([status]),
-    }).catch((error: unknown) => {
-      progress.finish();
-      throw error;
-    });
-    io.mark?.('exported');
-    progress.finish([summary.status]);
-    print('exported', summary.export, exportReport(summary.export));
-    if (summary.captions) print('captions', summary.captions, captionsReport(summary.captions));
-    if (emulated) (json ? io.stderr : io.stdout)('(emulated: these answers come from the local fal emulator, not from fal.ai)\n');
-    if (summary.stopped === 'paused' && summary.status.pausedBy === 'spend-cap') {
-      io.stderr(`falbatch: batch ${summary.enqueue.batch} stopped: ${summary.status.paused ?? ''}, then run this command again to finish it (nothing is paid twice).\n`);
-      exit(EXIT.fatal);
-      return;
-    }
-    if (summary.stopped === 'paused') {
-      io.stderr(`falbatch: the queue is paused: ${summary.status.paused ?? ''}\nNothing is lost: after fixing it, run \`falbatch resume\` and this command again.\n`);
-      exit(EXIT.fatal);
-      return;
-    }
-    if (summary.stopped === 'interrupted') {
-      io.stderr(`falbatch: interrupted; rows done so far are in ${resolve(out)}. Run the same command again to finish the batch (nothing is paid twice).\n`);
-      exit(EXIT.interrupted);
-      return;
-    }
-    if (summary.captions && summary.captions.failedCount > 0) {
-      io.stderr(captionFailures(summary.captions, summary.enqueue.batch, flags));
-      exit(EXIT.resultsNotWritten);
-      return;
-    }
-    exit(summary.export.failed + summary.export.rejected > 0 ? EXIT.rowsFailed : EXIT.ok);
-  });
+  await withSession(
+    { ...io, stderr: progress.stderr },
+    flags,
+    { callsFal: !flags.dryRun, emulate: flags.emulate ?? false },
+    async ({ ctx, emulated, step, log }) => {
+      if (flags.dryRun) {
+        step(`reading ${manifest} (dry run)`);
+        exit(await dryRun(io, ctx, { manifest, batch: flags.batch, prompt: flags.prompt, captions }, flags.json ?? false));
+        return;
+      }
+      const { price, note } = await resolvePrice(ctx.config, ctx.config.endpoint);
+      if (note !== undefined) log.info(`cost estimate: ${note}`);
+      // --priority, --fal-priority, --max-spend (measured with the same price as the report's cost).
+      const settings = batchSettingsFrom(flags, price);
+      checkBatchSettings(settings);
+      const summary = await runBatch(ctx, {
+        settings,
+        retentionMs: retentionFrom(flags),
+        manifest,
+        out,
+        batch: flags.batch,
+        prompt: flags.prompt,
+        captions,
+        hfMetadata: hfMetadataFrom(flags),
+        ...(price ? { price } : {}),
+        strict: flags.strict ?? false,
+        signal: io.signal,
+        onStep: step,
+        onEnqueued: (enqueued) => {
+          io.mark?.('enqueued');
+          print('enqueued', enqueued, enqueueReport(enqueued));
+          io.stderr(rowNotices(enqueued));
+        },
+        onStatus: (status) => progress.show([status]),
+      }).catch((error: unknown) => {
+        progress.finish();
+        throw error;
+      });
+      io.mark?.('exported');
+      progress.finish([summary.status]);
+      print('exported', summary.export, exportReport(summary.export));
+      if (summary.captions) print('captions', summary.captions, captionsReport(summary.captions));
+      if (emulated) (json ? io.stderr : io.stdout)('(emulated: these answers come from the local fal emulator, not from fal.ai)\n');
+      if (summary.stopped === 'paused' && summary.status.pausedBy === 'spend-cap') {
+        io.stderr(
+          `falbatch: batch ${summary.enqueue.batch} stopped: ${summary.status.paused ?? ''}, then run this command again to finish it (nothing is paid twice).\n`,
+        );
+        exit(EXIT.fatal);
+        return;
+      }
+      if (summary.stopped === 'paused') {
+        io.stderr(
+          `falbatch: the queue is paused: ${summary.status.paused ?? ''}\nNothing is lost: after fixing it, run \`falbatch resume\` and this command again.\n`,
+        );
+        exit(EXIT.fatal);
+        return;
+      }
+      if (summary.stopped === 'interrupted') {
+        io.stderr(`falbatch: interrupted; rows done so far are in ${resolve(out)}. Run the same command again to finish the batch (nothing is paid twice).\n`);
+        exit(EXIT.interrupted);
+        return;
+      }
+      if (summary.captions && summary.captions.failedCount > 0) {
+        io.stderr(captionFailures(summary.captions, summary.enqueue.batch, flags));
+        exit(EXIT.resultsNotWritten);
+        return;
+      }
+      exit(summary.export.failed + summary.export.rejected > 0 ? EXIT.rowsFailed : EXIT.ok);
+    },
+  );
 }

@@ -3,7 +3,17 @@ import { durationOption, integerOption } from '../../config.js';
 import { ConfigError, EXIT } from '../../errors.js';
 import { displayUrl, isManifestUrl } from '../../manifest/fetch-manifest.js';
 import { formatBytes } from '../../manifest/format-bytes.js';
-import { addSchedule, listSchedules, parseEvery, removeSchedule, SCHEDULE_SETTINGS, TICK_HISTORY, type Schedule, type ScheduleSettings, type TickRecord } from '../../ops/schedules.js';
+import {
+  addSchedule,
+  listSchedules,
+  parseEvery,
+  removeSchedule,
+  SCHEDULE_SETTINGS,
+  TICK_HISTORY,
+  type Schedule,
+  type ScheduleSettings,
+  type TickRecord,
+} from '../../ops/schedules.js';
 import { formatDuration } from '../../time.js';
 import type { AddFlags, ListFlags } from '../commands/schedule.js';
 import type { CliIo } from '../io.js';
@@ -48,7 +58,10 @@ export function scheduleReport(schedules: Schedule[], now: number, ticks: number
   const lines: string[] = [];
   for (const schedule of schedules) {
     // A tick long overdue means no work process takes it.
-    const overdue = schedule.next !== undefined && now - schedule.next > OVERDUE_MS ? ': overdue, is a `falbatch work` process running (same REDIS_URL, --prefix, and without --no-schedules)?' : '';
+    const overdue =
+      schedule.next !== undefined && now - schedule.next > OVERDUE_MS
+        ? ': overdue, is a `falbatch work` process running (same REDIS_URL, --prefix, and without --no-schedules)?'
+        : '';
     lines.push(`schedule ${schedule.name}: ${timingOf(schedule)}, next tick ${when(schedule.next, now)}${overdue}`);
     lines.push(`  manifest   ${shownManifest(schedule)} -> batch ${schedule.batch}`);
     const caps = [
@@ -91,7 +104,9 @@ export async function scheduleAddAction(io: CliIo, exit: (code: number) => void,
     else {
       io.stdout(
         `schedule ${schedule.name} ${created ? 'added' : 'updated'}: ${timingOf(schedule)}, manifest ${shownManifest(schedule)} -> batch ${schedule.batch}; next tick ${when(schedule.next, ctx.clock.now())}\n` +
-          (isManifestUrl(schedule.manifest) ? `  downloaded at each tick: within ${formatDuration(schedule.fetch.timeoutMs)}, at most ${formatBytes(schedule.fetch.maxBytes)}, ${schedule.fetch.maxRedirects} redirects\n` : '') +
+          (isManifestUrl(schedule.manifest)
+            ? `  downloaded at each tick: within ${formatDuration(schedule.fetch.timeoutMs)}, at most ${formatBytes(schedule.fetch.maxBytes)}, ${schedule.fetch.maxRedirects} redirects\n`
+            : '') +
           'Ticks run in `falbatch work` processes (same REDIS_URL and --prefix); `falbatch schedule list` shows them.\n',
       );
     }
@@ -102,7 +117,8 @@ export async function scheduleAddAction(io: CliIo, exit: (code: number) => void,
 export async function scheduleListAction(io: CliIo, exit: (code: number) => void, flags: ListFlags): Promise<void> {
   await withSession(io, flags, {}, async ({ ctx, config }) => {
     const ticks = integerOption('--ticks', flags.ticks);
-    if (ticks !== undefined && (ticks < 1 || ticks > TICK_HISTORY)) throw new ConfigError(`Expected --ticks to be an integer from 1 to ${TICK_HISTORY}, got ${ticks}`);
+    if (ticks !== undefined && (ticks < 1 || ticks > TICK_HISTORY))
+      throw new ConfigError(`Expected --ticks to be an integer from 1 to ${TICK_HISTORY}, got ${ticks}`);
     const schedules = await listSchedules(ctx, { ticks: ticks ?? (flags.json ? TICK_HISTORY : 5) });
     if (flags.json) io.stdout(`${JSON.stringify(schedules.map((schedule) => ({ ...schedule, manifest: shownManifest(schedule) })))}\n`);
     else if (schedules.length === 0) io.stdout(`no schedules in namespace ${config.prefix}\n`);

@@ -14,7 +14,11 @@ export async function statusAction(io: CliIo, exit: (code: number) => void, flag
   if (flags.interval !== undefined && !flags.watch) throw new ConfigError('--interval only applies with --watch');
   if (intervalMs < 100) throw new ConfigError(`Expected --interval to be at least 100ms, got "${flags.interval ?? ''}"`);
   const mode = progressMode(io, flags.json ?? false);
-  const progress = createProgressView(io, { mode, everyMs: intervalMs, write: io.stdout, now: () => Date.now(), jsonFields: { event: 'progress' } }, flags.batch !== undefined);
+  const progress = createProgressView(
+    io,
+    { mode, everyMs: intervalMs, write: io.stdout, now: () => Date.now(), jsonFields: { event: 'progress' } },
+    flags.batch !== undefined,
+  );
   await withSession({ ...io, stderr: progress.stderr }, flags, {}, async ({ ctx, config }) => {
     // Spend needs a price: --price, or fal's pricing API for the default endpoint when there is a key.
     const { price } = await resolvePrice(config, config.endpoint);
@@ -27,7 +31,8 @@ export async function statusAction(io: CliIo, exit: (code: number) => void, flag
         signal: io.signal,
         onSnapshot: (statuses, final) => (final ? progress.finish(statuses) : progress.show(statuses)),
       }).finally(() => progress.finish());
-      if (mode !== 'json') io.stdout(watched.statuses.length === 0 ? `no batches in namespace "${config.prefix}"\n` : watched.statuses.map(statusReport).join('\n'));
+      if (mode !== 'json')
+        io.stdout(watched.statuses.length === 0 ? `no batches in namespace "${config.prefix}"\n` : watched.statuses.map(statusReport).join('\n'));
       exit(watched.interrupted ? EXIT.interrupted : EXIT.ok);
       return;
     }

@@ -10,7 +10,9 @@ export interface CancelFlags extends RawFlags {
 export function cancelCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
     new Command('cancel')
-      .description("Cancel a batch: rows not yet called end as cancelled, its fal requests in flight are cancelled at fal (a row fal already answered keeps its answer)")
+      .description(
+        'Cancel a batch: rows not yet called end as cancelled, its fal requests in flight are cancelled at fal (a row fal already answered keeps its answer)',
+      )
       .requiredOption('--batch <name>', 'the batch')
       .option('--json', 'print the summary as JSON'),
   ).action(async (flags: CancelFlags) => (await import('../actions/cancel.js')).cancelAction(io, exit, flags));

@@ -18,7 +18,10 @@ export function dashboardCommand(io: CliIo, exit: (code: number) => void): Comma
       .option('--port <port>', 'port (0 picks a free one)', '3000')
       .option('--host <host>', 'interface to bind; anything but loopback needs --user and --password', '127.0.0.1')
       .option('--user <name>', 'HTTP basic auth user (env FALBATCH_DASHBOARD_USER)')
-      .option('--password <password>', 'HTTP basic auth password (env FALBATCH_DASHBOARD_PASSWORD, which other users of the machine cannot see in the process list)')
+      .option(
+        '--password <password>',
+        'HTTP basic auth password (env FALBATCH_DASHBOARD_PASSWORD, which other users of the machine cannot see in the process list)',
+      )
       .option('--allow-retry', 'show a "Retry failed rows" button on batches with failed rows (submits them to fal again: paid)')
       .option('--refresh <seconds>', 'seconds between refreshes of the batches page (0: never)', '5'),
   ).action(async (flags: DashboardFlags) => (await import('../actions/dashboard.js')).dashboardAction(io, exit, flags));

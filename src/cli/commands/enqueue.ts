@@ -1,6 +1,15 @@
 import { Command } from 'commander';
 import type { CliIo } from '../io.js';
-import { withBatchControlOptions, withCaptionOptions, withConnectionOptions, withManifestOptions, withPriceOption, type BatchControlFlags, type CaptionFlags, type RawFlags } from '../shared-options.js';
+import {
+  withBatchControlOptions,
+  withCaptionOptions,
+  withConnectionOptions,
+  withManifestOptions,
+  withPriceOption,
+  type BatchControlFlags,
+  type CaptionFlags,
+  type RawFlags,
+} from '../shared-options.js';
 
 export interface EnqueueFlags extends RawFlags, CaptionFlags, BatchControlFlags {
   batch?: string;
@@ -12,10 +21,14 @@ export interface EnqueueFlags extends RawFlags, CaptionFlags, BatchControlFlags 
 
 export function enqueueCommand(io: CliIo, exit: (code: number) => void): Command {
   return withConnectionOptions(
-    withBatchControlOptions(withPriceOption(withCaptionOptions(
-      withManifestOptions(
-        new Command('enqueue').description("Add a manifest's rows to a batch for workers (`falbatch work`) to process; prints the batch name"),
+    withBatchControlOptions(
+      withPriceOption(
+        withCaptionOptions(
+          withManifestOptions(
+            new Command('enqueue').description("Add a manifest's rows to a batch for workers (`falbatch work`) to process; prints the batch name"),
+          ),
+        ),
       ),
-    ))).option('--json', 'print the summary as JSON'),
+    ).option('--json', 'print the summary as JSON'),
   ).action(async (manifest: string, flags: EnqueueFlags) => (await import('../actions/enqueue.js')).enqueueAction(io, exit, manifest, flags));
 }

@@ -1,6 +1,14 @@
 import { Command } from 'commander';
 import type { CliIo } from '../io.js';
-import { withCaptionOptions, withConnectionOptions, withDatasetOptions, withPriceOption, type CaptionFlags, type DatasetFlags, type RawFlags } from '../shared-options.js';
+import {
+  withCaptionOptions,
+  withConnectionOptions,
+  withDatasetOptions,
+  withPriceOption,
+  type CaptionFlags,
+  type DatasetFlags,
+  type RawFlags,
+} from '../shared-options.js';
 
 export interface ExportFlags extends Omit<RawFlags, 'wait'>, CaptionFlags, DatasetFlags {
   batch: string;
@@ -14,7 +22,10 @@ export function exportCommand(io: CliIo, exit: (code: number) => void): Command 
     withPriceOption(withDatasetOptions(withCaptionOptions(new Command('export'))))
       .description("Write a batch's results, one line per manifest row in manifest order (works on any machine)")
       .requiredOption('--batch <name>', 'the batch')
-      .option('--out <file>', 'results file, .csv, .jsonl or .parquet (written atomically, with X.errors.csv and X.report.json beside it); needed unless --captions')
+      .option(
+        '--out <file>',
+        'results file, .csv, .jsonl or .parquet (written atomically, with X.errors.csv and X.report.json beside it); needed unless --captions',
+      )
       .option('--wait', 'wait until the batch is finished first'),
   ).action(async (flags: ExportFlags) => (await import('../actions/export.js')).exportAction(io, exit, flags));
 }

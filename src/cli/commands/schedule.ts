@@ -30,9 +30,14 @@ function addCommand(io: CliIo, exit: (code: number) => void): Command {
     withPriceOption(
       withManifestReadOptions(
         new Command('add')
-          .description('Add (or replace) a schedule: every tick enqueues the manifest into one batch, adding only rows not there yet; every `falbatch work` process serves the ticks')
+          .description(
+            'Add (or replace) a schedule: every tick enqueues the manifest into one batch, adding only rows not there yet; every `falbatch work` process serves the ticks',
+          )
           .argument('<name>', 'the schedule\'s name (letters, digits, ".", "_", "-"); also its batch unless --batch')
-          .requiredOption('--manifest <path|url>', 'CSV manifest or images folder (every work process must read it at this path), or an http(s) URL downloaded at each tick')
+          .requiredOption(
+            '--manifest <path|url>',
+            'CSV manifest or images folder (every work process must read it at this path), or an http(s) URL downloaded at each tick',
+          )
           .option('--cron <expr>', 'when to tick: a cron expression (5 fields, or 6 with seconds first), e.g. "0 * * * *"')
           .option('--tz <zone>', 'time zone of --cron, e.g. Europe/Paris (default UTC)')
           .option('--every <duration>', 'tick at this interval instead (ms, s, m, h or d, at least 1s), e.g. 1h; the first tick comes at once'),
@@ -40,7 +45,10 @@ function addCommand(io: CliIo, exit: (code: number) => void): Command {
     )
       .option('--strict', 'a tick that meets a bad row enqueues nothing and is recorded as failed')
       .option('--max-rows <n>', 'enqueue at most N new rows per tick (the first ones in manifest order; the rest wait for the next ticks)')
-      .option('--max-spend <amount>', "stop adding rows in a tick once their forecast cost would pass this (price's currency, USD for fal); needs a price: --price, or fal's pricing API")
+      .option(
+        '--max-spend <amount>',
+        "stop adding rows in a tick once their forecast cost would pass this (price's currency, USD for fal); needs a price: --price, or fal's pricing API",
+      )
       .option('--fetch-timeout <duration>', 'for a URL: longest the whole download may take (default 30s)')
       .option('--max-manifest-bytes <n>', 'for a URL: largest manifest downloaded; a larger one fails the tick (default 1073741824, 1 GiB)')
       .option('--max-redirects <n>', 'for a URL: redirects followed (default 5)')
@@ -70,7 +78,9 @@ function removeCommand(io: CliIo, exit: (code: number) => void): Command {
 }
 
 export function scheduleCommand(io: CliIo, exit: (code: number) => void): Command {
-  const command = new Command('schedule').description('Enqueue a manifest on a schedule (cron or interval), served by `falbatch work` processes: add, list, remove');
+  const command = new Command('schedule').description(
+    'Enqueue a manifest on a schedule (cron or interval), served by `falbatch work` processes: add, list, remove',
+  );
   for (const sub of [addCommand, listCommand, removeCommand]) {
     command.addCommand(sub(io, exit).exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr }));
   }
