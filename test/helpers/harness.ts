@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { inject, onTestFinished } from 'vitest';
+import { runCli } from '../../src/cli/main.js';
 import { resolveConfig, type ConfigOverrides, type ResolvedConfig } from '../../src/config.js';
 import { openContext, type FalbatchContext } from '../../src/context.js';
 import { scanKeys } from '../../src/queue/connection.js';
@@ -231,4 +232,19 @@ export async function startPrivateRedis(extraArgs: string[] = ['--appendonly', '
     rmSync(dir, { recursive: true, force: true });
   });
   return { url: `redis://127.0.0.1:${port}`, port, dir, stop, start };
+}
+
+/** Runs the CLI in this process (argv and env passed in, no spawn): its exit code and what it printed. */
+export async function runCliInProcess(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const io = {
+    stdout: (t: string) => void (stdout += t),
+    stderr: (t: string) => void (stderr += t),
+    env,
+    signal: new AbortController().signal,
+    interactive: false,
+  };
+  const code = await runCli(args, io);
+  return { code, stdout, stderr };
 }

@@ -1,25 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/main.js';
 import { BatchNotFoundError } from '../../src/errors.js';
 import { getStatus, listBatches } from '../../src/ops/status.js';
 import { watchStatus } from '../../src/ops/watch-status.js';
 import { openBatch } from '../../src/queue/retention.js';
-import { createHarness, namespaceKeys } from '../helpers/harness.js';
+import { createHarness, namespaceKeys, runCliInProcess } from '../helpers/harness.js';
 import { pngBytes } from '../helpers/images.js';
 
-async function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const io = {
-    stdout: (t: string) => void (stdout += t),
-    stderr: (t: string) => void (stderr += t),
-    env,
-    signal: new AbortController().signal,
-    interactive: false,
-  };
-  const code = await runCli(args, io);
-  return { code, stdout, stderr };
-}
+const cli = runCliInProcess;
 
 describe('a batch exists once a row is stored; --watch returns when nothing is left to do', () => {
   it('an enqueue that fails before storing a row (local images, no key to upload them) leaves no batch behind', async () => {

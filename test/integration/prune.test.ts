@@ -1,13 +1,12 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/main.js';
 import { BatchNotFoundError, ConfigError } from '../../src/errors.js';
 import { pruneBatch, pruneExpired } from '../../src/ops/prune.js';
 import { getStatus, listBatches } from '../../src/ops/status.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { BatchPrunedError, PRUNED_LEASE } from '../../src/queue/retention.js';
 import { runBatch } from '../../src/run-batch.js';
-import { createHarness, readCsv, until, type Harness, namespaceKeys } from '../helpers/harness.js';
+import { createHarness, namespaceKeys, readCsv, runCliInProcess, until, type Harness } from '../helpers/harness.js';
 
 /** A manifest with ids; `bad` rows point at an unreachable image (the model answers 422: the row fails). */
 function manifest(h: Harness, name: string, rows: Array<{ id: string; bad?: boolean }>): string {
@@ -152,19 +151,8 @@ describe('falbatch prune', () => {
   it('the CLI: prune --batch says what it removed, --expired and --json, and refuses what it cannot do', async () => {
     const h = await createHarness({ emulator: { latency: '20ms' } });
     await runBatch(h.ctx, { manifest: manifest(h, 'm.csv', [{ id: 'c1' }, { id: 'c2' }]), out: join(h.dir, 'out.csv'), batch: 'cli' });
-    const cli = async (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-      let stdout = '';
-      let stderr = '';
-      const io = {
-        stdout: (t: string) => void (stdout += t),
-        stderr: (t: string) => void (stderr += t),
-        env: h.env(),
-        signal: new AbortController().signal,
-        interactive: false,
-      };
-      const code = await runCli(args, io);
-      return { code, stdout, stderr };
-    };
+    const cli = (args: string[]) => runCliInProcess(args, h.env());
+
     const neither = await cli(['prune']);
     expect(neither.code).toBe(1);
     expect(neither.stderr).toContain('Expected either --batch NAME (drop that batch now) or --expired');

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { createFalClient, ValidationError } from '@fal-ai/client';
 import sharp from 'sharp';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { runCli } from '../../src/cli/main.js';
 import { resolveConfig, type ConfigOverrides } from '../../src/config.js';
 import { openContext, type FalbatchContext } from '../../src/context.js';
 import { ConfigError, MissingCredentialsError } from '../../src/errors.js';
@@ -13,7 +12,7 @@ import { silentLogger } from '../../src/log.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { uploadStore } from '../../src/queue/upload-cache.js';
 import { runBatch } from '../../src/run-batch.js';
-import { createHarness, FAL_KEY, readCsv, type Harness } from '../helpers/harness.js';
+import { createHarness, FAL_KEY, readCsv, runCliInProcess, type Harness } from '../helpers/harness.js';
 import { pngBytes } from '../helpers/images.js';
 
 const LLAVA = 'fal-ai/llava-next';
@@ -301,19 +300,8 @@ describe('local image checks and options', () => {
     const h = await createHarness();
     h.file('a.png', pngBytes('cli'));
     const manifest = h.file('m.csv', 'id,image_url,prompt\na,a.png,describe\n');
-    const cli = async (args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> => {
-      let stdout = '';
-      let stderr = '';
-      const io = {
-        stdout: (t: string) => void (stdout += t),
-        stderr: (t: string) => void (stderr += t),
-        env,
-        signal: new AbortController().signal,
-        interactive: false,
-      };
-      const code = await runCli(args, io);
-      return { code, stdout, stderr };
-    };
+    const cli = runCliInProcess;
+
     const noKey = { REDIS_URL: h.config.redisUrl, FALBATCH_PREFIX: h.prefix };
     const refused = await cli(['enqueue', manifest, '--batch', 'no-key'], noKey);
     expect(refused.code).toBe(1);
