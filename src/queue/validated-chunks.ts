@@ -210,42 +210,26 @@ function unreadRow(record: { line: number; error: string; leading?: string[] }, 
 }
 
 export function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
-  if (!verdict.ok && verdict.skip) {
-    const { rejected: row } = verdict;
-    // Its image is kept too: export reads its caption file (the results, metadata.jsonl).
-    const files = verdict.image === undefined ? [] : [relative(filesRoot, verdict.image).split(sep).join('/')];
-    return {
-      line: row.line,
-      key: row.id ?? '',
-      imageDisplay: row.imageDisplay,
-      prompt: row.prompt,
-      endpoint: row.endpoint,
-      extras: row.extras,
-      skipped: row.reason,
-      ...(files.length > 0 ? { files } : {}),
-    };
-  }
-  if (verdict.ok) {
-    const { row } = verdict;
-    const files = row.localImages.map((path) => relative(filesRoot, path).split(sep).join('/'));
-    return {
-      line: row.line,
-      key: row.key,
-      imageDisplay: row.imageDisplay,
-      prompt: row.prompt,
-      endpoint: row.endpoint,
-      extras: row.extras,
-      ...(files.length > 0 ? { files } : {}),
-    };
-  }
-  const { rejected } = verdict;
-  return {
-    line: rejected.line,
-    key: rejected.id ?? '',
-    imageDisplay: rejected.imageDisplay,
-    prompt: rejected.prompt,
-    endpoint: rejected.endpoint,
-    extras: rejected.extras,
-    rejected: rejected.reason,
+  const relativeFiles = (paths: readonly string[]): { files?: string[] } => {
+    const files = paths.map((path) => relative(filesRoot, path).split(sep).join('/'));
+    return files.length > 0 ? { files } : {};
   };
+  const shown = (line: number, key: string, row: Pick<RejectedRow, 'imageDisplay' | 'prompt' | 'endpoint' | 'extras'>) => ({
+    line,
+    key,
+    imageDisplay: row.imageDisplay,
+    prompt: row.prompt,
+    endpoint: row.endpoint,
+    extras: row.extras,
+  });
+  if (verdict.ok) return { ...shown(verdict.row.line, verdict.row.key, verdict.row), ...relativeFiles(verdict.row.localImages) };
+  const { rejected } = verdict;
+  // A skipped row keeps its image too: export reads its caption file (the results, metadata.jsonl).
+  if (verdict.skip)
+    return {
+      ...shown(rejected.line, rejected.id ?? '', rejected),
+      skipped: rejected.reason,
+      ...relativeFiles(verdict.image === undefined ? [] : [verdict.image]),
+    };
+  return { ...shown(rejected.line, rejected.id ?? '', rejected), rejected: rejected.reason };
 }
