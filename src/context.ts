@@ -1,3 +1,4 @@
+import { reportRedisError } from './queue/redis-outage.js';
 import { Queue } from 'bullmq';
 import { secretsOf, type ResolvedConfig } from './config.js';
 import { createScrubber, silentLogger, type Logger } from './log.js';
@@ -40,8 +41,9 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     redis.disconnect();
     throw error;
   }
+  const scrub = createScrubber(secretsOf(config));
   const queue = new Queue(keys.queueName, { connection: redis, prefix: keys.bullPrefix });
-  queue.on('error', (error) => log.warn('queue error', { error: error.message }));
+  queue.on('error', (error) => reportRedisError(redis, log, 'queue', error, scrub));
   let closed: Promise<void> | undefined;
   return {
     config,
@@ -51,7 +53,7 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     store: createResultStore(redis, keys, config),
     log,
     clock: options.clock ?? systemClock,
-    scrub: createScrubber(secretsOf(config)),
+    scrub,
     close() {
       closed ??= (async () => {
         await queue.close();

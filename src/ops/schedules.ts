@@ -1,3 +1,4 @@
+import { reportRedisError } from '../queue/redis-outage.js';
 import { resolve } from 'node:path';
 import { getNextMillis, Queue } from 'bullmq';
 import { resolveConfig, type Config } from '../config.js';
@@ -192,7 +193,7 @@ export function missedTicks(
 /** A queue handle on the schedule ticks queue (close it after use; the connection stays the context's). */
 export function openTicksQueue(ctx: FalbatchContext): Queue<ScheduleDefinition> {
   const queue = new Queue<ScheduleDefinition>(ctx.keys.ticksQueueName, { connection: ctx.redis, prefix: ctx.keys.bullPrefix });
-  queue.on('error', (error) => ctx.log.warn('schedule queue error', { error: error.message }));
+  queue.on('error', (error) => reportRedisError(ctx.redis, ctx.log, 'schedule queue', error, ctx.scrub));
   return queue;
 }
 

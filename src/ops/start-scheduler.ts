@@ -1,3 +1,4 @@
+import { reportRedisError } from '../queue/redis-outage.js';
 import { closeOnce, closeWithinGrace } from '../close-within-grace.js';
 import { Worker, type Job } from 'bullmq';
 import type { FalbatchContext } from '../context.js';
@@ -135,7 +136,8 @@ export async function startScheduler(ctx: FalbatchContext, options: StartSchedul
   worker.on('error', (error) => {
     // Redis out of memory: the row worker of the same `work` process says it once and plainly
     // (redis-memory-pause.ts); BullMQ's refused moves here (every few seconds) are not logged one by one.
-    (isRedisOutOfMemory(error) ? log.debug : log.warn)('scheduler error', { error: ctx.scrub(error.message) });
+    if (isRedisOutOfMemory(error)) log.debug('scheduler error', { error: ctx.scrub(error.message) });
+    else reportRedisError(ctx.redis, log, 'scheduler', error, ctx.scrub);
   });
   worker.on('failed', (job, error) => {
     if (job) log.warn(`schedule ${job.repeatJobKey ?? job.data.name}: tick failed: ${ctx.scrub(error.message)}`);

@@ -7,6 +7,7 @@ import { isReplyError, leaveOut, nodeName, onEachUsableNode, usableNodes } from 
 import { probeSeeds } from './cluster-seeds.js';
 import { withTimeout } from './with-timeout.js';
 import { notServed } from './cluster-errors.js';
+import { attachRedisOutage, createRedisOutage } from './redis-outage.js';
 
 export { clusterFailure } from './cluster-errors.js';
 
@@ -77,8 +78,21 @@ export async function connectRedis(url: string, options: ConnectOptions = {}): P
   }
   connected = true;
   redis.off('error', onError);
-  redis.on('error', (error: Error) => options.log?.warn('redis connection error; reconnecting', { error: error.message }));
+  watchOutages(redis, url, options.log);
   return redis;
+}
+
+/** A lost connection is said once (and every minute while it lasts), its end once: see redis-outage.ts. */
+function watchOutages(client: RedisClient, url: string, log: Logger | undefined): void {
+  if (log === undefined) {
+    // Nobody to tell: still keep the error from being an unhandled 'error' event.
+    client.on('error', () => {});
+    return;
+  }
+  const outage = createRedisOutage({ log, where: redactUrl(url) });
+  attachRedisOutage(client, outage);
+  client.on('error', (error: Error) => outage.error(client instanceof Cluster ? 'redis cluster' : 'redis connection', error));
+  client.on('ready', () => outage.answered());
 }
 
 /**
@@ -180,7 +194,7 @@ async function connectCluster(target: RedisTarget, url: string, options: Connect
   if (options.home !== undefined) homes.set(cluster, options.home);
   cluster.off('error', onError);
   cluster.off('node error', onError);
-  cluster.on('error', (error: Error) => options.log?.warn('redis cluster error; reconnecting', { error: error.message }));
+  watchOutages(cluster, url, options.log);
   // A node that went down fails every command and reconnect sent its way until the Cluster moves
   // its slots: once per node every 10 s says it.
   const said = new Map<string, number>();

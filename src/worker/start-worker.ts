@@ -1,3 +1,4 @@
+import { reportRedisError } from '../queue/redis-outage.js';
 import { UnrecoverableError, Worker, type WorkerOptions } from 'bullmq';
 import type { ResolvedConfig } from '../config.js';
 import type { FalbatchContext } from '../context.js';
@@ -81,7 +82,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   worker.on('error', (error) => {
     // Redis out of memory: said once when it starts and once when it ends, not for each refused write.
     if (memory.note(error)) return;
-    (memory.paused ? log.debug : log.warn)('worker error', { error: ctx.scrub(error.message) });
+    if (memory.paused) log.debug('worker error', { error: ctx.scrub(error.message) });
+    else reportRedisError(ctx.redis, log, 'worker', error, ctx.scrub);
   });
   worker.on('failed', (job, error) => {
     // Safety net: a job failed outside the processor (e.g. its lock was lost) still gets a result.

@@ -21,11 +21,21 @@ describe('Redis faults', () => {
       return status.ok >= rows / 4;
     });
     await redis.stop();
-    await new Promise((resolve) => setTimeout(resolve, 500)); // Redis down for a while, requests still in flight at fal
+    // Redis stays down (requests still in flight at fal) until each worker has said what it waits for.
+    await until('each worker to say Redis does not answer', () => workers.every((worker) => worker.output().includes('does not answer')));
     await redis.start();
     await until('the batch to finish after the restart', async () => (await getStatus(h.ctx, batch)).finished, 60_000);
+    await until('each worker to say Redis answers again', () => workers.every((worker) => worker.output().includes('answers again')));
     for (const worker of workers) worker.child.kill('SIGTERM');
     for (const worker of workers) expect(await worker.exited).toBe(0);
+    // The outage is one event to the user: one line when it starts, one when it ends, not a line for
+    // each of the worker's connections at each reconnect (that was 4 lines a second).
+    for (const worker of workers) {
+      const output = worker.output();
+      expect(output.match(/Redis at redis:\/\/127\.0\.0\.1:\d+\/? does not answer \([^)]*\): waiting for it/g)).toHaveLength(1);
+      expect(output.match(/Redis at redis:\/\/127\.0\.0\.1:\d+\/? answers again, after \d/g)).toHaveLength(1);
+      expect(output).not.toMatch(/(worker|queue|scheduler|schedule queue) error|reconnecting error=/);
+    }
 
     const out = join(h.dir, 'out.csv');
     await exportResults(h.ctx, { batch, out });
