@@ -20,13 +20,17 @@ export function enqueueReport(summary: EnqueueSummary): string {
       (summary.shared > 0 ? `, ${summary.shared} identical to another row (answered once)` : '') +
       (summary.stored > 0 ? `; ${summary.stored} of the rows to call wait in Redis as compact rows, and become jobs as workers drain the queue` : ''),
   ];
-  const notImages = Object.entries(summary.notImages);
-  if (notImages.length > 0) {
-    const count = notImages.reduce((sum, [, n]) => sum + n, 0);
-    const kinds = notImages.map(([ext, n]) => `${n} ${ext === '' ? 'without an extension' : ext}`).join(', ');
-    lines.push(`  ${count} other ${count === 1 ? 'file' : 'files'} in the folder left out, not images (${kinds})`);
-  }
+  const leftOut = notImagesLine(summary.notImages);
+  if (leftOut !== undefined) lines.push(leftOut);
   return `${lines.join('\n')}\n`;
+}
+
+/** A folder's files that are not images, counted by extension: said by enqueue and by the dry run alike. */
+function notImagesLine(notImages: Record<string, number>): string | undefined {
+  const kinds = Object.entries(notImages);
+  if (kinds.length === 0) return undefined;
+  const count = kinds.reduce((sum, [, n]) => sum + n, 0);
+  return `  ${count} other ${count === 1 ? 'file' : 'files'} in the folder left out, not images (${kinds.map(([ext, n]) => `${n} ${ext === '' ? 'without an extension' : ext}`).join(', ')})`;
 }
 
 /** Rejected rows and other row notices, for stderr: `line N: reason`. */
@@ -181,6 +185,8 @@ export function planReport(plan: EnqueuePlan, forecast: CostForecast, price: Pri
       ? `  cost      ~${forecast.cost.amount.toFixed(forecast.cost.amount < 10 ? 4 : 2)} ${forecast.cost.currency} (at ${per}; an estimate: fal's invoice decides)`
       : `  cost      unknown: ${price === undefined ? (priceNote ?? 'no price') : 'no call measured yet to price per second'}`,
   );
+  const leftOut = notImagesLine(plan.notImages);
+  if (leftOut !== undefined) lines.push(leftOut);
   return `${lines.join('\n')}\n`;
 }
 

@@ -513,6 +513,8 @@ export interface EnqueuePlan {
   expired: number;
   /** The first 1,000 rejections, as enqueue reports them. */
   rejections: Rejection[];
+  /** A folder's files left out as not images, by lowercased extension (as enqueue reports them). */
+  notImages: Record<string, number>;
 }
 
 /**
@@ -543,6 +545,7 @@ export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions)
     localImages: 0,
     uploads: 0,
     expired: 0,
+    notImages: {},
     rejections: [],
   };
   // Local images: their identities, and whether fal storage still has them (the cache, and the
@@ -608,5 +611,6 @@ export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions)
     await redis.del(batchKeys.idsSeen(run), batchKeys.captionTargets(run), batchKeys.captionClashes(run));
   }
   plan.calls = plan.done + plan.answered + plan.toCall;
+  plan.notImages = source.notImages();
   return plan;
 }

@@ -67,11 +67,13 @@ describe('--dry-run: what a run would call, upload and cost, before it does', ()
     for (let i = 0; i < 6; i++) writeFileSync(join(folder, `img${i}.png`), await image(i + 10));
     // The same content under another name: the run calls it once, for both rows.
     copyFileSync(join(folder, 'img0.png'), join(folder, 'copy-of-img0.png'));
+    // Not an image: the dry run says it is left out, as enqueue does.
+    writeFileSync(join(folder, 'notes.txt'), 'shot list');
     const args = [folder, '--prompt', 'describe', '--price', '0.002/call'];
-    const plan = async (): Promise<Record<string, number>> => {
+    const plan = async (): Promise<Record<string, unknown>> => {
       const dry = await runCliProcess(['run', ...args, '--dry-run', '--json'], h.env());
       expect(dry.code, dry.stderr).toBe(0);
-      return JSON.parse(dry.stdout) as Record<string, number>;
+      return JSON.parse(dry.stdout) as Record<string, unknown>;
     };
 
     const text = await runCliProcess(['run', ...args, '--dry-run'], h.env());
@@ -80,7 +82,8 @@ describe('--dry-run: what a run would call, upload and cost, before it does', ()
     );
     expect(text.stdout).toContain('images    6 distinct local images: 6 to upload, 0 already in fal storage');
     expect(text.stdout).toContain('cost      ~0.0120 USD');
-    expect(await plan()).toMatchObject({ rows: 7, calls: 6, toCall: 6, shared: 1, localImages: 6, uploads: 6, expired: 0 });
+    expect(text.stdout).toContain('1 other file in the folder left out, not images (1 .txt)');
+    expect(await plan()).toMatchObject({ rows: 7, calls: 6, toCall: 6, shared: 1, localImages: 6, uploads: 6, expired: 0, notImages: { '.txt': 1 } });
     const first = await runCliProcess(['run', ...args, '--out', join(h.dir, 'out.csv')], h.env());
     expect(first.code, first.stderr).toBe(0);
     expect(h.emulator.stats()).toMatchObject({ accepted: 6, uploads: 6 });
