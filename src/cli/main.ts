@@ -4,6 +4,7 @@ import { DEFAULT_CONFIG, redisPasswords } from '../config.js';
 import { EXIT, FalbatchError, RedisOutOfMemoryError, isRedisOutOfMemory } from '../errors.js';
 import { createScrubber } from '../log.js';
 import { clusterFailure } from '../queue/cluster-errors.js';
+import { isConnectionLost } from '../queue/redis-outage.js';
 import { formatDuration, SECOND } from '../time.js';
 import { dashboardCommand } from './commands/dashboard.js';
 import { emulatorCommand } from './commands/emulator.js';
@@ -157,6 +158,13 @@ export async function main(): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // BullMQ 6.7's addBulk leaves one promise per job unhandled, and a Redis connection lost during
+  // it rejects them all, although the caller gets the same failure from the pipeline (and a
+  // top-up is safe to redo). That is a Redis outage being waited out, not a crash; anything else is.
+  process.on('unhandledRejection', (reason) => {
+    if (reason instanceof Error && isConnectionLost(reason)) return;
+    throw reason;
+  });
   const timing = process.env['FALBATCH_TIMING'] === '1';
   const mark = (phase: string, more = ''): void =>
     void process.stderr.write(`falbatch timing: ${phase} at ${(performance.timeOrigin + performance.now()).toFixed(1)} ms since the epoch${more}\n`);

@@ -19,7 +19,8 @@ import { SECOND } from '../time.js';
 import type { BatchControl } from './batch-control.js';
 import { metaFields } from './batch-meta.js';
 import { encodeRowEntry } from './batch-rows.js';
-import { setQueueCap, storeBacklog, topUpQueue, type BacklogRow } from './backlog.js';
+import { setQueueCap, storeBacklog, topUpQueue, type BacklogRow, type TopUp } from './backlog.js';
+import { isConnectionLost } from './redis-outage.js';
 import { readAhead } from './read-ahead.js';
 import { scriptsIn, scriptsOn } from './redis-scripts.js';
 import {
@@ -272,7 +273,15 @@ async function openForEnqueue(ctx: FalbatchContext, batch: string, options: Enqu
 function queueTopUp(ctx: FalbatchContext, batch: string): () => Promise<void> {
   let saidFull = false;
   return async () => {
-    const filled = await topUpQueue(ctx, { cap: ctx.config.maxWaiting });
+    let filled: TopUp;
+    try {
+      filled = await topUpQueue(ctx, { cap: ctx.config.maxWaiting });
+    } catch (error) {
+      // Redis went away mid-top-up: the rows are stored (the backlog), a top-up is safe to redo, and
+      // the next chunk's (or a worker's) does it. The producer goes on rather than fail the enqueue.
+      if (error instanceof Error && isConnectionLost(error)) return;
+      throw error;
+    }
     if (saidFull || filled.busy || filled.waiting < filled.cap || (await ctx.redis.llen(ctx.keys.batch(batch).backlog)) === 0) return;
     saidFull = true;
     const workers = await ctx.queue.getWorkersCount().catch(() => undefined);

@@ -32,7 +32,7 @@ export interface RedisOutageOptions {
 // What a connection that is gone looks like, from ioredis, BullMQ and the kernel: socket errors and
 // the "closed" errors of commands sent while it reconnects.
 const CONNECTION_LOST =
-  /\b(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|EPIPE)\b|Connection is closed|Stream isn't writeable|connect ETIMEDOUT|Socket closed unexpectedly/i;
+  /\b(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|EPIPE)\b|Connection is closed|Stream isn't writeable|connect ETIMEDOUT|Socket closed unexpectedly|aborted due to connection close/i;
 
 /** Whether an error says the connection to Redis is gone (rather than that a command failed). */
 export function isConnectionLost(error: Error): boolean {

@@ -54,6 +54,19 @@ export interface WorkerHandle {
 const SHUTDOWN = 'falbatch: worker shutting down';
 
 /**
+ * BullMQ's "Missing key for job X. moveToFinished": the job was gone when this worker came to end
+ * it. Said as what happened rather than as an error: nothing is lost or paid twice by it.
+ */
+function goneJob(error: Error): string | undefined {
+  const match = /^Missing key for job (\S+)\. (\w+)/.exec(error.message);
+  if (!match) return undefined;
+  return (
+    `job ${match[1]} was gone when this worker came to end it (${match[2]}): another worker took it over after this one's lock lapsed ` +
+    '(Redis away or the process stalled), or its batch was cancelled or pruned. Its row keeps the result recorded for it.'
+  );
+}
+
+/**
  * A BullMQ worker over the batch queue: its wiring. What an attempt does is in process-row.ts,
  * what the queue then does with the row in row-decision.ts (a pure function), and the BullMQ calls
  * that carry it out (attempts, rate limits, moving jobs back) in apply-action.ts.
@@ -83,7 +96,11 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
     // Redis out of memory: said once when it starts and once when it ends, not for each refused write.
     if (memory.note(error)) return;
     if (memory.paused) log.debug('worker error', { error: ctx.scrub(error.message) });
-    else reportRedisError(ctx.redis, log, 'worker', error, ctx.scrub);
+    else {
+      const gone = goneJob(error);
+      if (gone !== undefined) log.info(gone);
+      else reportRedisError(ctx.redis, log, 'worker', error, ctx.scrub);
+    }
   });
   worker.on('failed', (job, error) => {
     // Safety net: a job failed outside the processor (e.g. its lock was lost) still gets a result.

@@ -29,23 +29,29 @@ async function ledgerKeysOf(h: Harness, batch: string): Promise<string[]> {
 describe('retention', () => {
   it('batches past their retention leave nothing behind (keys, list, ledger answers); one kept longer keeps the answers it reused', async () => {
     const h = await createHarness({ emulator: { latency: '20ms' } });
-    // a and b are kept 1 s; c (the default, 30 days) reuses one answer a paid for.
-    const a = await runBatch(h.ctx, { manifest: manifest(h, 'a.csv', ['shared', 'a1', 'a2']), out: join(h.dir, 'a.out.csv'), batch: 'a', retentionMs: 1000 });
-    const b = await runBatch(h.ctx, { manifest: manifest(h, 'b.csv', ['b1', 'b2']), out: join(h.dir, 'b.out.csv'), batch: 'b', retentionMs: 1000 });
+    // a and b are kept 5 s; c (the default, 30 days) reuses one answer a paid for. (5 s, not less:
+    // c must start before a's answers expire, and on a saturated machine b's run alone can take seconds.)
+    // Each batch's ledger keys are read as soon as it ends, before its retention can run out.
+    const kept = 5000;
+    const a = await runBatch(h.ctx, { manifest: manifest(h, 'a.csv', ['shared', 'a1', 'a2']), out: join(h.dir, 'a.out.csv'), batch: 'a', retentionMs: kept });
+    const aLedger = await ledgerKeysOf(h, 'a');
+    const b = await runBatch(h.ctx, { manifest: manifest(h, 'b.csv', ['b1', 'b2']), out: join(h.dir, 'b.out.csv'), batch: 'b', retentionMs: kept });
+    const bLedger = await ledgerKeysOf(h, 'b');
     const c = await runBatch(h.ctx, { manifest: manifest(h, 'c.csv', ['shared', 'c1']), out: join(h.dir, 'c.out.csv'), batch: 'c' });
+    const cLedger = await ledgerKeysOf(h, 'c');
     expect([a.export.ok, b.export.ok, c.export.ok]).toEqual([3, 2, 2]);
     expect(c.status.reused).toBe(1);
     const billed = h.emulator.stats().billed;
     expect(billed).toBe(6);
 
-    const [aLedger, bLedger, cLedger] = await Promise.all([ledgerKeysOf(h, 'a'), ledgerKeysOf(h, 'b'), ledgerKeysOf(h, 'c')]);
+    expect([aLedger.length, bLedger.length, cLedger.length]).toEqual([3, 2, 2]);
     const shared = cLedger.find((key) => aLedger.includes(key)) as string;
     expect(shared).toBeDefined();
     // Finished batches live their retention from their last row's end; the shared answer lives c's.
-    expect(await h.ctx.redis.pttl(h.ctx.keys.batch('a').meta)).toBeLessThanOrEqual(1000);
+    expect(await h.ctx.redis.pttl(h.ctx.keys.batch('a').meta)).toBeLessThanOrEqual(kept);
     expect(await h.ctx.redis.pttl(h.ctx.keys.batch('c').meta)).toBeGreaterThan(29 * DAY);
     expect(await h.ctx.redis.pttl(shared)).toBeGreaterThan(29 * DAY);
-    for (const key of bLedger) expect(await h.ctx.redis.pttl(key)).toBeLessThanOrEqual(1000);
+    for (const key of bLedger) expect(await h.ctx.redis.pttl(key)).toBeLessThanOrEqual(kept);
     expect((await getStatus(h.ctx, 'c')).retentionMs).toBe(30 * DAY);
 
     const gone = [...aLedger.filter((key) => key !== shared), ...bLedger];
