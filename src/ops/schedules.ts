@@ -24,6 +24,7 @@ export const SCHEDULE_SETTINGS = [
   'attempts',
   'filesRoot',
   'encoding',
+  'manifestFormat',
   'maxPromptChars',
   'maxInlineImageBytes',
   'maxRecordBytes',
@@ -317,6 +318,7 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
       filesRoot: config.filesRoot,
       encoding: config.encoding,
       maxRecordBytes: config.maxRecordBytes,
+      format: config.manifestFormat,
       prompt: options.prompt,
     });
   }

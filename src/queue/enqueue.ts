@@ -7,7 +7,7 @@ import { applyBatchSettings, checkBatchSettings, type BatchSettings } from './ba
 import type { ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
 import { createRowMapping, type RowMapping } from '../manifest/row-mapping.js';
-import { openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
+import { checkColumns, openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
 import type { CaptionOptions } from '../results/caption-files.js';
 import { findCaptionClashes } from './caption-targets.js';
 import type { LocalImageDelivery } from '../manifest/resolve-images.js';
@@ -208,6 +208,7 @@ async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promis
     filesRoot: config.filesRoot,
     encoding: config.encoding,
     maxRecordBytes: config.maxRecordBytes,
+    format: config.manifestFormat,
     prompt: options.prompt,
   });
   // One manifest, one mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig.
@@ -221,6 +222,7 @@ async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promis
 async function checkHeaderOf(ctx: FalbatchContext, { source, mapping }: EnqueueTarget): Promise<void> {
   const { config } = ctx;
   if (source.kind === 'csv') await checkHeader(source.path, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, mapping.layout);
+  else await checkColumns(source, mapping.layout);
 }
 
 /** `--strict`: the whole manifest is read first, and its first bad row stops the enqueue before anything is written. */

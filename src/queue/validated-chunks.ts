@@ -4,6 +4,7 @@ import type { FalbatchContext } from '../context.js';
 import { ManifestError } from '../errors.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { LocalImageReader } from '../manifest/local-image.js';
+import { headerNameOf } from '../manifest/manifest-records.js';
 import type { ManifestSource } from '../manifest/manifest-source.js';
 import type { RawRecord } from '../manifest/read-records.js';
 import { createImageResolver, type LocalImageDelivery } from '../manifest/resolve-images.js';
@@ -99,7 +100,7 @@ export async function* validatedChunks(
           line: record.line,
         });
       }
-      columns = mapColumns(record.fields, file, mapping.layout);
+      columns = mapColumns(record.fields, file, mapping.layout, source.kind === 'folder' ? undefined : headerNameOf({ format: source.kind, gzip: false }));
       onHeader(columns, record.fields);
       continue;
     }
