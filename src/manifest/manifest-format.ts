@@ -52,3 +52,9 @@ export function manifestEncodingOf(name: string, override?: ManifestFormat): Man
   }
   return { format, gzip };
 }
+
+/** What a manifest's records are numbered by, in messages: rows of a Parquet file (from 1), lines of a text file. */
+export function recordLabelOf(name: string, format?: ManifestFormat): 'row' | 'line' {
+  if (format !== undefined) return format === 'parquet' ? 'row' : 'line';
+  return /\.(parquet|pq)$/i.test(name.replace(/[?#].*$/, '')) ? 'row' : 'line';
+}

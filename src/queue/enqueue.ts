@@ -7,6 +7,7 @@ import { applyBatchSettings, checkBatchSettings, type BatchSettings } from './ba
 import type { ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
 import { createRowMapping, type RowMapping } from '../manifest/row-mapping.js';
+import { recordLabelOf } from '../manifest/manifest-format.js';
 import { checkColumns, openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
 import type { CaptionOptions } from '../results/caption-files.js';
 import { findCaptionClashes } from './caption-targets.js';
@@ -233,7 +234,8 @@ async function checkStrict(ctx: FalbatchContext, target: EnqueueTarget, run: str
     for await (const chunk of validatedChunks(ctx, target.source, idsSeen, target.mapping, () => undefined, plan, options)) {
       const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok && !v.skip);
       if (bad) {
-        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
+        const label = recordLabelOf(file, target.source.kind === 'folder' ? undefined : target.source.kind);
+        throw new ManifestError('MANIFEST_INVALID', `${file}: ${label} ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
           file,
           line: bad.rejected.line,
         });

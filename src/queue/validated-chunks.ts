@@ -88,7 +88,7 @@ export async function* validatedChunks(
             ),
       ),
     );
-    await rejectRepeatedIds(ctx, idsKey, verdicts);
+    await rejectRepeatedIds(ctx, idsKey, verdicts, source.kind === 'parquet' ? 'row' : 'line');
     return verdicts;
   };
 
@@ -128,7 +128,7 @@ export async function* validatedChunks(
 }
 
 /** A repeated id: the later row is rejected, naming the line of the first (ids of this run are kept in Redis, at `idsKey`). */
-async function rejectRepeatedIds(ctx: FalbatchContext, idsKey: string, verdicts: Verdict[]): Promise<void> {
+async function rejectRepeatedIds(ctx: FalbatchContext, idsKey: string, verdicts: Verdict[], label: 'line' | 'row'): Promise<void> {
   const withIds = verdicts.flatMap((v, i) => (v.ok && v.row.id !== undefined ? [i] : []));
   if (withIds.length > 0) {
     const pipeline = ctx.redis.pipeline();
@@ -149,7 +149,7 @@ async function rejectRepeatedIds(ctx: FalbatchContext, idsKey: string, verdicts:
           ok: false,
           rejected: {
             line: row.line,
-            reason: `id "${row.id}" appears again (first on line ${String(firstLine)}); ids must be unique`,
+            reason: `id "${row.id}" appears again (first on ${label} ${String(firstLine)}); ids must be unique`,
             id: row.id,
             endpoint: row.endpoint,
             imageDisplay: row.imageDisplay,
