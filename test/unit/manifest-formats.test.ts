@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { parquetMetadata, type SchemaElement } from 'hyparquet';
+import { parquetMetadata } from 'hyparquet';
 import { type ColumnSource, parquetWriteBuffer } from 'hyparquet-writer';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, ManifestError } from '../../src/errors.js';
@@ -189,7 +189,7 @@ describe('gzip-compressed text manifests', () => {
 
 describe('Parquet manifests', () => {
   const png = pngBytes('row-image');
-  const imageSchema: SchemaElement[] = [
+  const imageSchema: NonNullable<Parameters<typeof parquetWriteBuffer>[0]['schema']> = [
     { name: 'root', num_children: 3 },
     { name: 'image', repetition_type: 'OPTIONAL', num_children: 2 },
     { name: 'bytes', type: 'BYTE_ARRAY', repetition_type: 'OPTIONAL' },
