@@ -4,7 +4,7 @@ import { basename, dirname, resolve } from 'node:path';
 import { ConfigError, ManifestError } from '../errors.js';
 import { IMAGE_EXTENSIONS, walkImages } from './image-folder.js';
 import { mapColumns, type ColumnLayout } from './columns.js';
-import { localManifestBytes } from './manifest-bytes.js';
+import { localManifestBytes, type ManifestBytes } from './manifest-bytes.js';
 import { checkReadable, defaultBatchNameOf } from './manifest-file.js';
 import { manifestEncodingOf, type ManifestFormat } from './manifest-format.js';
 import { headerNameOf, manifestRecords } from './manifest-records.js';
@@ -82,12 +82,19 @@ export async function openManifestSource(path: string, options: ManifestSourceOp
 }
 
 function fileSource(file: string, options: ManifestSourceOptions): ManifestSource {
-  const filesRoot = options.filesRoot ? resolve(options.filesRoot) : dirname(file);
-  const encoding = manifestEncodingOf(file, options.format);
-  const bytes = localManifestBytes(file);
+  return manifestBytesSource(localManifestBytes(file), options.filesRoot ? resolve(options.filesRoot) : dirname(file), options);
+}
+
+/**
+ * A manifest file's source over its bytes wherever they are (a local file, an object in a
+ * bucket): its format from `bytes.name` (or `options.format`), local image paths resolved against
+ * `filesRoot`. `path` is `bytes.name`.
+ */
+export function manifestBytesSource(bytes: ManifestBytes, filesRoot: string, options: ManifestSourceOptions): ManifestSource {
+  const encoding = manifestEncodingOf(bytes.name, options.format);
   return {
     kind: encoding.format,
-    path: file,
+    path: bytes.name,
     filesRoot,
     records: () => manifestRecords(bytes, encoding, { encoding: options.encoding, maxRecordBytes: options.maxRecordBytes }),
     defaultBatchName: (defaultEndpoint) => defaultBatchNameOf(bytes, defaultEndpoint, filesRoot, options.encoding),
