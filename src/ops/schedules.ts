@@ -75,7 +75,7 @@ export interface ScheduleDefinition {
 
 export interface AddScheduleOptions {
   name: string;
-  /** Path of a CSV manifest or images folder (made absolute: every `work` process must read it there), or an http(s) URL. */
+  /** Path of a manifest file (CSV, JSONL, Parquet) or images folder (made absolute: every `work` process must read it there), or an http(s) URL. */
   manifest: string;
   /** A cron expression (5 fields, or 6 with seconds first), in `tz` (default UTC). Exactly one of cron and everyMs. */
   cron?: string | undefined;
