@@ -149,4 +149,18 @@ describe('run over Parquet and JSONL manifests', () => {
     expect(result.stderr).not.toMatch(/\n\s+at /);
     expect(await h.ctx.redis.keys(`${h.prefix}:*batch*`)).toEqual([]);
   });
+
+  it('--manifest-format reads a file whose name tells nothing; a format it does not know exits 1 naming the flag', async () => {
+    const h = await createHarness();
+    const manifest = h.file(
+      'export.txt',
+      '{"image_url":"https://example.com/a.jpg","prompt":"one"}\n{"image_url":"https://example.com/b.jpg","prompt":"two"}\n',
+    );
+    const read = await runCliProcess(['enqueue', manifest, '--manifest-format', 'jsonl', '--dry-run'], h.env());
+    expect(read.code, read.stderr).toBe(0);
+    expect(read.stdout).toMatch(/rows\s+2 \(0 rejected\)/);
+    const refused = await runCliProcess(['enqueue', manifest, '--manifest-format', 'xlsx'], h.env());
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('Expected --manifest-format to be csv, jsonl or parquet, got "xlsx"');
+  });
 });
