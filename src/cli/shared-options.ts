@@ -26,7 +26,7 @@ export function withManifestOptions(command: Command): Command {
   return withManifestReadOptions(
     command.argument(
       '<manifest>',
-      'CSV manifest (image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns), or a folder of images (with --prompt)',
+      'manifest file: CSV, JSON Lines or Parquet, the text ones optionally .gz (columns image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns), or a folder of images (with --prompt)',
     ),
   )
     .option('--strict', 'abort on the first bad row, before enqueueing anything')
@@ -67,7 +67,10 @@ export function withManifestReadOptions(command: Command): Command {
     )
     .option('--max-prompt-chars <n>', 'longest prompt; a longer one rejects its row (default 20000)')
     .option('--max-image-bytes <n>', 'largest image read, local file (before --max-side) or data URI; a larger one rejects its row (default 10485760, 10 MiB)')
-    .option('--max-record-bytes <n>', 'longest CSV record (line, or lines of a quoted field); a longer one is skipped and rejected (default 16777216, 16 MiB)')
+    .option(
+      '--max-record-bytes <n>',
+      "longest manifest record (a CSV line or the lines of a quoted field, a JSONL line, a Parquet row's text); a longer one is skipped and rejected (default 16777216, 16 MiB)",
+    )
     .option(
       '--inline-images',
       'send local images inside the jobs as data URIs instead of uploading them to fal storage (no FAL_KEY needed to enqueue; larger jobs)',
