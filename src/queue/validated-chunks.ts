@@ -58,6 +58,8 @@ export async function* validatedChunks(
     maxImageBytes: config.maxInlineImageBytes,
     maxSide: config.maxImageSide,
     local: delivery ?? localImageDelivery(ctx, run),
+    // A Parquet file's images (🤗 image structs) travel like local files, not inside every job.
+    embedded: source.kind === 'parquet',
   });
   const limit = pLimit(FILE_READS_AT_ONCE);
   let columns: ColumnMap | undefined;

@@ -72,6 +72,25 @@ describe('run over Parquet and JSONL manifests', () => {
     expect(readJsonl(out)).toEqual(rows);
   });
 
+  it("uploads a Parquet file's embedded images to fal storage once each, like local files, the jobs carrying only their URLs; inline, they are the same rows", async () => {
+    const h = await createHarness();
+    const manifest = hfParquet(h.dir);
+    const input = '{"image_url":"{image:image}","prompt":"Describe the {text}"}';
+    const result = await runCliProcess(['enqueue', manifest, '--batch', 'hf', '--endpoint', 'fal-ai/llava-next', '--input', input], h.env());
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stdout).toContain(`${ROWS} rows read; ${ROWS - 1} added, 0 already present, 1 rejected`);
+    // 11 embedded images (row 7's bytes are no image) and 12 files beside the manifest: each uploaded once.
+    expect(h.emulator.stats().uploads).toBe(ROWS - 1);
+    const jobs = (await h.ctx.redis.keys(`${h.prefix}:{jobs}:hf/*`)).filter((key) => /\/[0-9a-f]{32}$/.test(key));
+    expect(jobs).toHaveLength(ROWS - 1);
+    const data = (await Promise.all(jobs.map((key) => h.ctx.redis.hget(key, 'data')))).join('\n');
+    expect(data).not.toContain('data:image/png;base64');
+    expect(data).toContain(h.emulator.url);
+    // The same rows inline: their identities are the same, so the batch already has every row.
+    const inline = await runCliProcess(['enqueue', manifest, '--batch', 'hf', '--endpoint', 'fal-ai/llava-next', '--input', input, '--inline-images'], h.env());
+    expect(inline.stdout).toContain(`${ROWS} rows read; 0 added, ${ROWS - 1} already present, 1 rejected`);
+  });
+
   it('runs a gzipped JSONL of URLs (LAION / img2dataset style) mapped with --input; a rerun skips the unchanged rows and calls the changed one', async () => {
     const h = await createHarness();
     const objects = Array.from({ length: 12 }, (_, i) => ({
