@@ -1,5 +1,6 @@
 import { ConfigError } from './errors.js';
 import type { Price } from './fal/price.js';
+import { parseManifestFormat, type ManifestFormat } from './manifest/manifest-format.js';
 import { resolveEncoding } from './manifest/text-encoding.js';
 import { createRowMapping } from './manifest/row-mapping.js';
 import { DEFAULT_ENCODING, DEFAULT_MAX_RECORD_BYTES } from './manifest/read-defaults.js';
@@ -222,6 +223,13 @@ export interface Config {
    * @default 'utf-8' (flag --encoding)
    */
   encoding: string;
+  /**
+   * Format of a manifest file: csv, jsonl or parquet. Unset, its name tells (.csv, .jsonl or
+   * .ndjson, .parquet; .gz after a text one for gzip), and a name that tells none is read as CSV.
+   * For a file whose name says nothing (a URL without an extension, `manifest.txt`).
+   * @default undefined (flag --manifest-format)
+   */
+  manifestFormat: ManifestFormat | undefined;
   /** Folder local image paths must stay inside. Default: the manifest's folder. */
   filesRoot: string | undefined;
   /** SIGTERM grace: in-flight rows get this long to finish before they are handed back. @default 30 s */
@@ -289,6 +297,7 @@ export const DEFAULT_CONFIG = {
   maxPromptChars: 20_000,
   maxRecordBytes: DEFAULT_MAX_RECORD_BYTES,
   encoding: DEFAULT_ENCODING,
+  manifestFormat: undefined,
   filesRoot: undefined,
   graceMs: 30 * SECOND,
   lockDurationMs: 30 * SECOND,
@@ -357,6 +366,7 @@ function validate(c: Config): void {
   integer('--max-record-bytes', c.maxRecordBytes, 1024, 512 * 1024 * 1024);
   if (typeof c.encoding !== 'string') throw new ConfigError(`Expected --encoding to be a text encoding name, got ${String(c.encoding)}`);
   resolveEncoding(c.encoding);
+  parseManifestFormat('--manifest-format', c.manifestFormat);
   for (const [name, value] of [
     ['backoffBaseMs', c.backoffBaseMs],
     ['backoffMaxMs', c.backoffMaxMs],

@@ -9,6 +9,7 @@ import type { BatchSettings } from '../queue/batch-settings.js';
 import { parseFalPriority, parseMaxSpend, parsePriority } from '../queue/batch-control.js';
 import type { Price } from '../fal/price.js';
 import { parseRetention } from '../queue/retention-duration.js';
+import { parseManifestFormat } from '../manifest/manifest-format.js';
 
 /** Flags every command that touches Redis takes. */
 export function withConnectionOptions(command: Command): Command {
@@ -25,7 +26,7 @@ export function withManifestOptions(command: Command): Command {
   return withManifestReadOptions(
     command.argument(
       '<manifest>',
-      'CSV manifest (image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns), or a folder of images (with --prompt)',
+      'manifest file: CSV, JSON Lines or Parquet, the text ones optionally .gz (columns image_url, prompt, optional id, endpoint, max_tokens, temperature, top_p, other columns), or a folder of images (with --prompt)',
     ),
   )
     .option('--strict', 'abort on the first bad row, before enqueueing anything')
@@ -60,9 +61,16 @@ export function withManifestReadOptions(command: Command): Command {
     .option('--attempts <n>', 'attempts per row for retryable failures (default 5)')
     .option('--files-root <dir>', 'folder local image paths must stay in (default: the manifest folder)')
     .option('--encoding <name>', 'text encoding of the manifest: utf-8, latin1, windows-1252, utf-16le, … (default utf-8; a byte order mark wins)')
+    .option(
+      '--manifest-format <format>',
+      'format of the manifest file: csv, jsonl or parquet (default: told by its name, .csv, .jsonl/.ndjson or .parquet, .gz after a text one for gzip; otherwise csv)',
+    )
     .option('--max-prompt-chars <n>', 'longest prompt; a longer one rejects its row (default 20000)')
     .option('--max-image-bytes <n>', 'largest image read, local file (before --max-side) or data URI; a larger one rejects its row (default 10485760, 10 MiB)')
-    .option('--max-record-bytes <n>', 'longest CSV record (line, or lines of a quoted field); a longer one is skipped and rejected (default 16777216, 16 MiB)')
+    .option(
+      '--max-record-bytes <n>',
+      "longest manifest record (a CSV line or the lines of a quoted field, a JSONL line, a Parquet row's text); a longer one is skipped and rejected (default 16777216, 16 MiB)",
+    )
     .option(
       '--inline-images',
       'send local images inside the jobs as data URIs instead of uploading them to fal storage (no FAL_KEY needed to enqueue; larger jobs)',
@@ -218,6 +226,7 @@ export interface RawFlags {
   maxWaiting?: string;
   price?: string;
   encoding?: string;
+  manifestFormat?: string;
   maxPromptChars?: string;
   maxImageBytes?: string;
   maxRecordBytes?: string;
@@ -256,6 +265,7 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
     price: flags.price === undefined ? undefined : parsePrice(flags.price),
     startTimeoutSeconds: startTimeout === undefined ? undefined : startTimeout / 1000,
     encoding: flags.encoding,
+    manifestFormat: parseManifestFormat('--manifest-format', flags.manifestFormat),
     maxPromptChars: integerOption('--max-prompt-chars', flags.maxPromptChars),
     maxInlineImageBytes: integerOption('--max-image-bytes', flags.maxImageBytes),
     maxRecordBytes: integerOption('--max-record-bytes', flags.maxRecordBytes),

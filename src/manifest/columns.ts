@@ -42,9 +42,10 @@ export interface ColumnMap {
 
 /**
  * Maps the header row. Names are matched without surrounding spaces and case. A missing required
- * column or a repeated name fails the whole manifest before anything is enqueued.
+ * column or a repeated name fails the whole manifest before anything is enqueued. `where` names
+ * the header in messages (a Parquet file's columns are its schema, a JSONL file's its first object's keys).
  */
-export function mapColumns(header: string[], file: string, layout: ColumnLayout = BUILT_IN_LAYOUT): ColumnMap {
+export function mapColumns(header: string[], file: string, layout: ColumnLayout = BUILT_IN_LAYOUT, where = 'the header (line 1)'): ColumnMap {
   const known: Partial<Record<KnownColumn, number>> = {};
   const extras: Array<{ name: string; index: number }> = [];
   const seen = new Map<string, number>();
@@ -70,13 +71,13 @@ export function mapColumns(header: string[], file: string, layout: ColumnLayout 
   const missing = layout.required.filter((column) => !seen.has(column.trim().toLowerCase()));
   if (missing.length > 0) {
     const found = header.map((h) => `"${h.trim()}"`).join(', ') || '(none)';
-    const separator = header.length === 1 ? [';', '\t', '|'].find((s) => header[0]?.includes(s)) : undefined;
+    const separator = header.length === 1 && where === 'the header (line 1)' ? [';', '\t', '|'].find((s) => header[0]?.includes(s)) : undefined;
     const hint = separator
       ? ` The header looks separated by ${separator === '\t' ? 'tabs' : `"${separator}"`}: falbatch reads comma-separated CSV (save the file as CSV with commas).`
       : '';
     throw new ManifestError(
       'MANIFEST_INVALID',
-      `${file}: the header (line 1) has no ${missing.map((m) => `"${m}"`).join(' or ')} column. Found: ${found}. ${layout.needs}${hint}`,
+      `${file}: ${where} has no ${missing.map((m) => `"${m}"`).join(' or ')} column. Found: ${found}. ${layout.needs}${hint}`,
       { file, line: 1, column: missing[0] as string },
     );
   }

@@ -4,12 +4,19 @@ import { stat } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { ManifestError } from '../errors.js';
 import { mapColumns, type ColumnLayout, type ColumnMap } from './columns.js';
+import { localManifestBytes, type ManifestBytes } from './manifest-bytes.js';
 import { readRecords, type ReadRecordsOptions } from './read-records.js';
 
 /** `jobs-3fa9c2d1`: the manifest's name, then a hash of its bytes and of what changes its rows' meaning. */
 export async function defaultBatchName(file: string, defaultEndpoint: string, filesRoot: string, encoding = 'utf-8'): Promise<string> {
+  return defaultBatchNameOf(localManifestBytes(file), defaultEndpoint, filesRoot, encoding);
+}
+
+/** defaultBatchName of a manifest's bytes wherever they are (a file, an object in a bucket): named after the last segment of `bytes.name`. */
+export async function defaultBatchNameOf(bytes: ManifestBytes, defaultEndpoint: string, filesRoot: string, encoding = 'utf-8'): Promise<string> {
+  const file = bytes.name.replace(/[?#].*$/, '').replace(/\/+$/, '');
   const hash = createHash('sha256');
-  for await (const chunk of readManifest(file)) hash.update(chunk);
+  for await (const chunk of bytes.stream()) hash.update(chunk);
   hash.update(`\0${defaultEndpoint}\0${filesRoot}`);
   // The same bytes read in another encoding are other rows (left out for UTF-8: names stay as they were).
   if (encoding.toLowerCase().replace(/[^a-z0-9]/g, '') !== 'utf8') hash.update(`\0${encoding}`);

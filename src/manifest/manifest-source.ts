@@ -3,21 +3,29 @@ import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { ConfigError, ManifestError } from '../errors.js';
 import { IMAGE_EXTENSIONS, walkImages } from './image-folder.js';
-import { checkReadable, defaultBatchName, readManifest } from './manifest-file.js';
-import { readRecords, type RawRecord } from './read-records.js';
+import { mapColumns, type ColumnLayout } from './columns.js';
+import { localManifestBytes, type ManifestBytes } from './manifest-bytes.js';
+import { checkReadable, defaultBatchNameOf } from './manifest-file.js';
+import { manifestEncodingOf, type ManifestFormat } from './manifest-format.js';
+import { headerNameOf, manifestRecords } from './manifest-records.js';
+import type { RawRecord } from './read-records.js';
 
 /**
- * Where a batch's rows come from: a CSV manifest, or a folder of images (one row per image, the
- * same prompt for all). Both come out as CSV records, header first, so everything after reading
- * (validation, ids, images, the queue) is the same for both.
+ * Where a batch's rows come from: a manifest file (CSV, JSON Lines or Parquet, the text ones maybe
+ * gzip-compressed), or a folder of images (one row per image, the same prompt for all). All come
+ * out as records, header first, so everything after reading (validation, ids, images, the queue)
+ * is the same for all.
  */
 export interface ManifestSource {
-  readonly kind: 'csv' | 'folder';
+  readonly kind: ManifestFormat | 'folder';
   /** Absolute path of the manifest file or the images folder. */
   readonly path: string;
   /** Folder local image paths resolve against and must stay inside. */
   readonly filesRoot: string;
-  /** The header record, then one record per row (a folder's records are numbered like lines, header 1). */
+  /**
+   * The header record, then one record per row, numbered by the line it is on (CSV, JSONL; a
+   * folder's records are numbered like lines, header 1) or by its row (Parquet: from 1, header 0).
+   */
   records(): AsyncIterable<RawRecord>;
   /** `<name>-<hash>`: the same source with the same settings resumes its batch. */
   defaultBatchName(defaultEndpoint: string): Promise<string>;
@@ -30,8 +38,10 @@ export interface ManifestSourceOptions {
   filesRoot?: string | undefined;
   encoding: string;
   maxRecordBytes: number;
-  /** The prompt for every image of a folder (required for a folder, refused for a CSV). */
+  /** The prompt for every image of a folder (required for a folder, refused for a manifest file). */
   prompt?: string | undefined;
+  /** The manifest file's format; default: told by its name (.csv, .jsonl, .parquet, with .gz for the text ones), else CSV. */
+  format?: ManifestFormat | undefined;
 }
 
 /** Columns of a folder's rows: the image's path relative to the folder is its id. */
@@ -48,10 +58,10 @@ export async function openManifestSource(path: string, options: ManifestSourceOp
     await checkReadable(absolute);
     if (options.prompt !== undefined) {
       throw new ConfigError(
-        `--prompt is for a folder of images; ${absolute} is a CSV manifest: give it a prompt column (or --prompt-template "Describe the {subject}").`,
+        `--prompt is for a folder of images; ${absolute} is a manifest file: give it a prompt column (or --prompt-template "Describe the {subject}").`,
       );
     }
-    return csvSource(absolute, options);
+    return fileSource(absolute, options);
   }
   const prompt = options.prompt?.trim() ?? '';
   if (prompt === '') {
@@ -71,16 +81,51 @@ export async function openManifestSource(path: string, options: ManifestSourceOp
   return folderSource(absolute, prompt, options);
 }
 
-function csvSource(file: string, options: ManifestSourceOptions): ManifestSource {
-  const filesRoot = options.filesRoot ? resolve(options.filesRoot) : dirname(file);
+function fileSource(file: string, options: ManifestSourceOptions): ManifestSource {
+  return manifestBytesSource(localManifestBytes(file), options.filesRoot ? resolve(options.filesRoot) : dirname(file), options);
+}
+
+/**
+ * A manifest file's source over its bytes wherever they are (a local file, an object in a
+ * bucket): its format from `bytes.name` (or `options.format`), local image paths resolved against
+ * `filesRoot`. `path` is `bytes.name`.
+ */
+export function manifestBytesSource(bytes: ManifestBytes, filesRoot: string, options: ManifestSourceOptions): ManifestSource {
+  const encoding = manifestEncodingOf(bytes.name, options.format);
   return {
-    kind: 'csv',
-    path: file,
+    kind: encoding.format,
+    path: bytes.name,
     filesRoot,
-    records: () => readRecords(readManifest(file), { encoding: options.encoding, maxRecordBytes: options.maxRecordBytes }),
-    defaultBatchName: (defaultEndpoint) => defaultBatchName(file, defaultEndpoint, filesRoot, options.encoding),
+    records: () => manifestRecords(bytes, encoding, { encoding: options.encoding, maxRecordBytes: options.maxRecordBytes }),
+    defaultBatchName: (defaultEndpoint) => defaultBatchNameOf(bytes, defaultEndpoint, filesRoot, options.encoding),
     notImages: () => ({}),
   };
+}
+
+/**
+ * Reads only a manifest file's header (its columns), so a manifest without the columns the
+ * mapping needs leaves no trace in Redis; the message names the file, the missing column and the
+ * columns it has.
+ */
+export async function checkColumns(source: ManifestSource, layout: ColumnLayout | undefined): Promise<void> {
+  if (source.kind === 'folder') return;
+  const records = source.records()[Symbol.asyncIterator]();
+  try {
+    const first = await records.next();
+    if (first.done) {
+      throw new ManifestError('MANIFEST_INVALID', `${source.path} is empty: expected rows with image_url and prompt columns.`, { file: source.path, line: 1 });
+    }
+    const record = first.value;
+    if ('error' in record) {
+      throw new ManifestError('MANIFEST_INVALID', `${source.path}: line ${record.line}: the header row cannot be read: ${record.error}.`, {
+        file: source.path,
+        line: record.line,
+      });
+    }
+    mapColumns(record.fields, source.path, layout, headerNameOf({ format: source.kind, gzip: false }));
+  } finally {
+    await records.return?.(undefined);
+  }
 }
 
 function folderSource(folder: string, prompt: string, options: ManifestSourceOptions): ManifestSource {

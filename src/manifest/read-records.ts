@@ -171,7 +171,8 @@ function parseCandidate(lines: Line[]): string[] | string {
   }
 }
 
-function describeInvalid(line: Line, first: Line): string {
+/** Why a line is not valid text in its encoding, and how to fix the file. */
+export function describeInvalid(line: Line, first: Line): string {
   const { encoding, at } = line.invalid ?? { encoding: 'utf-8', at: undefined };
   const which = line.number === first.number ? 'the line' : `line ${line.number}`;
   const subject = line.number === first.number ? '' : `line ${line.number} (inside this record's quoted field) is `;

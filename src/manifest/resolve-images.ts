@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { formatBytes } from './format-bytes.js';
 import { ACCEPTED_IMAGE_TYPES, detectImageType } from './image-type.js';
-import type { LocalImageReader } from './local-image.js';
+import type { LoadedImage, LocalImageReader } from './local-image.js';
 import { createFitMemo, DownscaleError, prepareImage, type FitMemo, type PreparedImage } from './prepare-image.js';
 
 /** A row's images as resolved: what goes to fal, and what identifies their content. */
@@ -59,6 +59,13 @@ export interface ImageResolverOptions {
   maxSide?: number | undefined;
   /** How local images reach fal. Default: inline, as data URIs. */
   local?: LocalImageDelivery;
+  /**
+   * Data URIs are images embedded in the manifest file itself (a Parquet manifest: a 🤗 `image`
+   * struct's bytes): delivered like local files (uploaded to fal storage once per content, or
+   * inline with --inline-images; downscaled by --max-side), rather than sent inside every job as
+   * they are. Their identity is the same either way. Default false (a CSV's data URIs go as written).
+   */
+  embedded?: boolean | undefined;
 }
 
 /** URLs as they are, data URIs checked, local files read, checked, downscaled if asked, and delivered. */
@@ -101,29 +108,49 @@ async function resolveImages(cell: string, column: string, options: ImageResolve
       const bytes = Buffer.from(base64, 'base64');
       const type = await detectImageType(bytes);
       if (!type.ok) return { ok: false, reason: `${column} holds a data URI whose bytes are ${type.found}, not a ${ACCEPTED_IMAGE_TYPES} image` };
-      references.push(part);
-      identities.push(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
+      const identity = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+      if (!options.embedded) {
+        references.push(part);
+        identities.push(identity);
+        continue;
+      }
+      const delivered = await deliver({ bytes, mime: type.mime, ext: type.ext, identity, path: '' }, `${column} (an image inside the manifest)`, options, fits);
+      if (!delivered.ok) return delivered;
+      references.push(delivered.reference);
+      identities.push(delivered.identity);
       continue;
     }
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(part))
       return { ok: false, reason: `${column} "${part}" uses an unsupported scheme; use http(s), a data URI or a local path` };
     const local = await reader.load(part);
     if (!local.ok) return local;
-    const prepared = await prepareImage(local.image, options.maxSide, fits);
-    let delivered: LocalImageReference;
-    try {
-      delivered = await (options.local ?? inlineLocalImages).reference(prepared, part);
-    } catch (error) {
-      // A delivery reports its own failures as reasons, and throws only what must stop the whole
-      // run (no credentials, an account fal refuses), or a downscale that failed (a decompression
-      // bomb, a file sharp chokes on): that one is the row's own problem.
-      if (!(error instanceof DownscaleError)) throw error;
-      return { ok: false, reason: `local file "${part}" could not be downscaled for --max-side: ${error.message}` };
-    }
+    const delivered = await deliver(local.image, `local file "${part}"`, options, fits, part);
     if (!delivered.ok) return delivered;
     references.push(delivered.reference);
-    identities.push(prepared.identity);
+    identities.push(delivered.identity);
     localFiles.push(local.image.path);
   }
   return { ok: true, references, identities, localFiles };
+}
+
+/** An image read from a file or the manifest, downscaled if asked and delivered: what fal gets, and its identity. */
+async function deliver(
+  image: LoadedImage,
+  named: string,
+  options: ImageResolverOptions,
+  fits: FitMemo,
+  cell = named,
+): Promise<{ ok: true; reference: string; identity: string } | { ok: false; reason: string }> {
+  const prepared = await prepareImage(image, options.maxSide, fits);
+  let delivered: LocalImageReference;
+  try {
+    delivered = await (options.local ?? inlineLocalImages).reference(prepared, cell);
+  } catch (error) {
+    // A delivery reports its own failures as reasons, and throws only what must stop the whole
+    // run (no credentials, an account fal refuses), or a downscale that failed (a decompression
+    // bomb, a file sharp chokes on): that one is the row's own problem.
+    if (!(error instanceof DownscaleError)) throw error;
+    return { ok: false, reason: `${named} could not be downscaled for --max-side: ${error.message}` };
+  }
+  return delivered.ok ? { ok: true, reference: delivered.reference, identity: prepared.identity } : delivered;
 }

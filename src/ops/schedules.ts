@@ -25,6 +25,7 @@ export const SCHEDULE_SETTINGS = [
   'attempts',
   'filesRoot',
   'encoding',
+  'manifestFormat',
   'maxPromptChars',
   'maxInlineImageBytes',
   'maxRecordBytes',
@@ -75,7 +76,7 @@ export interface ScheduleDefinition {
 
 export interface AddScheduleOptions {
   name: string;
-  /** Path of a CSV manifest or images folder (made absolute: every `work` process must read it there), or an http(s) URL. */
+  /** Path of a manifest file (CSV, JSONL, Parquet) or images folder (made absolute: every `work` process must read it there), or an http(s) URL. */
   manifest: string;
   /** A cron expression (5 fields, or 6 with seconds first), in `tz` (default UTC). Exactly one of cron and everyMs. */
   cron?: string | undefined;
@@ -318,6 +319,7 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
       filesRoot: config.filesRoot,
       encoding: config.encoding,
       maxRecordBytes: config.maxRecordBytes,
+      format: config.manifestFormat,
       prompt: options.prompt,
     });
   }

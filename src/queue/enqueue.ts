@@ -7,7 +7,8 @@ import { applyBatchSettings, checkBatchSettings, type BatchSettings } from './ba
 import type { ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
 import { createRowMapping, type RowMapping } from '../manifest/row-mapping.js';
-import { openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
+import { recordLabelOf } from '../manifest/manifest-format.js';
+import { checkColumns, openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
 import type { CaptionOptions } from '../results/caption-files.js';
 import { findCaptionClashes } from './caption-targets.js';
 import type { LocalImageDelivery } from '../manifest/resolve-images.js';
@@ -209,6 +210,7 @@ async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promis
     filesRoot: config.filesRoot,
     encoding: config.encoding,
     maxRecordBytes: config.maxRecordBytes,
+    format: config.manifestFormat,
     prompt: options.prompt,
   });
   // One manifest, one mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig.
@@ -222,6 +224,7 @@ async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promis
 async function checkHeaderOf(ctx: FalbatchContext, { source, mapping }: EnqueueTarget): Promise<void> {
   const { config } = ctx;
   if (source.kind === 'csv') await checkHeader(source.path, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, mapping.layout);
+  else await checkColumns(source, mapping.layout);
 }
 
 /** `--strict`: the whole manifest is read first, and its first bad row stops the enqueue before anything is written. */
@@ -232,7 +235,8 @@ async function checkStrict(ctx: FalbatchContext, target: EnqueueTarget, run: str
     for await (const chunk of validatedChunks(ctx, target.source, idsSeen, target.mapping, () => undefined, plan, options)) {
       const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok && !v.skip);
       if (bad) {
-        throw new ManifestError('MANIFEST_INVALID', `${file}: line ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
+        const label = recordLabelOf(file, target.source.kind === 'folder' ? undefined : target.source.kind);
+        throw new ManifestError('MANIFEST_INVALID', `${file}: ${label} ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
           file,
           line: bad.rejected.line,
         });

@@ -4,6 +4,7 @@ import type { FalbatchContext } from '../context.js';
 import { ManifestError } from '../errors.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { LocalImageReader } from '../manifest/local-image.js';
+import { headerNameOf } from '../manifest/manifest-records.js';
 import type { ManifestSource } from '../manifest/manifest-source.js';
 import type { RawRecord } from '../manifest/read-records.js';
 import { createImageResolver, type LocalImageDelivery } from '../manifest/resolve-images.js';
@@ -57,6 +58,8 @@ export async function* validatedChunks(
     maxImageBytes: config.maxInlineImageBytes,
     maxSide: config.maxImageSide,
     local: delivery ?? localImageDelivery(ctx, run),
+    // A Parquet file's images (🤗 image structs) travel like local files, not inside every job.
+    embedded: source.kind === 'parquet',
   });
   const limit = pLimit(FILE_READS_AT_ONCE);
   let columns: ColumnMap | undefined;
@@ -87,7 +90,7 @@ export async function* validatedChunks(
             ),
       ),
     );
-    await rejectRepeatedIds(ctx, idsKey, verdicts);
+    await rejectRepeatedIds(ctx, idsKey, verdicts, source.kind === 'parquet' ? 'row' : 'line');
     return verdicts;
   };
 
@@ -99,7 +102,7 @@ export async function* validatedChunks(
           line: record.line,
         });
       }
-      columns = mapColumns(record.fields, file, mapping.layout);
+      columns = mapColumns(record.fields, file, mapping.layout, source.kind === 'folder' ? undefined : headerNameOf({ format: source.kind, gzip: false }));
       onHeader(columns, record.fields);
       continue;
     }
@@ -127,7 +130,7 @@ export async function* validatedChunks(
 }
 
 /** A repeated id: the later row is rejected, naming the line of the first (ids of this run are kept in Redis, at `idsKey`). */
-async function rejectRepeatedIds(ctx: FalbatchContext, idsKey: string, verdicts: Verdict[]): Promise<void> {
+async function rejectRepeatedIds(ctx: FalbatchContext, idsKey: string, verdicts: Verdict[], label: 'line' | 'row'): Promise<void> {
   const withIds = verdicts.flatMap((v, i) => (v.ok && v.row.id !== undefined ? [i] : []));
   if (withIds.length > 0) {
     const pipeline = ctx.redis.pipeline();
@@ -148,7 +151,7 @@ async function rejectRepeatedIds(ctx: FalbatchContext, idsKey: string, verdicts:
           ok: false,
           rejected: {
             line: row.line,
-            reason: `id "${row.id}" appears again (first on line ${String(firstLine)}); ids must be unique`,
+            reason: `id "${row.id}" appears again (first on ${label} ${String(firstLine)}); ids must be unique`,
             id: row.id,
             endpoint: row.endpoint,
             imageDisplay: row.imageDisplay,

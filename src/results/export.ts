@@ -11,6 +11,7 @@ import { AtomicFile, asOutputError } from './atomic-file.js';
 import { readRowCaptions } from './caption-files.js';
 import { buildReport, ERRORS_COLUMNS, errorsRow, sideFiles, type ExportReport } from './export-report.js';
 import { hfMetadataFolder, hfMetadataPath, HfMetadataWriter, type HfMetadataOptions, type HfMetadataSummary } from './hf-metadata.js';
+import { recordLabelOf } from '../manifest/manifest-format.js';
 import { extraNames, OUTPUT_COLUMNS, outputRow, type OutputRow } from './output-row.js';
 import type { Price } from '../fal/price.js';
 import { csvSink, jsonlSink, loadParquetWriter, parquetSink, type RowSink } from './row-sinks.js';
@@ -172,6 +173,7 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
   }
   const keys = ctx.keys.batch(batch);
   const extras = extraNames(meta.extras);
+  const recordLabel = recordLabelOf(meta.manifest);
   const columns = [...OUTPUT_COLUMNS, ...extras];
   const counts = { rows: 0, ok: 0, failed: 0, rejected: 0, skipped: 0, pending: 0 };
   // '' : the batch has no caption files.
@@ -220,7 +222,7 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
       let metadataLines = '';
       for (const [i, entry] of page.entries()) {
         const result = entry.rejected === undefined && entry.skipped === undefined ? byKey.get(entry.key) : undefined;
-        const { row, status } = outputRow(entry, result, extras, earlierAnswer(entry) ?? captions[i]);
+        const { row, status } = outputRow(entry, result, extras, earlierAnswer(entry) ?? captions[i], recordLabel);
         counts.rows++;
         counts[status]++;
         lines.push(row);

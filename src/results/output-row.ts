@@ -66,6 +66,8 @@ export function outputRow(
   result: RowResult | undefined,
   extras: readonly string[],
   caption?: string,
+  /** What the manifest's records are numbered by: lines, or rows of a Parquet file. */
+  recordLabel: 'line' | 'row' = 'line',
 ): { row: OutputRow; status: ExportStatus } {
   const status = exportStatusOf(entry, result);
   const ended = status === 'ok' || status === 'failed';
@@ -73,7 +75,8 @@ export function outputRow(
     id: entry.key === '' ? null : entry.key,
     status,
     output: status === 'skipped' ? (caption ?? null) : (result?.output ?? null),
-    error: entry.rejected !== undefined ? `line ${entry.line}: ${entry.rejected}` : entry.skipped !== undefined ? entry.skipped : (result?.error ?? null),
+    error:
+      entry.rejected !== undefined ? `${recordLabel} ${entry.line}: ${entry.rejected}` : entry.skipped !== undefined ? entry.skipped : (result?.error ?? null),
     attempts: result?.attempts ?? 0,
     request_id: result?.request_id ?? null,
     endpoint: entry.endpoint,

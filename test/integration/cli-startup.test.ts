@@ -18,6 +18,8 @@ const HEAVY = [
   'prom-client',
   'csv-parse',
   'csv-stringify',
+  'hyparquet',
+  'hyparquet-compressors',
   'hyparquet-writer',
   'cron-parser',
   'cli-progress',

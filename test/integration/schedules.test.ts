@@ -3,6 +3,8 @@ import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { basename } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { parquetWriteBuffer } from 'hyparquet-writer';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { fetchManifest } from '../../src/manifest/fetch-manifest.js';
 import { runScheduleTick } from '../../src/ops/schedule-tick.js';
@@ -392,6 +394,30 @@ describe('scheduled enqueueing', () => {
     expect(h.emulator.stats()).toMatchObject({ uploads: 6, fileReads: 9 });
     await tick();
     expect(h.emulator.stats()).toMatchObject({ uploads: 6, fileReads: 9 });
+  });
+
+  it('ticks read gzipped JSONL and Parquet manifests too: a local .jsonl.gz, and a URL without an extension with --manifest-format parquet', async () => {
+    const h = await createHarness();
+    const rows = ids(3).map((id) => ({ id, image_url: `https://example.com/${id}.jpg`, prompt: `describe ${id}` }));
+    const local = h.file('feed.jsonl.gz', gzipSync(rows.map((row) => JSON.stringify(row)).join('\n')));
+    const { schedule: jsonl } = await addSchedule(h.ctx, { name: 'jsonl', manifest: local, everyMs: 3_600_000 });
+    expect(await runScheduleTick(h.ctx, jsonl)).toMatchObject({ outcome: 'ok', added: 3 });
+    expect(await runScheduleTick(h.ctx, jsonl)).toMatchObject({ outcome: 'ok', added: 0, present: 3 });
+
+    const parquet = Buffer.from(
+      parquetWriteBuffer({
+        columnData: (['id', 'image_url', 'prompt'] as const).map((name) => ({ name, data: rows.map((row) => row[name]), type: 'STRING' as const })),
+      }),
+    );
+    const server = await httpServer((_request, response) => response.writeHead(200, { 'content-type': 'application/octet-stream' }).end(parquet));
+    const { schedule: remote } = await addSchedule(h.ctx, {
+      name: 'remote',
+      manifest: `${server.url}/export/latest`,
+      everyMs: 3_600_000,
+      settings: { manifestFormat: 'parquet' },
+    });
+    expect(await runScheduleTick(h.ctx, remote)).toMatchObject({ outcome: 'ok', added: 3 });
+    expect((await getStatus(h.ctx, 'remote')).manifest).toBe(`${server.url}/export/latest`);
   });
 
   it('a schedule with --retention gives its batch that retention at every tick (forever included)', async () => {

@@ -16,7 +16,9 @@ const LINE_EVERY_MS = 15_000;
 const JSON_EVERY_MS = 2000;
 
 export async function runAction(io: CliIo, exit: (code: number) => void, manifest: string, flags: RunFlags): Promise<void> {
-  const out = flags.out ?? `${basename(manifest, extname(manifest))}.results.csv`;
+  // rows.jsonl.gz -> rows.results.csv, as rows.jsonl and rows.csv.
+  const unzipped = manifest.replace(/\.gz$/i, '');
+  const out = flags.out ?? `${basename(unzipped, extname(unzipped))}.results.csv`;
   const captions = captionsFrom(flags);
   const json = (flags.json ?? false) && !flags.dryRun;
   const mode = progressMode(io, json);
