@@ -61,8 +61,8 @@ export interface FalbatchScripts {
     mark: string,
     release: '1' | '0',
   ): Promise<number>;
-  falbatchAppendRows(draft: string, at: number, ...entries: string[]): Promise<number>;
-  falbatchBacklogCommit(backlog: string, meta: string, index: string, taken: string, n: number, batch: string): Promise<number>;
+  falbatchAppendRows(draft: string, at: number, ...entries: Array<string | Buffer>): Promise<number>;
+  falbatchBacklogCommit(backlog: string, meta: string, index: string, taken: string, n: number, headRows: number, batch: string): Promise<number>;
   falbatchBacklogForget(backlog: string, index: string, batch: string): Promise<number>;
   falbatchBeginRow: Given<Array<string | null>>;
   falbatchCompareAndDelete(key: string, holder: string): Promise<number>;
