@@ -9,7 +9,7 @@ import { connectionIdOf, isConnectionAlive } from './connection.js';
 import { CONTROL_FIELDS, bullPriority, controlFrom, holdOf, spendOf, type BatchControl } from './batch-control.js';
 import { backlogRowsIn, backlogRowsOf } from './backlog-rows.js';
 import { packEntries, unpackEntries } from './packed-entries.js';
-import { scriptsOn } from './redis-scripts.js';
+import { scriptsIn, scriptsOn } from './redis-scripts.js';
 import type { RowJobData } from './row-job.js';
 
 /**
@@ -81,9 +81,15 @@ function orderOf(priority: number, storedAt: number): number {
 export function storeBacklog(ctx: FalbatchContext, multi: ChainableCommander, batch: string, rows: readonly BacklogRow[], priority: number): void {
   if (rows.length === 0) return;
   const keys = ctx.keys.batch(batch);
-  multi.rpush(keys.backlog, packEntries(rows.map(encodeBacklogEntry)));
-  multi.hincrby(keys.meta, 'backlog_left', rows.length);
-  multi.zadd(ctx.keys.backlog, 'NX', orderOf(priority, ctx.clock.now()), batch);
+  scriptsIn(multi).falbatchBacklogStore(
+    keys.backlog,
+    keys.meta,
+    ctx.keys.backlog,
+    packEntries(rows.map(encodeBacklogEntry)),
+    rows.length,
+    orderOf(priority, ctx.clock.now()),
+    batch,
+  );
 }
 
 /** Job options every row job gets: its identity, attempts with falbatch's backoff, and cleanup. */
