@@ -35,6 +35,7 @@ import {
 } from './retention.js';
 import { entryOf, validatedChunks, type CaptionPlan, type Verdict } from './validated-chunks.js';
 import { REPORTED_REJECTIONS, admissionCandidates, admitRows, sortByKnown, tallyChunk, type RowsToAdd } from './chunk-rows.js';
+import { storedFingerprint } from './row-keys.js';
 
 export interface EnqueueOptions {
   /**
@@ -342,7 +343,7 @@ async function storeRows(ctx: FalbatchContext, w: ChunkWriter, { fresh, edited, 
     }
   }
   storeBacklog(ctx, store, batch, jobs.map(backlogRowOf), w.priority);
-  if (fresh.length > 0) store.hset(batchKeys.keys, ...fresh.flatMap((row) => [row.key, row.fingerprint]));
+  if (fresh.length > 0) store.hset(batchKeys.keys, ...fresh.flatMap((row) => [row.key, storedFingerprint(row.key, row.fingerprint)]));
   throwIfFailed(await store.exec());
   // What was just written lives as long as the batch; a batch pruned (or lost) meanwhile keeps
   // nothing of it: the touch removed its keys, its backlog with them.
