@@ -1,15 +1,10 @@
 import type { ChainableCommander } from 'ioredis';
 import type { FalbatchContext } from '../context.js';
 
-/*
+/**
  * How many rows a batch's backlog holds (see queue/backlog.ts): its meta's `backlog_left`
  * counter, or, for a list written before rows were packed (no counter), its length (one row an
  * element). Apart from backlog.ts so that `status` reads it without loading the top-up.
- */
-
-/**
- * Rows in a backlog: its `backlog_left` counter, or for a list written before rows were packed
- * (no counter), its length (one row an element).
  */
 function rowsLeft(left: string | null | undefined, elements: number): number {
   if (elements === 0) return 0;
