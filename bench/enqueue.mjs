@@ -62,16 +62,15 @@ async function breakdown(prefix) {
   const keys = [];
   for await (const batch of redis.scanStream({ match: `${prefix}:*:batch:*:meta`, count: 1000 })) keys.push(...batch);
   const base = keys[0].replace(/:meta$/, '');
-  const per = async (name, length) => {
-    const key = `${base}:${name}`;
-    const entries = await redis[length](key);
-    return entries === 0 ? 0 : Number(await redis.memory('USAGE', key, 'SAMPLES', '0')) / entries;
-  };
+  // The lists hold a packed chunk of rows per element: bytes per row, not per element.
+  const [backlogLeft, rows] = await redis.hmget(`${base}:meta`, 'backlog_left', 'rows');
+  const backlogRows = Number(backlogLeft ?? (await redis.llen(`${base}:backlog`)));
+  const per = async (name, entries) => (entries === 0 ? 0 : Number(await redis.memory('USAGE', `${base}:${name}`, 'SAMPLES', '0')) / entries);
   return {
-    backlog: await per('backlog', 'llen'),
-    rows: await per('rows', 'llen'),
-    keys: await per('keys', 'hlen'),
-    backlogRows: await redis.llen(`${base}:backlog`),
+    backlog: await per('backlog', backlogRows),
+    rows: await per('rows', Number(rows)),
+    keys: await per('keys', await redis.hlen(`${base}:keys`)),
+    backlogRows,
   };
 }
 

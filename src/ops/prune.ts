@@ -5,6 +5,7 @@ import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { scanKeys } from '../queue/connection.js';
 import { runTogether } from '../queue/run-together.js';
 import { migrateLegacyLedger, PRUNED_LEASE, PRUNED_MARK_MS, sweepExpiredBatches } from '../queue/retention.js';
+import { fingerprintOf } from '../queue/row-keys.js';
 
 export interface PruneBatchOptions {
   batch: string;
@@ -149,7 +150,7 @@ export async function pruneBatch(ctx: FalbatchContext, options: PruneBatchOption
   do {
     const [next, entries] = await redis.hscan(batchKeys.keys, cursor, 'COUNT', PAGE);
     cursor = next;
-    const fingerprints = [...new Set(entries.filter((_, i) => i % 2 === 1))];
+    const fingerprints = [...new Set(entries.flatMap((value, i) => (i % 2 === 1 ? [fingerprintOf(entries[i - 1] as string, value) as string] : [])))];
     if (fingerprints.length === 0) continue;
     const ledgerKeys = fingerprints.map((fingerprint) => keys.ledger(fingerprint));
     if (options.ledger) {

@@ -7,6 +7,7 @@ import { delayedJobIds } from '../queue/parked-jobs.js';
 import { liftCancel } from './control.js';
 import { touchBatch } from '../queue/retention.js';
 import { scriptsOn } from '../queue/redis-scripts.js';
+import { fingerprintOf } from '../queue/row-keys.js';
 
 export interface RetryFailedOptions {
   batch: string;
@@ -77,7 +78,7 @@ export async function retryFailed(ctx: FalbatchContext, options: RetryFailedOpti
     const result = job ? await ctx.store.get(batch, job.data.k) : undefined;
     if (!job || result?.status !== 'failed' || (errorType !== undefined && result.error_type !== errorType)) continue;
     // A job of the row's old content (it was edited since) answers nothing.
-    if ((await ctx.redis.hget(keys.keys, job.data.k)) !== job.data.f) continue;
+    if (fingerprintOf(job.data.k, await ctx.redis.hget(keys.keys, job.data.k)) !== job.data.f) continue;
     parked.add(job);
     chosen.push(job);
   }

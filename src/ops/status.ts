@@ -2,6 +2,7 @@ import type { FalbatchContext } from '../context.js';
 import { readQueueConcurrency, type QueueConcurrency } from '../queue/queue-concurrency.js';
 import { BatchNotFoundError } from '../errors.js';
 import { runTogether } from '../queue/run-together.js';
+import { backlogRowsIn, backlogRowsOf } from '../queue/backlog-rows.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { sweepExpiredBatches, vanishedBatchError } from '../queue/retention.js';
 import { aggregateFromStats, figuresOf, rateFromStats, type CallFigures } from '../results/batch-figures.js';
@@ -94,12 +95,23 @@ export async function getStatus(ctx: FalbatchContext, batch: string, options: Ge
   const meta = await readBatchMeta(ctx.redis, ctx.keys, batch);
   if (!meta) throw await batchNotFound(ctx.redis, batch, ctx.keys);
   const keys = ctx.keys.batch(batch);
-  const [[[, jobs], [, counts], [, enqueuing], [, stats], [, backlog]], inFlight] = await Promise.all([
-    runTogether(ctx.redis, (commands) => commands.hlen(keys.keys).hgetall(keys.counts).exists(keys.enqueuing).hgetall(keys.stats).llen(keys.backlog)).then(
-      (replies) => replies as [[unknown, number], [unknown, Record<string, string>], [unknown, number], [unknown, Record<string, string>], [unknown, number]],
+  const [[[, jobs], [, counts], [, enqueuing], [, stats], [, backlogElements], [, backlogLeft]], inFlight] = await Promise.all([
+    runTogether(ctx.redis, (commands) =>
+      backlogRowsIn(ctx, commands.hlen(keys.keys).hgetall(keys.counts).exists(keys.enqueuing).hgetall(keys.stats), batch),
+    ).then(
+      (replies) =>
+        replies as [
+          [unknown, number],
+          [unknown, Record<string, string>],
+          [unknown, number],
+          [unknown, Record<string, string>],
+          [unknown, number],
+          [unknown, unknown],
+        ],
     ),
     ctx.store.inFlight(batch),
   ]);
+  const backlog = backlogRowsOf(backlogElements, backlogLeft);
   const ok = Number(counts['ok'] ?? 0);
   const failed = Number(counts['failed'] ?? 0);
   const pending = Math.max(0, jobs - ok - failed);

@@ -7,31 +7,38 @@ import { jobIdFor } from '../manifest/row-key.js';
 import { SECOND } from '../time.js';
 import { connectionIdOf, isConnectionAlive } from './connection.js';
 import { CONTROL_FIELDS, bullPriority, controlFrom, holdOf, spendOf, type BatchControl } from './batch-control.js';
-import { scriptsOn } from './redis-scripts.js';
+import { backlogRowsIn, backlogRowsOf } from './backlog-rows.js';
+import { packEntries, unpackEntries } from './packed-entries.js';
+import { scriptsIn, scriptsOn } from './redis-scripts.js';
 import type { RowJobData } from './row-job.js';
 
 /**
  * The backlog: rows of a batch stored, compactly, until the queue has room for them as jobs.
  *
  * Redis holds at most `maxWaiting` waiting jobs (a BullMQ job costs about 1 KB of Redis); every
- * other row to call waits in its batch's backlog list, one short JSON entry per row (its key,
- * fingerprint and fal input: about 100 to 150 bytes). The producer stores every chunk there and
- * tops the queue up at once; workers top it up as they drain it (see startWorker). So `enqueue`
- * returns once every row is stored, whether or not a worker runs, and Redis stays bounded.
+ * other row to call waits in its batch's backlog list: a short JSON entry per row (its key,
+ * fingerprint and fal input), each chunk the producer writes packed into one deflated list element
+ * (queue/packed-entries.ts: 20 to 30 bytes a row instead of 180). The producer stores every chunk
+ * there and tops the queue up at once; workers top it up as they drain it (see startWorker). So
+ * `enqueue` returns once every row is stored, whether or not a worker runs, and Redis stays bounded.
  *
  *   <base>:backlog                     ZSET batch name → order (priority, then first stored): batches with a backlog
  *   <base>:backlog:lock                STRING the process topping the queue up now (short PX)
  *   <base>:max-waiting                 STRING the queue's cap on waiting jobs (the last producer's --max-waiting)
- *   <base>:batch:<name>:backlog        LIST the batch's rows not yet jobs, in manifest order (a data key: the batch's retention)
- *   <base>:batch:<name>:meta           field `backlog_taken`: how many entries have become jobs (a CAS counter)
+ *   <base>:batch:<name>:backlog        LIST the batch's rows not yet jobs, in manifest order, a packed chunk per element
+ *                                      (a data key: the batch's retention)
+ *   <base>:batch:<name>:meta           fields `backlog_taken`: how many rows have become jobs (a CAS counter);
+ *                                      `backlog_head`: of them, those of the head element (gone when 0);
+ *                                      `backlog_left`: rows stored and not jobs yet (gone with the last)
  *
- * Crash safety. A top-up reads the head of a backlog, adds those jobs (addBulk: a job id that
- * exists is ignored), and only then trims the head, if the counter still says nobody else did:
- * killed between the two, the next top-up adds the same rows again, which BullMQ ignores (or, for
- * a job already finished and removed, whose row has ended: its worker records nothing and calls
- * nothing). Trimming compares and sets the counter in one script, so two top-ups never trim twice.
- * The producer stores a chunk's backlog entries and its row keys in one MULTI: a row is never known
- * to the batch without being stored to call.
+ * Crash safety. A top-up reads the counter and the head element, adds jobs for rows of it from
+ * `backlog_head` on (addBulk: a job id that exists is ignored), and only then moves past them, if
+ * the counter still says nobody else did: it advances `backlog_head`, or pops the element once all
+ * its rows are jobs. Killed between the two, the next top-up adds the same rows again, which
+ * BullMQ ignores (or, for a job already finished and removed, whose row has ended: its worker
+ * records nothing and calls nothing). Moving on compares and sets the counter in one script, so
+ * two top-ups never take the same rows twice. The producer stores a chunk's backlog element and
+ * its row keys in one MULTI: a row is never known to the batch without being stored to call.
  */
 export interface BacklogRow {
   key: string;
@@ -73,8 +80,16 @@ function orderOf(priority: number, storedAt: number): number {
  */
 export function storeBacklog(ctx: FalbatchContext, multi: ChainableCommander, batch: string, rows: readonly BacklogRow[], priority: number): void {
   if (rows.length === 0) return;
-  multi.rpush(ctx.keys.batch(batch).backlog, ...rows.map(encodeBacklogEntry));
-  multi.zadd(ctx.keys.backlog, 'NX', orderOf(priority, ctx.clock.now()), batch);
+  const keys = ctx.keys.batch(batch);
+  scriptsIn(multi).falbatchBacklogStore(
+    keys.backlog,
+    keys.meta,
+    ctx.keys.backlog,
+    packEntries(rows.map(encodeBacklogEntry)),
+    rows.length,
+    orderOf(priority, ctx.clock.now()),
+    batch,
+  );
 }
 
 /** Job options every row job gets: its identity, attempts with falbatch's backoff, and cleanup. */
@@ -157,7 +172,10 @@ interface Candidate {
   batch: string;
   order: number;
   control: BatchControl;
+  /** Rows in its backlog. */
   length: number;
+  /** Elements in its backlog list (0: nothing to take). */
+  elements: number;
   held: boolean;
 }
 
@@ -173,15 +191,18 @@ async function candidates(ctx: FalbatchContext): Promise<Candidate[]> {
     pipeline
       .hmget(keys.meta, ...CONTROL_FIELDS)
       .hmget(keys.stats, 'billed', 'inference_ms')
-      .llen(keys.backlog);
+      .llen(keys.backlog)
+      .hget(keys.meta, 'backlog_left');
   }
   const replies = (await pipeline.exec()) ?? [];
   const found = names.map(([batch, order], i): Candidate => {
-    const control = controlFrom((replies[3 * i]?.[1] as Array<string | null> | undefined) ?? []);
-    const [billed, inferenceMs] = (replies[3 * i + 1]?.[1] as Array<string | null> | undefined) ?? [];
+    const control = controlFrom((replies[4 * i]?.[1] as Array<string | null> | undefined) ?? []);
+    const [billed, inferenceMs] = (replies[4 * i + 1]?.[1] as Array<string | null> | undefined) ?? [];
     const hold = holdOf(batch, control, control.cap ? spendOf(control.cap.price, billed, inferenceMs) : undefined);
+    const elements = Number(replies[4 * i + 2]?.[1] ?? 0);
+    const length = backlogRowsOf(elements, replies[4 * i + 3]?.[1]);
     // A cancelled batch's rows become jobs too: each ends as `cancelled` at once (no fal call).
-    return { batch, order, control, length: Number(replies[3 * i + 2]?.[1] ?? 0), held: hold !== undefined && hold.kind !== 'cancelled' };
+    return { batch, order, control, length, elements, held: hold !== undefined && hold.kind !== 'cancelled' };
   });
   return found.sort((a, b) => b.control.priority - a.control.priority || a.order - b.order);
 }
@@ -207,21 +228,25 @@ export async function topUpQueue(ctx: FalbatchContext, options: { cap?: number }
       const room = cap - waiting;
       const batches = await candidates(ctx);
       const open = batches.filter((c) => !c.held);
-      for (const c of open) if (c.length === 0) await lua.falbatchBacklogForget(ctx.keys.batch(c.batch).backlog, ctx.keys.backlog, c.batch);
-      const next = open.find((c) => c.length > 0);
+      for (const c of open) if (c.elements === 0) await lua.falbatchBacklogForget(ctx.keys.batch(c.batch).backlog, ctx.keys.backlog, c.batch);
+      const next = open.find((c) => c.elements > 0);
       if (room <= 0 || next === undefined) {
         return { added, waiting, cap, left: open.reduce((sum, c) => sum + c.length, 0), busy: false };
       }
       const keys = ctx.keys.batch(next.batch);
       const take = Math.min(room, TOP_UP_CHUNK);
-      const [[, taken], [, entries]] = ((await ctx.redis
+      // The counter and the head element, read together: the rows of it from backlog_head on.
+      const [[, [taken, head]], [, element]] = ((await ctx.redis
         .multi()
-        .hget(keys.meta, 'backlog_taken')
-        .lrange(keys.backlog, 0, take - 1)
-        .exec()) ?? []) as [[unknown, string | null], [unknown, string[]]];
-      if (entries.length > 0) {
-        await ctx.queue.addBulk(entries.map((entry) => rowJob(ctx, decodeBacklogEntry(next.batch, entry), next.control)));
-        const committed = await lua.falbatchBacklogCommit(keys.backlog, keys.meta, ctx.keys.backlog, taken ?? '0', entries.length, next.batch);
+        .hmget(keys.meta, 'backlog_taken', 'backlog_head')
+        .lindexBuffer(keys.backlog, 0)
+        .exec()) ?? []) as [[unknown, [string | null, string | null]], [unknown, Buffer | null]];
+      if (element !== null) {
+        const rows = unpackEntries(element);
+        const from = Number(head ?? 0);
+        const entries = rows.slice(from, from + take);
+        if (entries.length > 0) await ctx.queue.addBulk(entries.map((entry) => rowJob(ctx, decodeBacklogEntry(next.batch, entry), next.control)));
+        const committed = await lua.falbatchBacklogCommit(keys.backlog, keys.meta, ctx.keys.backlog, taken ?? '0', entries.length, rows.length, next.batch);
         if (committed === 1) added += entries.length;
       }
       if ((await lua.falbatchCompareAndPexpire(ctx.keys.backlogLock, token, LOCK_MS)) !== 1) return { added, waiting, cap, left: 0, busy: true };
@@ -237,7 +262,15 @@ export async function backlogLength(ctx: FalbatchContext): Promise<number> {
   const names = await ctx.redis.zrange(ctx.keys.backlog, '0', '-1');
   if (names.length === 0) return 0;
   const pipeline = ctx.redis.pipeline();
-  for (const batch of names) pipeline.llen(ctx.keys.batch(batch).backlog);
+  for (const batch of names) backlogRowsIn(ctx, pipeline, batch);
   const replies = (await pipeline.exec()) ?? [];
-  return replies.reduce((sum, [, n]) => sum + Number(n ?? 0), 0);
+  let sum = 0;
+  for (let i = 0; i < replies.length; i += 2) sum += backlogRowsOf(replies[i]?.[1], replies[i + 1]?.[1]);
+  return sum;
+}
+
+/** Rows in a batch's backlog. */
+export async function batchBacklogRows(ctx: FalbatchContext, batch: string): Promise<number> {
+  const [[, elements], [, left]] = ((await backlogRowsIn(ctx, ctx.redis.multi(), batch).exec()) ?? []) as [[unknown, number], [unknown, string | null]];
+  return backlogRowsOf(elements, left);
 }

@@ -1,4 +1,11 @@
-/** One manifest row as the batch keeps it for export, in manifest order. */
+import type { RedisClient } from './connection.js';
+import { packEntries, unpackEntries } from './packed-entries.js';
+
+/**
+ * One manifest row as the batch keeps it for export, in manifest order. The batch's rows list
+ * holds them a chunk to an element, packed (queue/packed-entries.ts): what the producer wrote in
+ * one go.
+ */
 export interface RowEntry {
   line: number;
   /** Row key (id or content fingerprint); for a rejected row, its id if it had one. */
@@ -45,4 +52,30 @@ export function decodeRowEntry(json: string): RowEntry {
     ...(skipped !== undefined && skipped !== null ? { skipped } : {}),
     ...(files !== undefined && files !== null ? { files } : {}),
   };
+}
+
+/** A chunk of row entries as one element of the rows list. */
+export function packRowEntries(entries: readonly RowEntry[]): Buffer {
+  return packEntries(entries.map(encodeRowEntry));
+}
+
+/** Rows export handles at once (their results are read in one HMGET). */
+const PAGE_ROWS = 1000;
+
+/**
+ * The entries of a rows list in manifest order, about a thousand at a time: as many elements at
+ * once as hold that many rows (one, for the chunks a producer writes; a thousand, for a list
+ * written one row an element by an earlier version).
+ */
+export async function* rowEntryPages(redis: RedisClient, rows: string): AsyncGenerator<RowEntry[]> {
+  let start = 0;
+  let perPage = 1;
+  for (;;) {
+    const elements = await redis.lrangeBuffer(rows, start, start + perPage - 1);
+    if (elements.length === 0) return;
+    start += elements.length;
+    const page = elements.flatMap((element) => unpackEntries(element).map(decodeRowEntry));
+    perPage = Math.max(1, Math.floor(PAGE_ROWS / Math.max(1, page.length / elements.length)));
+    yield page;
+  }
 }

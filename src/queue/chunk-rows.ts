@@ -1,5 +1,6 @@
 import type { ManifestRow } from '../manifest/validate-row.js';
 import type { Verdict } from './validated-chunks.js';
+import { fingerprintOf } from './row-keys.js';
 
 /** What an enqueue reports of the rows it read (see EnqueueSummary). */
 export interface ChunkTally {
@@ -45,8 +46,8 @@ export interface SortedRows {
 export function sortByKnown(rows: readonly ManifestRow[], known: ReadonlyArray<string | null | undefined>): SortedRows {
   const sorted: SortedRows = { fresh: [], edited: [], present: [] };
   rows.forEach((row, i) => {
-    const fingerprint = known[i];
-    if (fingerprint === null || fingerprint === undefined) sorted.fresh.push(row);
+    const fingerprint = fingerprintOf(row.key, known[i]);
+    if (fingerprint === null) sorted.fresh.push(row);
     else if (fingerprint !== row.fingerprint) sorted.edited.push(row);
     else sorted.present.push(row);
   });

@@ -19,8 +19,8 @@ import type { ManifestRow, RejectedRow } from '../manifest/validate-row.js';
 import { SECOND } from '../time.js';
 import type { BatchControl } from './batch-control.js';
 import { metaFields } from './batch-meta.js';
-import { encodeRowEntry } from './batch-rows.js';
-import { setQueueCap, storeBacklog, topUpQueue, type BacklogRow, type TopUp } from './backlog.js';
+import { packRowEntries, type RowEntry } from './batch-rows.js';
+import { batchBacklogRows, setQueueCap, storeBacklog, topUpQueue, type BacklogRow, type TopUp } from './backlog.js';
 import { isConnectionLost } from './redis-outage.js';
 import { readAhead } from './read-ahead.js';
 import { scriptsIn, scriptsOn } from './redis-scripts.js';
@@ -37,6 +37,7 @@ import {
 } from './retention.js';
 import { entryOf, validatedChunks, type CaptionPlan, type Verdict } from './validated-chunks.js';
 import { REPORTED_REJECTIONS, admissionCandidates, admitRows, sortByKnown, tallyChunk, type RowsToAdd } from './chunk-rows.js';
+import { storedFingerprint } from './row-keys.js';
 
 export interface EnqueueOptions {
   /**
@@ -147,10 +148,10 @@ export interface EnqueueSummary extends EnqueueProgress {
 }
 
 const LEASE_MS = 60 * SECOND;
-async function appendRows(redis: FalbatchContext['redis'], draft: string, at: number, entries: string[]): Promise<void> {
-  const length = await scriptsOn(redis).falbatchAppendRows(draft, at, ...entries);
-  if (length !== at + entries.length)
-    throw new Error(`rows list ${draft} has ${length} entries, expected ${at + entries.length}: another enqueue of the same run?`);
+/** Appends a chunk's row entries to the draft rows list, packed into one element (the list's `at`-th). */
+async function appendRows(redis: FalbatchContext['redis'], draft: string, at: number, entries: RowEntry[]): Promise<void> {
+  const length = await scriptsOn(redis).falbatchAppendRows(draft, at, packRowEntries(entries));
+  if (length !== at + 1) throw new Error(`rows list ${draft} has ${length} elements, expected ${at + 1}: another enqueue of the same run?`);
 }
 
 /** A row to call, as its batch's backlog stores it. */
@@ -307,6 +308,8 @@ interface ChunkWriter {
   priority: number;
   options: EnqueueOptions;
   summary: EnqueueSummary;
+  /** Chunks written to the draft rows list (an element each). */
+  chunks: number;
   topUp: () => Promise<void>;
 }
 
@@ -353,7 +356,7 @@ async function storeRows(ctx: FalbatchContext, w: ChunkWriter, { fresh, edited, 
     }
   }
   storeBacklog(ctx, store, batch, jobs.map(backlogRowOf), w.priority);
-  if (fresh.length > 0) store.hset(batchKeys.keys, ...fresh.flatMap((row) => [row.key, row.fingerprint]));
+  if (fresh.length > 0) store.hset(batchKeys.keys, ...fresh.flatMap((row) => [row.key, storedFingerprint(row.key, row.fingerprint)]));
   throwIfFailed(await store.exec());
   // What was just written lives as long as the batch; a batch pruned (or lost) meanwhile keeps
   // nothing of it: the touch removed its keys, its backlog with them.
@@ -370,8 +373,8 @@ async function writeChunk(ctx: FalbatchContext, w: ChunkWriter, chunk: Verdict[]
   await appendRows(
     ctx.redis,
     w.draft,
-    summary.rows - chunk.length,
-    chunk.map((v) => encodeRowEntry(entryOf(v, w.filesRoot))),
+    w.chunks++,
+    chunk.map((v) => entryOf(v, w.filesRoot)),
   );
   await renewLease(ctx, w.lease);
   const rows = tallyChunk(summary, chunk);
@@ -411,7 +414,7 @@ async function finishEnqueue(ctx: FalbatchContext, w: ChunkWriter, run: string, 
   scriptsOn(redis);
   touchBatchIn(ctx, finish, w.batch, 'rows');
   await finish.exec();
-  summary.stored = await redis.llen(batchKeys.backlog);
+  summary.stored = await batchBacklogRows(ctx, w.batch);
 }
 
 /** After a failed enqueue: this run's keys go; a batch that vanished meanwhile says so; one it created empty goes too. */
@@ -482,7 +485,17 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   await setQueueCap(ctx, config.maxWaiting);
   const draft = batchKeys.rowsDraft(run);
   const lease: Lease = { key: batchKeys.enqueuing, run, batch, meta: batchKeys.meta, keepAlive: [draft, batchKeys.idsSeen(run)] };
-  const writer: ChunkWriter = { batch, draft, lease, filesRoot: source.filesRoot, priority: control.priority, options, summary, topUp: queueTopUp(ctx, batch) };
+  const writer: ChunkWriter = {
+    batch,
+    draft,
+    lease,
+    filesRoot: source.filesRoot,
+    priority: control.priority,
+    options,
+    summary,
+    chunks: 0,
+    topUp: queueTopUp(ctx, batch),
+  };
   let extras: string[] = [];
   const onHeader = (columns: ColumnMap): void => {
     extras = columns.extras.map((e) => e.name);

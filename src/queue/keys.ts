@@ -25,12 +25,13 @@
  *   <prefix>:{<queue>}:upload:<store>:<identity> STRING fal storage URL of a local image's upload (PX: inside fal's retention);
  *                                                <store> is `fal`, or `b<hash>` of FAL_BASE_URL (an emulator's URLs are not fal's)
  *   <prefix>:{<queue>}:batch:<name>:meta         HASH settings and counters of the batch
- *   <prefix>:{<queue>}:batch:<name>:rows         LIST one entry per manifest row, in manifest order
- *   <prefix>:{<queue>}:batch:<name>:keys         HASH row key → fingerprint, for every row key enqueued
+ *   <prefix>:{<queue>}:batch:<name>:rows         LIST an entry per manifest row, in manifest order, a chunk packed per element (queue/batch-rows.ts)
+ *   <prefix>:{<queue>}:batch:<name>:keys         HASH row key → fingerprint, for every row key enqueued ('' for a row without an id:
+ *                                                its key is its fingerprint; queue/row-keys.ts)
  *   <prefix>:{<queue>}:batch:<name>:results      HASH row key → result (the source of truth for export)
  *   <prefix>:{<queue>}:batch:<name>:counts       HASH status → number of row keys ended so
  *   <prefix>:{<queue>}:batch:<name>:stats        HASH figures of the ended rows (sums, latency histograms, rate ring) for status
- *   <prefix>:{<queue>}:batch:<name>:backlog      LIST rows to call that are not jobs yet (compact entries, manifest order)
+ *   <prefix>:{<queue>}:batch:<name>:backlog      LIST rows to call that are not jobs yet (compact entries, manifest order, a chunk packed per element)
  *   <prefix>:{<queue>}:batch:<name>:active       HASH job id → ms, rows calling fal now (an entry whose BullMQ job lock is gone is stale: pruned by status)
  *   <prefix>:{<queue>}:batch:<name>:enqueuing    STRING lease held while a producer writes the batch (`pruned` for 60 s after
  *                                                `prune --force` overrode a producer or rows in flight: they stop, saying why)

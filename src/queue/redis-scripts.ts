@@ -27,6 +27,7 @@ const SCRIPTS = {
   falbatchAppendRows: { file: 'append-rows', keys: 1 },
   falbatchBacklogCommit: { file: 'backlog-commit', keys: 3 },
   falbatchBacklogForget: { file: 'backlog-forget', keys: 2 },
+  falbatchBacklogStore: { file: 'backlog-store', keys: 3 },
   falbatchBeginRow: { file: 'begin-row', keys: GIVEN },
   falbatchCompareAndDelete: { file: 'compare-and-delete', keys: 1 },
   falbatchCompareAndPexpire: { file: 'compare-and-pexpire', keys: 1 },
@@ -61,9 +62,10 @@ export interface FalbatchScripts {
     mark: string,
     release: '1' | '0',
   ): Promise<number>;
-  falbatchAppendRows(draft: string, at: number, ...entries: string[]): Promise<number>;
-  falbatchBacklogCommit(backlog: string, meta: string, index: string, taken: string, n: number, batch: string): Promise<number>;
+  falbatchAppendRows(draft: string, at: number, ...entries: Array<string | Buffer>): Promise<number>;
+  falbatchBacklogCommit(backlog: string, meta: string, index: string, taken: string, n: number, headRows: number, batch: string): Promise<number>;
   falbatchBacklogForget(backlog: string, index: string, batch: string): Promise<number>;
+  falbatchBacklogStore(backlog: string, meta: string, index: string, chunk: Buffer, rows: number, order: number, batch: string): Promise<number>;
   falbatchBeginRow: Given<Array<string | null>>;
   falbatchCompareAndDelete(key: string, holder: string): Promise<number>;
   falbatchCompareAndPexpire(key: string, holder: string, ms: number): Promise<number>;

@@ -4,8 +4,8 @@
   row is listed twice. The list lives a day from each append.
 
   KEYS[1] the draft rows list
-  ARGV[1] the list's length the chunk goes after
-  ARGV[2..] the chunk's entries
+  ARGV[1] the list's length (elements) the chunk goes after
+  ARGV[2..] the chunk's elements (a packed chunk of row entries: queue/batch-rows.ts)
 
   Returns: the list's length now.
 ]]

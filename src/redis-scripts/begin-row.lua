@@ -65,6 +65,8 @@ end
 local retention = retentionOf(KEYS[6], ARGV[10])
 touchBatch(11, ARGV[9], retention, tonumber(ARGV[11]), true, true)
 local wanted = redis.call('HGET', KEYS[5], ARGV[1])
+-- (Empty: the row key is its fingerprint, a row without an id: queue/keys.ts.)
+if wanted == '' then wanted = ARGV[1] end
 if wanted and wanted ~= ARGV[2] then return {'stale'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'ended'} end
 local paid = redis.call('GET', KEYS[2])

@@ -50,6 +50,8 @@ local RATE_SLOT_MS = 10000
 local RATE_SLOTS = 8
 local added = 0
 local wanted = redis.call('HGET', KEYS[6], ARGV[1])
+-- (Empty: the row key is its fingerprint, a row without an id: queue/keys.ts.)
+if wanted == '' then wanted = ARGV[1] end
 local retention = retentionOf(KEYS[7], ARGV[9])
 if redis.call('EXISTS', KEYS[7]) == 0 then
   if ARGV[5] ~= '' then keepAnswer(KEYS[3], ARGV[5], retention) end

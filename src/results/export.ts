@@ -6,7 +6,7 @@ import { DEFAULT_CONFIG, type ResolvedConfig } from '../config.js';
 import type { FalbatchContext } from '../context.js';
 import { OutputError, ResultsNotWrittenError } from '../errors.js';
 import { batchNotFound, readBatchMeta, type BatchMeta } from '../queue/batch-meta.js';
-import { decodeRowEntry, type RowEntry } from '../queue/batch-rows.js';
+import { rowEntryPages, type RowEntry } from '../queue/batch-rows.js';
 import { AtomicFile, asOutputError } from './atomic-file.js';
 import { readRowCaptions } from './caption-files.js';
 import { buildReport, ERRORS_COLUMNS, errorsRow, sideFiles, type ExportReport } from './export-report.js';
@@ -66,8 +66,6 @@ export interface ExportSummary {
   /** What went into metadata.jsonl, when asked for. */
   hfMetadata: HfMetadataSummary | undefined;
 }
-
-const PAGE = 1000;
 
 export function outputFormat(out: string): OutputFormat {
   const format = OUTPUT_FORMATS[extname(out).toLowerCase()];
@@ -198,9 +196,7 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
         : new HfMetadataWriter(await create(hfMetadataPath(metadataFolder)), metadataFolder, meta.filesRoot, captionExt !== '');
     current = out;
 
-    for (let start = 0; ; start += PAGE) {
-      const page = (await ctx.redis.lrange(keys.rows, start, start + PAGE - 1)).map(decodeRowEntry);
-      if (page.length === 0) break;
+    for await (const page of rowEntryPages(ctx.redis, keys.rows)) {
       // A skipped row's key may hold the answer an earlier run of this batch wrote its caption from.
       const keyed = page.filter((entry) => entry.rejected === undefined && entry.key !== '');
       const results = await ctx.store.getMany(
@@ -238,7 +234,6 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
         current = metadata.summary.path;
         await metadata.write(metadataLines);
       }
-      if (page.length < PAGE) break;
     }
     current = out;
     await sink.end();

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
-import { decodeRowEntry } from '../queue/batch-rows.js';
+import { rowEntryPages } from '../queue/batch-rows.js';
 import { captionPath, captionText, readCaption, writeFileAtomic, type CaptionOptions } from './caption-files.js';
 
 export interface WriteCaptionsOptions {
@@ -22,7 +22,6 @@ export interface CaptionsSummary {
   failedCount: number;
 }
 
-const PAGE = 1000;
 const WRITES_AT_ONCE = 16;
 
 /**
@@ -37,9 +36,7 @@ export async function writeCaptions(ctx: FalbatchContext, options: WriteCaptions
   const keys = ctx.keys.batch(options.batch);
   const limit = pLimit(WRITES_AT_ONCE);
   const summary: CaptionsSummary = { written: 0, kept: 0, notLocal: 0, failed: [], failedCount: 0 };
-  for (let start = 0; ; start += PAGE) {
-    const page = (await ctx.redis.lrange(keys.rows, start, start + PAGE - 1)).map(decodeRowEntry);
-    if (page.length === 0) break;
+  for await (const page of rowEntryPages(ctx.redis, keys.rows)) {
     const called = page.filter((entry) => entry.rejected === undefined && entry.skipped === undefined);
     const results = await ctx.store.getMany(
       options.batch,
@@ -71,7 +68,6 @@ export async function writeCaptions(ctx: FalbatchContext, options: WriteCaptions
         }),
       ),
     );
-    if (page.length < PAGE) break;
   }
   return summary;
 }

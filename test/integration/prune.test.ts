@@ -7,6 +7,7 @@ import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { BatchPrunedError, PRUNED_LEASE } from '../../src/queue/retention.js';
 import { runBatch } from '../../src/run-batch.js';
 import { createHarness, namespaceKeys, readCsv, runCliInProcess, until, type Harness } from '../helpers/harness.js';
+import { fingerprintOf } from '../../src/queue/row-keys.js';
 
 /** A manifest with ids; `bad` rows point at an unreachable image (the model answers 422: the row fails). */
 function manifest(h: Harness, name: string, rows: Array<{ id: string; bad?: boolean }>): string {
@@ -19,8 +20,14 @@ async function keysOfBatch(h: Harness, batch: string): Promise<string[]> {
   return (await namespaceKeys(h)).filter((key) => key.includes(`:batch:${batch}:`) || key.includes(`}:${batch}/`) || key.includes(`:request:${batch}/`));
 }
 
+/** The fingerprints of a batch's rows, from its row keys hash (queue/row-keys.ts). */
+async function fingerprintsOf(h: Harness, batch: string): Promise<string[]> {
+  const entries = Object.entries(await h.ctx.redis.hgetall(h.ctx.keys.batch(batch).keys));
+  return entries.map(([key, stored]) => fingerprintOf(key, stored) as string);
+}
+
 async function ledgerKeysOf(h: Harness, batch: string): Promise<string[]> {
-  return (await h.ctx.redis.hvals(h.ctx.keys.batch(batch).keys)).map((fingerprint) => h.ctx.keys.ledger(fingerprint));
+  return (await fingerprintsOf(h, batch)).map((fingerprint) => h.ctx.keys.ledger(fingerprint));
 }
 
 describe('falbatch prune', () => {

@@ -8,6 +8,7 @@ import { getStatus, listBatches, waitForBatch } from '../../src/ops/status.js';
 import { pruneExpired } from '../../src/ops/prune.js';
 import { runBatch } from '../../src/run-batch.js';
 import { createHarness, readCsv, until, type Harness, namespaceKeys } from '../helpers/harness.js';
+import { fingerprintOf } from '../../src/queue/row-keys.js';
 
 const DAY = 24 * 3600 * 1000;
 
@@ -21,9 +22,15 @@ function keysOfBatch(keys: string[], batch: string): string[] {
   return keys.filter((key) => key.includes(`:batch:${batch}:`) || key.includes(`}:${batch}/`) || key.includes(`:request:${batch}/`));
 }
 
+/** The fingerprints of a batch's rows, from its row keys hash (queue/row-keys.ts). */
+async function fingerprintsOf(h: Harness, batch: string): Promise<string[]> {
+  const entries = Object.entries(await h.ctx.redis.hgetall(h.ctx.keys.batch(batch).keys));
+  return entries.map(([key, stored]) => fingerprintOf(key, stored) as string);
+}
+
 /** The ledger keys of a batch's answers (by its row fingerprints). */
 async function ledgerKeysOf(h: Harness, batch: string): Promise<string[]> {
-  return (await h.ctx.redis.hvals(h.ctx.keys.batch(batch).keys)).map((fingerprint) => h.ctx.keys.ledger(fingerprint));
+  return (await fingerprintsOf(h, batch)).map((fingerprint) => h.ctx.keys.ledger(fingerprint));
 }
 
 describe('retention', () => {
@@ -195,7 +202,7 @@ describe('retention', () => {
     await h.ctx.redis.hdel(keys.meta, 'retention_ms');
     for (const key of keys.retained) await h.ctx.redis.persist(key);
     await h.ctx.redis.zrem(h.ctx.keys.expiries, 'old');
-    const fingerprints = await h.ctx.redis.hvals(keys.keys);
+    const fingerprints = await fingerprintsOf(h, 'old');
     for (const fingerprint of fingerprints) {
       await h.ctx.redis.hset(h.ctx.keys.legacyLedger, fingerprint, (await h.ctx.redis.get(h.ctx.keys.ledger(fingerprint))) as string);
       await h.ctx.redis.del(h.ctx.keys.ledger(fingerprint));
@@ -212,7 +219,7 @@ describe('retention', () => {
     const dry = await runBatch(h.ctx, { manifest: manifest(h, 'new.csv', ['o1']), out: join(h.dir, 'new.out.csv'), batch: 'new', retentionMs: 3600_000 });
     expect(dry.export.ok).toBe(1);
     expect(h.emulator.stats().billed).toBe(billed);
-    const [reused] = await h.ctx.redis.hvals(h.ctx.keys.batch('new').keys);
+    const [reused] = await fingerprintsOf(h, 'new');
     expect(await h.ctx.redis.hexists(h.ctx.keys.legacyLedger, reused as string)).toBe(0);
     const reusedLeft = await h.ctx.redis.pttl(h.ctx.keys.ledger(reused as string));
     expect(reusedLeft).toBeGreaterThan(3500_000);

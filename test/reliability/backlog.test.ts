@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { backlogLength, topUpQueue, waitingJobs } from '../../src/queue/backlog.js';
 import { exportResults } from '../../src/results/export.js';
+import { unpackEntries } from '../../src/queue/packed-entries.js';
 import { getStatus, waitForBatch } from '../../src/ops/status.js';
 import { pauseBatch, resumeBatch } from '../../src/ops/control.js';
 import { createHarness, readCsv, ROOT, runCliProcess, spawnCli, until, type Harness } from '../helpers/harness.js';
@@ -68,6 +69,49 @@ describe('enqueue never waits for workers; Redis holds at most --max-waiting job
     expect(await enqueueManifest(h.ctx, { manifest, batch: 'again' })).toMatchObject({ added: 0, present: 100, stored: 90 });
     expect(await waitingJobs(h.ctx)).toBe(10);
     expect(await backlogLength(h.ctx)).toBe(90);
+  });
+
+  it('takes part of a packed chunk at a time, and reads a backlog and rows list an earlier version wrote one row an element', async () => {
+    const h = await createHarness({ config: { maxWaiting: 7, enqueueChunk: 20 } });
+    const manifest = manifestOf(h, 100);
+    // Stored 20 rows to an element: the first top-up took 7 of the first chunk's.
+    expect(await enqueueManifest(h.ctx, { manifest, batch: 'packed' })).toMatchObject({ added: 100, stored: 93 });
+    const keys = h.ctx.keys.batch('packed');
+    expect(await h.ctx.redis.llen(keys.backlog)).toBeLessThan(10);
+    expect(await getStatus(h.ctx, 'packed')).toMatchObject({ rows: 100, backlog: 93 });
+    // What an earlier version wrote: one JSON entry per element, no row counters.
+    const rewrite = async (key: string): Promise<void> => {
+      const entries = (await h.ctx.redis.lrangeBuffer(key, 0, -1)).flatMap(unpackEntries);
+      const ttl = await h.ctx.redis.pttl(key);
+      await h.ctx.redis
+        .multi()
+        .del(key)
+        .rpush(key, ...entries)
+        .pexpire(key, ttl)
+        .exec();
+    };
+    const head = Number(await h.ctx.redis.hget(keys.meta, 'backlog_head'));
+    await rewrite(keys.rows);
+    await rewrite(keys.backlog);
+    await h.ctx.redis.ltrim(keys.backlog, head, -1);
+    await h.ctx.redis.hdel(keys.meta, 'backlog_head', 'backlog_left');
+    expect(await backlogLength(h.ctx)).toBe(93);
+    // Drained 7 at a time, each row becomes a job once, and the export lists every row in order.
+    const queued: string[] = [];
+    for (let round = 0; (await backlogLength(h.ctx)) > 0; round++) {
+      expect(round).toBeLessThan(20);
+      queued.push(...(await jobIds(h)));
+      await h.ctx.queue.drain();
+      await topUpQueue(h.ctx);
+    }
+    queued.push(...(await jobIds(h)));
+    expect(queued).toHaveLength(100);
+    expect(new Set(queued).size).toBe(100);
+    expect(await h.ctx.redis.exists(keys.backlog)).toBe(0);
+    expect(await h.ctx.redis.hget(keys.meta, 'backlog_taken')).toBe('100');
+    const out = join(h.dir, 'packed.csv');
+    await exportResults(h.ctx, { batch: 'packed', out });
+    expect((await readCsv(out)).map((r) => r['id'])).toEqual(Array.from({ length: 100 }, (_, i) => `r${i}`));
   });
 
   it('serves the backlog of the highest-priority batch first, and leaves a paused batch in its backlog until it is resumed', async () => {
