@@ -192,7 +192,8 @@ export function missedTicks(
 
 /** A queue handle on the schedule ticks queue (close it after use; the connection stays the context's). */
 export function openTicksQueue(ctx: FalbatchContext): Queue<ScheduleDefinition> {
-  const queue = new bullmq().Queue<ScheduleDefinition>(ctx.keys.ticksQueueName, { connection: ctx.redis, prefix: ctx.keys.bullPrefix });
+  const TicksQueue = bullmq().Queue;
+  const queue = new TicksQueue<ScheduleDefinition>(ctx.keys.ticksQueueName, { connection: ctx.redis, prefix: ctx.keys.bullPrefix });
   queue.on('error', (error) => ctx.log.warn('schedule queue error', { error: error.message }));
   return queue;
 }

@@ -124,7 +124,8 @@ export async function startScheduler(ctx: FalbatchContext, options: StartSchedul
     return record;
   };
 
-  const worker = new bullmq().Worker<ScheduleDefinition, TickRecord | undefined>(keys.ticksQueueName, processor, {
+  const TicksWorker = bullmq().Worker;
+  const worker = new TicksWorker<ScheduleDefinition, TickRecord | undefined>(keys.ticksQueueName, processor, {
     connection: ctx.redis,
     prefix: keys.bullPrefix,
     concurrency: options.concurrency ?? 2,

@@ -75,7 +75,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   const ownBatch = options.onlyBatch ? createOwnBatchFilter(ctx, options.onlyBatch) : undefined;
   const actions = createRowActions(ctx, { store, memory, gate, tell, cancel: deps, ...(ownBatch ? { gaveBack: () => ownBatch.gaveBack() } : {}) });
   const processor = createRowJobProcessor(ctx, { deps, actions, gate, tracker: concurrency.tracker, locks, memory, ownBatch, tell });
-  const worker = new bullmq().Worker<RowJobData>(keys.queueName, processor, bullWorkerOptions(ctx, options));
+  const RowWorker = bullmq().Worker;
+  const worker = new RowWorker<RowJobData>(keys.queueName, processor, bullWorkerOptions(ctx, options));
   state.worker = worker;
   // Redis became full while this worker started (its concurrency control met it first).
   if (memory.paused) void worker.pause(true).catch(() => undefined);
