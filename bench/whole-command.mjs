@@ -16,8 +16,11 @@
 // falbatch's phases come from FALBATCH_TIMING=1 (started, connected, enqueued, exported, exit) and
 // the emulator's counters, read every 25 ms (first submit; last answer: every result read).
 //
+// BENCH_BEFORE=<another built checkout> adds its `falbatch run` as a third side in every round
+// (see bench/startup.mjs), for a before/after under the same load.
+//
 //   npm run build && node bench/whole-command.mjs
-//   BENCH_CASES=slots,overhead,auto BENCH_ROUNDS=3
+//   BENCH_CASES=slots,overhead,auto BENCH_ROUNDS=3 BENCH_BEFORE=/tmp/before
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -35,6 +38,8 @@ const CASES = {
 };
 const chosen = (process.env.BENCH_CASES ?? 'slots,overhead,auto').split(',');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const BEFORE = process.env.BENCH_BEFORE;
+const SIDES = ['script', 'falbatch', ...(BEFORE ? ['before'] : [])];
 const say = (text) => process.stderr.write(`${text}\n`);
 const now = () => performance.timeOrigin + performance.now();
 const redis = await benchRedis();
@@ -102,11 +107,11 @@ async function measure(side, spec, manifest, round) {
           )
         : timedProcess(
             [
-              join(ROOT, 'bin/falbatch.js'),
+              side === 'before' ? join(BEFORE, 'bin/falbatch.js') : join(ROOT, 'bin/falbatch.js'),
               'run',
               manifest.path,
               '--out',
-              join(manifest.dir, `falbatch-${round}.csv`),
+              join(manifest.dir, `${side}-${round}.csv`),
               '--prefix',
               prefix,
               '--log-level',
@@ -124,7 +129,7 @@ async function measure(side, spec, manifest, round) {
     return { seconds: phases.exit / 1000, phases, maxInProgress: stats.maxInProgress };
   } finally {
     await emulator.close();
-    if (side === 'falbatch') await deletePrefix(redis.url, prefix);
+    if (side !== 'script') await deletePrefix(redis.url, prefix);
   }
 }
 
@@ -141,12 +146,12 @@ try {
     const spec = CASES[name];
     if (!spec) throw new Error(`no case ${name}: one of ${Object.keys(CASES).join(', ')}`);
     const manifest = writeManifest(spec.rows, `whole-${name}`);
-    const samples = { script: [], falbatch: [] };
+    const samples = Object.fromEntries(SIDES.map((side) => [side, []]));
     const loadBefore = loadavg()[0];
     try {
       for (let r = 0; r < ROUNDS; r++) {
         // Alternate which side goes first: a drift in the machine's load touches both alike.
-        for (const side of r % 2 === 0 ? ['script', 'falbatch'] : ['falbatch', 'script']) {
+        for (const side of r % 2 === 0 ? SIDES : [...SIDES].reverse()) {
           const sample = await measure(side, spec, manifest, r);
           samples[side].push(sample);
           say(`${name} round ${r + 1}/${ROUNDS} ${side}: ${sample.seconds.toFixed(2)} s (load ${loadavg()[0].toFixed(1)})`);
@@ -169,6 +174,7 @@ try {
     );
     const tail = median(samples.falbatch.map((s) => s.phases.exit - (s.phases.lastAnswer ?? Number.NaN)).filter((v) => !Number.isNaN(v)));
     const scriptStart = median(samples.script.map((s) => s.phases.firstSubmit));
+    const before = BEFORE ? median(samples.before.map((s) => s.seconds)) : undefined;
     results[name] = {
       rows: spec.rows,
       runners: spec.runners,
@@ -184,11 +190,24 @@ try {
       falbatchRowsPerSecond: round(spec.rows / falbatch, 0),
       falbatchVsScript: round(script / falbatch, 3),
       falbatchVsScriptPerRound: perRound.map((v) => round(v, 3)),
+      ...(before === undefined
+        ? {}
+        : {
+            beforeSeconds: round(before),
+            beforeOfIdeal: idealSeconds > 0 ? round(idealSeconds / before, 3) : undefined,
+            beforeVsScript: round(script / before, 3),
+            beforePhasesMs: Object.fromEntries(
+              ['started', 'connected', 'firstSubmit', 'enqueued', 'lastAnswer', 'exported', 'exit'].map((key) => [
+                key,
+                Math.round(median(samples.before.map((s) => s.phases[key])) ?? Number.NaN),
+              ]),
+            ),
+          }),
       falbatchPhasesMs: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, v === undefined ? undefined : Math.round(v)])),
       falbatchExitAfterLastAnswerMs: tail === undefined ? undefined : Math.round(tail),
       scriptFirstSubmitMs: scriptStart === undefined ? undefined : Math.round(scriptStart),
       target: spec.target,
-      samples: { script: samples.script.map((s) => round(s.seconds)), falbatch: samples.falbatch.map((s) => round(s.seconds)) },
+      samples: Object.fromEntries(SIDES.map((side) => [side, samples[side].map((s) => round(s.seconds))])),
     };
     say(JSON.stringify({ [name]: results[name] }));
   }
@@ -211,6 +230,7 @@ say(
       'per round',
       'first submit (script / falbatch)',
       'falbatch exit − last answer',
+      'before: s, of ideal, ÷ script',
       'target',
     ],
     Object.entries(results).map(([name, r]) => [
@@ -224,6 +244,7 @@ say(
       r.falbatchVsScriptPerRound.map((v) => v.toFixed(3)).join(', '),
       `${r.scriptFirstSubmitMs ?? '–'} / ${r.falbatchPhasesMs.firstSubmit ?? '–'} ms`,
       `${r.falbatchExitAfterLastAnswerMs ?? '–'} ms`,
+      r.beforeSeconds === undefined ? '–' : `${fmt(r.beforeSeconds, 2)}, ${fmt(r.beforeOfIdeal)}, ${fmt(r.beforeVsScript)}`,
       r.target,
     ]),
   ),

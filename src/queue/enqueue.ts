@@ -60,6 +60,11 @@ export interface EnqueueOptions {
   onProgress?: (progress: EnqueueProgress) => void;
   signal?: AbortSignal;
   /**
+   * A worker this process is starting while it enqueues (`run`): the queue's workers are counted
+   * (to say none is running when the queue is full) once it has started.
+   */
+  workerStarting?: Promise<unknown> | undefined;
+  /**
    * Uploads local images to fal storage (unless config.inlineImages). Default: a fal caller made
    * from the config; without FAL_KEY or FAL_BASE_URL, the first local image stops the enqueue
    * with FAL_KEY_MISSING (a manifest of URLs needs no credentials).
@@ -269,12 +274,13 @@ async function openForEnqueue(ctx: FalbatchContext, batch: string, options: Enqu
 }
 
 /** Tops the queue up from the backlog to --max-waiting; says once when the cap is reached, and what to do. */
-function queueTopUp(ctx: FalbatchContext, batch: string): () => Promise<void> {
+function queueTopUp(ctx: FalbatchContext, batch: string, { workerStarting }: EnqueueOptions): () => Promise<void> {
   let saidFull = false;
   return async () => {
     const filled = await topUpQueue(ctx, { cap: ctx.config.maxWaiting });
     if (saidFull || filled.busy || filled.waiting < filled.cap || (await ctx.redis.llen(ctx.keys.batch(batch).backlog)) === 0) return;
     saidFull = true;
+    await workerStarting?.catch(() => undefined);
     const workers = await ctx.queue.getWorkersCount().catch(() => undefined);
     const what =
       `the queue holds ${filled.waiting} rows waiting, its cap (--max-waiting ${filled.cap}): the other rows of batch ${batch} are stored in Redis ` +
@@ -469,7 +475,16 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   await setQueueCap(ctx, config.maxWaiting);
   const draft = batchKeys.rowsDraft(run);
   const lease: Lease = { key: batchKeys.enqueuing, run, batch, meta: batchKeys.meta, keepAlive: [draft, batchKeys.idsSeen(run)] };
-  const writer: ChunkWriter = { batch, draft, lease, filesRoot: source.filesRoot, priority: control.priority, options, summary, topUp: queueTopUp(ctx, batch) };
+  const writer: ChunkWriter = {
+    batch,
+    draft,
+    lease,
+    filesRoot: source.filesRoot,
+    priority: control.priority,
+    options,
+    summary,
+    topUp: queueTopUp(ctx, batch, options),
+  };
   let extras: string[] = [];
   const onHeader = (columns: ColumnMap): void => {
     extras = columns.extras.map((e) => e.name);

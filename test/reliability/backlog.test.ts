@@ -20,6 +20,17 @@ async function jobIds(h: Harness): Promise<string[]> {
 }
 
 describe('enqueue never waits for workers; Redis holds at most --max-waiting jobs', () => {
+  it('run, whose worker starts while it enqueues, never says no worker is running when the queue reaches its cap', async () => {
+    const rows = 60;
+    const h = await createHarness({ emulator: { runners: 8 } });
+    const ran = await runCliProcess(['run', manifestOf(h, rows), '--batch', 'capped', '--max-waiting', '1', '--out', join(h.dir, 'capped.csv')], h.env());
+    expect(ran.code).toBe(0);
+    const output = ran.stdout + ran.stderr;
+    expect(output).toContain(`wrote ${rows} rows`);
+    expect(output).not.toContain('No worker is running');
+    expect(h.emulator.stats()).toMatchObject({ billed: rows, duplicateBilled: 0 });
+  }, 90_000);
+
   it('the CLI stores every row with no worker running, says once that the cap is reached, and a worker started later answers each row once', async () => {
     const rows = 600;
     const h = await createHarness({ emulator: { runners: 16 } });
