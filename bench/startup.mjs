@@ -11,8 +11,12 @@
 // read). Every time is from the spawn; medians of BENCH_RUNS runs. Then all again with two busy
 // loops (processes of their own) beside them.
 //
+// With BENCH_BEFORE=<another built checkout> (e.g. `git archive <commit> | tar -x -C /tmp/before`,
+// node_modules linked, `npx tsc -p tsconfig.json`), that checkout's falbatch takes its turn beside
+// this one's in every round, so the two are compared under the same load.
+//
 //   npm run build && node bench/startup.mjs
-//   BENCH_RUNS=15 (per case and load)
+//   BENCH_RUNS=15 (per case and load)  BENCH_BEFORE=/tmp/before  BENCH_LOADS=quiet,busy
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +27,11 @@ import { deletePrefix } from './lib/delete-prefix.mjs';
 import { falbatchEnv, markdownTable, ROOT, sleep, startEmulator } from './lib/processes.mjs';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
-const BIN = join(ROOT, 'bin/falbatch.js');
+const BUILDS = [
+  { name: 'after', bin: join(ROOT, 'bin/falbatch.js') },
+  ...(process.env.BENCH_BEFORE ? [{ name: 'before', bin: join(process.env.BENCH_BEFORE, 'bin/falbatch.js') }] : []),
+];
+const LOADS = (process.env.BENCH_LOADS ?? 'quiet,busy').split(',');
 const say = (text) => process.stderr.write(`${text}\n`);
 const now = () => performance.timeOrigin + performance.now();
 
@@ -92,54 +100,63 @@ const emulator = await startEmulator(['--latency', '20ms', '--runners', '8']);
 const prefixes = [];
 const results = {};
 try {
-  for (const load of ['quiet', 'busy']) {
+  for (const load of LOADS) {
     const loops = load === 'busy' ? busyLoops(2) : [];
     await sleep(load === 'busy' ? 1000 : 0);
-    const samples = { node: [], help: [], flagError: [], status: [], run: [] };
+    const samples = { node: [] };
+    for (const build of BUILDS)
+      Object.assign(samples, { [`${build.name}:help`]: [], [`${build.name}:flagError`]: [], [`${build.name}:status`]: [], [`${build.name}:run`]: [] });
     const loadBefore = loadavg()[0];
     for (let i = 0; i < RUNS; i++) {
-      const prefix = `bench-startup-${randomUUID().slice(0, 8)}`;
-      prefixes.push(prefix);
-      const env = { ...falbatchEnv(redis.url, emulator.url), FALBATCH_TIMING: '1', FALBATCH_PREFIX: prefix };
       samples.node.push(await timed(['-e', '0'], {}));
-      samples.help.push(await timed([BIN, '--help'], env));
-      samples.flagError.push(await timed([BIN, 'run', manifest, '--no-such-flag'], env));
-      samples.status.push(await timed([BIN, 'status', '--log-level', 'error'], env));
-      const watch = watchEmulator(emulator);
-      await watch.ready;
-      const run = await timed([BIN, 'run', manifest, '--out', join(dir, `out-${i}.csv`), '--log-level', 'error'], env);
-      const seen = await watch.stop();
-      if (run.code !== 0) throw new Error(`run exited ${run.code}:\n${run.stderr}`);
-      if (seen.firstSubmit === undefined || seen.lastAnswer === undefined) throw new Error(`the emulator saw no submit or no result read for run ${i}`);
-      run.phases.firstSubmit = seen.firstSubmit - run.spawned;
-      run.phases.lastAnswer = seen.lastAnswer - run.spawned;
-      samples.run.push(run);
-      for (const [name, list] of Object.entries(samples)) {
-        const last = list.at(-1);
-        if (name !== 'run' && last.code !== (name === 'flagError' ? 1 : 0)) throw new Error(`${name} exited ${last.code}:\n${last.stderr}`);
+      // Alternate which build goes first.
+      for (const build of i % 2 === 0 ? BUILDS : [...BUILDS].reverse()) {
+        const prefix = `bench-startup-${randomUUID().slice(0, 8)}`;
+        prefixes.push(prefix);
+        const env = { ...falbatchEnv(redis.url, emulator.url), FALBATCH_TIMING: '1', FALBATCH_PREFIX: prefix };
+        const expect = (name, sample, code) => {
+          if (sample.code !== code) throw new Error(`${build.name} ${name} exited ${sample.code}:\n${sample.stderr}`);
+          samples[`${build.name}:${name}`].push(sample);
+        };
+        expect('help', await timed([build.bin, '--help'], env), 0);
+        expect('flagError', await timed([build.bin, 'run', manifest, '--no-such-flag'], env), 1);
+        expect('status', await timed([build.bin, 'status', '--log-level', 'error'], env), 0);
+        const watch = watchEmulator(emulator);
+        await watch.ready;
+        const run = await timed([build.bin, 'run', manifest, '--out', join(dir, `out-${build.name}-${i}.csv`), '--log-level', 'error'], env);
+        const seen = await watch.stop();
+        if (seen.firstSubmit === undefined || seen.lastAnswer === undefined) throw new Error(`the emulator saw no submit or no result read for run ${i}`);
+        run.phases.firstSubmit = seen.firstSubmit - run.spawned;
+        run.phases.lastAnswer = seen.lastAnswer - run.spawned;
+        expect('run', run, 0);
       }
     }
     for (const loop of loops) loop.kill('SIGKILL');
     const phase = (list, key) => median(list.map((sample) => sample.phases[key]));
     const node = phase(samples.node, 'exit');
-    const run = Object.fromEntries(
-      ['started', 'connected', 'enqueued', 'firstSubmit', 'lastAnswer', 'exported', 'exit'].map((key) => [key, phase(samples.run, key)]),
-    );
-    results[load] = {
-      load: `load average ${loadBefore.toFixed(2)} → ${loadavg()[0].toFixed(2)} on ${cpus().length} cores${loops.length ? ', with 2 busy loops' : ''}`,
-      nodeMs: node,
-      helpMs: phase(samples.help, 'exit'),
-      flagErrorMs: phase(samples.flagError, 'exit'),
-      status: { startedMs: phase(samples.status, 'started'), connectedMs: phase(samples.status, 'connected'), exitMs: phase(samples.status, 'exit') },
-      run,
-      runExitAfterLastAnswerMs: median(samples.run.map((sample) => sample.phases.exit - sample.phases.lastAnswer)),
-      rssMb: {
-        help: median(samples.help.map((s) => s.rssMb)),
-        status: median(samples.status.map((s) => s.rssMb)),
-        run: median(samples.run.map((s) => s.rssMb)),
-      },
-    };
-    say(JSON.stringify({ [load]: results[load] }));
+    for (const build of BUILDS) {
+      const of = (name) => samples[`${build.name}:${name}`];
+      const run = Object.fromEntries(
+        ['started', 'connected', 'enqueued', 'firstSubmit', 'lastAnswer', 'exported', 'exit'].map((key) => [key, phase(of('run'), key)]),
+      );
+      const key = BUILDS.length > 1 ? `${load}:${build.name}` : load;
+      results[key] = {
+        build: build.name,
+        load: `load average ${loadBefore.toFixed(2)} → ${loadavg()[0].toFixed(2)} on ${cpus().length} cores${loops.length ? ', with 2 busy loops' : ''}`,
+        nodeMs: node,
+        helpMs: phase(of('help'), 'exit'),
+        flagErrorMs: phase(of('flagError'), 'exit'),
+        status: { startedMs: phase(of('status'), 'started'), connectedMs: phase(of('status'), 'connected'), exitMs: phase(of('status'), 'exit') },
+        run,
+        runExitAfterLastAnswerMs: median(of('run').map((sample) => sample.phases.exit - sample.phases.lastAnswer)),
+        rssMb: {
+          help: median(of('help').map((s) => s.rssMb)),
+          status: median(of('status').map((s) => s.rssMb)),
+          run: median(of('run').map((s) => s.rssMb)),
+        },
+      };
+      say(JSON.stringify({ [key]: results[key] }));
+    }
   }
 } finally {
   await emulator.close();
@@ -155,6 +172,7 @@ say(
   markdownTable(
     [
       'machine',
+      'build',
       'node -e 0',
       '--help',
       'flag error',
@@ -171,6 +189,7 @@ say(
     ],
     Object.values(results).map((r) => [
       r.load,
+      r.build,
       ms(r.nodeMs),
       over(r.helpMs, r.nodeMs),
       over(r.flagErrorMs, r.nodeMs),
@@ -178,7 +197,7 @@ say(
       ms(r.run.started),
       ms(r.run.connected),
       ms(r.run.enqueued),
-      ms(r.run.firstSubmit),
+      over(r.run.firstSubmit, r.nodeMs),
       ms(r.run.lastAnswer),
       ms(r.run.exported),
       ms(r.run.exit),

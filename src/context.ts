@@ -1,10 +1,11 @@
 import { reportRedisError } from './queue/redis-outage.js';
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import { secretsOf, type ResolvedConfig } from './config.js';
 import { createScrubber, silentLogger, type Logger } from './log.js';
 import { checkMemory } from './queue/check-memory.js';
 import { checkEvictionPolicy, checkPersistence, checkServerMode, connectRedis, type RedisClient } from './queue/connection.js';
 import { createKeyLayout, type KeyLayout } from './queue/keys.js';
+import { bullmq } from './queue/cjs-packages.js';
 import { createResultStore, type ResultStore } from './results/result-store.js';
 import { systemClock, type Clock } from './time.js';
 
@@ -14,7 +15,10 @@ export interface FalbatchContext {
   /** One Redis, or a Redis Cluster (config.redisCluster): server-level commands go through queue/connection.ts. */
   readonly redis: RedisClient;
   readonly keys: KeyLayout;
-  /** The BullMQ queue rows travel on. */
+  /**
+   * The BullMQ queue rows travel on. Made (and BullMQ loaded) on first use: commands that only
+   * read falbatch's own keys (`status`) never pay for it.
+   */
   readonly queue: Queue;
   readonly store: ResultStore;
   readonly log: Logger;
@@ -29,7 +33,7 @@ export interface OpenContextOptions {
   clock?: Clock;
 }
 
-/** Connects to Redis (failing fast with a clear message when it is not there) and opens the queue. */
+/** Connects to Redis (failing fast with a clear message when it is not there); the queue is opened when first used. */
 export async function openContext(config: ResolvedConfig, options: OpenContextOptions = {}): Promise<FalbatchContext> {
   const log = options.log ?? silentLogger;
   const keys = createKeyLayout(config.prefix, config.queue);
@@ -42,21 +46,26 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     throw error;
   }
   const scrub = createScrubber(secretsOf(config));
-  const queue = new Queue(keys.queueName, { connection: redis, prefix: keys.bullPrefix });
-  queue.on('error', (error) => reportRedisError(redis, log, 'queue', error, scrub));
+  let queue: Queue | undefined;
   let closed: Promise<void> | undefined;
   return {
     config,
     redis,
     keys,
-    queue,
+    get queue() {
+      if (!queue) {
+        queue = new (bullmq().Queue)(keys.queueName, { connection: redis, prefix: keys.bullPrefix });
+        queue.on('error', (error) => reportRedisError(redis, log, 'queue', error, scrub));
+      }
+      return queue;
+    },
     store: createResultStore(redis, keys, config),
     log,
     clock: options.clock ?? systemClock,
     scrub,
     close() {
       closed ??= (async () => {
-        await queue.close();
+        await queue?.close();
         // The connection was handed to BullMQ, which does not own it: quit it here or the process hangs.
         await redis.quit().catch(() => redis.disconnect());
       })();

@@ -10,6 +10,7 @@ import { writeCaptions, type CaptionsSummary } from './results/write-captions.js
 import { pausedReason, resumeQueue } from './queue/queue-pause.js';
 import { getStatus, waitForBatch, type BatchStatus } from './ops/status.js';
 import { startWorker } from './worker/start-worker.js';
+import type { WorkerEvent } from './worker/worker-events.js';
 
 export interface RunBatchOptions extends EnqueueOptions {
   /** Where to write the results (`.csv`, `.jsonl` or `.parquet`; `X.errors.csv` and `X.report.json` go beside it). */
@@ -59,15 +60,20 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
     const filesRoot = ctx.config.filesRoot ? resolve(ctx.config.filesRoot) : undefined;
     await checkWritable(hfMetadataPath(await hfMetadataFolder({ manifest: resolve(options.manifest), filesRoot }, options.hfMetadata.folder)));
   }
-  // The worker starts first: rows are worked while the rest of the manifest streams in. It serves
-  // this run's batch only: other batches' rows are left to `falbatch work` (and to their own runs),
-  // so a run returns as soon as its own rows have ended, having called nothing for anyone else.
+  // The worker starts while the manifest is read (their round trips to Redis overlap), so rows are
+  // worked while the rest of the manifest streams in. It serves this run's batch only: other
+  // batches' rows are left to `falbatch work` (and to their own runs), so a run returns as soon as
+  // its own rows have ended, having called nothing for anyone else.
   let batch: string | undefined;
-  const worker = await startWorker(ctx, {
+  const idle = idleWake(ctx);
+  const starting = startWorker(ctx, {
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
     ...(options.fal ? { fal: options.fal } : {}),
     onlyBatch: () => batch,
+    onEvent: idle.onEvent,
   });
+  // Its failure is the run's (awaited below); until then it must not count as unhandled.
+  starting.catch(() => undefined);
   let enqueue: EnqueueSummary;
   let status: BatchStatus;
   let stopped: RunBatchSummary['stopped'];
@@ -75,33 +81,83 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
     options.onStep?.(`enqueueing ${options.manifest}`);
     enqueue = await enqueueManifest(ctx, {
       ...options,
+      workerStarting: starting,
       onBatch: (name) => {
         batch = name;
         options.onBatch?.(name);
       },
     });
   } catch (error) {
-    await worker.close();
+    await (await starting.catch(() => undefined))?.close();
     throw error;
   }
+  const worker = await starting;
   options.onEnqueued?.(enqueue);
+  let closing: Promise<void> | undefined;
+  let finished = false;
   try {
     options.onStep?.('waiting for the batch to finish');
     status = await waitForBatch(ctx, enqueue.batch, {
       intervalMs: 100,
+      sleep: idle.sleep,
       ...(options.price ? { price: options.price } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onStatus ? { onProgress: options.onStatus } : {}),
     });
+    finished = status.finished;
     if (!status.finished && status.paused !== undefined) stopped = 'paused';
   } catch (error) {
     if (!options.signal?.aborted) throw error;
     stopped = 'interrupted';
   } finally {
     options.onStep?.('rows in flight finishing, or going back to the queue');
-    await worker.close();
+    closing = worker.close();
+    // Finished: every row has ended, none is in flight, so the worker closes while the results are
+    // written. Otherwise the export waits for the rows in flight to finish or go back.
+    if (!finished) await closing;
   }
-  status = await getStatus(ctx, enqueue.batch, options.price ? { price: options.price } : {});
+  try {
+    status = await getStatus(ctx, enqueue.batch, options.price ? { price: options.price } : {});
+    return await finishRun(ctx, options, enqueue, status, stopped);
+  } finally {
+    await closing;
+  }
+}
+
+/**
+ * The wait for the batch, cut short when the run's own worker has no row left in flight (its last
+ * row may have just ended): the run sees its batch finished at once rather than at the next look.
+ */
+function idleWake(ctx: FalbatchContext): { onEvent: (event: WorkerEvent) => void; sleep: (ms: number, signal?: AbortSignal) => Promise<void> } {
+  let inFlight = 0;
+  let wake: (() => void) | undefined;
+  return {
+    onEvent(event) {
+      if (event.type === 'row-started') inFlight++;
+      else if (event.type === 'row-settled' && --inFlight === 0) wake?.();
+    },
+    async sleep(ms, signal) {
+      const early = new AbortController();
+      wake = () => early.abort();
+      try {
+        await ctx.clock.sleep(ms, signal ? AbortSignal.any([signal, early.signal]) : early.signal);
+      } catch (error) {
+        if (signal?.aborted || !early.signal.aborted) throw error;
+      } finally {
+        wake = undefined;
+      }
+    },
+  };
+}
+
+/** After the wait: caption files, then the results. */
+async function finishRun(
+  ctx: FalbatchContext,
+  options: RunBatchOptions,
+  enqueue: EnqueueSummary,
+  status: BatchStatus,
+  stopped: RunBatchSummary['stopped'],
+): Promise<RunBatchSummary> {
   // Caption files first: metadata.jsonl is read from them, so it says exactly what they hold. (A
   // file that cannot be written is listed, not thrown: the results file is still written.)
   let captions: CaptionsSummary | undefined;

@@ -21,6 +21,8 @@ export interface PricingOptions {
   baseUrl: string | undefined;
   callTimeoutMs: number;
   fetch?: typeof fetch;
+  /** Gives up the question (the answer is no longer wanted). */
+  signal?: AbortSignal | undefined;
 }
 
 /** fal's answer for an endpoint: a price falbatch can apply, or the unit it cannot (e.g. per megapixel). */
@@ -38,6 +40,7 @@ export async function fetchFalPrice(endpoint: string, options: PricingOptions): 
   try {
     const response = await fetchImpl(url, {
       headers: { accept: 'application/json', ...(options.credentials ? { authorization: `Key ${options.credentials}` } : {}) },
+      ...(options.signal ? { signal: options.signal } : {}),
     });
     try {
       body = await response.json();
@@ -72,12 +75,13 @@ export async function fetchFalPrice(endpoint: string, options: PricingOptions): 
 export async function resolvePrice(
   config: { price: Price | undefined; falKey: string | undefined; falBaseUrl: string | undefined; callTimeoutMs: number },
   endpoint: string,
+  signal?: AbortSignal,
 ): Promise<{ price: Price | undefined; note: string | undefined }> {
   if (config.price) return { price: config.price, note: undefined };
   if (config.falKey === undefined && config.falBaseUrl === undefined)
     return { price: undefined, note: 'no price: pass --price 0.0005/s (or …/call), or set FAL_KEY to ask fal' };
   try {
-    const answer = await fetchFalPrice(endpoint, { credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs });
+    const answer = await fetchFalPrice(endpoint, { credentials: config.falKey, baseUrl: config.falBaseUrl, callTimeoutMs: config.callTimeoutMs, signal });
     return answer.ok ? { price: answer.price, note: undefined } : { price: undefined, note: answer.reason };
   } catch (error) {
     return { price: undefined, note: `fal's pricing API did not answer (${(error as Error).message}); pass --price to estimate the cost` };

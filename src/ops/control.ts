@@ -104,12 +104,14 @@ export async function cancelBatch(ctx: FalbatchContext, batch: string, reason: s
   const keys = ctx.keys.batch(batch);
   const { control } = await batchControlState(ctx, batch);
   await ctx.redis.hset(keys.meta, { ctl_state: 'cancelled', ctl_reason: reason, ctl_at: String(ctx.clock.now()) });
-  const woken = await wakeBatch(ctx, batch, 'all');
+  // Counted as it was cancelled, before its delayed rows are woken (which loads BullMQ: workers
+  // may end many rows meanwhile).
   const [jobs, ended, enqueuing] = await Promise.all([
     ctx.redis.hlen(keys.keys),
     ctx.redis.hmget(keys.counts, 'ok', 'failed'),
     ctx.redis.exists(keys.enqueuing),
   ]);
+  const woken = await wakeBatch(ctx, batch, 'all');
   const [ok, failed] = ended.map((n) => Number(n ?? 0)) as [number, number];
   const pending = Math.max(0, jobs - ok - failed);
   return { batch, previous: control.state, pending, jobs, ok, failed, enqueuing: enqueuing === 1, woken };

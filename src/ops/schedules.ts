@@ -1,6 +1,7 @@
 import { reportRedisError } from '../queue/redis-outage.js';
 import { resolve } from 'node:path';
-import { getNextMillis, Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
+import { bullmq } from '../queue/cjs-packages.js';
 import { resolveConfig, type Config } from '../config.js';
 import type { FalbatchContext } from '../context.js';
 import { ConfigError } from '../errors.js';
@@ -182,7 +183,7 @@ export function missedTicks(
   let count = 0;
   let at = due;
   while (pattern !== undefined && count < MISSED_WALK) {
-    const next = getNextMillis(at, { pattern, ...(timing.tz !== undefined ? { tz: timing.tz } : {}) });
+    const next = bullmq().getNextMillis(at, { pattern, ...(timing.tz !== undefined ? { tz: timing.tz } : {}) });
     if (next === undefined || !(next < until) || !(next > at)) return { times, count, more: false };
     count++;
     if (times.length < MISSED_RECORDS) times.push(next);
@@ -193,7 +194,8 @@ export function missedTicks(
 
 /** A queue handle on the schedule ticks queue (close it after use; the connection stays the context's). */
 export function openTicksQueue(ctx: FalbatchContext): Queue<ScheduleDefinition> {
-  const queue = new Queue<ScheduleDefinition>(ctx.keys.ticksQueueName, { connection: ctx.redis, prefix: ctx.keys.bullPrefix });
+  const TicksQueue = bullmq().Queue;
+  const queue = new TicksQueue<ScheduleDefinition>(ctx.keys.ticksQueueName, { connection: ctx.redis, prefix: ctx.keys.bullPrefix });
   queue.on('error', (error) => reportRedisError(ctx.redis, ctx.log, 'schedule queue', error, ctx.scrub));
   return queue;
 }

@@ -1,6 +1,7 @@
 import { reportRedisError } from '../queue/redis-outage.js';
 import { closeOnce, closeWithinGrace } from '../close-within-grace.js';
-import { Worker, type Job } from 'bullmq';
+import type { Job } from 'bullmq';
+import { bullmq } from '../queue/cjs-packages.js';
 import type { FalbatchContext } from '../context.js';
 import { isRedisOutOfMemory } from '../errors.js';
 import type { FalCaller } from '../fal/fal-caller.js';
@@ -124,7 +125,8 @@ export async function startScheduler(ctx: FalbatchContext, options: StartSchedul
     return record;
   };
 
-  const worker = new Worker<ScheduleDefinition, TickRecord | undefined>(keys.ticksQueueName, processor, {
+  const TicksWorker = bullmq().Worker;
+  const worker = new TicksWorker<ScheduleDefinition, TickRecord | undefined>(keys.ticksQueueName, processor, {
     connection: ctx.redis,
     prefix: keys.bullPrefix,
     concurrency: options.concurrency ?? 2,

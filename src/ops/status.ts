@@ -191,6 +191,11 @@ export interface WaitForBatchOptions extends GetStatusOptions {
   /** How often to look. @default 250 ms */
   intervalMs?: number;
   onProgress?: (status: BatchStatus) => void;
+  /**
+   * Waits between two looks. Default: the context's clock. `falbatch run` passes one that its own
+   * worker cuts short when it has no row left in flight, so the last answer is seen at once.
+   */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
 /**
@@ -214,6 +219,6 @@ export async function waitForBatch(ctx: FalbatchContext, batch: string, options:
     seen = true;
     options.onProgress?.(status);
     if (status.finished || status.pausedBy === 'account' || status.pausedBy === 'spend-cap') return status;
-    await ctx.clock.sleep(options.intervalMs ?? 250, options.signal);
+    await (options.sleep ?? ctx.clock.sleep)(options.intervalMs ?? 250, options.signal);
   }
 }

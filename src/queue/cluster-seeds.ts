@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { ioredis } from './cjs-packages.js';
 import type { RedisTarget } from '../config.js';
 import { unusableNodes } from './cluster-nodes.js';
 import { withTimeout } from './with-timeout.js';
@@ -58,7 +58,7 @@ export async function probeSeeds(target: RedisTarget, timeoutMs: number, name: s
 }
 
 async function askSeed(seed: SeedNode, target: RedisTarget, timeoutMs: number, name: string): Promise<SeedAnswer> {
-  const redis = new Redis({
+  const redis = new (ioredis().Redis)({
     host: seed.host,
     port: seed.port,
     lazyConnect: true,

@@ -1,4 +1,4 @@
-import { Cluster, Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { redactUrl, redisTarget, type RedisTarget } from '../config.js';
 import { ConfigError, RedisUnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -6,6 +6,7 @@ import { formatDuration } from '../time.js';
 import { isReplyError, leaveOut, nodeName, onEachUsableNode, usableNodes } from './cluster-nodes.js';
 import { probeSeeds } from './cluster-seeds.js';
 import { withTimeout } from './with-timeout.js';
+import { ioredis } from './cjs-packages.js';
 import { notServed } from './cluster-errors.js';
 import { attachRedisOutage, createRedisOutage } from './redis-outage.js';
 
@@ -54,7 +55,7 @@ export async function connectRedis(url: string, options: ConnectOptions = {}): P
   if (options.cluster) return connectCluster(redisTarget(url, true), url, options);
   const timeout = options.connectTimeoutMs ?? 5000;
   let connected = false;
-  const redis = new Redis(url, {
+  const redis = new (ioredis().Redis)(url, {
     // BullMQ workers require it; for everyone else it means "wait for the reconnect, don't fail".
     maxRetriesPerRequest: null,
     lazyConnect: true,
@@ -91,7 +92,7 @@ function watchOutages(client: RedisClient, url: string, log: Logger | undefined)
   }
   const outage = createRedisOutage({ log, where: redactUrl(url) });
   attachRedisOutage(client, outage);
-  client.on('error', (error: Error) => outage.error(client instanceof Cluster ? 'redis cluster' : 'redis connection', error));
+  client.on('error', (error: Error) => outage.error(isCluster(client) ? 'redis cluster' : 'redis connection', error));
   client.on('ready', () => outage.answered());
 }
 
@@ -137,7 +138,7 @@ async function connectCluster(target: RedisTarget, url: string, options: Connect
   const firstDeadline = Date.now() + (seeds.state === 'fail' ? waitMs : timeout);
   let connected = false;
   const retry = (times: number): number | null => (connected ? Math.min(200 * times, 5000) : Date.now() < firstDeadline ? RETRY_MS : null);
-  const cluster = new Cluster(
+  const cluster = new (ioredis().Cluster)(
     seeds.live.map((seed) => ({ host: seed.host, port: seed.port })),
     {
       lazyConnect: true,
@@ -245,7 +246,7 @@ const waits = new WeakMap<Cluster, number>();
 
 /** Whether the client is a Redis Cluster client. */
 export function isCluster(redis: RedisClient): redis is Cluster {
-  return redis instanceof Cluster;
+  return redis instanceof ioredis().Cluster;
 }
 
 /** How long a server-level command waits for a master of the namespace's slot (a failover in progress), like keyed commands do. */

@@ -63,6 +63,11 @@ export interface EnqueueOptions {
   onProgress?: (progress: EnqueueProgress) => void;
   signal?: AbortSignal;
   /**
+   * A worker this process is starting while it enqueues (`run`): the queue's workers are counted
+   * (to say none is running when the queue is full) once it has started.
+   */
+  workerStarting?: Promise<unknown> | undefined;
+  /**
    * Uploads local images to fal storage (unless config.inlineImages). Default: a fal caller made
    * from the config; without FAL_KEY or FAL_BASE_URL, the first local image stops the enqueue
    * with FAL_KEY_MISSING (a manifest of URLs needs no credentials).
@@ -275,7 +280,7 @@ async function openForEnqueue(ctx: FalbatchContext, batch: string, options: Enqu
 }
 
 /** Tops the queue up from the backlog to --max-waiting; says once when the cap is reached, and what to do. */
-function queueTopUp(ctx: FalbatchContext, batch: string): () => Promise<void> {
+function queueTopUp(ctx: FalbatchContext, batch: string, { workerStarting }: EnqueueOptions): () => Promise<void> {
   let saidFull = false;
   return async () => {
     let filled: TopUp;
@@ -289,6 +294,7 @@ function queueTopUp(ctx: FalbatchContext, batch: string): () => Promise<void> {
     }
     if (saidFull || filled.busy || filled.waiting < filled.cap || (await ctx.redis.llen(ctx.keys.batch(batch).backlog)) === 0) return;
     saidFull = true;
+    await workerStarting?.catch(() => undefined);
     const workers = await ctx.queue.getWorkersCount().catch(() => undefined);
     const what =
       `the queue holds ${filled.waiting} rows waiting, its cap (--max-waiting ${filled.cap}): the other rows of batch ${batch} are stored in Redis ` +
@@ -494,7 +500,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
     options,
     summary,
     chunks: 0,
-    topUp: queueTopUp(ctx, batch),
+    topUp: queueTopUp(ctx, batch, options),
   };
   let extras: string[] = [];
   const onHeader = (columns: ColumnMap): void => {

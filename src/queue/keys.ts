@@ -88,6 +88,8 @@ export interface KeyLayout {
   /** The ledger hash of versions before retention: read as a fallback, drained. */
   readonly legacyLedger: string;
   readonly paused: string;
+  /** BullMQ's own meta hash of the row queue (its `paused` field is the queue-wide pause): read, never written, by falbatch. */
+  readonly queueMeta: string;
   /** A short-lived key workers write to learn whether a Redis out of memory accepts writes again. */
   readonly memoryProbe: string;
   /** Batches with rows in their backlog, in the order they are served (see queue/backlog.ts). */
@@ -143,6 +145,7 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
     ledger: (fingerprint) => `${base}:ledger:${fingerprint}`,
     legacyLedger: `${base}:ledger`,
     paused: `${base}:paused`,
+    queueMeta: `${base}:meta`,
     memoryProbe: `${base}:memory-probe`,
     backlog: `${base}:backlog`,
     backlogLock: `${base}:backlog:lock`,

@@ -1,7 +1,7 @@
-import { Job } from 'bullmq';
 import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import { PARKED_BEYOND_MS } from './batch-control.js';
+import { bullmq } from './cjs-packages.js';
 
 /** Jobs promoted at once by wakeBatch. */
 const PROMOTE_AT_ONCE = 32;
@@ -19,7 +19,7 @@ export async function wakeBatch(ctx: FalbatchContext, batch: string, which: 'par
   const promoted = await Promise.all(
     ids.map((id) =>
       limit(async () => {
-        const job = await Job.fromId(ctx.queue, id);
+        const job = await bullmq().Job.fromId(ctx.queue, id);
         // A row that ended (cancelled: its job is kept parked for `retry`) stays parked.
         if (!job || (await ctx.redis.hexists(results, (job.data as { k?: string }).k ?? '')) === 1) return 0;
         // No longer delayed (its time came, or another resume took it): nothing to do.

@@ -26,8 +26,10 @@ export async function pausedReason(ctx: FalbatchContext): Promise<string | undef
 
 /** Whether the whole queue is paused, by whom and why: `account` (fal refused it) or `operator`. */
 export async function queuePause(ctx: FalbatchContext): Promise<{ by: 'account' | 'operator'; reason: string } | undefined> {
-  if (!(await ctx.queue.isPaused())) return undefined;
-  const reason = await ctx.redis.get(ctx.keys.paused);
+  // BullMQ's Queue.isPaused (the `paused` field of the queue's meta hash), read directly: `status`
+  // then needs no BullMQ queue (see context.ts).
+  const [paused, reason] = await Promise.all([ctx.redis.hexists(ctx.keys.queueMeta, 'paused'), ctx.redis.get(ctx.keys.paused)]);
+  if (paused !== 1) return undefined;
   return reason === null ? { by: 'operator', reason: OPERATOR_PAUSE } : { by: 'account', reason };
 }
 

@@ -1,4 +1,5 @@
-import { DelayedError, RateLimitError, UnrecoverableError, WaitingError, type Job } from 'bullmq';
+import type { Job } from 'bullmq';
+import { bullmq } from '../queue/cjs-packages.js';
 import type { FalbatchContext } from '../context.js';
 import { BatchLostError } from '../errors.js';
 import { pauseQueue } from '../queue/queue-pause.js';
@@ -68,7 +69,7 @@ export interface RowActions {
 
 /** Whether an action moved the row (delayed it) rather than failed: what BullMQ must see as it is. */
 export function isMovedByQueue(error: unknown): boolean {
-  return error instanceof DelayedError;
+  return error instanceof bullmq().DelayedError;
 }
 
 export function createRowActions(ctx: FalbatchContext, deps: RowActionsDeps): RowActions {
@@ -95,7 +96,7 @@ export function createRowActions(ctx: FalbatchContext, deps: RowActionsDeps): Ro
   };
   const later = async (job: Job<RowJobData>, token: string | undefined, at: number): Promise<never> => {
     await job.moveToDelayed(at, token);
-    throw new DelayedError();
+    throw new (bullmq().DelayedError)();
   };
 
   const recordFailure = async (job: Job<RowJobData>, verdict: Verdict, attempts: number, timing: RowTimingFields = {}): Promise<void> => {
@@ -149,7 +150,7 @@ export function createRowActions(ctx: FalbatchContext, deps: RowActionsDeps): Ro
     await job.moveToDelayed(clock.now() + PARK_MS, token);
     // A resume between the check and the park found nothing to wake: look again, now that it is parked.
     if ((await gate.check(jobIdOf(job), job.data)) === undefined) await job.promote().catch(() => undefined);
-    throw new DelayedError();
+    throw new (bullmq().DelayedError)();
   };
   const endCancelled = async (job: Job<RowJobData>, token: string | undefined, reason: string, attempts: number): Promise<void> => {
     let end: CancelledRowEnd;
@@ -206,11 +207,11 @@ export function createRowActions(ctx: FalbatchContext, deps: RowActionsDeps): Ro
         // the job too, for whoever looks at the queue).
         if (job.data.rid !== undefined) await job.updateData(job.data);
         await job.moveToWait(token);
-        throw new WaitingError();
+        throw new (bullmq().WaitingError)();
       case 'fail':
         if (action.state) await job.updateData({ ...withoutRequestState(job.data), ...action.state });
         await recordFailure(job, action.verdict, action.attempts, action.timing);
-        throw new UnrecoverableError(action.message);
+        throw new (bullmq().UnrecoverableError)(action.message);
       case 'retry':
         counts.retried++;
         tell({ type: 'retried', reason: action.verdict.errorType });
@@ -222,18 +223,18 @@ export function createRowActions(ctx: FalbatchContext, deps: RowActionsDeps): Ro
         await job.updateData({ ...job.data, rl: action.since, rla: action.now });
         // Every worker on the queue waits, not only this one; the row keeps its attempts.
         await ctx.queue.rateLimit(action.delayMs);
-        throw new RateLimitError();
+        throw new (bullmq().RateLimitError)();
       case 'pause-queue':
         log.error(`PAUSED: ${action.reason}`);
         await pauseQueue(ctx, action.reason);
         await job.moveToWait(token);
-        throw new WaitingError();
+        throw new (bullmq().WaitingError)();
       case 'give-back':
         await job.moveToDelayed(clock.now(), token);
         await deps.gaveBack?.();
-        throw new DelayedError();
+        throw new (bullmq().DelayedError)();
       case 'leave-locked':
-        throw new WaitingError();
+        throw new (bullmq().WaitingError)();
     }
   };
   return { counts, apply, recordFailure };

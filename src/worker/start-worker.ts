@@ -1,5 +1,6 @@
 import { reportRedisError } from '../queue/redis-outage.js';
-import { UnrecoverableError, Worker, type WorkerOptions } from 'bullmq';
+import type { Worker, WorkerOptions } from 'bullmq';
+import { bullmq } from '../queue/cjs-packages.js';
 import type { ResolvedConfig } from '../config.js';
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
@@ -88,7 +89,8 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   const ownBatch = options.onlyBatch ? createOwnBatchFilter(ctx, options.onlyBatch) : undefined;
   const actions = createRowActions(ctx, { store, memory, gate, tell, cancel: deps, ...(ownBatch ? { gaveBack: () => ownBatch.gaveBack() } : {}) });
   const processor = createRowJobProcessor(ctx, { deps, actions, gate, tracker: concurrency.tracker, locks, memory, ownBatch, tell });
-  const worker = new Worker<RowJobData>(keys.queueName, processor, bullWorkerOptions(ctx, options));
+  const RowWorker = bullmq().Worker;
+  const worker = new RowWorker<RowJobData>(keys.queueName, processor, bullWorkerOptions(ctx, options));
   state.worker = worker;
   // Redis became full while this worker started (its concurrency control met it first).
   if (memory.paused) void worker.pause(true).catch(() => undefined);
@@ -104,7 +106,7 @@ export async function startWorker(ctx: FalbatchContext, options: StartWorkerOpti
   });
   worker.on('failed', (job, error) => {
     // Safety net: a job failed outside the processor (e.g. its lock was lost) still gets a result.
-    if (!job?.finishedOn || error instanceof UnrecoverableError) return;
+    if (!job?.finishedOn || error instanceof bullmq().UnrecoverableError) return;
     void actions.recordFailure(job, { kind: 'permanent', reason: ctx.scrub(error.message), errorType: 'worker' }, job.attemptsMade).catch(() => undefined);
   });
   await worker.waitUntilReady();

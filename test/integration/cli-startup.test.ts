@@ -42,15 +42,20 @@ afterAll(async () => {
 });
 
 /** Spawns falbatch with the module probe; returns its exit code, stderr and the packages it loaded. */
-async function probe(args: string[]): Promise<{ code: number | null; stderr: string; packages: Set<string> }> {
+async function probe(
+  args: string[],
+  extraEnv: Record<string, string> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string; packages: Set<string> }> {
   const out = join(dir, `${args.join('_').replace(/\W/g, '-')}.txt`);
-  const env: Record<string, string | undefined> = { ...process.env, FALBATCH_MODULE_PROBE: out, REDIS_URL: 'redis://127.0.0.1:1' };
+  const env: Record<string, string | undefined> = { ...process.env, REDIS_URL: 'redis://127.0.0.1:1', ...extraEnv, FALBATCH_MODULE_PROBE: out };
   const child = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/module-probe.mjs'), join(ROOT, 'bin/falbatch.js'), ...args], {
     cwd: ROOT,
     env,
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+  let stdout = '';
   let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   const packages = new Set(
@@ -59,7 +64,7 @@ async function probe(args: string[]): Promise<{ code: number | null; stderr: str
       .map(packageOf)
       .filter((name) => name !== undefined),
   );
-  return { code, stderr, packages };
+  return { code, stdout, stderr, packages };
 }
 
 describe('what falbatch loads before it knows what to do', () => {
@@ -102,12 +107,26 @@ describe('what falbatch loads before it knows what to do', () => {
     },
   );
 
-  it('a command that goes on loads what it works with (the probe sees CommonJS packages too)', async () => {
-    // Refused after parsing, by the command itself: its implementation and the Redis client are loaded by then.
+  it('a value the command itself refuses, before connecting, loads no Redis client either', async () => {
+    // Refused after parsing, by the command's implementation (loaded by then); the Redis client is required when it connects.
     const { code, stderr, packages } = await probe(['status', '--interval', '1ms']);
     expect(code).toBe(1);
     expect(stderr).toContain('--interval only applies with --watch');
+    expect(HEAVY.filter((name) => packages.has(name))).toEqual([]);
+  });
+});
+
+describe('what a command that goes on loads', () => {
+  it("status reads falbatch's own keys with the Redis client alone: no BullMQ, no fal client (the probe sees CommonJS packages)", async () => {
+    const h = await createHarness();
+    const manifest = h.file('m.csv', 'id,image_url,prompt\na,https://example.com/a.jpg,one\n');
+    const ran = await runCliProcess(['run', manifest, '--out', join(h.dir, 'out.csv'), '--batch', 'seen'], h.env());
+    expect(ran.code).toBe(0);
+    const { code, stdout, packages } = await probe(['status', '--batch', 'seen', '--json'], h.env());
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toMatchObject({ batch: 'seen', ok: 1, finished: true });
     expect(packages).toContain('ioredis');
+    expect(['bullmq', 'cron-parser', 'msgpackr', '@fal-ai/client', 'csv-parse'].filter((name) => packages.has(name))).toEqual([]);
   });
 });
 

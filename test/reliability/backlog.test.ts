@@ -8,6 +8,7 @@ import { unpackEntries } from '../../src/queue/packed-entries.js';
 import { getStatus, waitForBatch } from '../../src/ops/status.js';
 import { pauseBatch, resumeBatch } from '../../src/ops/control.js';
 import { createHarness, readCsv, ROOT, runCliProcess, spawnCli, until, type Harness } from '../helpers/harness.js';
+import { silentLogger } from '../../src/log.js';
 
 function manifestOf(h: Harness, rows: number, name = 'm.csv', tag = ''): string {
   const body = Array.from({ length: rows }, (_, i) => `r${i},https://example.com/${tag}${i}.jpg,p${tag}${i}`).join('\n');
@@ -21,6 +22,37 @@ async function jobIds(h: Harness): Promise<string[]> {
 }
 
 describe('enqueue never waits for workers; Redis holds at most --max-waiting jobs', () => {
+  it('an enqueue beside a worker still starting (run) counts the workers once it has started: it never says none is running', async () => {
+    const lines: string[] = [];
+    const log = {
+      ...silentLogger,
+      info: (message: string) => void lines.push(`info ${message}`),
+      warn: (message: string) => void lines.push(`warn ${message}`),
+    };
+    const h = await createHarness({ emulator: { runners: 8 }, config: { maxWaiting: 5, enqueueChunk: 10 }, log });
+    let started!: () => void;
+    let waitedOn = false;
+    const workerStarting = new Promise<void>((resolve) => (started = resolve));
+    // Tells when the enqueue waits on it (`await` and `catch` go through `then`).
+    const then = workerStarting.then.bind(workerStarting);
+    // biome-ignore lint/suspicious/noThenProperty: the test watches when the enqueue waits on this promise
+    workerStarting.then = ((...args: Parameters<typeof then>) => ((waitedOn = true), then(...args))) as typeof then;
+    const enqueuing = enqueueManifest(h.ctx, { manifest: manifestOf(h, 40), batch: 'capped', workerStarting });
+    // The queue reached its cap with no worker yet: the enqueue waits for the one starting before it counts workers.
+    await until('the enqueue to wait for the worker starting', () => waitedOn, 10_000);
+    expect(await waitingJobs(h.ctx)).toBe(5);
+    const worker = await h.startWorker({ concurrency: 4 });
+    try {
+      started();
+      await enqueuing;
+      expect(lines.filter((line) => line.includes('its cap (--max-waiting 5)'))).toEqual([expect.stringMatching(/^info /)]);
+      expect(lines.join('\n')).not.toContain('No worker is running');
+      await waitForBatch(h.ctx, 'capped');
+    } finally {
+      await worker.close();
+    }
+  });
+
   it('the CLI stores every row with no worker running, says once that the cap is reached, and a worker started later answers each row once', async () => {
     const rows = 600;
     const h = await createHarness({ emulator: { runners: 16 } });

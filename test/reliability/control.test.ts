@@ -4,6 +4,7 @@ import { cancelBatch, pauseBatch, resumeBatch } from '../../src/ops/control.js';
 import { statusReport } from '../../src/cli/output.js';
 import { getStatus } from '../../src/ops/status.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
+import { pauseQueue, pauseQueueByOperator, queuePause, resumeQueue } from '../../src/queue/queue-pause.js';
 import { exportResults } from '../../src/results/export.js';
 import type { RowResult } from '../../src/results/row-result.js';
 import { createHarness, readCsv, runCliProcess, spawnCli, until, type Harness } from '../helpers/harness.js';
@@ -33,6 +34,22 @@ async function runMarker(h: Harness, rows: number): Promise<void> {
 }
 
 describe('batch control: pause, resume, cancel, priorities, spend caps', () => {
+  it('the queue-wide pause, as BullMQ keeps it, is what status reads: by an operator, or by fal refusing the account, and lifted by resume', async () => {
+    const h = await createHarness();
+    expect(await queuePause(h.ctx)).toBeUndefined();
+    await pauseQueueByOperator(h.ctx);
+    // BullMQ's own view and falbatch's (read from Redis without a BullMQ queue) agree.
+    expect(await h.ctx.queue.isPaused()).toBe(true);
+    expect(await queuePause(h.ctx)).toEqual({ by: 'operator', reason: 'paused by an operator' });
+    await resumeQueue(h.ctx);
+    expect(await h.ctx.queue.isPaused()).toBe(false);
+    expect(await queuePause(h.ctx)).toBeUndefined();
+    await pauseQueue(h.ctx, 'fal refused the account (403)');
+    expect(await queuePause(h.ctx)).toEqual({ by: 'account', reason: 'fal refused the account (403)' });
+    await resumeQueue(h.ctx);
+    expect(await queuePause(h.ctx)).toBeUndefined();
+  });
+
   it('cancel mid-batch: in-flight requests are cancelled at fal, nothing more is submitted, rows end cancelled; retry finishes them', async () => {
     const rows = 60;
     // The first four requests never finish by themselves (until cancelled): in flight when the cancel comes, whatever the timing.

@@ -1,7 +1,6 @@
 import { basename, extname, resolve } from 'node:path';
 import { EXIT } from '../../errors.js';
 import { runBatch } from '../../run-batch.js';
-import { resolvePrice } from '../../fal/pricing.js';
 import { dryRun } from '../dry-run.js';
 import type { CliIo } from '../io.js';
 import { captionFailures, captionsReport, enqueueReport, exportReport, rowNotices } from '../output.js';
@@ -35,14 +34,14 @@ export async function runAction(io: CliIo, exit: (code: number) => void, manifes
   await withSession(
     { ...io, stderr: progress.stderr },
     flags,
-    { callsFal: !flags.dryRun, emulate: flags.emulate ?? false },
-    async ({ ctx, emulated, step, log }) => {
+    { callsFal: !flags.dryRun, emulate: flags.emulate ?? false, price: !flags.dryRun },
+    async ({ ctx, emulated, step, log, price: resolvePrice }) => {
       if (flags.dryRun) {
         step(`reading ${manifest} (dry run)`);
         exit(await dryRun(io, ctx, { manifest, batch: flags.batch, prompt: flags.prompt, captions }, flags.json ?? false));
         return;
       }
-      const { price, note } = await resolvePrice(ctx.config, ctx.config.endpoint);
+      const { price, note } = await resolvePrice();
       if (note !== undefined) log.info(`cost estimate: ${note}`);
       // --priority, --fal-priority, --max-spend (measured with the same price as the report's cost).
       const settings = batchSettingsFrom(flags, price);

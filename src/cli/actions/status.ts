@@ -6,7 +6,6 @@ import { createProgressView, progressMode } from '../progress.js';
 import type { CliIo } from '../io.js';
 import { statusReport } from '../output.js';
 import { withSession } from '../session.js';
-import { resolvePrice } from '../../fal/pricing.js';
 import type { StatusFlags } from '../commands/status.js';
 
 export async function statusAction(io: CliIo, exit: (code: number) => void, flags: StatusFlags): Promise<void> {
@@ -19,9 +18,9 @@ export async function statusAction(io: CliIo, exit: (code: number) => void, flag
     { mode, everyMs: intervalMs, write: io.stdout, now: () => Date.now(), jsonFields: { event: 'progress' } },
     flags.batch !== undefined,
   );
-  await withSession({ ...io, stderr: progress.stderr }, flags, {}, async ({ ctx, config }) => {
+  await withSession({ ...io, stderr: progress.stderr }, flags, { price: true }, async ({ ctx, config, price: resolvePrice }) => {
     // Spend needs a price: --price, or fal's pricing API for the default endpoint when there is a key.
-    const { price } = await resolvePrice(config, config.endpoint);
+    const { price } = await resolvePrice();
     const options = price ? { price } : {};
     if (flags.watch) {
       const watched = await watchStatus(ctx, {
