@@ -5,6 +5,7 @@ import { checkMemory } from './queue/check-memory.js';
 import { checkEvictionPolicy, checkPersistence, checkServerMode, connectRedis, type RedisClient } from './queue/connection.js';
 import { createKeyLayout, type KeyLayout } from './queue/keys.js';
 import { createResultStore, type ResultStore } from './results/result-store.js';
+import { createObjectStore, type ObjectStore } from './storage/object-store.js';
 import { systemClock, type Clock } from './time.js';
 
 /** One connection to one falbatch namespace: what every library entry point works with. */
@@ -20,12 +21,16 @@ export interface FalbatchContext {
   readonly clock: Clock;
   /** Removes secrets (FAL_KEY, Redis password) from text bound for logs, Redis or files. */
   readonly scrub: (text: string) => string;
+  /** The object store for s3:// locations (config.s3Endpoint, the AWS chain): made, and the SDK loaded, on first use. */
+  objects(): ObjectStore;
   close(): Promise<void>;
 }
 
 export interface OpenContextOptions {
   log?: Logger;
   clock?: Clock;
+  /** The object store for s3:// locations. Default: one from config.s3Endpoint and the AWS credential chain. */
+  objects?: ObjectStore;
 }
 
 /** Connects to Redis (failing fast with a clear message when it is not there) and opens the queue. */
@@ -43,6 +48,7 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
   const queue = new Queue(keys.queueName, { connection: redis, prefix: keys.bullPrefix });
   queue.on('error', (error) => log.warn('queue error', { error: error.message }));
   let closed: Promise<void> | undefined;
+  let objects = options.objects;
   return {
     config,
     redis,
@@ -52,8 +58,10 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     log,
     clock: options.clock ?? systemClock,
     scrub: createScrubber(secretsOf(config)),
+    objects: () => (objects ??= createObjectStore({ endpoint: config.s3Endpoint })),
     close() {
       closed ??= (async () => {
+        if (!options.objects) objects?.close();
         await queue.close();
         // The connection was handed to BullMQ, which does not own it: quit it here or the process hangs.
         await redis.quit().catch(() => redis.disconnect());

@@ -16,6 +16,7 @@ export function withConnectionOptions(command: Command): Command {
     .option('--prefix <name>', 'Redis key namespace (env FALBATCH_PREFIX)', undefined)
     .option('--queue <name>', 'queue in the namespace, the hash tag of its keys: one Redis Cluster slot (default jobs; env FALBATCH_QUEUE)')
     .option('--redis-cluster', 'REDIS_URL names nodes of a Redis Cluster, comma-separated (env REDIS_CLUSTER=1)')
+    .option('--s3-endpoint <url>', 'object store for s3:// locations: R2, MinIO, GCS (default AWS S3; env AWS_ENDPOINT_URL; credentials from the AWS chain)')
     .option('--log-level <level>', 'debug, info, warn, error or silent', 'info')
     .option('--log-format <format>', 'pretty (default on a terminal), text (default otherwise: short lines) or json (for log pipelines)');
 }
@@ -190,6 +191,10 @@ export function withFalOptions(command: Command): Command {
     .option('--wait-budget <duration>', 'longest a row waits for its fal request before it is cancelled and retried (default 15m)')
     .option('--call-timeout <duration>', 'deadline of one HTTP call to fal (default 30s)')
     .option(
+      '--presign-expiry <duration>',
+      "how long the URL of an s3:// image, signed just before its row is submitted, stays valid: cover fal's queue wait (default 1h, at most 7d; an expired one is signed again)",
+    )
+    .option(
       '--result-budget <duration>',
       'how long to keep reading a completed, paid request whose result reads fail, before the row fails as result_unavailable (default 1h)',
     );
@@ -197,6 +202,8 @@ export function withFalOptions(command: Command): Command {
 
 export interface RawFlags {
   prefix?: string;
+  s3Endpoint?: string;
+  presignExpiry?: string;
   queue?: string;
   redisCluster?: boolean;
   retention?: string;
@@ -247,6 +254,8 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
     waitMode: waitMode as WaitMode | undefined,
     graceMs: durationOption('--grace', flags.grace),
     filesRoot: flags.filesRoot,
+    s3Endpoint: flags.s3Endpoint,
+    presignExpiryMs: durationOption('--presign-expiry', flags.presignExpiry),
     lockDurationMs: durationOption('--lock-duration', flags.lockDuration),
     pollIntervalMs: durationOption('--poll-interval', flags.pollInterval),
     waitBudgetMs: durationOption('--wait-budget', flags.waitBudget),

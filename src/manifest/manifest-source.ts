@@ -1,9 +1,14 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, posix, resolve } from 'node:path';
 import { ConfigError, ManifestError } from '../errors.js';
 import { IMAGE_EXTENSIONS, walkImages } from './image-folder.js';
 import { checkReadable, defaultBatchName, readManifest } from './manifest-file.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { objectBytes } from '../storage/object-bytes.js';
+import { formatS3Url, isS3Url, parseS3Url, type S3Location } from '../storage/s3-url.js';
+import { listImages } from './s3-prefix.js';
+import type { ObjectInfoMemo } from './s3-images.js';
 import { readRecords, type RawRecord } from './read-records.js';
 
 /**
@@ -12,8 +17,8 @@ import { readRecords, type RawRecord } from './read-records.js';
  * (validation, ids, images, the queue) is the same for both.
  */
 export interface ManifestSource {
-  readonly kind: 'csv' | 'folder';
-  /** Absolute path of the manifest file or the images folder. */
+  readonly kind: 'csv' | 'folder' | 'prefix';
+  /** Absolute path of the manifest file or the images folder, or its `s3://bucket/key` (a `prefix`: `s3://bucket/photos/`). */
   readonly path: string;
   /** Folder local image paths resolve against and must stay inside. */
   readonly filesRoot: string;
@@ -23,6 +28,10 @@ export interface ManifestSource {
   defaultBatchName(defaultEndpoint: string): Promise<string>;
   /** Files of a folder left out as not images, by lowercased extension, as the last records() pass found them (none for a CSV). */
   notImages(): Record<string, number>;
+  /** A CSV manifest's bytes, for a CSV that is not a local file (an s3:// object). */
+  bytes?: () => AsyncIterable<Buffer>;
+  /** What the listing of a prefix told of each object, for its row's image (no HEAD per row). */
+  objectMemo?: ObjectInfoMemo;
 }
 
 export interface ManifestSourceOptions {
@@ -32,13 +41,19 @@ export interface ManifestSourceOptions {
   maxRecordBytes: number;
   /** The prompt for every image of a folder (required for a folder, refused for a CSV). */
   prompt?: string | undefined;
+  /** The object store for s3:// manifests and prefixes, and what their listings tell of each object. */
+  objects?: { store: () => ObjectStore; memo: ObjectInfoMemo } | undefined;
 }
 
 /** Columns of a folder's rows: the image's path relative to the folder is its id. */
 const FOLDER_HEADER = ['id', 'image_url', 'prompt'];
 
-/** Opens a manifest file or an images folder, failing with what to do when it cannot be used. */
+/** Names a manifest file by its extension; any other s3:// location is a prefix of images. */
+const MANIFEST_FILE = /\.(csv|tsv|txt)(\.gz)?$/i;
+
+/** Opens a manifest file or an images folder (local or an s3:// prefix), failing with what to do when it cannot be used. */
 export async function openManifestSource(path: string, options: ManifestSourceOptions): Promise<ManifestSource> {
+  if (isS3Url(path)) return openS3Source(path, options);
   const absolute = resolve(path);
   const isFolder = await stat(absolute).then(
     (info) => info.isDirectory(),
@@ -116,6 +131,99 @@ function folderSource(folder: string, prompt: string, options: ManifestSourceOpt
           .replace(/^[^A-Za-z0-9]+/, '')
           .slice(0, 60) || 'images';
       return `${stem}-${hash.slice(0, 8)}`;
+    },
+  };
+}
+
+/** The stem of a batch name: letters, digits, ".", "_" and "-" of `name`, at most 60 characters. */
+function stemOf(name: string, fallback: string): string {
+  return (
+    name
+      .replace(/[^A-Za-z0-9._-]+/g, '-')
+      .replace(/^[^A-Za-z0-9]+/, '')
+      .slice(0, 60) || fallback
+  );
+}
+
+/** An s3:// manifest file (CSV, read as it streams) or a prefix of images (listed page by page). */
+async function openS3Source(url: string, options: ManifestSourceOptions): Promise<ManifestSource> {
+  const location = parseS3Url(url);
+  const objects = options.objects;
+  if (!objects) throw new ConfigError(`${url}: reading s3:// locations needs an object store (falbatch makes one from the AWS chain and --s3-endpoint).`);
+  const store = objects.store();
+  const filesRoot = resolve(options.filesRoot ?? '.');
+  if (MANIFEST_FILE.test(location.key)) {
+    if (options.prompt !== undefined) {
+      throw new ConfigError(
+        `--prompt is for a folder of images; ${url} is a CSV manifest: give it a prompt column (or --prompt-template "Describe the {subject}").`,
+      );
+    }
+    const bytes = objectBytes(store, location);
+    // Fails here, before anything is written, naming the object (or its bucket) when it is missing or denied.
+    const etag = await bytes.etag();
+    async function* chunks(): AsyncGenerator<Buffer> {
+      for await (const chunk of bytes.stream()) yield Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    }
+    return {
+      kind: 'csv',
+      path: bytes.name,
+      filesRoot,
+      bytes: chunks,
+      records: () => readRecords(chunks(), { encoding: options.encoding, maxRecordBytes: options.maxRecordBytes }),
+      // The ETag changes with the bytes: the same object with the same settings resumes its batch, without reading it twice.
+      async defaultBatchName(defaultEndpoint) {
+        const hash = createHash('sha256')
+          .update(JSON.stringify([bytes.name, etag, defaultEndpoint, filesRoot, options.encoding]))
+          .digest('hex');
+        return `${stemOf(basename(location.key).replace(/\.(csv|tsv|txt)(\.gz)?$/i, ''), 'manifest')}-${hash.slice(0, 8)}`;
+      },
+      notImages: () => ({}),
+    };
+  }
+  const prompt = options.prompt?.trim() ?? '';
+  const prefix: S3Location = { bucket: location.bucket, key: location.key === '' || location.key.endsWith('/') ? location.key : `${location.key}/` };
+  const name = formatS3Url(prefix);
+  if (prompt === '') throw new ConfigError(`${name} is a prefix of images: say what to ask of every image under it with --prompt "Describe this image".`);
+  // Before anything is written: the bucket and credentials answer, and the prefix holds images.
+  await store.checkBucket(prefix.bucket, 'list');
+  const lister = listImages(store, prefix.bucket, prefix.key);
+  const first = await lister.next();
+  await lister.return(undefined);
+  if (first.done) {
+    throw new ManifestError(
+      'MANIFEST_INVALID',
+      `${name} holds no images (looked for ${[...IMAGE_EXTENSIONS].join(', ')} objects under it, hidden ones left out).`,
+      { file: name },
+    );
+  }
+  let notImages = new Map<string, number>();
+  return {
+    kind: 'prefix',
+    path: name,
+    objectMemo: objects.memo,
+    filesRoot,
+    notImages: () => Object.fromEntries(notImages),
+    async *records() {
+      notImages = new Map();
+      yield { line: 1, fields: FOLDER_HEADER };
+      let line = 1;
+      for await (const object of listImages(store, prefix.bucket, prefix.key, notImages)) {
+        line++;
+        const relative = object.key.slice(prefix.key.length);
+        // The listing told the object's ETag and size: its row needs no HEAD.
+        objects.memo.note(prefix.bucket, object);
+        if (relative.includes('|'))
+          yield { line, error: `image ${relative}: its key contains "|", which separates images in falbatch; rename the object`, leading: [relative] };
+        else yield { line, fields: [relative, formatS3Url({ bucket: prefix.bucket, key: object.key }), prompt] };
+      }
+    },
+    // As for a folder: the prefix, the prompt and the settings, not the listing (a prefix of a
+    // million objects starts at once). An object replaced in place is a changed row (its ETag).
+    async defaultBatchName(defaultEndpoint) {
+      const hash = createHash('sha256')
+        .update(JSON.stringify([name, prompt, defaultEndpoint]))
+        .digest('hex');
+      return `${stemOf(posix.basename(prefix.key) || prefix.bucket, 'images')}-${hash.slice(0, 8)}`;
     },
   };
 }

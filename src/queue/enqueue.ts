@@ -14,6 +14,7 @@ import type { LocalImageDelivery } from '../manifest/resolve-images.js';
 import { cachedUploadCheck } from './image-delivery.js';
 import { createUploadCache } from './upload-cache.js';
 import { BATCH_NAME, jobIdFor } from '../manifest/row-key.js';
+import { createObjectInfoMemo } from '../manifest/s3-images.js';
 import type { ManifestRow, RejectedRow } from '../manifest/validate-row.js';
 import { SECOND } from '../time.js';
 import type { BatchControl } from './batch-control.js';
@@ -209,6 +210,7 @@ async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promis
     encoding: config.encoding,
     maxRecordBytes: config.maxRecordBytes,
     prompt: options.prompt,
+    objects: { store: ctx.objects, memo: createObjectInfoMemo() },
   });
   // One manifest, one mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig.
   const mapping = createRowMapping(config);
@@ -220,7 +222,8 @@ async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promis
 
 async function checkHeaderOf(ctx: FalbatchContext, { source, mapping }: EnqueueTarget): Promise<void> {
   const { config } = ctx;
-  if (source.kind === 'csv') await checkHeader(source.path, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, mapping.layout);
+  if (source.kind === 'csv')
+    await checkHeader(source.path, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, mapping.layout, source.bytes?.());
 }
 
 /** `--strict`: the whole manifest is read first, and its first bad row stops the enqueue before anything is written. */

@@ -7,6 +7,7 @@ import { LocalImageReader } from '../manifest/local-image.js';
 import type { ManifestSource } from '../manifest/manifest-source.js';
 import type { RawRecord } from '../manifest/read-records.js';
 import { createImageResolver, type LocalImageDelivery } from '../manifest/resolve-images.js';
+import { createObjectInfoMemo, createS3ImageSource } from '../manifest/s3-images.js';
 import type { RowMapping } from '../manifest/row-mapping.js';
 import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
 import { captionPath, type CaptionOptions } from '../results/caption-files.js';
@@ -57,6 +58,8 @@ export async function* validatedChunks(
     maxImageBytes: config.maxInlineImageBytes,
     maxSide: config.maxImageSide,
     local: delivery ?? localImageDelivery(ctx, run),
+    // s3:// images: looked up by what the listing said (or one HEAD); the worker signs their URLs.
+    s3: createS3ImageSource(ctx.objects, source.objectMemo ?? createObjectInfoMemo()),
   });
   const limit = pLimit(FILE_READS_AT_ONCE);
   let columns: ColumnMap | undefined;
@@ -107,7 +110,7 @@ export async function* validatedChunks(
     pending.push(record);
     if ('fields' in record) {
       pendingChars += record.fields.reduce((sum, f) => sum + f.length, 0);
-      if (columns.images.some((i) => !/^(https?:|data:)/i.test((record.fields[i] ?? '').trim()))) pendingLocal++;
+      if (columns.images.some((i) => !/^(https?:|data:|s3:)/i.test((record.fields[i] ?? '').trim()))) pendingLocal++;
     }
     // A chunk is bounded by rows, and by the image bytes it will hold: inline data and local files
     // become data URIs, so a few big images weigh more than thousands of URLs.

@@ -34,6 +34,8 @@ export function storageErrorOf(
   if (error instanceof StorageError) return error;
   if ((error as { name?: string })?.name === 'AbortError') return undefined;
   const { name, status, code } = describe(error);
+  // A HEAD's refusal has no body to name it: its status says it.
+  const said = name === 'Unknown' || name === 'Error' ? String(status ?? name) : name;
   const target = where.key === undefined ? `bucket ${where.bucket}` : `s3://${where.bucket}/${where.key}`;
   const at = ` (at ${endpoint})`;
   if (name === 'CredentialsProviderError' || /credential/i.test(name)) {
@@ -45,7 +47,7 @@ export function storageErrorOf(
   ) {
     return new StorageError(
       'STORAGE_DENIED',
-      `Cannot ${doing} ${target}${at}: the store refused the credentials (${name}); check that they are valid and allowed to ${doing} it: ${CREDENTIALS_HELP}.`,
+      `Cannot ${doing} ${target}${at}: the store refused the credentials (${said}); check that they are valid and allowed to ${doing} it: ${CREDENTIALS_HELP}.`,
       where,
       { cause: error },
     );
@@ -72,7 +74,12 @@ export function storageErrorOf(
     );
   }
   if (status !== undefined) {
-    return new StorageError('STORAGE_UNAVAILABLE', `Cannot ${doing} ${target}${at}: the store answered ${status} ${name}.`, where, { cause: error });
+    return new StorageError(
+      'STORAGE_UNAVAILABLE',
+      `Cannot ${doing} ${target}${at}: the store answered ${said === String(status) ? said : `${status} ${said}`}.`,
+      where,
+      { cause: error },
+    );
   }
   return undefined;
 }

@@ -1,5 +1,6 @@
 import { UnrecoverableError, Worker, type WorkerOptions } from 'bullmq';
 import type { ResolvedConfig } from '../config.js';
+import { signInput } from '../storage/sign-input.js';
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
 import { connectionIdOf, isConnectionAlive } from '../queue/connection.js';
@@ -157,7 +158,9 @@ function rowDeps(ctx: FalbatchContext, fal: FalCaller, store: ResultStore, memor
     alive: (mark: string) => isConnectionAlive(ctx.redis, markConnection(mark)),
   };
   const { clock, config, log, scrub } = ctx;
-  return { fal, store, clock, config, log, scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge(), memory };
+  // Loaded (the AWS SDK with it) only by the first row with an s3:// image.
+  const signImages = (input: Record<string, unknown>) => signInput(input, { store: ctx.objects(), expiresInMs: config.presignExpiryMs, clock });
+  return { fal, store, clock, config, log, scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge(), memory, signImages };
 }
 
 function bullWorkerOptions(ctx: FalbatchContext, options: StartWorkerOptions): WorkerOptions {

@@ -1,0 +1,149 @@
+import { describe, expect, it } from 'vitest';
+import { HOUR } from '../../src/time.js';
+import { createHarness, namespaceKeys, readCsv, runCliProcess } from '../helpers/harness.js';
+import { pngBytes } from '../helpers/images.js';
+import { startS3Server } from '../helpers/s3-server.js';
+
+/** Every value Redis holds under the test's namespace, as text (job data, rows, results). */
+async function namespaceText(h: Awaited<ReturnType<typeof createHarness>>): Promise<string> {
+  let text = '';
+  for (const key of await namespaceKeys(h)) {
+    const type = await h.ctx.redis.type(key);
+    if (type === 'string') text += await h.ctx.redis.get(key);
+    else if (type === 'hash') text += JSON.stringify(await h.ctx.redis.hgetall(key));
+    else if (type === 'list') text += JSON.stringify(await h.ctx.redis.lrange(key, 0, -1));
+  }
+  return text;
+}
+
+describe('datasets in object storage', () => {
+  it('`run s3://bucket/photos/ --prompt` captions every image under the prefix: ids relative to it, URLs signed by the worker, fetched by fal; a rerun calls nothing', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('photos-bucket');
+    await s3.put('photos-bucket', {
+      'photos/cats/tabby.png': pngBytes('tabby'),
+      'photos/cats/nested/siamese.png': pngBytes('siamese'),
+      'photos/dog.png': pngBytes('dog'),
+      'photos/readme.txt': 'not an image',
+      'photos/.thumbs/x.png': pngBytes('hidden'),
+      'elsewhere/y.png': pngBytes('elsewhere'),
+    });
+    const out = `${h.dir}/captions.csv`;
+    const env = h.env(s3.env());
+    const first = await runCliProcess(['run', 's3://photos-bucket/photos/', '--prompt', 'Describe this photo', '--out', out], env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/batch photos-[0-9a-f]{8}: 3 rows read; 3 added/);
+    const rows = await readCsv(out);
+    expect(rows.map((r) => [r['id'], r['status'], r['image_url']])).toEqual([
+      ['cats/nested/siamese.png', 'ok', 's3://photos-bucket/photos/cats/nested/siamese.png'],
+      ['cats/tabby.png', 'ok', 's3://photos-bucket/photos/cats/tabby.png'],
+      ['dog.png', 'ok', 's3://photos-bucket/photos/dog.png'],
+    ]);
+    // fal downloaded each image through a presigned URL, and judged it by its bytes.
+    const stats = h.emulator.stats();
+    expect(stats.imageDownloads).toBe(3);
+    expect(stats.refusedDownloads).toBe(0);
+    expect(stats.billed).toBe(3);
+    expect(new Set(rows.map((r) => r['output'])).size).toBe(3);
+    // Nothing signed reached Redis, nor the outputs: rows hold s3:// locations; no credential anywhere.
+    const stored = await namespaceText(h);
+    expect(stored).toContain('s3://photos-bucket/photos/dog.png');
+    expect(stored).not.toMatch(/X-Amz-Signature|X-Amz-Credential|S3RVER/);
+    expect(JSON.stringify(rows)).not.toMatch(/X-Amz-|S3RVER/);
+
+    const again = await runCliProcess(['run', 's3://photos-bucket/photos/', '--prompt', 'Describe this photo', '--out', out], env);
+    expect(again.code, again.stderr).toBe(0);
+    expect(h.emulator.stats().submits).toBe(3);
+  });
+
+  it('an object replaced in place is a changed row (its ETag changed): only it is called again', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('data-set');
+    await s3.put('data-set', { 'p/a.png': pngBytes('a'), 'p/b.png': pngBytes('b') });
+    const env = h.env(s3.env());
+    const args = ['run', 's3://data-set/p', '--prompt', 'Describe', '--out', `${h.dir}/out.csv`];
+    expect((await runCliProcess(args, env)).code).toBe(0);
+    await s3.put('data-set', { 'p/b.png': pngBytes('b, edited') });
+    const second = await runCliProcess(args, env);
+    expect(second.code, second.stderr).toBe(0);
+    expect(h.emulator.stats().billed).toBe(3);
+  });
+
+  it("a URL that expired while the request waited in fal's queue is refused (403), signed again and submitted again: billed once", async () => {
+    let checks = 0;
+    // The first download sees a clock two hours ahead: the URL signed at submit has expired by then.
+    const h = await createHarness({ emulator: { downloadClock: { now: () => Date.now() + (checks++ === 0 ? 2 * HOUR : 0) } } });
+    const s3 = await startS3Server();
+    await s3.bucket('slow-queue');
+    await s3.put('slow-queue', { 'img/one.png': pngBytes('one') });
+    const out = `${h.dir}/out.csv`;
+    const result = await runCliProcess(['run', 's3://slow-queue/img/', '--prompt', 'Describe', '--out', out], h.env(s3.env()));
+    expect(result.code, result.stderr).toBe(0);
+    const [row] = await readCsv(out);
+    expect(row?.['status']).toBe('ok');
+    expect(row?.['attempts']).toBe('2');
+    const stats = h.emulator.stats();
+    expect(stats.imageDownloads).toBe(2);
+    expect(stats.refusedDownloads).toBe(1);
+    expect(stats.submits).toBe(2);
+    expect(stats.billed).toBe(1);
+  });
+
+  it('a bucket that does not exist, a prefix without images, refused credentials: one line naming it, exit 1, nothing enqueued', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('real-bucket');
+    await s3.put('real-bucket', { 'docs/a.txt': 'text' });
+    const out = `${h.dir}/out.csv`;
+    const missing = await runCliProcess(['run', 's3://no-such-bucket/photos/', '--prompt', 'Describe', '--out', out], h.env(s3.env()));
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/bucket no-such-bucket does not exist/);
+    const empty = await runCliProcess(['run', 's3://real-bucket/docs/', '--prompt', 'Describe', '--out', out], h.env(s3.env()));
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toMatch(/s3:\/\/real-bucket\/docs\/ holds no images/);
+    const denied = await runCliProcess(
+      ['run', 's3://real-bucket/docs/', '--prompt', 'Describe', '--out', out],
+      h.env({ ...s3.env(), AWS_ACCESS_KEY_ID: 'AKIAWRONGKEYID', AWS_SECRET_ACCESS_KEY: 'top-secret-value' }),
+    );
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toMatch(/^falbatch: Cannot list bucket real-bucket .*refused the credentials \(403\).*AWS_ACCESS_KEY_ID.*$/m);
+    expect(denied.stderr).not.toContain('top-secret-value');
+    expect(denied.stderr).not.toMatch(/\n\s+at /);
+    // No batch was opened (the queue's own meta key is all a started worker leaves).
+    expect((await namespaceKeys(h)).filter((key) => key.includes(':batch'))).toEqual([]);
+    expect(await h.ctx.redis.zcard(h.ctx.keys.batches)).toBe(0);
+    expect(h.emulator.stats().submits).toBe(0);
+  });
+
+  it('a CSV manifest in the bucket, mixing s3:// keys, https URLs and data URIs', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('manifests');
+    await s3.put('manifests', {
+      'imgs/a.png': pngBytes('a'),
+      'train.csv': [
+        'id,image_url,prompt',
+        'one,s3://manifests/imgs/a.png,Describe',
+        'two,https://example.com/cat.png,Describe',
+        `three,"data:image/png;base64,${pngBytes('c').toString('base64')}",Describe`,
+        'four,s3://manifests/imgs/missing.png,Describe',
+      ].join('\n'),
+    });
+    const out = `${h.dir}/out.csv`;
+    const result = await runCliProcess(['run', 's3://manifests/train.csv', '--out', out], h.env(s3.env()));
+    expect(result.code, result.stderr).toBe(2);
+    const rows = await readCsv(out);
+    expect(
+      rows.map((r) => [r['id'], r['status']]),
+      JSON.stringify(rows),
+    ).toEqual([
+      ['one', 'ok'],
+      ['two', 'ok'],
+      ['three', 'ok'],
+      ['four', 'rejected'],
+    ]);
+    expect(rows[3]?.['error']).toMatch(/s3:\/\/manifests\/imgs\/missing\.png not found/);
+  });
+});
