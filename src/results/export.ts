@@ -1,10 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { open, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, extname, resolve } from 'node:path';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, open, rm, stat, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { DEFAULT_CONFIG, type ResolvedConfig } from '../config.js';
 import type { FalbatchContext } from '../context.js';
-import { OutputError, ResultsNotWrittenError } from '../errors.js';
+import { OutputError, ResultsNotWrittenError, StorageError } from '../errors.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { formatS3Url, isS3Url, parseS3Url } from '../storage/s3-url.js';
 import { batchNotFound, readBatchMeta, type BatchMeta } from '../queue/batch-meta.js';
 import { decodeRowEntry, type RowEntry } from '../queue/batch-rows.js';
 import { AtomicFile, asOutputError } from './atomic-file.js';
@@ -100,10 +104,19 @@ export async function checkWritable(file: string): Promise<void> {
   await unlink(probe).catch(() => undefined);
 }
 
-/** Fails early, before a batch is paid for, when `out` cannot take the results (format, folder). */
-export async function checkOutput(out: string): Promise<void> {
-  const format = outputFormat(out);
-  await checkWritable(out);
+/**
+ * Fails early, before a batch is paid for, when `out` cannot take the results (format, folder; for
+ * an s3:// `out`, the bucket and the credentials, through `objects`).
+ */
+export async function checkOutput(out: string, objects?: () => ObjectStore): Promise<void> {
+  const s3 = isS3Url(out) ? parseS3Url(out) : undefined;
+  const format = outputFormat(s3 ? s3.key : out);
+  if (s3) {
+    if (!objects) throw new OutputError(`--out ${out}: writing to s3:// needs an object store.`);
+    if (s3.key === '' || s3.key.endsWith('/'))
+      throw new OutputError(`--out ${out} names a prefix: name the results object, e.g. ${formatS3Url({ ...s3, key: `${s3.key}results.csv` })}.`);
+    await objects().checkBucket(s3.bucket, 'write to');
+  } else await checkWritable(out);
   // Its writer too, loaded only for Parquet: a missing package is said now, not after the batch ran.
   if (format === 'parquet') await loadParquetWriter();
 }
@@ -124,7 +137,7 @@ export function exportCommandLine(
   if (config.prefix !== DEFAULT_CONFIG.prefix) words.push('--prefix', config.prefix);
   if (config.queue !== DEFAULT_CONFIG.queue) words.push('--queue', config.queue);
   if (config.redisCluster) words.push('--redis-cluster');
-  words.push('--out', resolve(out));
+  words.push('--out', isS3Url(out) ? out : resolve(out));
   if (hfMetadata) words.push(...(hfMetadata.folder !== undefined ? ['--hf-metadata-dir', resolve(hfMetadata.folder)] : ['--hf-metadata']));
   // A shell comment: the line still pastes as it is.
   return words.map(shellWord).join(' ') + (config.redisUrl !== DEFAULT_CONFIG.redisUrl ? '   # with the same REDIS_URL' : '');
@@ -138,6 +151,7 @@ export function exportCommandLine(
  * temp file first; all are renamed into place once all are complete.
  */
 export async function exportResults(ctx: FalbatchContext, options: ExportOptions): Promise<ExportSummary> {
+  if (isS3Url(options.out)) return exportToBucket(ctx, options);
   const format = outputFormat(options.out);
   const out = resolve(options.out);
   const meta = await readBatchMeta(ctx.redis, ctx.keys, options.batch);
@@ -157,7 +171,15 @@ export async function exportResults(ctx: FalbatchContext, options: ExportOptions
   }
 }
 
-async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, format: OutputFormat, options: ExportOptions): Promise<ExportSummary> {
+async function writeResults(
+  ctx: FalbatchContext,
+  meta: BatchMeta,
+  out: string,
+  format: OutputFormat,
+  options: ExportOptions,
+  /** Where the files end up, for the report, when not where they are written (an s3:// --out). */
+  shownAs?: { out: string; errors: string; report: string },
+): Promise<ExportSummary> {
   const batch = meta.name;
   await checkWritable(out);
   const side = sideFiles(out);
@@ -248,7 +270,7 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
     const report = await buildReport(
       ctx,
       meta,
-      { out, format, errors: side.errors, report: side.report, hfMetadata: metadata?.summary },
+      { out: shownAs?.out ?? out, format, errors: shownAs?.errors ?? side.errors, report: shownAs?.report ?? side.report, hfMetadata: metadata?.summary },
       counts,
       options.price,
     );
@@ -274,5 +296,51 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
   } catch (error) {
     await Promise.all(files.map((file) => file.discard()));
     throw asOutputError(error, current);
+  }
+}
+
+const CONTENT_TYPES: Readonly<Record<OutputFormat, string>> = { csv: 'text/csv', jsonl: 'application/x-ndjson', parquet: 'application/vnd.apache.parquet' };
+
+/**
+ * `--out s3://bucket/results/run1.parquet`: the export is written whole to a private temp folder
+ * (as for a local --out), then each file goes to the bucket with a multipart upload, which the
+ * store makes visible only once complete; a failed upload is aborted (no parts left to pay for)
+ * and the object keeps its previous version, if any. The report, last, names the s3:// objects.
+ * The temp folder is removed whatever happens; the results stay in Redis.
+ */
+async function exportToBucket(ctx: FalbatchContext, options: ExportOptions): Promise<ExportSummary> {
+  const target = parseS3Url(options.out);
+  const format = outputFormat(target.key);
+  const store = ctx.objects();
+  const meta = await readBatchMeta(ctx.redis, ctx.keys, options.batch);
+  if (!meta) throw await batchNotFound(ctx.redis, options.batch, ctx.keys);
+  const sideKeys = sideFiles(`/${target.key}`);
+  const shownAs = {
+    out: formatS3Url(target),
+    errors: formatS3Url({ bucket: target.bucket, key: sideKeys.errors.slice(1) }),
+    report: formatS3Url({ bucket: target.bucket, key: sideKeys.report.slice(1) }),
+  };
+  const folder = await mkdtemp(join(tmpdir(), 'falbatch-out-'));
+  const local = join(folder, basename(target.key));
+  try {
+    const written = await writeResults(ctx, meta, local, format, options, shownAs);
+    const uploads: Array<[string, string, string]> = [
+      [written.out, target.key, CONTENT_TYPES[format]],
+      [written.errorsFile, sideKeys.errors.slice(1), 'text/csv'],
+      [written.reportFile, sideKeys.report.slice(1), 'application/json'],
+    ];
+    for (const [file, key, type] of uploads) await store.upload(target.bucket, key, createReadStream(file), type);
+    return { ...written, out: shownAs.out, errorsFile: shownAs.errors, reportFile: shownAs.report };
+  } catch (error) {
+    if (error instanceof OutputError || error instanceof StorageError) {
+      throw new ResultsNotWrittenError(
+        error.message,
+        { batch: options.batch, out: shownAs.out, exportCommand: exportCommandLine(ctx.config, options.batch, shownAs.out, options.hfMetadata) },
+        { cause: error },
+      );
+    }
+    throw error;
+  } finally {
+    await rm(folder, { recursive: true, force: true });
   }
 }

@@ -1,3 +1,4 @@
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { HOUR } from '../../src/time.js';
 import { createHarness, namespaceKeys, readCsv, runCliProcess } from '../helpers/harness.js';
@@ -145,5 +146,61 @@ describe('datasets in object storage', () => {
       ['four', 'rejected'],
     ]);
     expect(rows[3]?.['error']).toMatch(/s3:\/\/manifests\/imgs\/missing\.png not found/);
+  });
+});
+
+describe('results written to a bucket', () => {
+  it('`--out s3://…/run1.jsonl` writes the results, .errors.csv and .report.json beside it; the report names the objects', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('results-bucket');
+    await s3.put('results-bucket', { 'in/a.png': pngBytes('a'), 'in/b.png': pngBytes('b') });
+    const result = await runCliProcess(
+      ['run', 's3://results-bucket/in/', '--prompt', 'Describe', '--out', 's3://results-bucket/results/run1.jsonl'],
+      h.env(s3.env()),
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const read = async (key: string): Promise<string> =>
+      (await (await s3.client.send(new GetObjectCommand({ Bucket: 'results-bucket', Key: key }))).Body?.transformToString()) ?? '';
+    const lines = (await read('results/run1.jsonl'))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(lines.map((l) => [l['id'], l['status']])).toEqual([
+      ['a.png', 'ok'],
+      ['b.png', 'ok'],
+    ]);
+    expect(await read('results/run1.errors.csv')).toMatch(/^id,/);
+    const report = JSON.parse(await read('results/run1.report.json')) as { files: Record<string, unknown> };
+    expect(report.files['output']).toBe('s3://results-bucket/results/run1.jsonl');
+    expect(JSON.stringify(report)).not.toMatch(/falbatch-out-|S3RVER/);
+  });
+
+  it('an --out bucket that does not exist fails before anything is enqueued or paid for', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('in-bucket');
+    await s3.put('in-bucket', { 'in/a.png': pngBytes('a') });
+    const result = await runCliProcess(['run', 's3://in-bucket/in/', '--prompt', 'Describe', '--out', 's3://missing-out/r.csv'], h.env(s3.env()));
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/Cannot write to bucket missing-out .*does not exist/);
+    expect(h.emulator.stats().submits).toBe(0);
+  });
+
+  it('`export --out s3://` of a batch whose upload fails says the results are safe in Redis (exit 3), and leaves no object', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('in-bucket');
+    await s3.put('in-bucket', { 'in/a.png': pngBytes('a') });
+    const env = h.env(s3.env());
+    const ran = await runCliProcess(['run', 's3://in-bucket/in/', '--prompt', 'Describe', '--out', `${h.dir}/local.csv`], env);
+    expect(ran.code, ran.stderr).toBe(0);
+    const batch = /batch (in-[0-9a-f]{8})/.exec(ran.stdout)?.[1] ?? '';
+    const denied = await runCliProcess(['export', '--batch', batch, '--out', 's3://in-bucket/out/r.csv'], { ...env, AWS_ACCESS_KEY_ID: 'AKIAWRONG' });
+    expect(denied.code).toBe(3);
+    expect(denied.stderr).toMatch(/refused the credentials/);
+    expect(denied.stderr).toMatch(/falbatch export --batch in-[0-9a-f]{8} .*--out s3:\/\/in-bucket\/out\/r\.csv/);
+    const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: 'in-bucket', Prefix: 'out/' }));
+    expect(listed.KeyCount ?? 0).toBe(0);
   });
 });
