@@ -17,7 +17,7 @@ export type ResolvedImages =
        * `url:<url>` otherwise. The same whether a local image goes inline or uploaded.
        */
       identities: string[];
-      /** Absolute paths of the row's local image files (for caption files beside them). */
+      /** Absolute paths of the row's local image files, and `s3://` URLs of its images in a bucket (for caption files beside them). */
       localFiles: string[];
       /** `s3://bucket/key` of the row's images in object storage (for caption files beside them). */
       s3Objects?: string[];
@@ -134,6 +134,8 @@ async function resolveImages(cell: string, column: string, options: ImageResolve
       references.push(reference);
       identities.push(object.identity);
       s3Objects.push(object.reference);
+      // Its caption file goes beside it, in the bucket.
+      localFiles.push(object.reference);
       continue;
     }
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(part))

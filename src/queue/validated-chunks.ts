@@ -11,6 +11,8 @@ import { createObjectInfoMemo, createS3ImageSource } from '../manifest/s3-images
 import type { RowMapping } from '../manifest/row-mapping.js';
 import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
 import { captionPath, type CaptionOptions } from '../results/caption-files.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { isS3Url } from '../storage/s3-url.js';
 import { SECOND } from '../time.js';
 import type { RowEntry } from './batch-rows.js';
 import { exists, localImageOf } from './caption-targets.js';
@@ -72,7 +74,7 @@ export async function* validatedChunks(
     const map = columns as ColumnMap;
     const clashes = plan && records.length > 0 ? await ctx.redis.hmget(plan.clashKey, ...records.map((r) => String(r.line))) : [];
     const beforeValidation = (record: { line: number; fields: string[] }, index: number): Promise<Verdict | undefined> =>
-      plan ? captionVerdict(record, map, clashes[index], plan, source.filesRoot, config.endpoint) : Promise.resolve(undefined);
+      plan ? captionVerdict(record, map, clashes[index], plan, source.filesRoot, config.endpoint, ctx.objects) : Promise.resolve(undefined);
     const verdicts = await Promise.all(
       records.map((record, index) =>
         'error' in record
@@ -175,6 +177,7 @@ async function captionVerdict(
   plan: CaptionPlan,
   filesRoot: string,
   defaultEndpoint: string,
+  objects: () => ObjectStore,
 ): Promise<Verdict | undefined> {
   const shown = (reason: string, skip: boolean, image?: string): Verdict => ({
     ok: false,
@@ -195,7 +198,7 @@ async function captionVerdict(
   const image = localImageOf(record.fields, map, filesRoot);
   if (image === undefined) return undefined;
   const caption = captionPath(image, plan.captions.ext);
-  return (await exists(caption)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true, image) : undefined;
+  return (await exists(caption, objects)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true, image) : undefined;
 }
 
 /** A record that could not be read as one, with what of it could: the whole fields its line starts with (its id, most often). */
@@ -214,7 +217,8 @@ function unreadRow(record: { line: number; error: string; leading?: string[] }, 
 
 export function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
   const relativeFiles = (paths: readonly string[]): { files?: string[] } => {
-    const files = paths.map((path) => relative(filesRoot, path).split(sep).join('/'));
+    // An image in a bucket is kept as its s3:// URL; a local one, relative to the files root.
+    const files = paths.map((path) => (isS3Url(path) ? path : relative(filesRoot, path).split(sep).join('/')));
     return files.length > 0 ? { files } : {};
   };
   const shown = (line: number, key: string, row: Pick<RejectedRow, 'imageDisplay' | 'prompt' | 'endpoint' | 'extras'>) => ({

@@ -235,6 +235,7 @@ async function writeResults(
       const captions = await readRowCaptions(page, {
         filesRoot: meta.filesRoot,
         ext: captionExt,
+        objects: ctx.objects,
         wanted: (entry) => metadata !== undefined || (entry.skipped !== undefined && earlierAnswer(entry) === undefined),
       });
       const lines: OutputRow[] = [];

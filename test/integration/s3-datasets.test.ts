@@ -204,3 +204,52 @@ describe('results written to a bucket', () => {
     expect(listed.KeyCount ?? 0).toBe(0);
   });
 });
+
+describe('caption files written back to the bucket', () => {
+  it('`--captions` puts cat.txt beside cat.png in the bucket; skip mode then calls nothing for an image whose caption exists', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('lora-set');
+    await s3.put('lora-set', {
+      'photos/cat.png': pngBytes('cat'),
+      'photos/sub/dog.png': pngBytes('dog'),
+      'photos/owl.png': pngBytes('owl'),
+      'photos/owl.txt': 'hand-written',
+    });
+    const env = h.env(s3.env());
+    const read = async (key: string): Promise<string> =>
+      (await (await s3.client.send(new GetObjectCommand({ Bucket: 'lora-set', Key: key }))).Body?.transformToString()) ?? '';
+    const args = ['run', 's3://lora-set/photos/', '--prompt', 'Describe', '--captions', '--caption-prefix', 'ohwx, ', '--out', `${h.dir}/out.csv`];
+    const first = await runCliProcess(args, env);
+    expect(first.code, first.stderr).toBe(0);
+    const rows = await readCsv(`${h.dir}/out.csv`);
+    const byId = new Map(rows.map((r) => [r['id'], r]));
+    expect(await read('photos/cat.txt')).toBe(`ohwx, ${byId.get('cat.png')?.['output']}`);
+    expect(await read('photos/sub/dog.txt')).toBe(`ohwx, ${byId.get('sub/dog.png')?.['output']}`);
+    // The caption that was there is kept, and its image was not paid for.
+    expect(await read('photos/owl.txt')).toBe('hand-written');
+    expect(byId.get('owl.png')?.['status']).toBe('skipped');
+    expect(h.emulator.stats().billed).toBe(2);
+    // No temp objects, nothing else written into the bucket.
+    const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: 'lora-set' }));
+    expect((listed.Contents ?? []).map((o) => o.Key).sort()).toEqual([
+      'photos/cat.png',
+      'photos/cat.txt',
+      'photos/owl.png',
+      'photos/owl.txt',
+      'photos/sub/dog.png',
+      'photos/sub/dog.txt',
+    ]);
+
+    await s3.put('lora-set', { 'photos/new.png': pngBytes('new') });
+    const second = await runCliProcess(args, env);
+    expect(second.code, second.stderr).toBe(0);
+    expect(h.emulator.stats().billed).toBe(3);
+    expect(await read('photos/new.txt')).toMatch(/^ohwx, \[emulated:/);
+
+    // overwrite: every caption file is written again from the answers (none paid again).
+    const overwrite = await runCliProcess([...args, '--caption-mode', 'overwrite', '--caption-prefix', 'sks, '], env);
+    expect(overwrite.code, overwrite.stderr).toBe(0);
+    expect(await read('photos/cat.txt')).toMatch(/^sks, \[emulated:/);
+  });
+});
