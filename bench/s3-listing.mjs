@@ -26,7 +26,9 @@ const redis = await benchRedis();
 
 /** s3rver on a free port, storing in `directory` (its DES continuation tokens need the legacy OpenSSL provider). */
 async function startS3rver(directory) {
-  const child = spawn(process.execPath, ['--openssl-legacy-provider', join(ROOT, 'test/fixtures/s3rver.mjs'), directory], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--openssl-legacy-provider', join(ROOT, 'test/fixtures/s3rver.mjs'), directory], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   const port = await new Promise((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (chunk) => {
@@ -93,7 +95,12 @@ async function measure(args, env, rows) {
 const store = join(dir, 's3rver');
 mkdirSync(store);
 const s3 = await startS3rver(store);
-const client = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+const client = new S3Client({
+  endpoint: s3.endpoint,
+  region: 'us-east-1',
+  forcePathStyle: true,
+  credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+});
 const prefixes = [];
 try {
   await client.send(new CreateBucketCommand({ Bucket: 'bench' }));
@@ -120,7 +127,13 @@ try {
   const small = await measure(['enqueue', 's3://bench/small/', '--prompt', PROMPT, '--prefix', prefix('small')], s3env, SMALL);
   const listed = await measure(['enqueue', 's3://bench/big/', '--prompt', PROMPT, '--prefix', prefix('big')], s3env, ROWS);
   const ratio = baseline.rowsPerSecond / listed.rowsPerSecond;
-  const row = (what, rows, m) => [what, rows.toLocaleString('en'), round(m.seconds, 1), Math.round(m.rowsPerSecond).toLocaleString('en'), `${round(m.peakRssMb, 0)} MB`];
+  const row = (what, rows, m) => [
+    what,
+    rows.toLocaleString('en'),
+    round(m.seconds, 1),
+    Math.round(m.rowsPerSecond).toLocaleString('en'),
+    `${round(m.peakRssMb, 0)} MB`,
+  ];
   console.log(
     markdownTable(
       ['', 'rows', 'seconds', 'rows/s', 'peak RSS'],

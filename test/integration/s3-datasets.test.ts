@@ -1,5 +1,9 @@
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import type { FalbatchContext } from '../../src/context.js';
+import { runScheduleTick } from '../../src/ops/schedule-tick.js';
+import { addSchedule } from '../../src/ops/schedules.js';
+import { createObjectStore, type ObjectStore } from '../../src/storage/object-store.js';
 import { HOUR } from '../../src/time.js';
 import { createHarness, namespaceKeys, readCsv, runCliProcess } from '../helpers/harness.js';
 import { pngBytes } from '../helpers/images.js';
@@ -251,5 +255,53 @@ describe('caption files written back to the bucket', () => {
     const overwrite = await runCliProcess([...args, '--caption-mode', 'overwrite', '--caption-prefix', 'sks, '], env);
     expect(overwrite.code, overwrite.stderr).toBe(0);
     expect(await read('photos/cat.txt')).toMatch(/^sks, \[emulated:/);
+  });
+});
+
+describe('schedules over a bucket', () => {
+  it('a tick over an s3:// prefix adds only new or changed objects; an unchanged bucket costs a listing and nothing more', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('incoming');
+    await s3.put('incoming', { 'drop/a.png': pngBytes('a'), 'drop/b.png': pngBytes('b') });
+    const saved = { ...process.env };
+    Object.assign(process.env, s3.env());
+    onTestFinished(() => {
+      for (const key of Object.keys(s3.env())) {
+        if (saved[key] === undefined) delete process.env[key];
+        else process.env[key] = saved[key];
+      }
+    });
+    const real = createObjectStore({ endpoint: s3.endpoint });
+    onTestFinished(() => real.close());
+    // What the ticks ask of the store, counted on the way (the requests go to the real server).
+    const calls = { listPages: 0, heads: 0, reads: 0, puts: 0 };
+    const counted: ObjectStore = {
+      ...real,
+      async *list(bucket, prefix, options) {
+        for await (const page of real.list(bucket, prefix, options)) {
+          calls.listPages++;
+          yield page;
+        }
+      },
+      head: (bucket, key) => (calls.heads++, real.head(bucket, key)),
+      read: (bucket, key, range, signal) => (calls.reads++, real.read(bucket, key, range, signal)),
+      put: (bucket, key, body, type) => (calls.puts++, real.put(bucket, key, body, type)),
+    };
+    const ctx: FalbatchContext = { ...h.ctx, objects: () => counted };
+    const { schedule } = await addSchedule(ctx, { name: 'drop', manifest: 's3://incoming/drop/', prompt: 'Describe', everyMs: 3_600_000 });
+    expect(schedule.manifest).toBe('s3://incoming/drop/');
+    expect(await runScheduleTick(ctx, schedule)).toMatchObject({ outcome: 'ok', added: 2 });
+
+    const before = { ...calls };
+    expect(await runScheduleTick(ctx, schedule)).toMatchObject({ outcome: 'ok', added: 0, present: 2 });
+    // The tick's own opening check lists one page too; then the listing: nothing per object.
+    expect(calls.heads - before.heads).toBe(0);
+    expect(calls.reads - before.reads).toBe(0);
+    expect(calls.puts - before.puts).toBe(0);
+    expect(calls.listPages - before.listPages).toBeLessThanOrEqual(2);
+
+    await s3.put('incoming', { 'drop/b.png': pngBytes('b, replaced'), 'drop/c.png': pngBytes('c') });
+    expect(await runScheduleTick(ctx, schedule)).toMatchObject({ outcome: 'ok', added: 2, present: 1, changed: 1 });
   });
 });
