@@ -241,6 +241,14 @@ export interface Config {
    * @default 1 hour (flag --presign-expiry)
    */
   presignExpiryMs: number;
+  /**
+   * `s3://` images go into fal storage at enqueue (like local images: once per content, through the
+   * upload cache, keyed by the object's ETag and size so a cached one is never read), the job
+   * carrying the fal storage URL, instead of a URL the worker signs. For stores fal cannot reach
+   * (a private network), or to read each object once whatever the retries.
+   * @default false (flag --upload-images)
+   */
+  uploadS3Images: boolean;
   /** SIGTERM grace: in-flight rows get this long to finish before they are handed back. @default 30 s */
   graceMs: number;
   /**
@@ -309,6 +317,7 @@ export const DEFAULT_CONFIG = {
   filesRoot: undefined,
   s3Endpoint: undefined,
   presignExpiryMs: HOUR,
+  uploadS3Images: false,
   graceMs: 30 * SECOND,
   lockDurationMs: 30 * SECOND,
   retentionMs: 30 * 24 * HOUR,
@@ -371,6 +380,7 @@ function validate(c: Config): void {
   if (c.maxImageSide !== undefined) integer('--max-side', c.maxImageSide, 16, 16_384);
   // fal keeps uploads at least 7 days: a cache that outlives them hands out dead URLs.
   integer('uploadCacheTtlMs', c.uploadCacheTtlMs, SECOND, 7 * 24 * HOUR);
+  if (typeof c.uploadS3Images !== 'boolean') throw new ConfigError(`Expected uploadS3Images to be true or false, got ${String(c.uploadS3Images)}`);
   if (typeof c.inlineImages !== 'boolean') throw new ConfigError(`Expected inlineImages to be true or false, got ${String(c.inlineImages)}`);
   integer('--max-prompt-chars', c.maxPromptChars, 1, 10_000_000);
   // Above 512 MiB a record no longer fits in one JavaScript string.

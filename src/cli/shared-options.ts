@@ -68,6 +68,10 @@ export function withManifestReadOptions(command: Command): Command {
       '--inline-images',
       'send local images inside the jobs as data URIs instead of uploading them to fal storage (no FAL_KEY needed to enqueue; larger jobs)',
     )
+    .option(
+      '--upload-images',
+      'put s3:// images into fal storage at enqueue (once per content, cached by ETag and size) instead of URLs the worker signs: for a store fal cannot reach',
+    )
     .option('--upload-concurrency <n>', 'uploads of local images to fal storage in flight at once (default 8)')
     .option('--max-side <px>', 'downscale local images to fit inside PX×PX before they go to fal (aspect kept, never enlarged; the files are not modified)')
     .option(
@@ -233,6 +237,7 @@ export interface RawFlags {
   imageColumns?: string;
   promptTemplate?: string;
   inlineImages?: boolean;
+  uploadImages?: boolean;
   uploadConcurrency?: string;
   maxSide?: string;
 }
@@ -276,6 +281,7 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
       .filter((name) => name !== ''),
     promptTemplate: flags.promptTemplate,
     inlineImages: flags.inlineImages,
+    uploadS3Images: flags.uploadImages,
     uploadConcurrency: integerOption('--upload-concurrency', flags.uploadConcurrency),
     maxImageSide: integerOption('--max-side', flags.maxSide),
   };

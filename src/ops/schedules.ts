@@ -30,6 +30,7 @@ export const SCHEDULE_SETTINGS = [
   'maxInlineImageBytes',
   'maxRecordBytes',
   'inlineImages',
+  'uploadS3Images',
   'uploadConcurrency',
   'maxImageSide',
   'input',

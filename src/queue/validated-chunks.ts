@@ -8,6 +8,7 @@ import type { ManifestSource } from '../manifest/manifest-source.js';
 import type { RawRecord } from '../manifest/read-records.js';
 import { createImageResolver, type LocalImageDelivery } from '../manifest/resolve-images.js';
 import { createObjectInfoMemo, createS3ImageSource } from '../manifest/s3-images.js';
+import { s3ImagesThrough } from '../manifest/s3-upload.js';
 import type { RowMapping } from '../manifest/row-mapping.js';
 import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
 import { captionPath, type CaptionOptions } from '../results/caption-files.js';
@@ -62,6 +63,8 @@ export async function* validatedChunks(
     local: delivery ?? localImageDelivery(ctx, run),
     // s3:// images: looked up by what the listing said (or one HEAD); the worker signs their URLs.
     s3: createS3ImageSource(ctx.objects, source.objectMemo ?? createObjectInfoMemo()),
+    // --upload-images: s3:// images into fal storage now, through the local images' delivery and cache.
+    s3Delivery: config.uploadS3Images ? s3ImagesThrough(delivery ?? localImageDelivery(ctx, run), ctx.objects, config.maxInlineImageBytes) : undefined,
   });
   const limit = pLimit(FILE_READS_AT_ONCE);
   let columns: ColumnMap | undefined;

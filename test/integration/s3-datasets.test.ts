@@ -305,3 +305,33 @@ describe('schedules over a bucket', () => {
     expect(await runScheduleTick(ctx, schedule)).toMatchObject({ outcome: 'ok', added: 2, present: 1, changed: 1 });
   });
 });
+
+describe('--upload-images from a bucket', () => {
+  it('puts each image into fal storage once, cached by ETag and size: a second batch over the same objects uploads nothing', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('private-net');
+    await s3.put('private-net', {
+      'imgs/a.png': pngBytes('a'),
+      'imgs/b.png': pngBytes('b'),
+      'imgs/copy-of-a.png': pngBytes('a'),
+      'imgs/fake.png': 'not an image',
+    });
+    const env = h.env(s3.env());
+    const first = await runCliProcess(['run', 's3://private-net/imgs/', '--prompt', 'Describe', '--upload-images', '--out', `${h.dir}/one.csv`], env);
+    expect(first.code, first.stderr).toBe(2);
+    const rows = await readCsv(`${h.dir}/one.csv`);
+    expect(rows.map((r) => [r['id'], r['status']])).toEqual([
+      ['a.png', 'ok'],
+      ['b.png', 'ok'],
+      ['copy-of-a.png', 'ok'],
+      ['fake.png', 'rejected'],
+    ]);
+    expect(rows[3]?.['error']).toMatch(/s3:\/\/private-net\/imgs\/fake\.png is not an image/);
+    // a.png and its copy share one ETag: one upload, and fal fetched no signed URL.
+    expect(h.emulator.stats()).toMatchObject({ uploads: 2, imageDownloads: 0 });
+    const second = await runCliProcess(['run', 's3://private-net/imgs/', '--prompt', 'Describe it again', '--upload-images', '--out', `${h.dir}/two.csv`], env);
+    expect(second.code, second.stderr).toBe(2);
+    expect(h.emulator.stats()).toMatchObject({ uploads: 2, imageDownloads: 0 });
+  });
+});
