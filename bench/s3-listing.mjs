@@ -78,16 +78,16 @@ function peakRss(pid) {
   }
 }
 
-async function measure(args, env, rows) {
+async function measure(args, env, rows, script = undefined) {
   const started = performance.now();
-  const proc = spawnNode(args, { env: { REDIS_URL: redis.url, ...env } });
+  const proc = spawnNode(args, { env: { REDIS_URL: redis.url, ...env }, ...(script ? { script } : {}) });
   let peak = 0;
   const timer = setInterval(() => (peak = Math.max(peak, peakRss(proc.pid) ?? 0)), 50);
   const code = await proc.exited;
   clearInterval(timer);
   const seconds = (performance.now() - started) / 1000;
   if (code !== 0) throw new Error(`${args.join(' ')} exited ${code}:\n${proc.stdout()}${proc.stderr()}`);
-  if (!proc.stdout().includes(`${rows.toLocaleString('en')} rows read`) && !proc.stdout().includes(`${rows} rows read`))
+  if (!proc.stdout().includes(`${rows.toLocaleString('en')} rows read`) && !proc.stdout().includes(`${rows} rows read`) && !proc.stdout().includes(`listed ${rows}`))
     throw new Error(`expected ${rows} rows read:\n${proc.stdout()}`);
   return { seconds, rowsPerSecond: rows / seconds, peakRssMb: peak / 2 ** 20 };
 }
@@ -125,8 +125,10 @@ try {
   // Warm-up: s3rver computes each object's md5 file on first sight; both listings see warm files.
   const baseline = await measure(['enqueue', csv, '--prefix', prefix('csv')], {}, ROWS);
   const small = await measure(['enqueue', 's3://bench/small/', '--prompt', PROMPT, '--prefix', prefix('small')], s3env, SMALL);
+  const rawList = await measure(['s3://bench/big/'], s3env, ROWS, join(ROOT, 'bench', 'lib', 'list-prefix.mjs'));
   const listed = await measure(['enqueue', 's3://bench/big/', '--prompt', PROMPT, '--prefix', prefix('big')], s3env, ROWS);
   const ratio = baseline.rowsPerSecond / listed.rowsPerSecond;
+  const overList = rawList.rowsPerSecond / listed.rowsPerSecond;
   const row = (what, rows, m) => [
     what,
     rows.toLocaleString('en'),
@@ -139,8 +141,13 @@ try {
       ['', 'rows', 'seconds', 'rows/s', 'peak RSS'],
       [
         row('baseline: `falbatch enqueue` of a local CSV of the same rows', ROWS, baseline),
+        row('the store alone: listing the prefix, nothing else (s3rver, page by page)', ROWS, rawList),
         row('`falbatch enqueue s3://bench/small/ --prompt …` (listing)', SMALL, small),
-        row(`\`falbatch enqueue s3://bench/big/ --prompt …\` (listing; the CSV is **${round(ratio)}×** as fast)`, ROWS, listed),
+        row(
+          `\`falbatch enqueue s3://bench/big/ --prompt …\` (the CSV is **${round(ratio)}×** as fast; the bare listing **${round(overList)}×**)`,
+          ROWS,
+          listed,
+        ),
       ],
     ),
   );
@@ -150,9 +157,11 @@ try {
       rows: ROWS,
       redis: redis.what,
       baseline: { seconds: round(baseline.seconds), rowsPerSecond: Math.round(baseline.rowsPerSecond), peakRssMb: round(baseline.peakRssMb, 1) },
+      storeAlone: { seconds: round(rawList.seconds), rowsPerSecond: Math.round(rawList.rowsPerSecond) },
       listing: { seconds: round(listed.seconds), rowsPerSecond: Math.round(listed.rowsPerSecond), peakRssMb: round(listed.peakRssMb, 1) },
       listingSmall: { rows: SMALL, seconds: round(small.seconds), peakRssMb: round(small.peakRssMb, 1) },
       slowdown: round(ratio),
+      overBareListing: round(overList),
       rssGrowthMb: round(listed.peakRssMb - small.peakRssMb, 1),
     }),
   );

@@ -112,11 +112,9 @@ export function createObjectStore(options: ObjectStoreOptions = {}): ObjectStore
     async *list(bucket, prefix, listOptions = {}) {
       const { ListObjectsV2Command } = await loadS3();
       const s3 = await clientOf();
-      let token: string | undefined;
-      do {
-        let page: ListObjectsV2CommandOutput;
-        try {
-          page = await s3.send(
+      const fetchPage = (token: string | undefined): Promise<ListObjectsV2CommandOutput> =>
+        s3
+          .send(
             new ListObjectsV2Command({
               Bucket: bucket,
               Prefix: prefix,
@@ -124,14 +122,22 @@ export function createObjectStore(options: ObjectStoreOptions = {}): ObjectStore
               ...(listOptions.pageSize ? { MaxKeys: listOptions.pageSize } : {}),
             }),
             listOptions.signal ? { abortSignal: listOptions.signal } : {},
-          );
-        } catch (error) {
-          fail(error, { bucket, key: prefix }, 'list');
-          return;
+          )
+          .catch((error: unknown) => fail(error, { bucket, key: prefix }, 'list'));
+      let next: Promise<ListObjectsV2CommandOutput> | undefined = fetchPage(undefined);
+      try {
+        while (next) {
+          const page: ListObjectsV2CommandOutput = await next;
+          const token = page.IsTruncated ? page.NextContinuationToken : undefined;
+          // The next page is asked for now, while the caller works through this one: at most two
+          // pages (2,000 keys) are held, and the store's latency hides behind the caller's work.
+          next = token ? fetchPage(token) : undefined;
+          next?.catch(() => undefined);
+          yield (page.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [{ key: o.Key, etag: unquote(o.ETag), size: o.Size ?? 0 }]));
         }
-        yield (page.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [{ key: o.Key, etag: unquote(o.ETag), size: o.Size ?? 0 }]));
-        token = page.IsTruncated ? page.NextContinuationToken : undefined;
-      } while (token);
+      } finally {
+        await next?.catch(() => undefined);
+      }
     },
     async head(bucket, key) {
       const { HeadObjectCommand } = await loadS3();
