@@ -87,7 +87,11 @@ async function measure(args, env, rows, script = undefined) {
   clearInterval(timer);
   const seconds = (performance.now() - started) / 1000;
   if (code !== 0) throw new Error(`${args.join(' ')} exited ${code}:\n${proc.stdout()}${proc.stderr()}`);
-  if (!proc.stdout().includes(`${rows.toLocaleString('en')} rows read`) && !proc.stdout().includes(`${rows} rows read`) && !proc.stdout().includes(`listed ${rows}`))
+  if (
+    !proc.stdout().includes(`${rows.toLocaleString('en')} rows read`) &&
+    !proc.stdout().includes(`${rows} rows read`) &&
+    !proc.stdout().includes(`listed ${rows}`)
+  )
     throw new Error(`expected ${rows} rows read:\n${proc.stdout()}`);
   return { seconds, rowsPerSecond: rows / seconds, peakRssMb: peak / 2 ** 20 };
 }

@@ -43,3 +43,11 @@ export async function signInput<T>(input: T, options: SignInputOptions): Promise
   };
   return (await walk(input)) as T;
 }
+
+/**
+ * Text with the query of every presigned URL cut (`https://host/bucket/key?…`): a signature and
+ * the access key id it names must not reach a row's error, a log or Redis, whatever fal quotes back.
+ */
+export function redactSignedUrls(text: string): string {
+  return text.replace(/(https?:\/\/[^\s?"'<>]+)\?[^\s"'<>]*X-Amz-[^\s"'<>]*/gi, '$1?…');
+}

@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import type { RowJobData, RowRequestState } from '../queue/row-job.js';
 import type { ResultStore, RowStart } from '../results/result-store.js';
 import type { LedgerEntry, RowResult } from '../results/row-result.js';
-import { hasS3References } from '../storage/sign-input.js';
+import { hasS3References, redactSignedUrls } from '../storage/sign-input.js';
 import { HOUR, MINUTE, type Clock } from '../time.js';
 import type { StatusErrorKnowledge, StatusErrorReporting } from './status-errors.js';
 import type { BatchHold } from '../queue/batch-control.js';
@@ -311,7 +311,7 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
         errorType: 'image_url_expired',
       };
     }
-    verdict = { ...verdict, reason: deps.scrub(verdict.reason) } as Verdict;
+    verdict = { ...verdict, reason: deps.scrub(redactSignedUrls(verdict.reason)) } as Verdict;
     const saved = requestId !== undefined && phase !== 'submit';
     if (phase === 'result' && status !== undefined && requestId !== undefined && status.error === undefined) {
       if ((isTransientFalError(error) && verdict.kind !== 'rate-limited') || (error instanceof FalHttpError && error.status === 404)) {
