@@ -3,7 +3,7 @@ import type { FalbatchContext } from './context.js';
 import { ResultsNotWrittenError } from './errors.js';
 import type { FalCaller } from './fal/fal-caller.js';
 import { enqueueManifest, type EnqueueOptions, type EnqueueSummary } from './queue/enqueue.js';
-import { isS3Url } from './storage/s3-url.js';
+import { isS3Url, parseS3Url } from './storage/s3-url.js';
 import { checkOutput, checkWritable, exportResults, type ExportSummary } from './results/export.js';
 import { hfMetadataFolder, hfMetadataPath, type HfMetadataOptions } from './results/hf-metadata.js';
 import type { Price } from './fal/price.js';
@@ -58,7 +58,11 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
   await checkOutput(options.out, ctx.objects);
   if (options.hfMetadata) {
     const filesRoot = ctx.config.filesRoot ? resolve(ctx.config.filesRoot) : undefined;
-    await checkWritable(hfMetadataPath(await hfMetadataFolder({ manifest: resolve(options.manifest), filesRoot }, options.hfMetadata.folder)));
+    const metadataPath = hfMetadataPath(
+      await hfMetadataFolder({ manifest: isS3Url(options.manifest) ? options.manifest : resolve(options.manifest), filesRoot }, options.hfMetadata.folder),
+    );
+    if (isS3Url(metadataPath)) await ctx.objects().checkBucket(parseS3Url(metadataPath).bucket, 'write to');
+    else await checkWritable(metadataPath);
   }
   // The worker starts first: rows are worked while the rest of the manifest streams in. It serves
   // this run's batch only: other batches' rows are left to `falbatch work` (and to their own runs),

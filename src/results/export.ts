@@ -14,7 +14,7 @@ import { decodeRowEntry, type RowEntry } from '../queue/batch-rows.js';
 import { AtomicFile, asOutputError } from './atomic-file.js';
 import { readRowCaptions } from './caption-files.js';
 import { buildReport, ERRORS_COLUMNS, errorsRow, sideFiles, type ExportReport } from './export-report.js';
-import { hfMetadataFolder, hfMetadataPath, HfMetadataWriter, type HfMetadataOptions, type HfMetadataSummary } from './hf-metadata.js';
+import { HF_METADATA_FILE, hfMetadataFolder, hfMetadataPath, HfMetadataWriter, type HfMetadataOptions, type HfMetadataSummary } from './hf-metadata.js';
 import { extraNames, OUTPUT_COLUMNS, outputRow, type OutputRow } from './output-row.js';
 import type { Price } from '../fal/price.js';
 import { csvSink, jsonlSink, loadParquetWriter, parquetSink, type RowSink } from './row-sinks.js';
@@ -188,10 +188,14 @@ async function writeResults(
     : undefined;
   if (metadataFolder !== undefined) {
     const metadataPath = hfMetadataPath(metadataFolder);
-    if ([out, side.errors, side.report].includes(metadataPath))
-      throw new OutputError(`--out ${out} is where the imagefolder metadata goes (${metadataPath}): pick another --out.`);
-    await checkWritable(metadataPath);
+    if ([out, side.errors, side.report, shownAs?.out, shownAs?.errors, shownAs?.report].includes(metadataPath))
+      throw new OutputError(`--out ${shownAs?.out ?? out} is where the imagefolder metadata goes (${metadataPath}): pick another --out.`);
+    if (isS3Url(metadataPath)) await ctx.objects().checkBucket(parseS3Url(metadataPath).bucket, 'write to');
+    else await checkWritable(metadataPath);
   }
+  // metadata.jsonl for a bucket: written whole in a temp folder, uploaded once everything is committed.
+  const metadataUpload = metadataFolder !== undefined && isS3Url(metadataFolder) ? await mkdtemp(join(tmpdir(), 'falbatch-meta-')) : undefined;
+  const metadataLocal = metadataUpload === undefined || metadataFolder === undefined ? undefined : join(metadataUpload, HF_METADATA_FILE);
   const keys = ctx.keys.batch(batch);
   const extras = extraNames(meta.extras);
   const columns = [...OUTPUT_COLUMNS, ...extras];
@@ -215,7 +219,8 @@ async function writeResults(
     const metadata =
       metadataFolder === undefined
         ? undefined
-        : new HfMetadataWriter(await create(hfMetadataPath(metadataFolder)), metadataFolder, meta.filesRoot, captionExt !== '');
+        : new HfMetadataWriter(await create(metadataLocal ?? hfMetadataPath(metadataFolder)), metadataFolder, meta.filesRoot, captionExt !== '');
+    if (metadata && metadataLocal !== undefined && metadataFolder !== undefined) metadata.summary.path = hfMetadataPath(metadataFolder);
     current = out;
 
     for (let start = 0; ; start += PAGE) {
@@ -284,6 +289,11 @@ async function writeResults(
       current = file.path;
       await file.commit();
     }
+    if (metadataLocal !== undefined && metadataFolder !== undefined) {
+      const target = parseS3Url(hfMetadataPath(metadataFolder));
+      current = hfMetadataPath(metadataFolder);
+      await ctx.objects().upload(target.bucket, target.key, createReadStream(metadataLocal), 'application/x-ndjson');
+    }
     return {
       batch,
       out,
@@ -296,7 +306,10 @@ async function writeResults(
     };
   } catch (error) {
     await Promise.all(files.map((file) => file.discard()));
+    if (error instanceof StorageError) throw new OutputError(error.message, { cause: error });
     throw asOutputError(error, current);
+  } finally {
+    if (metadataUpload !== undefined) await rm(metadataUpload, { recursive: true, force: true });
   }
 }
 

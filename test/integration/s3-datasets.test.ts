@@ -244,12 +244,23 @@ describe('caption files written back to the bucket', () => {
       'photos/sub/dog.png',
       'photos/sub/dog.txt',
     ]);
+    // (metadata.jsonl comes below, with --hf-metadata.)
 
     await s3.put('lora-set', { 'photos/new.png': pngBytes('new') });
     const second = await runCliProcess(args, env);
     expect(second.code, second.stderr).toBe(0);
     expect(h.emulator.stats().billed).toBe(3);
     expect(await read('photos/new.txt')).toMatch(/^ohwx, \[emulated:/);
+
+    // --hf-metadata: metadata.jsonl beside the images, in the bucket, from the caption files there.
+    const withMetadata = await runCliProcess([...args, '--hf-metadata'], env);
+    expect(withMetadata.code, withMetadata.stderr).toBe(0);
+    const metadata = (await read('photos/metadata.jsonl'))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { file_name: string; text: string });
+    expect(metadata.map((m) => m.file_name)).toEqual(['cat.png', 'new.png', 'owl.png', 'sub/dog.png']);
+    expect(metadata.find((m) => m.file_name === 'owl.png')?.text).toBe('hand-written');
 
     // overwrite: every caption file is written again from the answers (none paid again).
     const overwrite = await runCliProcess([...args, '--caption-mode', 'overwrite', '--caption-prefix', 'sks, '], env);
