@@ -137,12 +137,12 @@ try {
   const listed = await measure(['enqueue', 's3://bench/big/', '--prompt', PROMPT, '--prefix', prefix('big')], s3env, ROWS);
   const ratio = baseline.rowsPerSecond / listed.rowsPerSecond;
   const overList = rawList.rowsPerSecond / listed.rowsPerSecond;
-  const row = (what, rows, m) => [
+  const row = (what, rows, m, rss = true) => [
     what,
     rows.toLocaleString('en'),
     round(m.seconds, 1),
     Math.round(m.rowsPerSecond).toLocaleString('en'),
-    `${round(m.peakRssMb, 0)} MB`,
+    rss ? `${round(m.peakRssMb, 0)} MB` : '–',
   ];
   console.log(
     markdownTable(
