@@ -7,7 +7,7 @@
 //   worker/                       one attempt of a row, BullMQ wiring
 //   queue/, results/, context.ts  Redis: keys, enqueue, backlog, result store, exports
 //   config.ts                     every option, its default and its check, composed from the layers below
-//   manifest/, fal/               reading rows; calling fal (each takes its options as arguments)
+//   manifest/, fal/, storage/     reading rows; calling fal; object stores (each takes its options as arguments)
 //   base                          errors, time, log, load-dependency, http-server, close-within-grace
 //
 // The emulator stands aside: only the CLI's `emulator` command and `--emulate` start it.
@@ -15,7 +15,7 @@
 const layer = (rank) => LAYERS.filter((l) => l.rank > rank).map((l) => l.path);
 const LAYERS = [
   { rank: 0, name: 'base', path: '^src/(errors|time|log|load-dependency|http-server|close-within-grace)\\.ts$' },
-  { rank: 1, name: 'manifest-fal', path: '^src/(manifest|fal)/' },
+  { rank: 1, name: 'manifest-fal-storage', path: '^src/(manifest|fal|storage)/' },
   { rank: 1.5, name: 'config', path: '^src/config\\.ts$' },
   { rank: 2, name: 'queue-results', path: '^src/(queue|results)/|^src/context\\.ts$' },
   { rank: 3, name: 'worker', path: '^src/worker/' },
@@ -53,7 +53,7 @@ module.exports = {
       comment: "The emulator plays fal: it may share base helpers, not falbatch's queue, worker or results.",
       severity: 'error',
       from: { path: '^src/emulator/' },
-      to: { path: '^src/(cli|ops|dashboard|metrics|worker|queue|results|manifest)/|^src/(run-batch|context|index)\\.ts$' },
+      to: { path: '^src/(cli|ops|dashboard|metrics|worker|queue|results|manifest|storage)/|^src/(run-batch|context|index)\\.ts$' },
     },
     {
       name: 'no-circular',

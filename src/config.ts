@@ -232,6 +232,31 @@ export interface Config {
   manifestFormat: ManifestFormat | undefined;
   /** Folder local image paths must stay inside. Default: the manifest's folder. */
   filesRoot: string | undefined;
+  /**
+   * The object store's endpoint for `s3://` locations: R2 (`https://<account>.r2.cloudflarestorage.com`),
+   * MinIO, GCS (`https://storage.googleapis.com`, HMAC keys). Requests then go path-style. Credentials
+   * come from the AWS SDK's chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance
+   * role) and are never read into the config.
+   * @default AWS S3 (env AWS_ENDPOINT_URL, flag --s3-endpoint)
+   */
+  s3Endpoint: string | undefined;
+  /**
+   * How long a presigned URL for an `s3://` image stays valid. The worker signs it just before it
+   * submits the row, so it must cover fal's queue wait and the fetch; a URL that expired before fal
+   * fetched it is signed again and the row submitted again (fal does not bill a download that
+   * failed). Longer rides out longer queues; shorter limits what a leaked URL exposes. SigV4 allows
+   * at most 7 days.
+   * @default 1 hour (flag --presign-expiry)
+   */
+  presignExpiryMs: number;
+  /**
+   * `s3://` images go into fal storage at enqueue (like local images: once per content, through the
+   * upload cache, keyed by the object's ETag and size so a cached one is never read), the job
+   * carrying the fal storage URL, instead of a URL the worker signs. For stores fal cannot reach
+   * (a private network), or to read each object once whatever the retries.
+   * @default false (flag --upload-images)
+   */
+  uploadS3Images: boolean;
   /** SIGTERM grace: in-flight rows get this long to finish before they are handed back. @default 30 s */
   graceMs: number;
   /**
@@ -299,6 +324,9 @@ export const DEFAULT_CONFIG = {
   encoding: DEFAULT_ENCODING,
   manifestFormat: undefined,
   filesRoot: undefined,
+  s3Endpoint: undefined,
+  presignExpiryMs: HOUR,
+  uploadS3Images: false,
   graceMs: 30 * SECOND,
   lockDurationMs: 30 * SECOND,
   retentionMs: 30 * 24 * HOUR,
@@ -322,6 +350,7 @@ export function resolveConfig(env: Record<string, string | undefined> = {}, over
     queue: nonEmpty(env['FALBATCH_QUEUE']),
     falKey: nonEmpty(env['FAL_KEY']) ?? keyPair(env['FAL_KEY_ID'], env['FAL_KEY_SECRET']),
     falBaseUrl: nonEmpty(env['FAL_BASE_URL']),
+    s3Endpoint: nonEmpty(env['AWS_ENDPOINT_URL_S3']) ?? nonEmpty(env['AWS_ENDPOINT_URL']),
   };
   const merged = { ...DEFAULT_CONFIG } as Config;
   for (const source of [fromEnv, overrides]) {
@@ -360,6 +389,7 @@ function validate(c: Config): void {
   if (c.maxImageSide !== undefined) integer('--max-side', c.maxImageSide, 16, 16_384);
   // fal keeps uploads at least 7 days: a cache that outlives them hands out dead URLs.
   integer('uploadCacheTtlMs', c.uploadCacheTtlMs, SECOND, 7 * 24 * HOUR);
+  if (typeof c.uploadS3Images !== 'boolean') throw new ConfigError(`Expected uploadS3Images to be true or false, got ${String(c.uploadS3Images)}`);
   if (typeof c.inlineImages !== 'boolean') throw new ConfigError(`Expected inlineImages to be true or false, got ${String(c.inlineImages)}`);
   integer('--max-prompt-chars', c.maxPromptChars, 1, 10_000_000);
   // Above 512 MiB a record no longer fits in one JavaScript string.
@@ -404,6 +434,9 @@ function validate(c: Config): void {
   if (typeof c.redisCluster !== 'boolean') throw new ConfigError(`Expected redisCluster to be true or false, got ${String(c.redisCluster)}`);
   redisTarget(c.redisUrl, c.redisCluster);
   if (c.falBaseUrl !== undefined) checkUrl('FAL_BASE_URL', c.falBaseUrl, ['http:', 'https:']);
+  if (c.s3Endpoint !== undefined) checkUrl('--s3-endpoint (AWS_ENDPOINT_URL)', c.s3Endpoint, ['http:', 'https:']);
+  // SigV4 presigned URLs last at most 7 days; under a minute would expire in fal's queue.
+  integer('--presign-expiry', c.presignExpiryMs, MINUTE, 7 * 24 * HOUR);
 }
 
 function integer(name: string, value: number, min: number, max: number): void {

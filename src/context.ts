@@ -7,6 +7,7 @@ import { checkEvictionPolicy, checkPersistence, checkServerMode, connectRedis, t
 import { createKeyLayout, type KeyLayout } from './queue/keys.js';
 import { bullmq } from './queue/cjs-packages.js';
 import { createResultStore, type ResultStore } from './results/result-store.js';
+import { createObjectStore, type ObjectStore } from './storage/object-store.js';
 import { systemClock, type Clock } from './time.js';
 
 /** One connection to one falbatch namespace: what every library entry point works with. */
@@ -25,12 +26,16 @@ export interface FalbatchContext {
   readonly clock: Clock;
   /** Removes secrets (FAL_KEY, Redis password) from text bound for logs, Redis or files. */
   readonly scrub: (text: string) => string;
+  /** The object store for s3:// locations (config.s3Endpoint, the AWS chain): made, and the SDK loaded, on first use. */
+  objects(): ObjectStore;
   close(): Promise<void>;
 }
 
 export interface OpenContextOptions {
   log?: Logger;
   clock?: Clock;
+  /** The object store for s3:// locations. Default: one from config.s3Endpoint and the AWS credential chain. */
+  objects?: ObjectStore;
 }
 
 /** Connects to Redis (failing fast with a clear message when it is not there); the queue is opened when first used. */
@@ -48,6 +53,7 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
   const scrub = createScrubber(secretsOf(config));
   let queue: Queue | undefined;
   let closed: Promise<void> | undefined;
+  let objects = options.objects;
   return {
     config,
     redis,
@@ -63,8 +69,10 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     log,
     clock: options.clock ?? systemClock,
     scrub,
+    objects: () => (objects ??= createObjectStore({ endpoint: config.s3Endpoint })),
     close() {
       closed ??= (async () => {
+        if (!options.objects) objects?.close();
         await queue?.close();
         // The connection was handed to BullMQ, which does not own it: quit it here or the process hangs.
         await redis.quit().catch(() => redis.disconnect());

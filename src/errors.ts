@@ -18,7 +18,10 @@ export type ErrorCode =
   | 'FAL_TIMEOUT'
   | 'FAL_PROTOCOL'
   | 'RESULTS_NOT_WRITTEN'
-  | 'DEPENDENCY_MISSING';
+  | 'DEPENDENCY_MISSING'
+  | 'STORAGE_DENIED'
+  | 'STORAGE_NOT_FOUND'
+  | 'STORAGE_UNAVAILABLE';
 
 export interface FalbatchErrorOptions {
   cause?: unknown;
@@ -206,6 +209,28 @@ export class DependencyError extends FalbatchError {
       { cause },
     );
     this.dependency = dependency;
+  }
+}
+
+/**
+ * An object store (S3, R2, MinIO, GCS) refused or could not serve what a command needs: no or
+ * denied credentials (`STORAGE_DENIED`), a bucket or object that does not exist
+ * (`STORAGE_NOT_FOUND`), an endpoint that does not answer (`STORAGE_UNAVAILABLE`). The message
+ * names the bucket and key, and what to set; it never holds a credential.
+ */
+export class StorageError extends FalbatchError {
+  readonly bucket: string;
+  readonly key: string | undefined;
+
+  constructor(
+    code: 'STORAGE_DENIED' | 'STORAGE_NOT_FOUND' | 'STORAGE_UNAVAILABLE',
+    message: string,
+    where: { bucket: string; key?: string | undefined },
+    options: FalbatchErrorOptions = {},
+  ) {
+    super(code, message, options);
+    this.bucket = where.bucket;
+    this.key = where.key;
   }
 }
 

@@ -3,6 +3,7 @@ import type { FalbatchContext } from './context.js';
 import { ResultsNotWrittenError } from './errors.js';
 import type { FalCaller } from './fal/fal-caller.js';
 import { enqueueManifest, type EnqueueOptions, type EnqueueSummary } from './queue/enqueue.js';
+import { isS3Url, parseS3Url } from './storage/s3-url.js';
 import { checkOutput, checkWritable, exportResults, type ExportSummary } from './results/export.js';
 import { hfMetadataFolder, hfMetadataPath, type HfMetadataOptions } from './results/hf-metadata.js';
 import type { Price } from './fal/price.js';
@@ -55,10 +56,14 @@ export async function runBatch(ctx: FalbatchContext, options: RunBatchOptions): 
     await resumeQueue(ctx);
   }
   // Before anything is paid for: the results must have somewhere to go.
-  await checkOutput(options.out);
+  await checkOutput(options.out, ctx.objects);
   if (options.hfMetadata) {
     const filesRoot = ctx.config.filesRoot ? resolve(ctx.config.filesRoot) : undefined;
-    await checkWritable(hfMetadataPath(await hfMetadataFolder({ manifest: resolve(options.manifest), filesRoot }, options.hfMetadata.folder)));
+    const metadataPath = hfMetadataPath(
+      await hfMetadataFolder({ manifest: isS3Url(options.manifest) ? options.manifest : resolve(options.manifest), filesRoot }, options.hfMetadata.folder),
+    );
+    if (isS3Url(metadataPath)) await ctx.objects().checkBucket(parseS3Url(metadataPath).bucket, 'write to');
+    else await checkWritable(metadataPath);
   }
   // The worker starts while the manifest is read (their round trips to Redis overlap), so rows are
   // worked while the rest of the manifest streams in. It serves this run's batch only: other
@@ -165,7 +170,7 @@ async function finishRun(
     options.onStep?.('writing caption files beside the images');
     captions = await writeCaptions(ctx, { batch: enqueue.batch, captions: options.captions });
   }
-  options.onStep?.(`writing the results to ${resolve(options.out)}`);
+  options.onStep?.(`writing the results to ${isS3Url(options.out) ? options.out : resolve(options.out)}`);
   let exported: ExportSummary;
   try {
     exported = await exportResults(ctx, {

@@ -17,6 +17,7 @@ export function withConnectionOptions(command: Command): Command {
     .option('--prefix <name>', 'Redis key namespace (env FALBATCH_PREFIX)', undefined)
     .option('--queue <name>', 'queue in the namespace, the hash tag of its keys: one Redis Cluster slot (default jobs; env FALBATCH_QUEUE)')
     .option('--redis-cluster', 'REDIS_URL names nodes of a Redis Cluster, comma-separated (env REDIS_CLUSTER=1)')
+    .option('--s3-endpoint <url>', 'object store for s3:// locations: R2, MinIO, GCS (default AWS S3; env AWS_ENDPOINT_URL; credentials from the AWS chain)')
     .option('--log-level <level>', 'debug, info, warn, error or silent', 'info')
     .option('--log-format <format>', 'pretty (default on a terminal), text (default otherwise: short lines) or json (for log pipelines)');
 }
@@ -74,6 +75,10 @@ export function withManifestReadOptions(command: Command): Command {
     .option(
       '--inline-images',
       'send local images inside the jobs as data URIs instead of uploading them to fal storage (no FAL_KEY needed to enqueue; larger jobs)',
+    )
+    .option(
+      '--upload-images',
+      'put s3:// images into fal storage at enqueue (once per content, cached by ETag and size) instead of URLs the worker signs: for a store fal cannot reach',
     )
     .option('--upload-concurrency <n>', 'uploads of local images to fal storage in flight at once (default 8)')
     .option('--max-side <px>', 'downscale local images to fit inside PX×PX before they go to fal (aspect kept, never enlarged; the files are not modified)')
@@ -198,6 +203,10 @@ export function withFalOptions(command: Command): Command {
     .option('--wait-budget <duration>', 'longest a row waits for its fal request before it is cancelled and retried (default 15m)')
     .option('--call-timeout <duration>', 'deadline of one HTTP call to fal (default 30s)')
     .option(
+      '--presign-expiry <duration>',
+      "how long the URL of an s3:// image, signed just before its row is submitted, stays valid: cover fal's queue wait (default 1h, at most 7d; an expired one is signed again)",
+    )
+    .option(
       '--result-budget <duration>',
       'how long to keep reading a completed, paid request whose result reads fail, before the row fails as result_unavailable (default 1h)',
     );
@@ -205,6 +214,8 @@ export function withFalOptions(command: Command): Command {
 
 export interface RawFlags {
   prefix?: string;
+  s3Endpoint?: string;
+  presignExpiry?: string;
   queue?: string;
   redisCluster?: boolean;
   retention?: string;
@@ -235,6 +246,7 @@ export interface RawFlags {
   imageColumns?: string;
   promptTemplate?: string;
   inlineImages?: boolean;
+  uploadImages?: boolean;
   uploadConcurrency?: string;
   maxSide?: string;
 }
@@ -256,6 +268,8 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
     waitMode: waitMode as WaitMode | undefined,
     graceMs: durationOption('--grace', flags.grace),
     filesRoot: flags.filesRoot,
+    s3Endpoint: flags.s3Endpoint,
+    presignExpiryMs: durationOption('--presign-expiry', flags.presignExpiry),
     lockDurationMs: durationOption('--lock-duration', flags.lockDuration),
     pollIntervalMs: durationOption('--poll-interval', flags.pollInterval),
     waitBudgetMs: durationOption('--wait-budget', flags.waitBudget),
@@ -277,6 +291,7 @@ export function overridesFrom(flags: RawFlags): ConfigOverrides {
       .filter((name) => name !== ''),
     promptTemplate: flags.promptTemplate,
     inlineImages: flags.inlineImages,
+    uploadS3Images: flags.uploadImages,
     uploadConcurrency: integerOption('--upload-concurrency', flags.uploadConcurrency),
     maxImageSide: integerOption('--max-side', flags.maxSide),
   };

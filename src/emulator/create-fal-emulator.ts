@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { parseDurationRange, systemClock, type Clock, type DurationRange } from '../time.js';
 import { FaultPlan, formatFaultSpec, parseFaultSpec, type FaultSpec } from './faults.js';
 import { FileStore } from './file-store.js';
+import { ImageDownloads } from './image-downloads.js';
 import type { Quirk } from './quirks.js';
 import { RequestQueue } from './request-queue.js';
 import { EmulatorRoutes } from './routes.js';
@@ -35,6 +36,11 @@ export interface FalEmulatorOptions {
   quirks?: ReadonlyArray<Quirk>;
   /** Time source for runners and start time-outs. Default: the system clock. */
   clock?: Clock;
+  /**
+   * The time presigned image URLs are judged expired by (X-Amz-Date + X-Amz-Expires), when the
+   * runner downloads them. Default: `clock`. A test makes one download see the future with it.
+   */
+  downloadClock?: Pick<Clock, 'now'>;
   /** Finished requests remembered for status/result lookups. Default 200,000. */
   retainCompleted?: number;
   /** What fal's pricing API (`api.fal.ai/v1/models/pricing`) answers, per endpoint id. Default: DEFAULT_PRICES. */
@@ -93,6 +99,7 @@ export async function createFalEmulator(options: FalEmulatorOptions = {}): Promi
   let locked = options.locked ?? false;
   // The routes need the queue and the queue needs the routes' image resolver: tie them late.
   let routes: EmulatorRoutes | undefined;
+  const downloads = new ImageDownloads(options.downloadClock ?? options.clock ?? systemClock, stats);
   const queue = new RequestQueue({
     runners,
     latency: resolveLatency(options.latency),
@@ -100,7 +107,8 @@ export async function createFalEmulator(options: FalEmulatorOptions = {}): Promi
     clock: options.clock ?? systemClock,
     faults,
     stats,
-    resolveImage: (url) => (routes as EmulatorRoutes).resolveImage(url),
+    resolveImage: (url) => downloads.lookup(url) ?? (routes as EmulatorRoutes).resolveImage(url),
+    prefetchImages: (input) => downloads.prefetch(input),
     retainCompleted: options.retainCompleted ?? 200_000,
   });
   routes = new EmulatorRoutes({

@@ -11,7 +11,7 @@ export interface ValidationIssue {
 }
 
 /** What an image reference is, for the model: its content's identity, or why it can't be loaded. */
-export type ImageLookup = { ok: true; identity: string } | { ok: false; reason: string };
+export type ImageLookup = { ok: true; identity: string } | { ok: false; reason: string /** fal's error type; default image_load_error. */; type?: string };
 
 export type ImageResolver = (url: string) => ImageLookup;
 
@@ -88,7 +88,7 @@ function loadImage(url: string | undefined, loc: Array<string | number>, resolve
   if (url === undefined) return undefined;
   const lookup = resolve(url);
   if (lookup.ok) return lookup.identity;
-  issues.push(issue('image_load_error', loc, `Could not load the image: ${lookup.reason}`, url.length > 120 ? `${url.slice(0, 120)}…` : url));
+  issues.push(issue(lookup.type ?? 'image_load_error', loc, `Could not load the image: ${lookup.reason}`, url.length > 120 ? `${url.slice(0, 120)}…` : url));
   return undefined;
 }
 

@@ -53,6 +53,8 @@ export interface RequestQueueOptions {
   faults: FaultPlan;
   stats: StatsRecorder;
   resolveImage: ImageResolver;
+  /** Downloads what the runner must fetch before the model runs (presigned image URLs); returns a release. */
+  prefetchImages?: (input: unknown) => Promise<() => void>;
   /** How many finished requests to remember (oldest forgotten first). */
   retainCompleted: number;
 }
@@ -236,7 +238,12 @@ export class RequestQueue {
         await Promise.resolve();
       }
       if (request.cancelled) throw new Error('cancelled');
-      outcome = this.#decide(request);
+      const release = this.#opts.prefetchImages ? await this.#opts.prefetchImages(request.input) : undefined;
+      try {
+        outcome = this.#decide(request);
+      } finally {
+        release?.();
+      }
     } catch {
       outcome = cancelledOutcome();
     }

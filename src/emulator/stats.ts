@@ -38,6 +38,10 @@ export interface EmulatorStats {
   expiredFiles: number;
   /** GET and HEAD requests on stored file URLs (a client checking whether a file is still served). */
   fileReads: number;
+  /** Presigned object-store URLs (X-Amz-Signature) the runner downloaded, as fal downloads image URLs. */
+  imageDownloads: number;
+  /** Of those, the ones refused: expired (X-Amz-Date + X-Amz-Expires in the past: 403, as S3 answers) or failing. */
+  refusedDownloads: number;
   /** Status stream connections open right now (a client that leaves them open leaks). */
   openStreams: number;
   /** Faults injected, by `kind@op` (request faults) or kind (job faults). */
@@ -71,6 +75,8 @@ export function emptyStats(): EmulatorStats {
     storedFiles: 0,
     expiredFiles: 0,
     fileReads: 0,
+    imageDownloads: 0,
+    refusedDownloads: 0,
     openStreams: 0,
     faults: {},
     authFailures: 0,
@@ -114,7 +120,9 @@ export class StatsRecorder {
       | 'uploads'
       | 'uploadedBytes'
       | 'authFailures'
-      | 'fileReads',
+      | 'fileReads'
+      | 'imageDownloads'
+      | 'refusedDownloads',
     by = 1,
   ): void {
     this.#stats[name] += by;

@@ -52,8 +52,14 @@ export async function* readManifest(file: string): AsyncGenerator<Buffer> {
  * Pass the options the rows are read with (encoding, maxRecordBytes), or the header may be read
  * differently from them.
  */
-export async function checkHeader(file: string, options: ReadRecordsOptions = {}, layout?: ColumnLayout): Promise<ColumnMap> {
-  const source = readManifest(file);
+export async function checkHeader(
+  file: string,
+  options: ReadRecordsOptions = {},
+  layout?: ColumnLayout,
+  /** The manifest's bytes when they are not the local file `file` names (an s3:// object). */
+  bytes?: AsyncIterable<Buffer>,
+): Promise<ColumnMap> {
+  const source = bytes ?? readManifest(file);
   try {
     for await (const record of readRecords(source, options)) {
       if ('error' in record) {
@@ -65,7 +71,7 @@ export async function checkHeader(file: string, options: ReadRecordsOptions = {}
       return mapColumns(record.fields, file, layout);
     }
   } finally {
-    await source.return(undefined);
+    await (source as Partial<AsyncGenerator<Buffer>>).return?.(undefined);
   }
   throw new ManifestError('MANIFEST_INVALID', `${file} is empty: expected a header row with image_url and prompt columns.`, { file, line: 1 });
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, posix, resolve } from 'node:path';
 import { ConfigError, ManifestError } from '../errors.js';
 import { IMAGE_EXTENSIONS, walkImages } from './image-folder.js';
 import { mapColumns, type ColumnLayout } from './columns.js';
@@ -9,6 +9,11 @@ import { checkReadable, defaultBatchNameOf } from './manifest-file.js';
 import { manifestEncodingOf, type ManifestFormat } from './manifest-format.js';
 import { headerNameOf, manifestRecords } from './manifest-records.js';
 import type { RawRecord } from './read-records.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { objectBytes } from '../storage/object-bytes.js';
+import { formatS3Url, isS3Url, parseS3Url, type S3Location } from '../storage/s3-url.js';
+import { listImages } from './s3-prefix.js';
+import type { ObjectInfoMemo } from './s3-images.js';
 
 /**
  * Where a batch's rows come from: a manifest file (CSV, JSON Lines or Parquet, the text ones maybe
@@ -17,8 +22,8 @@ import type { RawRecord } from './read-records.js';
  * is the same for all.
  */
 export interface ManifestSource {
-  readonly kind: ManifestFormat | 'folder';
-  /** Absolute path of the manifest file or the images folder. */
+  readonly kind: ManifestFormat | 'folder' | 'prefix';
+  /** Absolute path of the manifest file or the images folder, or its `s3://bucket/key` (a `prefix`: `s3://bucket/photos/`). */
   readonly path: string;
   /** Folder local image paths resolve against and must stay inside. */
   readonly filesRoot: string;
@@ -31,6 +36,8 @@ export interface ManifestSource {
   defaultBatchName(defaultEndpoint: string): Promise<string>;
   /** Files of a folder left out as not images, by lowercased extension, as the last records() pass found them (none for a CSV). */
   notImages(): Record<string, number>;
+  /** What the listing of a prefix told of each object, for its row's image (no HEAD per row). */
+  objectMemo?: ObjectInfoMemo;
 }
 
 export interface ManifestSourceOptions {
@@ -42,13 +49,21 @@ export interface ManifestSourceOptions {
   prompt?: string | undefined;
   /** The manifest file's format; default: told by its name (.csv, .jsonl, .parquet, with .gz for the text ones), else CSV. */
   format?: ManifestFormat | undefined;
+  /** The object store for s3:// manifests and prefixes, and what their listings tell of each object. */
+  objects?: { store: () => ObjectStore; memo: ObjectInfoMemo } | undefined;
 }
 
 /** Columns of a folder's rows: the image's path relative to the folder is its id. */
 const FOLDER_HEADER = ['id', 'image_url', 'prompt'];
 
-/** Opens a manifest file or an images folder, failing with what to do when it cannot be used. */
+/** A manifest file's format, or undefined for a folder or prefix of images (rows made from a listing). */
+export function fileFormatOf(source: Pick<ManifestSource, 'kind'>): ManifestFormat | undefined {
+  return source.kind === 'folder' || source.kind === 'prefix' ? undefined : source.kind;
+}
+
+/** Opens a manifest file or an images folder (local or an s3:// prefix), failing with what to do when it cannot be used. */
 export async function openManifestSource(path: string, options: ManifestSourceOptions): Promise<ManifestSource> {
+  if (isS3Url(path)) return openS3Source(path, options);
   const absolute = resolve(path);
   const isFolder = await stat(absolute).then(
     (info) => info.isDirectory(),
@@ -108,7 +123,8 @@ export function manifestBytesSource(bytes: ManifestBytes, filesRoot: string, opt
  * columns it has.
  */
 export async function checkColumns(source: ManifestSource, layout: ColumnLayout | undefined): Promise<void> {
-  if (source.kind === 'folder') return;
+  const format = fileFormatOf(source);
+  if (format === undefined) return;
   const records = source.records()[Symbol.asyncIterator]();
   try {
     const first = await records.next();
@@ -122,7 +138,7 @@ export async function checkColumns(source: ManifestSource, layout: ColumnLayout 
         line: record.line,
       });
     }
-    mapColumns(record.fields, source.path, layout, headerNameOf({ format: source.kind, gzip: false }));
+    mapColumns(record.fields, source.path, layout, headerNameOf({ format, gzip: false }));
   } finally {
     await records.return?.(undefined);
   }
@@ -161,6 +177,95 @@ function folderSource(folder: string, prompt: string, options: ManifestSourceOpt
           .replace(/^[^A-Za-z0-9]+/, '')
           .slice(0, 60) || 'images';
       return `${stem}-${hash.slice(0, 8)}`;
+    },
+  };
+}
+
+/** Names a manifest file by its extension (or --manifest-format); any other s3:// location is a prefix of images. */
+const MANIFEST_FILE = /\.(csv|tsv|txt|jsonl|ndjson|parquet|pq)(\.gz)?$/i;
+
+/** The stem of a batch name: letters, digits, ".", "_" and "-" of `name`, at most 60 characters. */
+function stemOf(name: string, fallback: string): string {
+  return (
+    name
+      .replace(/[^A-Za-z0-9._-]+/g, '-')
+      .replace(/^[^A-Za-z0-9]+/, '')
+      .slice(0, 60) || fallback
+  );
+}
+
+/** An s3:// manifest file (CSV, read as it streams) or a prefix of images (listed page by page). */
+async function openS3Source(url: string, options: ManifestSourceOptions): Promise<ManifestSource> {
+  const location = parseS3Url(url);
+  const objects = options.objects;
+  if (!objects) throw new ConfigError(`${url}: reading s3:// locations needs an object store (falbatch makes one from the AWS chain and --s3-endpoint).`);
+  const store = objects.store();
+  const filesRoot = resolve(options.filesRoot ?? '.');
+  if (MANIFEST_FILE.test(location.key) || (options.format !== undefined && !location.key.endsWith('/'))) {
+    if (options.prompt !== undefined) {
+      throw new ConfigError(
+        `--prompt is for a folder of images; ${url} is a manifest file: give it a prompt column (or --prompt-template "Describe the {subject}").`,
+      );
+    }
+    const bytes = objectBytes(store, location);
+    // Fails here, before anything is written, naming the object (or its bucket) when it is missing or denied.
+    const etag = await bytes.etag();
+    return {
+      // CSV, JSON Lines or Parquet (by its name, or --manifest-format), read by ranges or as a stream.
+      ...manifestBytesSource(bytes, filesRoot, options),
+      // The ETag changes with the bytes: the same object with the same settings resumes its batch, without reading it twice.
+      async defaultBatchName(defaultEndpoint) {
+        const hash = createHash('sha256')
+          .update(JSON.stringify([bytes.name, etag, defaultEndpoint, filesRoot, options.encoding]))
+          .digest('hex');
+        return `${stemOf(basename(location.key).replace(MANIFEST_FILE, ''), 'manifest')}-${hash.slice(0, 8)}`;
+      },
+    };
+  }
+  const prompt = options.prompt?.trim() ?? '';
+  const prefix: S3Location = { bucket: location.bucket, key: location.key === '' || location.key.endsWith('/') ? location.key : `${location.key}/` };
+  const name = formatS3Url(prefix);
+  if (prompt === '') throw new ConfigError(`${name} is a prefix of images: say what to ask of every image under it with --prompt "Describe this image".`);
+  // Before anything is written: the bucket and credentials answer, and the prefix holds images.
+  await store.checkBucket(prefix.bucket, 'list');
+  const lister = listImages(store, prefix.bucket, prefix.key);
+  const first = await lister.next();
+  await lister.return(undefined);
+  if (first.done) {
+    throw new ManifestError(
+      'MANIFEST_INVALID',
+      `${name} holds no images (looked for ${[...IMAGE_EXTENSIONS].join(', ')} objects under it, hidden ones left out).`,
+      { file: name },
+    );
+  }
+  let notImages = new Map<string, number>();
+  return {
+    kind: 'prefix',
+    path: name,
+    objectMemo: objects.memo,
+    filesRoot,
+    notImages: () => Object.fromEntries(notImages),
+    async *records() {
+      notImages = new Map();
+      yield { line: 1, fields: FOLDER_HEADER };
+      let line = 1;
+      for await (const object of listImages(store, prefix.bucket, prefix.key, notImages)) {
+        line++;
+        const relative = object.key.slice(prefix.key.length);
+        // The listing told the object's ETag and size: its row needs no HEAD.
+        objects.memo.note(prefix.bucket, object);
+        if (relative.includes('|'))
+          yield { line, error: `image ${relative}: its key contains "|", which separates images in falbatch; rename the object`, leading: [relative] };
+        else yield { line, fields: [relative, formatS3Url({ bucket: prefix.bucket, key: object.key }), prompt] };
+      }
+    },
+    // As for a folder: the prefix, the prompt and the settings, not the listing (a prefix of a
+    // million objects starts at once). An object replaced in place is a changed row (its ETag).
+    async defaultBatchName(defaultEndpoint) {
+      const hash = createHash('sha256')
+        .update(JSON.stringify([name, prompt, defaultEndpoint]))
+        .digest('hex');
+      return `${stemOf(posix.basename(prefix.key) || prefix.bucket, 'images')}-${hash.slice(0, 8)}`;
     },
   };
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { formatBytes } from './format-bytes.js';
 import { ACCEPTED_IMAGE_TYPES, detectImageType } from './image-type.js';
 import type { LoadedImage, LocalImageReader } from './local-image.js';
+import type { S3ImageResult, S3ImageSource } from './s3-images.js';
 import { createFitMemo, DownscaleError, prepareImage, type FitMemo, type PreparedImage } from './prepare-image.js';
 
 /** A row's images as resolved: what goes to fal, and what identifies their content. */
@@ -16,8 +17,10 @@ export type ResolvedImages =
        * `url:<url>` otherwise. The same whether a local image goes inline or uploaded.
        */
       identities: string[];
-      /** Absolute paths of the row's local image files (for caption files beside them). */
+      /** Absolute paths of the row's local image files, and `s3://` URLs of its images in a bucket (for caption files beside them). */
       localFiles: string[];
+      /** `s3://bucket/key` of the row's images in object storage (for caption files beside them). */
+      s3Objects?: string[];
     }
   | { ok: false; reason: string };
 
@@ -66,6 +69,18 @@ export interface ImageResolverOptions {
    * they are. Their identity is the same either way. Default false (a CSV's data URIs go as written).
    */
   embedded?: boolean | undefined;
+  /** Where s3:// images are looked up (their ETag and size). Without it, an s3:// cell rejects its row. */
+  s3?: S3ImageSource | undefined;
+  /**
+   * How an s3:// image reaches fal. Default: its location goes into the job, and the worker signs
+   * a URL for it just before it submits (never at enqueue: a row may wait for hours).
+   */
+  s3Delivery?: S3ImageDelivery | undefined;
+}
+
+/** How an s3:// image reaches fal other than by a URL the worker signs: uploaded to fal storage (`--upload-images`). */
+export interface S3ImageDelivery {
+  reference(image: Extract<S3ImageResult, { ok: true }>, cell: string): Promise<LocalImageReference>;
 }
 
 /** URLs as they are, data URIs checked, local files read, checked, downscaled if asked, and delivered. */
@@ -82,6 +97,7 @@ async function resolveImages(cell: string, column: string, options: ImageResolve
   const references: string[] = [];
   const identities: string[] = [];
   const localFiles: string[] = [];
+  const s3Objects: string[] = [];
   for (const part of parts) {
     if (/^https?:\/\//i.test(part)) {
       try {
@@ -120,8 +136,25 @@ async function resolveImages(cell: string, column: string, options: ImageResolve
       identities.push(delivered.identity);
       continue;
     }
+    if (/^s3:\/\//i.test(part)) {
+      if (!options.s3) return { ok: false, reason: `${column} "${part}" is an s3:// image, which this reader cannot look up` };
+      const object = await options.s3.resolve(part, column);
+      if (!object.ok) return object;
+      let reference = object.reference;
+      if (options.s3Delivery) {
+        const delivered = await options.s3Delivery.reference(object, part);
+        if (!delivered.ok) return delivered;
+        reference = delivered.reference;
+      }
+      references.push(reference);
+      identities.push(object.identity);
+      s3Objects.push(object.reference);
+      // Its caption file goes beside it, in the bucket.
+      localFiles.push(object.reference);
+      continue;
+    }
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(part))
-      return { ok: false, reason: `${column} "${part}" uses an unsupported scheme; use http(s), a data URI or a local path` };
+      return { ok: false, reason: `${column} "${part}" uses an unsupported scheme; use http(s), s3://, a data URI or a local path` };
     const local = await reader.load(part);
     if (!local.ok) return local;
     const delivered = await deliver(local.image, `local file "${part}"`, options, fits, part);
@@ -130,7 +163,7 @@ async function resolveImages(cell: string, column: string, options: ImageResolve
     identities.push(delivered.identity);
     localFiles.push(local.image.path);
   }
-  return { ok: true, references, identities, localFiles };
+  return { ok: true, references, identities, localFiles, s3Objects };
 }
 
 /** An image read from a file or the manifest, downscaled if asked and delivered: what fal gets, and its identity. */

@@ -191,8 +191,9 @@ const CHECK_FAILURES_BEFORE_TRUSTING = 3;
 
 /** A file name that says nothing of the local one (CDN URLs are public): the content's hash. */
 function uploadName(image: PreparedImage, ext: string): string {
-  const [hash = '', size] = image.identity.replace(/^sha256:/, '').split('@');
-  return `${hash.slice(0, 16)}${size ? `-${size}` : ''}.${ext}`;
+  // `sha256:<hex>[@<N>px]` for a local image, `s3etag:<etag>:<size>` for an object in a bucket.
+  const [hash = '', size] = image.identity.replace(/^(sha256|s3etag):/, '').split('@');
+  return `${hash.replace(/[^A-Za-z0-9]/g, '-').slice(0, 16)}${size ? `-${size}` : ''}.${ext}`;
 }
 
 /**

@@ -8,6 +8,8 @@ import { ConfigError } from '../errors.js';
 import { FETCH_DEFAULTS, isManifestUrl } from '../manifest/fetch-manifest.js';
 import { openManifestSource } from '../manifest/manifest-source.js';
 import { BATCH_NAME } from '../manifest/row-key.js';
+import { createObjectInfoMemo } from '../manifest/s3-images.js';
+import { isS3Url } from '../storage/s3-url.js';
 import { SECOND, parseDuration } from '../time.js';
 import { TICK_HISTORY } from './tick-history.js';
 
@@ -31,6 +33,7 @@ export const SCHEDULE_SETTINGS = [
   'maxInlineImageBytes',
   'maxRecordBytes',
   'inlineImages',
+  'uploadS3Images',
   'uploadConcurrency',
   'maxImageSide',
   'input',
@@ -77,7 +80,7 @@ export interface ScheduleDefinition {
 
 export interface AddScheduleOptions {
   name: string;
-  /** Path of a manifest file (CSV, JSONL, Parquet) or images folder (made absolute: every `work` process must read it there), or an http(s) URL. */
+  /** Path of a manifest file (CSV, JSONL, Parquet) or images folder (made absolute: every `work` process must read it there), an http(s) URL, or an s3:// prefix or manifest. */
   manifest: string;
   /** A cron expression (5 fields, or 6 with seconds first), in `tz` (default UTC). Exactly one of cron and everyMs. */
   cron?: string | undefined;
@@ -315,14 +318,17 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
       throw new ConfigError(`Expected --manifest to be a path or an http(s) URL, got "${manifest}"`);
     }
   } else {
-    manifest = resolve(manifest);
-    // Fails now, not at every tick, on a missing file or a --prompt that does not fit it.
+    // An s3:// prefix or manifest is kept as it is: each tick lists it (or reads it) again, and
+    // adds only objects that are new or changed (by ETag).
+    if (!isS3Url(manifest)) manifest = resolve(manifest);
+    // Fails now, not at every tick, on a missing file, bucket or credentials, or a --prompt that does not fit it.
     await openManifestSource(manifest, {
       filesRoot: config.filesRoot,
       encoding: config.encoding,
       maxRecordBytes: config.maxRecordBytes,
       format: config.manifestFormat,
       prompt: options.prompt,
+      objects: { store: ctx.objects, memo: createObjectInfoMemo() },
     });
   }
 

@@ -5,6 +5,8 @@ import type { ColumnLayout, ColumnMap } from '../manifest/columns.js';
 import type { ManifestSource } from '../manifest/manifest-source.js';
 import { mapColumns } from '../manifest/columns.js';
 import { captionPath, type CaptionOptions } from '../results/caption-files.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { isS3Url, parseS3Url } from '../storage/s3-url.js';
 import { SECOND } from '../time.js';
 
 /**
@@ -16,12 +18,18 @@ import { SECOND } from '../time.js';
 export function localImageOf(fields: readonly string[], columns: ColumnMap, filesRoot: string): string | undefined {
   const index = columns.images.length === 1 ? columns.images[0] : undefined;
   const cell = index === undefined ? undefined : fields[index]?.trim();
+  // An image in a bucket: its caption goes beside it, in the bucket.
+  if (cell && isS3Url(cell) && !cell.includes('|')) return cell;
   if (!cell || cell.includes('|') || /^(https?:|data:)/i.test(cell) || /^[a-z][a-z0-9+.-]*:\/\//i.test(cell)) return undefined;
   return resolve(filesRoot, cell);
 }
 
-/** Whether a file exists (any kind). */
-export async function exists(path: string): Promise<boolean> {
+/** Whether a file exists (any kind), or an object for an s3:// path (one HEAD; a refusal stops the run). */
+export async function exists(path: string, objects?: () => ObjectStore): Promise<boolean> {
+  if (isS3Url(path) && objects) {
+    const { bucket, key } = parseS3Url(path);
+    return (await objects().head(bucket, key)) !== undefined;
+  }
   return access(path).then(
     () => true,
     () => false,

@@ -8,13 +8,15 @@ import type { ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
 import { createRowMapping, type RowMapping } from '../manifest/row-mapping.js';
 import { recordLabelOf } from '../manifest/manifest-format.js';
-import { checkColumns, openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
+import { checkColumns, fileFormatOf, openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
+import { isS3Url } from '../storage/s3-url.js';
 import type { CaptionOptions } from '../results/caption-files.js';
 import { findCaptionClashes } from './caption-targets.js';
 import type { LocalImageDelivery } from '../manifest/resolve-images.js';
 import { cachedUploadCheck } from './image-delivery.js';
 import { createUploadCache } from './upload-cache.js';
 import { BATCH_NAME, jobIdFor } from '../manifest/row-key.js';
+import { createObjectInfoMemo } from '../manifest/s3-images.js';
 import type { ManifestRow, RejectedRow } from '../manifest/validate-row.js';
 import { SECOND } from '../time.js';
 import type { BatchControl } from './batch-control.js';
@@ -218,6 +220,7 @@ async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promis
     maxRecordBytes: config.maxRecordBytes,
     format: config.manifestFormat,
     prompt: options.prompt,
+    objects: { store: ctx.objects, memo: createObjectInfoMemo() },
   });
   // One manifest, one mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig.
   const mapping = createRowMapping(config);
@@ -229,7 +232,9 @@ async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promis
 
 async function checkHeaderOf(ctx: FalbatchContext, { source, mapping }: EnqueueTarget): Promise<void> {
   const { config } = ctx;
-  if (source.kind === 'csv') await checkHeader(source.path, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, mapping.layout);
+  // A local CSV's header is read on its own (its encoding told first); any other manifest's first record.
+  if (source.kind === 'csv' && !isS3Url(source.path))
+    await checkHeader(source.path, { encoding: config.encoding, maxRecordBytes: config.maxRecordBytes }, mapping.layout);
   else await checkColumns(source, mapping.layout);
 }
 
@@ -241,7 +246,7 @@ async function checkStrict(ctx: FalbatchContext, target: EnqueueTarget, run: str
     for await (const chunk of validatedChunks(ctx, target.source, idsSeen, target.mapping, () => undefined, plan, options)) {
       const bad = chunk.find((v): v is { ok: false; rejected: RejectedRow } => !v.ok && !v.skip);
       if (bad) {
-        const label = recordLabelOf(file, target.source.kind === 'folder' ? undefined : target.source.kind);
+        const label = recordLabelOf(file, fileFormatOf(target.source));
         throw new ManifestError('MANIFEST_INVALID', `${file}: ${label} ${bad.rejected.line}: ${bad.rejected.reason} (--strict: nothing was enqueued).`, {
           file,
           line: bad.rejected.line,

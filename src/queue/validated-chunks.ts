@@ -5,12 +5,16 @@ import { ManifestError } from '../errors.js';
 import { mapColumns, type ColumnMap } from '../manifest/columns.js';
 import { LocalImageReader } from '../manifest/local-image.js';
 import { headerNameOf } from '../manifest/manifest-records.js';
-import type { ManifestSource } from '../manifest/manifest-source.js';
+import { fileFormatOf, type ManifestSource } from '../manifest/manifest-source.js';
 import type { RawRecord } from '../manifest/read-records.js';
 import { createImageResolver, type LocalImageDelivery } from '../manifest/resolve-images.js';
+import { createObjectInfoMemo, createS3ImageSource } from '../manifest/s3-images.js';
+import { s3ImagesThrough } from '../manifest/s3-upload.js';
 import type { RowMapping } from '../manifest/row-mapping.js';
 import { validateRow, type ManifestRow, type RejectedRow } from '../manifest/validate-row.js';
 import { captionPath, type CaptionOptions } from '../results/caption-files.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { isS3Url } from '../storage/s3-url.js';
 import { SECOND } from '../time.js';
 import type { RowEntry } from './batch-rows.js';
 import { exists, localImageOf } from './caption-targets.js';
@@ -60,6 +64,10 @@ export async function* validatedChunks(
     local: delivery ?? localImageDelivery(ctx, run),
     // A Parquet file's images (🤗 image structs) travel like local files, not inside every job.
     embedded: source.kind === 'parquet',
+    // s3:// images: looked up by what the listing said (or one HEAD); the worker signs their URLs.
+    s3: createS3ImageSource(ctx.objects, source.objectMemo ?? createObjectInfoMemo()),
+    // --upload-images: s3:// images into fal storage now, through the local images' delivery and cache.
+    s3Delivery: config.uploadS3Images ? s3ImagesThrough(delivery ?? localImageDelivery(ctx, run), ctx.objects, config.maxInlineImageBytes) : undefined,
   });
   const limit = pLimit(FILE_READS_AT_ONCE);
   let columns: ColumnMap | undefined;
@@ -72,7 +80,7 @@ export async function* validatedChunks(
     const map = columns as ColumnMap;
     const clashes = plan && records.length > 0 ? await ctx.redis.hmget(plan.clashKey, ...records.map((r) => String(r.line))) : [];
     const beforeValidation = (record: { line: number; fields: string[] }, index: number): Promise<Verdict | undefined> =>
-      plan ? captionVerdict(record, map, clashes[index], plan, source.filesRoot, config.endpoint) : Promise.resolve(undefined);
+      plan ? captionVerdict(record, map, clashes[index], plan, source.filesRoot, config.endpoint, ctx.objects) : Promise.resolve(undefined);
     const verdicts = await Promise.all(
       records.map((record, index) =>
         'error' in record
@@ -102,7 +110,7 @@ export async function* validatedChunks(
           line: record.line,
         });
       }
-      columns = mapColumns(record.fields, file, mapping.layout, source.kind === 'folder' ? undefined : headerNameOf({ format: source.kind, gzip: false }));
+      columns = mapColumns(record.fields, file, mapping.layout, headerOf(source));
       onHeader(columns, record.fields);
       continue;
     }
@@ -110,7 +118,7 @@ export async function* validatedChunks(
     pending.push(record);
     if ('fields' in record) {
       pendingChars += record.fields.reduce((sum, f) => sum + f.length, 0);
-      if (columns.images.some((i) => !/^(https?:|data:)/i.test((record.fields[i] ?? '').trim()))) pendingLocal++;
+      if (columns.images.some((i) => !/^(https?:|data:|s3:)/i.test((record.fields[i] ?? '').trim()))) pendingLocal++;
     }
     // A chunk is bounded by rows, and by the image bytes it will hold: inline data and local files
     // become data URIs, so a few big images weigh more than thousands of URLs.
@@ -175,6 +183,7 @@ async function captionVerdict(
   plan: CaptionPlan,
   filesRoot: string,
   defaultEndpoint: string,
+  objects: () => ObjectStore,
 ): Promise<Verdict | undefined> {
   const shown = (reason: string, skip: boolean, image?: string): Verdict => ({
     ok: false,
@@ -195,7 +204,7 @@ async function captionVerdict(
   const image = localImageOf(record.fields, map, filesRoot);
   if (image === undefined) return undefined;
   const caption = captionPath(image, plan.captions.ext);
-  return (await exists(caption)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true, image) : undefined;
+  return (await exists(caption, objects)) ? shown(`its caption file ${caption} exists (--caption-mode skip)`, true, image) : undefined;
 }
 
 /** A record that could not be read as one, with what of it could: the whole fields its line starts with (its id, most often). */
@@ -214,7 +223,8 @@ function unreadRow(record: { line: number; error: string; leading?: string[] }, 
 
 export function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
   const relativeFiles = (paths: readonly string[]): { files?: string[] } => {
-    const files = paths.map((path) => relative(filesRoot, path).split(sep).join('/'));
+    // An image in a bucket is kept as its s3:// URL; a local one, relative to the files root.
+    const files = paths.map((path) => (isS3Url(path) ? path : relative(filesRoot, path).split(sep).join('/')));
     return files.length > 0 ? { files } : {};
   };
   const shown = (line: number, key: string, row: Pick<RejectedRow, 'imageDisplay' | 'prompt' | 'endpoint' | 'extras'>) => ({
@@ -235,4 +245,10 @@ export function entryOf(verdict: Verdict, filesRoot: string): RowEntry {
       ...relativeFiles(verdict.image === undefined ? [] : [verdict.image]),
     };
   return { ...shown(rejected.line, rejected.id ?? '', rejected), rejected: rejected.reason };
+}
+
+/** How a manifest file names its columns in messages (none for a folder or prefix: its columns are falbatch's). */
+function headerOf(source: ManifestSource): ReturnType<typeof headerNameOf> | undefined {
+  const format = fileFormatOf(source);
+  return format === undefined ? undefined : headerNameOf({ format, gzip: false });
 }

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, posix, resolve } from 'node:path';
 import pLimit from 'p-limit';
 import { ConfigError, OutputError } from '../errors.js';
 import type { RowEntry } from '../queue/batch-rows.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { formatS3Url, isS3Url, parseS3Url } from '../storage/s3-url.js';
 
 /**
  * What to do where an image already has a caption file:
@@ -46,8 +48,13 @@ export function captionOptions(raw: {
   return { ext, mode: mode as CaptionMode, prefix: raw.prefix ?? '', suffix: raw.suffix ?? '' };
 }
 
-/** The caption file of an image: beside it, its extension replaced (`a/cat.png` → `a/cat.txt`). */
+/** The caption file of an image: beside it, its extension replaced (`a/cat.png` → `a/cat.txt`; `s3://b/p/cat.png` → `s3://b/p/cat.txt`). */
 export function captionPath(image: string, ext: string): string {
+  if (isS3Url(image)) {
+    const { bucket, key } = parseS3Url(image);
+    const stem = posix.extname(key) === '' ? key : key.slice(0, -posix.extname(key).length);
+    return formatS3Url({ bucket, key: `${stem}${ext}` });
+  }
   const name = basename(image);
   const stem = extname(name) === '' ? name : name.slice(0, -extname(name).length);
   return join(dirname(image), `${stem}${ext}`);
@@ -98,8 +105,14 @@ export async function writeFileAtomic(path: string, text: string): Promise<void>
   }
 }
 
-/** The file's text, or undefined when there is no such file. */
-export async function readCaption(path: string): Promise<string | undefined> {
+/** The file's (or s3:// object's) text, or undefined when there is none. */
+export async function readCaption(path: string, objects?: () => ObjectStore): Promise<string | undefined> {
+  if (isS3Url(path) && objects) {
+    const { bucket, key } = parseS3Url(path);
+    const store = objects();
+    if ((await store.head(bucket, key)) === undefined) return undefined;
+    return Buffer.from(await store.read(bucket, key)).toString('utf8');
+  }
   try {
     return await readFile(path, 'utf8');
   } catch (error) {
@@ -118,7 +131,7 @@ const READS_AT_ONCE = 16;
  */
 export async function readRowCaptions(
   entries: readonly RowEntry[],
-  options: { filesRoot: string; ext: string; wanted: (entry: RowEntry) => boolean },
+  options: { filesRoot: string; ext: string; wanted: (entry: RowEntry) => boolean; objects?: () => ObjectStore },
 ): Promise<Array<string | undefined>> {
   if (options.ext === '') return entries.map(() => undefined);
   const limit = pLimit(READS_AT_ONCE);
@@ -126,9 +139,9 @@ export async function readRowCaptions(
     entries.map((entry) => {
       const [file, ...more] = entry.files ?? [];
       if (file === undefined || more.length > 0 || entry.rejected !== undefined || !options.wanted(entry)) return undefined;
-      const path = captionPath(resolve(options.filesRoot, file), options.ext);
+      const path = captionPath(isS3Url(file) ? file : resolve(options.filesRoot, file), options.ext);
       return limit(() =>
-        readCaption(path).catch((error: unknown) => {
+        readCaption(path, options.objects).catch((error: unknown) => {
           const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
           throw new OutputError(`Cannot read the caption file ${path} (${reason}): make it a readable text file, or move it away, and export again.`, {
             cause: error,

@@ -1,17 +1,21 @@
 import { randomBytes } from 'node:crypto';
-import { open, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, extname, resolve } from 'node:path';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, open, rm, stat, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { DEFAULT_CONFIG, type ResolvedConfig } from '../config.js';
 import type { FalbatchContext } from '../context.js';
-import { OutputError, ResultsNotWrittenError } from '../errors.js';
+import { OutputError, ResultsNotWrittenError, StorageError } from '../errors.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { formatS3Url, isS3Url, parseS3Url } from '../storage/s3-url.js';
 import { batchNotFound, readBatchMeta, type BatchMeta } from '../queue/batch-meta.js';
 import { rowEntryPages, type RowEntry } from '../queue/batch-rows.js';
 import { AtomicFile, asOutputError } from './atomic-file.js';
 import { readRowCaptions } from './caption-files.js';
 import { buildReport, ERRORS_COLUMNS, errorsRow, sideFiles, type ExportReport } from './export-report.js';
-import { hfMetadataFolder, hfMetadataPath, HfMetadataWriter, type HfMetadataOptions, type HfMetadataSummary } from './hf-metadata.js';
 import { recordLabelOf } from '../manifest/manifest-format.js';
+import { HF_METADATA_FILE, hfMetadataFolder, hfMetadataPath, HfMetadataWriter, type HfMetadataOptions, type HfMetadataSummary } from './hf-metadata.js';
 import { extraNames, OUTPUT_COLUMNS, outputRow, type OutputRow } from './output-row.js';
 import type { Price } from '../fal/price.js';
 import { csvSink, jsonlSink, loadParquetWriter, parquetSink, type RowSink } from './row-sinks.js';
@@ -99,10 +103,19 @@ export async function checkWritable(file: string): Promise<void> {
   await unlink(probe).catch(() => undefined);
 }
 
-/** Fails early, before a batch is paid for, when `out` cannot take the results (format, folder). */
-export async function checkOutput(out: string): Promise<void> {
-  const format = outputFormat(out);
-  await checkWritable(out);
+/**
+ * Fails early, before a batch is paid for, when `out` cannot take the results (format, folder; for
+ * an s3:// `out`, the bucket and the credentials, through `objects`).
+ */
+export async function checkOutput(out: string, objects?: () => ObjectStore): Promise<void> {
+  const s3 = isS3Url(out) ? parseS3Url(out) : undefined;
+  const format = outputFormat(s3 ? s3.key : out);
+  if (s3) {
+    if (!objects) throw new OutputError(`--out ${out}: writing to s3:// needs an object store.`);
+    if (s3.key === '' || s3.key.endsWith('/'))
+      throw new OutputError(`--out ${out} names a prefix: name the results object, e.g. ${formatS3Url({ ...s3, key: `${s3.key}results.csv` })}.`);
+    await objects().checkBucket(s3.bucket, 'write to');
+  } else await checkWritable(out);
   // Its writer too, loaded only for Parquet: a missing package is said now, not after the batch ran.
   if (format === 'parquet') await loadParquetWriter();
 }
@@ -123,7 +136,7 @@ export function exportCommandLine(
   if (config.prefix !== DEFAULT_CONFIG.prefix) words.push('--prefix', config.prefix);
   if (config.queue !== DEFAULT_CONFIG.queue) words.push('--queue', config.queue);
   if (config.redisCluster) words.push('--redis-cluster');
-  words.push('--out', resolve(out));
+  words.push('--out', isS3Url(out) ? out : resolve(out));
   if (hfMetadata) words.push(...(hfMetadata.folder !== undefined ? ['--hf-metadata-dir', resolve(hfMetadata.folder)] : ['--hf-metadata']));
   // A shell comment: the line still pastes as it is.
   return words.map(shellWord).join(' ') + (config.redisUrl !== DEFAULT_CONFIG.redisUrl ? '   # with the same REDIS_URL' : '');
@@ -137,6 +150,7 @@ export function exportCommandLine(
  * temp file first; all are renamed into place once all are complete.
  */
 export async function exportResults(ctx: FalbatchContext, options: ExportOptions): Promise<ExportSummary> {
+  if (isS3Url(options.out)) return exportToBucket(ctx, options);
   const format = outputFormat(options.out);
   const out = resolve(options.out);
   const meta = await readBatchMeta(ctx.redis, ctx.keys, options.batch);
@@ -156,7 +170,15 @@ export async function exportResults(ctx: FalbatchContext, options: ExportOptions
   }
 }
 
-async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, format: OutputFormat, options: ExportOptions): Promise<ExportSummary> {
+async function writeResults(
+  ctx: FalbatchContext,
+  meta: BatchMeta,
+  out: string,
+  format: OutputFormat,
+  options: ExportOptions,
+  /** Where the files end up, for the report, when not where they are written (an s3:// --out). */
+  shownAs?: { out: string; errors: string; report: string },
+): Promise<ExportSummary> {
   const batch = meta.name;
   await checkWritable(out);
   const side = sideFiles(out);
@@ -165,10 +187,14 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
     : undefined;
   if (metadataFolder !== undefined) {
     const metadataPath = hfMetadataPath(metadataFolder);
-    if ([out, side.errors, side.report].includes(metadataPath))
-      throw new OutputError(`--out ${out} is where the imagefolder metadata goes (${metadataPath}): pick another --out.`);
-    await checkWritable(metadataPath);
+    if ([out, side.errors, side.report, shownAs?.out, shownAs?.errors, shownAs?.report].includes(metadataPath))
+      throw new OutputError(`--out ${shownAs?.out ?? out} is where the imagefolder metadata goes (${metadataPath}): pick another --out.`);
+    if (isS3Url(metadataPath)) await ctx.objects().checkBucket(parseS3Url(metadataPath).bucket, 'write to');
+    else await checkWritable(metadataPath);
   }
+  // metadata.jsonl for a bucket: written whole in a temp folder, uploaded once everything is committed.
+  const metadataUpload = metadataFolder !== undefined && isS3Url(metadataFolder) ? await mkdtemp(join(tmpdir(), 'falbatch-meta-')) : undefined;
+  const metadataLocal = metadataUpload === undefined || metadataFolder === undefined ? undefined : join(metadataUpload, HF_METADATA_FILE);
   const keys = ctx.keys.batch(batch);
   const extras = extraNames(meta.extras);
   const recordLabel = recordLabelOf(meta.manifest);
@@ -193,7 +219,8 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
     const metadata =
       metadataFolder === undefined
         ? undefined
-        : new HfMetadataWriter(await create(hfMetadataPath(metadataFolder)), metadataFolder, meta.filesRoot, captionExt !== '');
+        : new HfMetadataWriter(await create(metadataLocal ?? hfMetadataPath(metadataFolder)), metadataFolder, meta.filesRoot, captionExt !== '');
+    if (metadata && metadataLocal !== undefined && metadataFolder !== undefined) metadata.summary.path = hfMetadataPath(metadataFolder);
     current = out;
 
     for await (const page of rowEntryPages(ctx.redis, keys.rows)) {
@@ -211,6 +238,7 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
       const captions = await readRowCaptions(page, {
         filesRoot: meta.filesRoot,
         ext: captionExt,
+        objects: ctx.objects,
         wanted: (entry) => metadata !== undefined || (entry.skipped !== undefined && earlierAnswer(entry) === undefined),
       });
       const lines: OutputRow[] = [];
@@ -245,7 +273,7 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
     const report = await buildReport(
       ctx,
       meta,
-      { out, format, errors: side.errors, report: side.report, hfMetadata: metadata?.summary },
+      { out: shownAs?.out ?? out, format, errors: shownAs?.errors ?? side.errors, report: shownAs?.report ?? side.report, hfMetadata: metadata?.summary },
       counts,
       options.price,
     );
@@ -257,6 +285,11 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
     for (const file of files) {
       current = file.path;
       await file.commit();
+    }
+    if (metadataLocal !== undefined && metadataFolder !== undefined) {
+      const target = parseS3Url(hfMetadataPath(metadataFolder));
+      current = hfMetadataPath(metadataFolder);
+      await ctx.objects().upload(target.bucket, target.key, createReadStream(metadataLocal), 'application/x-ndjson');
     }
     return {
       batch,
@@ -270,6 +303,55 @@ async function writeResults(ctx: FalbatchContext, meta: BatchMeta, out: string, 
     };
   } catch (error) {
     await Promise.all(files.map((file) => file.discard()));
+    if (error instanceof StorageError) throw new OutputError(error.message, { cause: error });
     throw asOutputError(error, current);
+  } finally {
+    if (metadataUpload !== undefined) await rm(metadataUpload, { recursive: true, force: true });
+  }
+}
+
+const CONTENT_TYPES: Readonly<Record<OutputFormat, string>> = { csv: 'text/csv', jsonl: 'application/x-ndjson', parquet: 'application/vnd.apache.parquet' };
+
+/**
+ * `--out s3://bucket/results/run1.parquet`: the export is written whole to a private temp folder
+ * (as for a local --out), then each file goes to the bucket with a multipart upload, which the
+ * store makes visible only once complete; a failed upload is aborted (no parts left to pay for)
+ * and the object keeps its previous version, if any. The report, last, names the s3:// objects.
+ * The temp folder is removed whatever happens; the results stay in Redis.
+ */
+async function exportToBucket(ctx: FalbatchContext, options: ExportOptions): Promise<ExportSummary> {
+  const target = parseS3Url(options.out);
+  const format = outputFormat(target.key);
+  const store = ctx.objects();
+  const meta = await readBatchMeta(ctx.redis, ctx.keys, options.batch);
+  if (!meta) throw await batchNotFound(ctx.redis, options.batch, ctx.keys);
+  const sideKeys = sideFiles(`/${target.key}`);
+  const shownAs = {
+    out: formatS3Url(target),
+    errors: formatS3Url({ bucket: target.bucket, key: sideKeys.errors.slice(1) }),
+    report: formatS3Url({ bucket: target.bucket, key: sideKeys.report.slice(1) }),
+  };
+  const folder = await mkdtemp(join(tmpdir(), 'falbatch-out-'));
+  const local = join(folder, basename(target.key));
+  try {
+    const written = await writeResults(ctx, meta, local, format, options, shownAs);
+    const uploads: Array<[string, string, string]> = [
+      [written.out, target.key, CONTENT_TYPES[format]],
+      [written.errorsFile, sideKeys.errors.slice(1), 'text/csv'],
+      [written.reportFile, sideKeys.report.slice(1), 'application/json'],
+    ];
+    for (const [file, key, type] of uploads) await store.upload(target.bucket, key, createReadStream(file), type);
+    return { ...written, out: shownAs.out, errorsFile: shownAs.errors, reportFile: shownAs.report };
+  } catch (error) {
+    if (error instanceof OutputError || error instanceof StorageError) {
+      throw new ResultsNotWrittenError(
+        error.message,
+        { batch: options.batch, out: shownAs.out, exportCommand: exportCommandLine(ctx.config, options.batch, shownAs.out, options.hfMetadata) },
+        { cause: error },
+      );
+    }
+    throw error;
+  } finally {
+    await rm(folder, { recursive: true, force: true });
   }
 }

@@ -1,6 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { RowEntry } from '../queue/batch-rows.js';
+import { isS3Url } from '../storage/s3-url.js';
 import type { AtomicFile } from './atomic-file.js';
 import type { RowResult } from './row-result.js';
 
@@ -45,7 +46,9 @@ export interface HfMetadataSummary {
 
 /** The folder metadata.jsonl goes in (see HfMetadataOptions.folder). */
 export async function hfMetadataFolder(batch: { manifest: string; filesRoot: string | undefined }, folder?: string): Promise<string> {
-  if (folder !== undefined) return resolve(folder);
+  if (folder !== undefined) return isS3Url(folder) ? (folder.endsWith('/') ? folder : `${folder}/`) : resolve(folder);
+  // A prefix of images in a bucket: metadata.jsonl goes beside them, in the bucket.
+  if (isS3Url(batch.manifest) && !/\.(csv|tsv|txt)(\.gz)?$/i.test(batch.manifest)) return batch.manifest.endsWith('/') ? batch.manifest : `${batch.manifest}/`;
   const isFolder = await stat(batch.manifest).then(
     (info) => info.isDirectory(),
     () => false,
@@ -55,6 +58,7 @@ export async function hfMetadataFolder(batch: { manifest: string; filesRoot: str
 }
 
 export function hfMetadataPath(folder: string): string {
+  if (isS3Url(folder)) return `${folder.endsWith('/') ? folder : `${folder}/`}${HF_METADATA_FILE}`;
   return join(folder, HF_METADATA_FILE);
 }
 
@@ -106,7 +110,14 @@ export class HfMetadataWriter {
       leftOut.severalImages++;
       return undefined;
     }
-    const fileName = relative(this.#folder, resolve(this.#filesRoot, files[0] as string));
+    const file = files[0] as string;
+    // An image in a bucket, under a metadata folder in the bucket: its key relative to the folder.
+    const fileName =
+      isS3Url(this.#folder) || isS3Url(file)
+        ? file.startsWith(this.#folder)
+          ? file.slice(this.#folder.length)
+          : ''
+        : relative(this.#folder, resolve(this.#filesRoot, file));
     if (fileName === '' || fileName === '..' || fileName.startsWith(`..${sep}`) || isAbsolute(fileName)) {
       leftOut.outsideFolder++;
       return undefined;

@@ -3,6 +3,7 @@ import pLimit from 'p-limit';
 import type { FalbatchContext } from '../context.js';
 import { batchNotFound, readBatchMeta } from '../queue/batch-meta.js';
 import { rowEntryPages } from '../queue/batch-rows.js';
+import { isS3Url, parseS3Url } from '../storage/s3-url.js';
 import { captionPath, captionText, readCaption, writeFileAtomic, type CaptionOptions } from './caption-files.js';
 
 export interface WriteCaptionsOptions {
@@ -52,14 +53,21 @@ export async function writeCaptions(ctx: FalbatchContext, options: WriteCaptions
             summary.notLocal++;
             return;
           }
-          const path = captionPath(resolve(meta.filesRoot, file), options.captions.ext);
+          const inBucket = isS3Url(file);
+          const path = captionPath(inBucket ? file : resolve(meta.filesRoot, file), options.captions.ext);
           try {
-            const text = captionText(options.captions, result.output, await readCaption(path));
+            // overwrite needs nothing of what is there; the other modes read it (one HEAD, one GET in a bucket).
+            const existing = options.captions.mode === 'overwrite' && inBucket ? undefined : await readCaption(path, ctx.objects);
+            const text = captionText(options.captions, result.output, existing);
             if (text === undefined) {
               summary.kept++;
               return;
             }
-            await writeFileAtomic(path, text);
+            if (inBucket) {
+              // One PUT: the object appears whole or not at all.
+              const { bucket, key } = parseS3Url(path);
+              await ctx.objects().put(bucket, key, text, 'text/plain; charset=utf-8');
+            } else await writeFileAtomic(path, text);
             summary.written++;
           } catch (error) {
             summary.failedCount++;

@@ -1,4 +1,4 @@
-import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError, falDetailText } from '../errors.js';
+import { FalHttpError, FalProtocolError, FalTimeoutError, FalTransportError, StorageError, falDetailText } from '../errors.js';
 
 /** Where in a row's attempt the error happened: the same status means different things in each. */
 export type AttemptPhase = 'submit' | 'wait' | 'result';
@@ -76,6 +76,11 @@ export function classifyFalError(error: unknown, phase: AttemptPhase): Verdict {
   }
   if (error instanceof FalTransportError) return { kind: 'retry', resubmit: false, retryAfterMs: undefined, reason: error.message, errorType: 'transport' };
   if (error instanceof FalProtocolError) return { kind: 'retry', resubmit: false, retryAfterMs: undefined, reason: error.message, errorType: 'protocol' };
+  // Signing an s3:// image's URL failed: no credentials (the same for every row: fix and retry), or a store not answering.
+  if (error instanceof StorageError)
+    return error.code === 'STORAGE_UNAVAILABLE'
+      ? { kind: 'retry', resubmit: false, retryAfterMs: undefined, reason: error.message, errorType: 'storage_unavailable' }
+      : { kind: 'permanent', reason: error.message, errorType: error.code === 'STORAGE_DENIED' ? 'storage_denied' : 'storage_not_found' };
   const message = error instanceof Error ? error.message : String(error);
   return { kind: 'retry', resubmit: false, retryAfterMs: undefined, reason: message, errorType: 'internal' };
 }

@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import type { RowJobData, RowRequestState } from '../queue/row-job.js';
 import type { ResultStore, RowStart } from '../results/result-store.js';
 import type { LedgerEntry, RowResult } from '../results/row-result.js';
+import { hasS3References, redactSignedUrls } from '../storage/sign-input.js';
 import { HOUR, MINUTE, type Clock } from '../time.js';
 import type { StatusErrorKnowledge, StatusErrorReporting } from './status-errors.js';
 import type { BatchHold } from '../queue/batch-control.js';
@@ -63,6 +64,24 @@ export interface RowProcessorDeps {
    * they are kept in memory meanwhile. Without it, such a write fails the attempt.
    */
   memory?: Pick<RedisMemoryPause, 'keepTrying'>;
+  /**
+   * Signs the input's `s3://` images into presigned URLs just before a submit (storage/sign-input.ts).
+   * Without it, an input holding one is submitted as it is.
+   */
+  signImages?: (input: Record<string, unknown>) => Promise<Record<string, unknown>>;
+}
+
+/**
+ * fal could not download one of the row's images and the row has s3:// images: their URLs were
+ * signed at submit and expired while the request waited in fal's queue (or the store refused them
+ * for a moment). fal bills no download that failed, so submitting again, with URLs signed afresh,
+ * pays once. An image fal cannot download for another reason fails the same way on each attempt,
+ * until the attempts run out.
+ */
+function isExpiredSignedImage(error: unknown, data: RowJobData): boolean {
+  if (!(error instanceof FalHttpError) || error.status !== 422 || !hasS3References(data.in)) return false;
+  const detail = (error.body as { detail?: unknown } | undefined)?.detail;
+  return Array.isArray(detail) && detail.some((d) => (d as { type?: unknown } | null)?.type === 'file_download_error');
 }
 
 /** An attempt failed; the verdict says what the queue should do about it. */
@@ -226,7 +245,9 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
         ...(data.qp !== undefined ? { priority: data.qp } : {}),
       };
       attempt.reportPhase?.({ phase: 'submitting' });
-      ({ requestId } = await fal.submit(data.e, data.in, submitOptions));
+      // s3:// images become URLs signed now, valid for --presign-expiry from this submit.
+      const input = deps.signImages && hasS3References(data.in) ? await deps.signImages(data.in) : data.in;
+      ({ requestId } = await fal.submit(data.e, input, submitOptions));
       submittedAt = clock.now();
       // Saved, before waiting, where every delivery of the row looks first (its begin script: this
       // also lifts the submitting mark). The job's data is not written too: a second copy, for
@@ -281,7 +302,16 @@ export async function processRow(attempt: RowAttempt, deps: RowProcessorDeps): P
       throw error;
     }
     let verdict = classifyFalError(error, phase);
-    verdict = { ...verdict, reason: deps.scrub(verdict.reason) } as Verdict;
+    if (verdict.kind === 'permanent' && isExpiredSignedImage(error, data)) {
+      verdict = {
+        kind: 'retry',
+        resubmit: true,
+        retryAfterMs: undefined,
+        reason: `${verdict.reason} (the image URLs are signed again for the next attempt; if fal's queue wait outlasts them, raise --presign-expiry)`,
+        errorType: 'image_url_expired',
+      };
+    }
+    verdict = { ...verdict, reason: deps.scrub(redactSignedUrls(verdict.reason)) } as Verdict;
     const saved = requestId !== undefined && phase !== 'submit';
     if (phase === 'result' && status !== undefined && requestId !== undefined && status.error === undefined) {
       if ((isTransientFalError(error) && verdict.kind !== 'rate-limited') || (error instanceof FalHttpError && error.status === 404)) {

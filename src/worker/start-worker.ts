@@ -2,6 +2,7 @@ import { reportRedisError } from '../queue/redis-outage.js';
 import type { Worker, WorkerOptions } from 'bullmq';
 import { bullmq } from '../queue/cjs-packages.js';
 import type { ResolvedConfig } from '../config.js';
+import { signInput } from '../storage/sign-input.js';
 import type { FalbatchContext } from '../context.js';
 import { createFalCaller, type FalCaller } from '../fal/fal-caller.js';
 import { connectionIdOf, isConnectionAlive } from '../queue/connection.js';
@@ -178,7 +179,9 @@ function rowDeps(ctx: FalbatchContext, fal: FalCaller, store: ResultStore, memor
     alive: (mark: string) => isConnectionAlive(ctx.redis, markConnection(mark)),
   };
   const { clock, config, log, scrub } = ctx;
-  return { fal, store, clock, config, log, scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge(), memory };
+  // Loaded (the AWS SDK with it) only by the first row with an s3:// image.
+  const signImages = (input: Record<string, unknown>) => signInput(input, { store: ctx.objects(), expiresInMs: config.presignExpiryMs, clock });
+  return { fal, store, clock, config, log, scrub, rowAlive, submitter, statusErrors: createStatusErrorKnowledge(), memory, signImages };
 }
 
 function bullWorkerOptions(ctx: FalbatchContext, options: StartWorkerOptions): WorkerOptions {

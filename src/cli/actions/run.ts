@@ -1,3 +1,4 @@
+import { isS3Url } from '../../storage/s3-url.js';
 import { basename, extname, resolve } from 'node:path';
 import { EXIT } from '../../errors.js';
 import { runBatch } from '../../run-batch.js';
@@ -89,7 +90,9 @@ export async function runAction(io: CliIo, exit: (code: number) => void, manifes
         return;
       }
       if (summary.stopped === 'interrupted') {
-        io.stderr(`falbatch: interrupted; rows done so far are in ${resolve(out)}. Run the same command again to finish the batch (nothing is paid twice).\n`);
+        io.stderr(
+          `falbatch: interrupted; rows done so far are in ${isS3Url(out) ? out : resolve(out)}. Run the same command again to finish the batch (nothing is paid twice).\n`,
+        );
         exit(EXIT.interrupted);
         return;
       }
