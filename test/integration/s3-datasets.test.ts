@@ -1,4 +1,6 @@
+import { gzipSync } from 'node:zlib';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { parquetWriteBuffer } from 'hyparquet-writer';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import type { FalbatchContext } from '../../src/context.js';
 import { runScheduleTick } from '../../src/ops/schedule-tick.js';
@@ -150,6 +152,47 @@ describe('datasets in object storage', () => {
       ['four', 'rejected'],
     ]);
     expect(rows[3]?.['error']).toMatch(/s3:\/\/manifests\/imgs\/missing\.png not found/);
+  });
+});
+
+describe('manifest files of every format in a bucket', () => {
+  it('a LAION-style Parquet (url, caption) and a .jsonl.gz manifest in a bucket, read by ranges and streamed: every row once, in order; a rerun calls nothing', async () => {
+    const h = await createHarness();
+    const s3 = await startS3Server();
+    await s3.bucket('tables');
+    const urls = ['s3://tables/imgs/a.png', 'https://example.com/b.png', 's3://tables/imgs/c.png', 'https://example.com/d.png'];
+    const parquet = parquetWriteBuffer({
+      columnData: [
+        { name: 'key', data: ['k0', 'k1', 'k2', 'k3'], type: 'STRING' },
+        { name: 'url', data: urls, type: 'STRING' },
+        { name: 'caption', data: ['a cat', 'a dog', 'a cow', 'a hen'], type: 'STRING' },
+      ],
+      rowGroupSize: 2,
+    });
+    const jsonl = urls.map((url, i) => JSON.stringify({ key: `j${i}`, url, caption: `thing ${i}` })).join('\n');
+    await s3.put('tables', {
+      'imgs/a.png': pngBytes('a'),
+      'imgs/c.png': pngBytes('c'),
+      'laion/part-0.parquet': Buffer.from(parquet),
+      'laion/part-1.jsonl.gz': gzipSync(jsonl),
+    });
+    const mapping = ['--endpoint', 'fal-ai/llava-next', '--input', '{"image_url":"{url:image}","prompt":"Describe {caption}"}'];
+    for (const [manifest, ids] of [
+      ['s3://tables/laion/part-0.parquet', ['a cat', 'a dog', 'a cow', 'a hen']],
+      ['s3://tables/laion/part-1.jsonl.gz', ['thing 0', 'thing 1', 'thing 2', 'thing 3']],
+    ] as const) {
+      const out = `${h.dir}/${manifest.endsWith('.parquet') ? 'parquet' : 'jsonl'}.csv`;
+      const result = await runCliProcess(['run', manifest, ...mapping, '--out', out], h.env(s3.env()));
+      expect(result.code, result.stderr).toBe(0);
+      const rows = await readCsv(out);
+      // Every row once, in manifest order, its columns carried through.
+      expect(rows.map((r) => [r['caption'], r['status']])).toEqual(ids.map((caption) => [caption, 'ok']));
+      const accepted = h.emulator.stats().accepted;
+      const again = await runCliProcess(['run', manifest, ...mapping, '--out', out], h.env(s3.env()));
+      expect(again.code, again.stderr).toBe(0);
+      expect(h.emulator.stats().accepted).toBe(accepted);
+    }
+    expect(h.emulator.stats().billed).toBe(8);
   });
 });
 
