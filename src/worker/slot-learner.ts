@@ -15,6 +15,12 @@ export interface FalLoad {
   /** Started after waiting in fal's queue, since the last observation. */
   waited: number;
   inFlight: number;
+  /**
+   * The look was taken late (a worker's event loop stalled: a busy machine): what it counts may
+   * be old (a request fal finished still shown running, one that waited a moment shown waiting
+   * long). It can say requests wait (no room shown), never how many run nor that there is room.
+   */
+  late?: boolean;
 }
 
 /** A change of the in-flight target, and why: what the log says. */
@@ -100,6 +106,10 @@ export function createSlotLearner(options: SlotLearnerOptions = {}): SlotLearner
     observe(load, now) {
       seen = seen.filter(([at]) => now - at <= windowMs);
       if (load.waiting > 0 || load.waited > 0) contendedAt = now;
+      if (load.late) {
+        roomSince = undefined;
+        return undefined;
+      }
       // Full: requests of ours waited for a slot (still waiting, or started after a wait) while others ran.
       if ((load.queued > 0 || load.waited > 0) && load.running > 0) {
         seen.push([now, load.running]);
@@ -128,8 +138,10 @@ export function createSlotLearner(options: SlotLearnerOptions = {}): SlotLearner
       // without one waiting (they were being submitted or read) is no room: it takes a whole
       // second of every request starting at once (a look counting ours running is too noisy on a
       // busy machine to tell 8 from 7).
+      // Once slots are known, room is fal running more of ours than them: the target in flight
+      // with none waiting proves nothing while some of it is still being submitted or read.
       const quietFor = now - Math.max(lastChangeAt, contendedAt);
-      const roomShown = load.inFlight >= decision.target;
+      const roomShown = load.inFlight >= decision.target && (decision.slots === undefined || load.running > decision.slots);
       roomSince = roomShown ? (roomSince ?? now) : undefined;
       const quietNeeded = decision.slots === undefined ? growEveryMs : Math.max(SECOND, 4 * growEveryMs);
       const roomHeld = roomSince !== undefined && (decision.slots === undefined || now - roomSince >= quietNeeded);
