@@ -140,6 +140,8 @@ export async function startConcurrencyControl(
       ...(Number.isInteger(remembered) && remembered > 0 ? { slots: remembered, initial: Math.min(localMax, remembered + headroomFor(remembered)) } : {}),
     });
   let learner = learnerFrom(Number(await redis.get(learnedKey)));
+  const warm = learner.current().slots;
+  if (warm !== undefined) log.info(`fal concurrency: ${learner.current().reason}; keeping ${learner.current().target} in flight`, { slots: warm, target: learner.current().target });
   let leading = false;
   let ticking = false;
   /** When the learned slots were last written (to keep them a week from the last time they were followed). */

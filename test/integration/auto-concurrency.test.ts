@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import { createFalEmulator } from '../../src/emulator/create-fal-emulator.js';
+import { systemClock, type Clock } from '../../src/time.js';
 import { enqueueManifest } from '../../src/queue/enqueue.js';
 import { getStatus } from '../../src/ops/status.js';
 import { headroomFor } from '../../src/worker/slot-learner.js';
 import { readQueueConcurrency } from '../../src/queue/queue-concurrency.js';
-import { slotsAccountOf, startConcurrencyControl } from '../../src/worker/concurrency-control.js';
-import { createHarness, runCliProcess, spawnCli, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
+import { LEARNED_KEPT_MS, slotsAccountOf, startConcurrencyControl } from '../../src/worker/concurrency-control.js';
+import { createHarness, FAL_KEY, runCliProcess, spawnCli, until, type Harness, type SpawnedCli } from '../helpers/harness.js';
 
 function manifestOf(h: Harness, rows: number): string {
   const body = Array.from({ length: rows }, (_, i) => `r${i},https://example.com/${i}.jpg,p${i}`).join('\n');
@@ -30,7 +32,7 @@ async function settleAt(h: Harness, bound: number): Promise<void> {
 }
 
 /** Waits as `until` does; a time-out says what the workers decided and what fal saw. */
-async function waitFor(h: Harness, workers: SpawnedCli[], what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
+async function waitFor(h: Harness, workers: SpawnedCli[], what: string, check: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<void> {
   try {
     await until(what, check, timeoutMs);
   } catch (error) {
@@ -58,13 +60,13 @@ async function stop(workers: SpawnedCli[]): Promise<void> {
 
 describe("--concurrency auto: the account's fal slots, learned and followed", () => {
   it('learns 7 slots it is not told, keeps at most 7 + headroom outstanding, follows 7 → 20 and 20 → 4, and status shows it', async () => {
-    const h = await createHarness({ emulator: { runners: 7, latency: '150..300ms', seed: 3 } });
+    const h = await createHarness({ emulator: { runners: 7, latency: '800..1600ms', seed: 3 } });
     const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 3000) });
     const worker = spawnCli(['work'], h.env());
     try {
       await waitFor(h, [worker], '7 slots learned', async () => (await learned(h, batch)) === 7);
       await settleAt(h, 7 + headroomFor(7));
-      await until('rows ending with the cap held', async () => (await getStatus(h.ctx, batch)).ok >= 200, 30_000);
+      await until('rows ending with the cap held', async () => (await getStatus(h.ctx, batch)).ok >= 200, 60_000);
       expect(h.emulator.stats().maxOutstanding, evidence(h, [worker])).toBeLessThanOrEqual(7 + headroomFor(7));
       const shown = await runCliProcess(['status', '--batch', batch], h.env());
       expect(shown.stdout).toMatch(/fal +7 slots learned, 9 requests kept in flight \(auto: .*the account runs 7 at once/);
@@ -80,7 +82,7 @@ describe("--concurrency auto: the account's fal slots, learned and followed", ()
       await waitFor(h, [worker], '4 slots learned', async () => (await learned(h, batch)) === 4);
       await settleAt(h, 4 + headroomFor(4));
       const before = (await getStatus(h.ctx, batch)).ok;
-      await until('rows ending at 4 slots', async () => (await getStatus(h.ctx, batch)).ok >= before + 60, 30_000);
+      await until('rows ending at 4 slots', async () => (await getStatus(h.ctx, batch)).ok >= before + 60, 60_000);
       expect(h.emulator.stats().maxOutstanding).toBeLessThanOrEqual(4 + headroomFor(4));
     } finally {
       await stop([worker]);
@@ -91,17 +93,17 @@ describe("--concurrency auto: the account's fal slots, learned and followed", ()
     await until('the worker to start', () => later.output().includes('worker started'), 20_000);
     await until('the leftover cap lifted', async () => (await h.ctx.queue.getGlobalConcurrency()) === null, 10_000);
     await stop([later]);
-  }, 180_000);
+  }, 300_000);
 
   it('two work processes share one learned limit: together they stay within 7 + headroom', async () => {
-    const h = await createHarness({ emulator: { runners: 7, latency: '150..300ms', seed: 4 } });
+    const h = await createHarness({ emulator: { runners: 7, latency: '800..1600ms', seed: 4 } });
     const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 1500) });
     const workers = [spawnCli(['work'], h.env()), spawnCli(['work'], h.env())];
     try {
       await waitFor(h, workers, '7 slots learned', async () => (await learned(h, batch)) === 7);
       await settleAt(h, 7 + headroomFor(7));
       const before = (await getStatus(h.ctx, batch)).ok;
-      await until('rows ending with both workers', async () => (await getStatus(h.ctx, batch)).ok >= before + 200, 30_000);
+      await until('rows ending with both workers', async () => (await getStatus(h.ctx, batch)).ok >= before + 100, 60_000);
       const said = workers
         .map((w) =>
           w
@@ -117,10 +119,52 @@ describe("--concurrency auto: the account's fal slots, learned and followed", ()
     }
     // Both took rows (the shared cap, not one worker, is what limits).
     for (const worker of workers) expect(worker.output()).toContain('worker started: concurrency auto');
-  }, 120_000);
+  }, 240_000);
+
+  it('a new run starts from the slots the last one learned (kept a week), not from 4 doubling', async () => {
+    const h = await createHarness({ emulator: { runners: 24, latency: '800..1600ms', seed: 5 } });
+    const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 3000) });
+    const first = spawnCli(['work'], h.env());
+    try {
+      await waitFor(h, [first], '24 slots learned', async () => (await learned(h, batch)) === 24);
+    } finally {
+      await stop([first]);
+    }
+    const key = h.ctx.keys.learnedSlots(slotsAccountOf(FAL_KEY));
+    expect(await h.ctx.redis.get(key)).toBe('24');
+    expect(await h.ctx.redis.pttl(key)).toBeGreaterThan(LEARNED_KEPT_MS - 60_000);
+    // Nothing the key could be read from: a digest, never FAL_KEY itself.
+    expect(key).not.toContain(FAL_KEY);
+
+    // The next run, against an account of the same 24 slots whose requests never end (a clock that
+    // does not move): all it ever sends is its first decision. Started from the slots learned, that
+    // is 24 + headroom at once; from scratch it would be 4, 8, 16, then 32 (the doubling passes 24
+    // before any request waits).
+    const frozen: Clock = {
+      now: systemClock.now,
+      sleep: (_ms, signal) =>
+        new Promise<void>((_resolve, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true })),
+    };
+    const fal = await createFalEmulator({ key: FAL_KEY, runners: 24, latency: '1s', clock: frozen });
+    const second = spawnCli(['work', '--grace', '1s'], h.env({ FAL_BASE_URL: fal.url }));
+    try {
+      // Every row the worker took is at fal, and fal runs 24 of them.
+      await waitFor(
+        h,
+        [second],
+        'the rows taken to be submitted, 24 running',
+        async () => fal.stats().inProgress === 24 && (await h.ctx.queue.getActiveCount()) === fal.stats().accepted,
+      );
+      expect(fal.stats(), evidence(h, [second])).toMatchObject({ accepted: 24 + headroomFor(24), maxOutstanding: 24 + headroomFor(24) });
+      expect(second.output()).toContain(`fal concurrency: starting from the 24 slots learned before; keeping ${24 + headroomFor(24)} in flight`);
+    } finally {
+      await stop([second]);
+      await fal.close();
+    }
+  }, 240_000);
 
   it('--global-concurrency wins over auto while its worker runs, and is lifted when it stops', async () => {
-    const h = await createHarness({ emulator: { runners: 7, latency: '100..200ms' } });
+    const h = await createHarness({ emulator: { runners: 7, latency: '400..800ms' } });
     const { batch } = await enqueueManifest(h.ctx, { manifest: manifestOf(h, 400) });
     const fixed = spawnCli(['work', '--global-concurrency', '3', '--concurrency', '8'], h.env());
     const auto = spawnCli(['work'], h.env());
@@ -129,7 +173,7 @@ describe("--concurrency auto: the account's fal slots, learned and followed", ()
       await until('the fixed cap set', async () => (await getStatus(h.ctx, batch)).concurrency?.mode === 'fixed', 30_000);
       await settleAt(h, 3);
       const before = (await getStatus(h.ctx, batch)).ok;
-      await until('rows ending', async () => (await getStatus(h.ctx, batch)).ok >= before + 50, 30_000);
+      await until('rows ending', async () => (await getStatus(h.ctx, batch)).ok >= before + 50, 60_000);
       expect((await getStatus(h.ctx, batch)).concurrency).toMatchObject({ mode: 'fixed', target: 3, reason: '--global-concurrency 3' });
       expect(await h.ctx.queue.getGlobalConcurrency()).toBe(3);
       // fal never ran more than 3 of ours at once. (When the auto worker set its cap of 4 before
@@ -142,7 +186,7 @@ describe("--concurrency auto: the account's fal slots, learned and followed", ()
     } finally {
       await stop([auto]);
     }
-  }, 120_000);
+  }, 240_000);
 
   it('a worker taking the lead from a leader that died starts from the slots it learned, not from what was known when it started', async () => {
     const h = await createHarness();
