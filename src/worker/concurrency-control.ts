@@ -141,7 +141,8 @@ export async function startConcurrencyControl(
     });
   let learner = learnerFrom(Number(await redis.get(learnedKey)));
   const warm = learner.current().slots;
-  if (warm !== undefined) log.info(`fal concurrency: ${learner.current().reason}; keeping ${learner.current().target} in flight`, { slots: warm, target: learner.current().target });
+  if (warm !== undefined)
+    log.info(`fal concurrency: ${learner.current().reason}; keeping ${learner.current().target} in flight`, { slots: warm, target: learner.current().target });
   let leading = false;
   let ticking = false;
   /** When the learned slots were last written (to keep them a week from the last time they were followed). */

@@ -142,8 +142,7 @@ describe("--concurrency auto: the account's fal slots, learned and followed", ()
     // before any request waits).
     const frozen: Clock = {
       now: systemClock.now,
-      sleep: (_ms, signal) =>
-        new Promise<void>((_resolve, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true })),
+      sleep: (_ms, signal) => new Promise<void>((_resolve, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true })),
     };
     const fal = await createFalEmulator({ key: FAL_KEY, runners: 24, latency: '1s', clock: frozen });
     const second = spawnCli(['work', '--grace', '1s'], h.env({ FAL_BASE_URL: fal.url }));

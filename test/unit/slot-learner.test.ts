@@ -138,7 +138,8 @@ describe('late looks (a worker stalled: its counts may be old)', () => {
     const learner = createSlotLearner({ slots: 7, initial: 9 });
     // Old counts: a request fal finished still shown running (10 "running" of 7 slots).
     expect(learner.observe({ running: 10, queued: 1, waiting: 1, waited: 1, inFlight: 11, late: true }, 0)).toBeUndefined();
-    for (let now = 250; now <= 3000; now += 250) expect(learner.observe({ running: 10, queued: 0, waiting: 0, waited: 0, inFlight: 10, late: true }, now)).toBeUndefined();
+    for (let now = 250; now <= 3000; now += 250)
+      expect(learner.observe({ running: 10, queued: 0, waiting: 0, waited: 0, inFlight: 10, late: true }, now)).toBeUndefined();
     expect(learner.current()).toMatchObject({ slots: 7, target: 9 });
     // On time again: room must show for a whole second of on-time looks, counted from the last wait seen.
     const learner2 = createSlotLearner({ slots: 7, initial: 9 });
