@@ -70,7 +70,7 @@ describe("--concurrency auto: the account's fal slots, learned and followed", ()
       expect(h.emulator.stats().maxOutstanding, evidence(h, [worker])).toBeLessThanOrEqual(7 + headroomFor(7));
       const shown = await runCliProcess(['status', '--batch', batch], h.env());
       // (What it shows is what it follows now: on a busy machine a worker that hears of its requests
-      // late may count fewer running since, and lower the slots; it never counts more.)
+      // late may count fewer running since, and lower the slots; the bound above is what holds.)
       expect(shown.stdout).toMatch(/fal +(\d+) slots learned, (\d+) requests kept in flight \(auto: .*the account runs \1 at once/);
 
       // fal raises the account's limit: the target follows within 30 s.
