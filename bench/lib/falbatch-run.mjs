@@ -12,8 +12,12 @@ export async function capacity(emulator) {
   return { maxInProgress: stats.maxInProgress, maxOutstanding: stats.maxOutstanding, billed: stats.billed, duplicateBilled: stats.duplicateBilled };
 }
 
-/** @param {{ emulatorArgs: string[], manifestPath: string, redisUrl: string, workArgs: string[], say?: (line: string) => void }} options */
-export async function measureFalbatch({ emulatorArgs, manifestPath, redisUrl, workArgs, say = () => {} }) {
+/**
+ * `prepare`, when given, runs on the namespace before the worker starts (e.g. seeding what an
+ * earlier run left in it).
+ * @param {{ emulatorArgs: string[], manifestPath: string, redisUrl: string, workArgs: string[], say?: (line: string) => void, prepare?: (ctx: import('../../dist/index.js').FalbatchContext, env: Record<string, string>) => Promise<void> }} options
+ */
+export async function measureFalbatch({ emulatorArgs, manifestPath, redisUrl, workArgs, say = () => {}, prepare }) {
   const emulator = await startEmulator(emulatorArgs);
   const prefix = `bench-${randomUUID().slice(0, 8)}`;
   const env = falbatchEnv(redisUrl, emulator.url);
@@ -22,6 +26,7 @@ export async function measureFalbatch({ emulatorArgs, manifestPath, redisUrl, wo
   try {
     // Enqueue first, then start the worker: the rows are all there when it starts.
     await runFalbatch(['enqueue', manifestPath, '--batch', 'bench', '--prefix', prefix, '--log-level', 'error'], env);
+    await prepare?.(ctx, env);
     const spawned = performance.now();
     worker = spawnNode(['work', ...workArgs, '--prefix', prefix, '--log-level', 'warn'], { env });
     const started = await firstSubmit(emulator, () => worker.assertRunning());

@@ -104,8 +104,8 @@ export interface KeyLayout {
   readonly falLoad: string;
   /** The auto worker that learns the account's slots for the queue (a lease). */
   readonly concurrencyLeader: string;
-  /** The slots last learned, to start the next run from (kept a week). */
-  readonly learnedSlots: string;
+  /** The slots last learned for a fal account (a digest of its key), to start the next run from (kept a week). */
+  learnedSlots(account: string): string;
   inflight(fingerprint: string): string;
   /** A row's fal request state, by job id (any delivery of the row reads it). */
   request(jobId: string): string;
@@ -153,7 +153,7 @@ export function createKeyLayout(prefix: string, queue: string = DEFAULT_QUEUE): 
     concurrency: `${base}:concurrency`,
     falLoad: `${base}:concurrency:load`,
     concurrencyLeader: `${base}:concurrency:leader`,
-    learnedSlots: `${base}:concurrency:slots`,
+    learnedSlots: (account) => `${base}:concurrency:slots:${account}`,
     inflight: (fingerprint) => `${base}:inflight:${fingerprint}`,
     request: (jobId) => `${base}:request:${jobId}`,
     upload: (store, identity) => `${base}:upload:${store}:${identity}`,

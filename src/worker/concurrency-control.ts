@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { FalbatchContext } from '../context.js';
 import { SECOND } from '../time.js';
 import type { QueueConcurrency } from '../queue/queue-concurrency.js';
@@ -17,8 +17,15 @@ const LOAD_FRESH_MS = 2 * SECOND;
 const LOAD_SAME_MOMENT_MS = 600;
 /** The lease of the learning leader, and of the queue's cap: renewed every tick by whoever holds it. */
 const LEASE_MS = 10 * SECOND;
-/** How long learned slots seed the next run. */
-const LEARNED_KEPT_MS = 7 * 24 * 3600 * SECOND;
+/** How long learned slots seed the next run (refreshed while they are followed). */
+export const LEARNED_KEPT_MS = 7 * 24 * 3600 * SECOND;
+/** How often the leader writes the slots it follows again, to keep them for a week from now. */
+const LEARNED_REFRESH_MS = 60 * SECOND;
+/**
+ * A tick this much later than due looks at counts that may be old: the worker's event loop
+ * stalled (a busy machine), and the timer runs before the replies that came meanwhile are read.
+ */
+const LATE_TICK_MS = 100;
 /** The most a learned target may be (a worker's own concurrency bounds it further). */
 export const AUTO_MAX = 256;
 
@@ -30,6 +37,15 @@ export type ConcurrencyMode =
   | { kind: 'fixed'; cap: number }
   /** `--concurrency N` alone: its own limit only; a cap nobody holds any more is lifted. */
   | { kind: 'local' };
+
+/**
+ * Whose slots are learned: fal's limit is per account, so the learned slots are kept per FAL_KEY,
+ * under a digest of it (never the key), in the queue's namespace.
+ */
+export function slotsAccountOf(falKey: string | undefined): string {
+  if (!falKey) return 'no-key';
+  return createHash('sha256').update(`falbatch learned slots\n${falKey}`).digest('hex').slice(0, 16);
+}
 
 export interface ConcurrencyControl {
   /** Fed with every row's fal phases (auto mode; a no-op tracker otherwise). */
@@ -117,18 +133,29 @@ export async function startConcurrencyControl(
 
   // Auto: start from the slots learned last time, if any (they are checked again at once).
   const localMax = Math.min(AUTO_MAX, options.localMax ?? AUTO_MAX);
+  const learnedKey = keys.learnedSlots(slotsAccountOf(ctx.config.falKey));
   const learnerFrom = (remembered: number): SlotLearner =>
     createSlotLearner({
       max: localMax,
       ...(Number.isInteger(remembered) && remembered > 0 ? { slots: remembered, initial: Math.min(localMax, remembered + headroomFor(remembered)) } : {}),
     });
-  let learner = learnerFrom(Number(await redis.get(keys.learnedSlots)));
+  let learner = learnerFrom(Number(await redis.get(learnedKey)));
+  const warm = learner.current().slots;
+  if (warm !== undefined)
+    log.info(`fal concurrency: ${learner.current().reason}; keeping ${learner.current().target} in flight`, { slots: warm, target: learner.current().target });
   let leading = false;
   let ticking = false;
-  const tick = async (): Promise<void> => {
+  /** When the learned slots were last written (to keep them a week from the last time they were followed). */
+  let savedAt = Number.NEGATIVE_INFINITY;
+  /** When the timer last fired (a tick much later than tickMs after it is late). */
+  let firedAt: number | undefined;
+  const tick = async (late = false): Promise<void> => {
+    // Replies read first: after a stall the timer runs before the I/O that came meanwhile.
+    await new Promise((resolve) => setImmediate(resolve));
     const now = clock.now();
     const own = tracker.load(now);
-    const redisNow = await lua.falbatchReportLoad(keys.falLoad, id, `${own.running},${own.queued},${own.waiting},${own.waited},${own.inFlight}`, LEASE_MS);
+    const report = `${own.running},${own.queued},${own.waiting},${own.waited},${own.inFlight},${late ? 1 : 0}`;
+    const redisNow = await lua.falbatchReportLoad(keys.falLoad, id, report, LEASE_MS);
     const lead = (await lua.falbatchHoldLease(keys.concurrencyLeader, id, LEASE_MS)) === 1;
     if (!lead) {
       leading = false;
@@ -137,7 +164,7 @@ export async function startConcurrencyControl(
     if (!leading) {
       // Taking the lead (the leader stopped or died): start from what it learned meanwhile, not
       // from what was known when this worker started.
-      const learned = Number(await redis.get(keys.learnedSlots));
+      const learned = Number(await redis.get(learnedKey));
       if (Number.isInteger(learned) && learned > 0 && learned !== learner.current().slots) learner = learnerFrom(learned);
     }
     const current = await redis.hmget(keys.concurrency, 'mode', 'owner');
@@ -147,9 +174,13 @@ export async function startConcurrencyControl(
     const load: FalLoad = { running: 0, queued: 0, waiting: 0, waited: 0, inFlight: 0 };
     let sameMoment = true;
     for (const report of Object.values(reports)) {
-      const [running, queued, waiting, waited, inFlight, at] = report.split(',').map(Number);
-      if (at === undefined || redisNow - at > LOAD_FRESH_MS) continue;
+      // running,queued,waiting,waited,inFlight[,late],at (Redis's time: always last).
+      const fields = report.split(',').map(Number);
+      const [running, queued, waiting, waited, inFlight] = fields;
+      const at = fields.at(-1);
+      if (fields.length < 6 || at === undefined || redisNow - at > LOAD_FRESH_MS) continue;
       if (redisNow - at > LOAD_SAME_MOMENT_MS) sameMoment = false;
+      if (fields.length >= 7 && fields[5] === 1) load.late = true;
       load.running += running ?? 0;
       load.queued += queued ?? 0;
       load.waiting += waiting ?? 0;
@@ -162,16 +193,25 @@ export async function startConcurrencyControl(
       const state = learner.current();
       await setCap({ mode: 'auto', slots: state.slots, target: state.target, reason: state.reason }, id);
       if (decided) log.info(`fal concurrency: ${decided.reason}`, { slots: decided.slots, target: decided.target });
-      if (decided?.slots !== undefined) await redis.set(keys.learnedSlots, String(decided.slots), 'PX', LEARNED_KEPT_MS);
     } else {
       await redis.pexpire(keys.concurrency, LEASE_MS);
+    }
+    // The slots followed are kept for the next run, or leader, to start from: written when they
+    // change, and again every minute so they are kept a week from the last run that followed them.
+    const slots = learner.current().slots;
+    if (slots !== undefined && (decided?.slots !== undefined || now - savedAt >= LEARNED_REFRESH_MS)) {
+      await redis.set(learnedKey, String(slots), 'PX', LEARNED_KEPT_MS);
+      savedAt = now;
     }
     leading = true;
   };
   const timer = setInterval(() => {
+    const firedNow = clock.now();
+    const late = firedAt !== undefined && firedNow - firedAt > tickMs + LATE_TICK_MS;
+    firedAt = firedNow;
     if (ticking) return;
     ticking = true;
-    tick()
+    tick(late)
       .catch((error: unknown) => {
         if (!options.onError?.(error)) log.warn("could not share what fal says of this worker's requests", { error: ctx.scrub((error as Error).message) });
       })

@@ -15,6 +15,12 @@ export interface FalLoad {
   /** Started after waiting in fal's queue, since the last observation. */
   waited: number;
   inFlight: number;
+  /**
+   * The look was taken late (a worker's event loop stalled: a busy machine): what it counts may
+   * be old (a request fal finished still shown running, one that waited a moment shown waiting
+   * long). It can say requests wait (no room shown), never how many run nor that there is room.
+   */
+  late?: boolean;
 }
 
 /** A change of the in-flight target, and why: what the log says. */
@@ -57,8 +63,10 @@ export function headroomFor(slots: number): number {
  *   slots are how many of ours run meanwhile (the lower third of the recent looks), and the target
  *   becomes slots + headroom;
  * - every request starting at once (none waiting in fal's queue, however briefly) while all the
- *   target is in use, for growEveryMs since the last change, means there may be more slots: the
- *   target grows (doubles until a limit was seen, then by a quarter);
+ *   target is in use and seen running (all but the headroom; once slots are known, more than
+ *   them), for growEveryMs since the last change, means there may be more slots: the target grows
+ *   (doubles until a limit was seen, then by a quarter);
+ * - a look taken late (the worker stalled) says no more than that requests wait;
  * - slots re-learned lower (fal lowered the limit, another client of the account took slots) lower
  *   the target at once; higher ones raise it.
  *
@@ -100,6 +108,8 @@ export function createSlotLearner(options: SlotLearnerOptions = {}): SlotLearner
     observe(load, now) {
       seen = seen.filter(([at]) => now - at <= windowMs);
       if (load.waiting > 0 || load.waited > 0) contendedAt = now;
+      // (Nor does it break a spell of room shown: on a busy machine most looks may be late.)
+      if (load.late) return undefined;
       // Full: requests of ours waited for a slot (still waiting, or started after a wait) while others ran.
       if ((load.queued > 0 || load.waited > 0) && load.running > 0) {
         seen.push([now, load.running]);
@@ -128,8 +138,13 @@ export function createSlotLearner(options: SlotLearnerOptions = {}): SlotLearner
       // without one waiting (they were being submitted or read) is no room: it takes a whole
       // second of every request starting at once (a look counting ours running is too noisy on a
       // busy machine to tell 8 from 7).
+      // Room is fal running them: the target in flight with none waiting proves nothing while it
+      // is being submitted or read (a worker too busy to hear of a request before it ends sees
+      // none waiting, and none running). Before slots are known, all but the headroom must be seen
+      // running; after, more than the slots.
       const quietFor = now - Math.max(lastChangeAt, contendedAt);
-      const roomShown = load.inFlight >= decision.target;
+      const runningNeeded = decision.slots === undefined ? decision.target - headroomFor(decision.target) : decision.slots + 1;
+      const roomShown = load.inFlight >= decision.target && load.running >= runningNeeded;
       roomSince = roomShown ? (roomSince ?? now) : undefined;
       const quietNeeded = decision.slots === undefined ? growEveryMs : Math.max(SECOND, 4 * growEveryMs);
       const roomHeld = roomSince !== undefined && (decision.slots === undefined || now - roomSince >= quietNeeded);

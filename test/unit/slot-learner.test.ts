@@ -52,6 +52,15 @@ describe('the slot learner', () => {
     expect(first.observe({ running: 4, queued: 0, waiting: 0, waited: 0, inFlight: 4 }, 500)?.target).toBe(8);
   });
 
+  it('does not grow while it sees too few of its requests running (a worker too busy to hear of them before they end)', () => {
+    const learner = createSlotLearner();
+    for (let now = 0; now < 10_000; now += 250) learner.observe({ running: 0, queued: 0, waiting: 0, waited: 0, inFlight: 4 }, now);
+    expect(learner.current().target).toBe(4);
+    learner.observe({ running: 1, queued: 0, waiting: 0, waited: 0, inFlight: 4 }, 10_000);
+    expect(learner.current().target).toBe(4);
+    expect(learner.observe({ running: 2, queued: 0, waiting: 0, waited: 0, inFlight: 4 }, 10_250)).toMatchObject({ target: 8 });
+  });
+
   it('does not grow while the target is not all in use (too few rows to fill it)', () => {
     const learner = createSlotLearner();
     for (let now = 0; now < 10_000; now += 250) learner.observe({ running: 1, queued: 0, waiting: 0, waited: 0, inFlight: 1 }, now);
@@ -90,6 +99,62 @@ describe('the slot learner', () => {
     const learner = createSlotLearner({ slots: 8, initial: 10 });
     expect(learner.observe({ running: 0, queued: 10, waiting: 10, waited: 0, inFlight: 10 }, 0)).toBeUndefined();
     expect(learner.current()).toMatchObject({ slots: 8, target: 10 });
+  });
+});
+
+describe('a warm start: the slots learned before (a run, or a leader, starting where the last left off)', () => {
+  const warm = (slots: number) => createSlotLearner({ slots, initial: slots + headroomFor(slots) });
+
+  it('starts at the learned slots + headroom and holds them while the account still has them', () => {
+    const learner = warm(40);
+    expect(learner.current()).toMatchObject({ slots: 40, target: 44, reason: 'starting from the 40 slots learned before' });
+    const decisions = [];
+    for (let now = 0; now <= 20_000; now += 250) decisions.push(learner.observe(accountOf(40, learner.current().target), now));
+    expect(decisions.filter((d) => d !== undefined)).toEqual([]);
+    expect(learner.current()).toMatchObject({ slots: 40, target: 44 });
+  });
+
+  it('comes down at the first look once the account has fewer slots (fal lowered them, another client took some)', () => {
+    const learner = warm(40);
+    expect(learner.observe(accountOf(20, 44), 0)).toMatchObject({ slots: 20, target: 20 + headroomFor(20) });
+  });
+
+  it('grows by a quarter a second once fal runs more of ours than the slots learned, with none waiting', () => {
+    const learner = warm(40);
+    const end = drive(learner, () => 60, 0, 10_000);
+    expect(learner.current()).toMatchObject({ slots: 60, target: 60 + headroomFor(60) });
+    expect(end).toBeLessThanOrEqual(10_250);
+  });
+
+  it('does not grow on the target in flight with none waiting while no more than the slots run (the rest being submitted or read)', () => {
+    const learner = warm(7);
+    for (let now = 0; now <= 10_000; now += 250) learner.observe({ running: 7, queued: 0, waiting: 0, waited: 0, inFlight: 9 }, now);
+    expect(learner.current()).toMatchObject({ slots: 7, target: 9 });
+  });
+});
+
+describe('late looks (a worker stalled: its counts may be old)', () => {
+  it('learn no slots from them and show no room, but the waits they saw hold growth back', () => {
+    const learner = createSlotLearner({ slots: 7, initial: 9 });
+    // Old counts: a request fal finished still shown running (10 "running" of 7 slots).
+    expect(learner.observe({ running: 10, queued: 1, waiting: 1, waited: 1, inFlight: 11, late: true }, 0)).toBeUndefined();
+    for (let now = 250; now <= 3000; now += 250)
+      expect(learner.observe({ running: 10, queued: 0, waiting: 0, waited: 0, inFlight: 10, late: true }, now)).toBeUndefined();
+    expect(learner.current()).toMatchObject({ slots: 7, target: 9 });
+    // On time again: room must show for a whole second of on-time looks, counted from the last wait seen.
+    const learner2 = createSlotLearner({ slots: 7, initial: 9 });
+    learner2.observe({ running: 9, queued: 0, waiting: 1, waited: 0, inFlight: 9, late: true }, 0);
+    for (const at of [250, 500, 750]) expect(learner2.observe({ running: 9, queued: 0, waiting: 0, waited: 0, inFlight: 9 }, at)).toBeUndefined();
+    expect(learner2.observe({ running: 9, queued: 0, waiting: 0, waited: 0, inFlight: 9 }, 1000)).toBeUndefined();
+    expect(learner2.observe({ running: 9, queued: 0, waiting: 0, waited: 0, inFlight: 9 }, 1250)).toMatchObject({ target: 12 });
+  });
+
+  it('do not break a spell of room shown by the looks on time around them (most looks may be late on a busy machine)', () => {
+    const learner = createSlotLearner({ slots: 7, initial: 9 });
+    const room = { running: 9, queued: 0, waiting: 0, waited: 0, inFlight: 9 };
+    for (const at of [0, 250]) expect(learner.observe(room, at)).toBeUndefined();
+    for (const at of [500, 750]) expect(learner.observe({ ...room, late: true }, at)).toBeUndefined();
+    expect(learner.observe(room, 1000)).toMatchObject({ slots: 7, target: 12 });
   });
 });
 
