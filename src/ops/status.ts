@@ -111,6 +111,9 @@ export async function getStatus(ctx: FalbatchContext, batch: string, options: Ge
     ),
     ctx.store.inFlight(batch),
   ]);
+  // Its keys expire one by one: a meta read just before the row index went is a batch expiring (or
+  // lost), not one finished with no row. Said as such, not as finished (an `export --wait` ending empty).
+  if (jobs === 0 && enqueuing !== 1 && meta.rows > meta.rejected + meta.skipped) throw await batchNotFound(ctx.redis, batch, ctx.keys);
   const backlog = backlogRowsOf(backlogElements, backlogLeft);
   const ok = Number(counts['ok'] ?? 0);
   const failed = Number(counts['failed'] ?? 0);
