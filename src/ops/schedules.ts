@@ -6,9 +6,8 @@ import { resolveConfig, type Config } from '../config.js';
 import type { FalbatchContext } from '../context.js';
 import { ConfigError } from '../errors.js';
 import { FETCH_DEFAULTS, isManifestUrl } from '../manifest/fetch-manifest.js';
-import { openManifestSource } from '../manifest/manifest-source.js';
 import { BATCH_NAME } from '../manifest/row-key.js';
-import { createObjectInfoMemo } from '../manifest/s3-images.js';
+import { openManifestFor } from '../queue/enqueue.js';
 import { isS3Url } from '../storage/s3-url.js';
 import { SECOND, parseDuration } from '../time.js';
 import { TICK_HISTORY } from './tick-history.js';
@@ -322,14 +321,7 @@ export async function addSchedule(ctx: FalbatchContext, options: AddScheduleOpti
     // adds only objects that are new or changed (by ETag).
     if (!isS3Url(manifest)) manifest = resolve(manifest);
     // Fails now, not at every tick, on a missing file, bucket or credentials, or a --prompt that does not fit it.
-    await openManifestSource(manifest, {
-      filesRoot: config.filesRoot,
-      encoding: config.encoding,
-      maxRecordBytes: config.maxRecordBytes,
-      format: config.manifestFormat,
-      prompt: options.prompt,
-      objects: { store: ctx.objects, memo: createObjectInfoMemo() },
-    });
+    await openManifestFor(ctx, manifest, options.prompt, config);
   }
 
   return withTicksQueue(ctx, async (queue) => {

@@ -212,16 +212,21 @@ interface EnqueueTarget {
   batch: string;
 }
 
-async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueueTarget> {
-  const { config } = ctx;
-  const source = await openManifestSource(options.manifest, {
+/** Opens a manifest, folder or s3:// location with the namespace's reading settings: enqueue and `schedule add` alike. */
+export function openManifestFor(ctx: FalbatchContext, manifest: string, prompt: string | undefined, config = ctx.config): Promise<ManifestSource> {
+  return openManifestSource(manifest, {
     filesRoot: config.filesRoot,
     encoding: config.encoding,
     maxRecordBytes: config.maxRecordBytes,
     format: config.manifestFormat,
-    prompt: options.prompt,
+    prompt,
     objects: { store: ctx.objects, memo: createObjectInfoMemo() },
   });
+}
+
+async function openTarget(ctx: FalbatchContext, options: EnqueueOptions): Promise<EnqueueTarget> {
+  const { config } = ctx;
+  const source = await openManifestFor(ctx, options.manifest, options.prompt);
   // One manifest, one mapping (built-in endpoints, --prompt-template or --input), checked by resolveConfig.
   const mapping = createRowMapping(config);
   // Another mapping of the same manifest (--input, --prompt-template, --output-field) is another batch.
