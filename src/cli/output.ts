@@ -7,7 +7,6 @@ import type { HfMetadataSummary } from '../results/hf-metadata.js';
 import type { CaptionsSummary } from '../results/write-captions.js';
 import type { CaptionFlags } from './shared-options.js';
 import { formatDuration } from '../time.js';
-import { recordLabelOf } from '../manifest/manifest-format.js';
 import { formatRetention } from '../queue/retention.js';
 
 const MAX_LISTED = 20;
@@ -34,13 +33,17 @@ function notImagesLine(notImages: Record<string, number>): string | undefined {
   return `  ${count} other ${count === 1 ? 'file' : 'files'} in the folder left out, not images (${kinds.map(([ext, n]) => `${n} ${ext === '' ? 'without an extension' : ext}`).join(', ')})`;
 }
 
-/** Rejected rows and other row notices, for stderr: `line N: reason` (`row N` of a Parquet manifest). */
-export function rowNotices(summary: Pick<EnqueueSummary, 'rejections' | 'rejected' | 'changed'> & { manifest?: string }): string {
+/**
+ * Rejected rows and other row notices, for stderr: `line N: reason` (`row N` of a Parquet manifest;
+ * a folder's or prefix's files by the reason alone, which names the file: their numbers mean nothing).
+ */
+export function rowNotices(summary: Pick<EnqueueSummary, 'rejections' | 'rejected' | 'changed' | 'records'>): string {
   const out: string[] = [];
-  const label = recordLabelOf(summary.manifest ?? '');
-  for (const r of summary.rejections.slice(0, MAX_LISTED)) out.push(`  ${label} ${r.line}: ${r.reason}`);
-  if (summary.rejected > MAX_LISTED) out.push(`  … and ${summary.rejected - MAX_LISTED} more rejected rows (all are in the export, status "rejected")`);
-  for (const c of summary.changed.slice(0, MAX_LISTED)) out.push(`  ${label} ${c.line}: ${c.reason}`);
+  const where = (line: number): string => (summary.records === 'file' ? '' : `${summary.records} ${line}: `);
+  const rows = summary.records === 'file' ? 'files' : 'rows';
+  for (const r of summary.rejections.slice(0, MAX_LISTED)) out.push(`  ${where(r.line)}${r.reason}`);
+  if (summary.rejected > MAX_LISTED) out.push(`  … and ${summary.rejected - MAX_LISTED} more rejected ${rows} (all are in the export, status "rejected")`);
+  for (const c of summary.changed.slice(0, MAX_LISTED)) out.push(`  ${where(c.line)}${c.reason}`);
   return out.length === 0 ? '' : `${out.join('\n')}\n`;
 }
 

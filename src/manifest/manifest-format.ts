@@ -53,8 +53,19 @@ export function manifestEncodingOf(name: string, override?: ManifestFormat): Man
   return { format, gzip };
 }
 
+/**
+ * What a source's records are called in messages: rows of a Parquet file (from 1), lines of a text
+ * file, files of a folder or bucket prefix (named by their path, not by a number).
+ */
+export type RecordLabel = 'row' | 'line' | 'file';
+
 /** What a manifest's records are numbered by, in messages: rows of a Parquet file (from 1), lines of a text file. */
 export function recordLabelOf(name: string, format?: ManifestFormat): 'row' | 'line' {
   if (format !== undefined) return format === 'parquet' ? 'row' : 'line';
   return /\.(parquet|pq)$/i.test(name.replace(/[?#].*$/, '')) ? 'row' : 'line';
+}
+
+/** The record label of a source of any kind: a folder's or prefix's records are its files. */
+export function recordLabelOfSource(source: { path: string; kind: ManifestFormat | 'folder' | 'prefix' }): RecordLabel {
+  return source.kind === 'folder' || source.kind === 'prefix' ? 'file' : recordLabelOf(source.path, source.kind);
 }

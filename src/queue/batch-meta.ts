@@ -1,4 +1,5 @@
 import { BatchNotFoundError } from '../errors.js';
+import type { RecordLabel } from '../manifest/manifest-format.js';
 import { formatDuration } from '../time.js';
 import { redisPersists, redisUptimeMs, type RedisClient } from './connection.js';
 import { emulatedTwin, type KeyLayout } from './keys.js';
@@ -38,6 +39,12 @@ export interface BatchMeta {
    * batch from before retention: the namespace default applies (see queue/retention.ts).
    */
   retentionMs: number | undefined;
+  /**
+   * What its source's records are called in messages ('file' for a folder or bucket prefix, whose
+   * rejections are named by their file); undefined for a batch from before it was kept: read from
+   * the manifest's name.
+   */
+  records: RecordLabel | undefined;
 }
 
 export async function readBatchMeta(redis: RedisClient, keys: KeyLayout, batch: string): Promise<BatchMeta | undefined> {
@@ -58,6 +65,7 @@ export async function readBatchMeta(redis: RedisClient, keys: KeyLayout, batch: 
     captionPrefix: raw['caption_prefix'] ?? '',
     captionSuffix: raw['caption_suffix'] ?? '',
     retentionMs: retentionFromMeta(raw['retention_ms']),
+    records: raw['records'] === 'file' || raw['records'] === 'line' || raw['records'] === 'row' ? raw['records'] : undefined,
   };
 }
 
@@ -77,6 +85,7 @@ export function metaFields(meta: Partial<BatchMeta>): Record<string, string> {
   if (meta.captionPrefix !== undefined) fields['caption_prefix'] = meta.captionPrefix;
   if (meta.captionSuffix !== undefined) fields['caption_suffix'] = meta.captionSuffix;
   if (meta.retentionMs !== undefined) fields['retention_ms'] = retentionArg(meta.retentionMs);
+  if (meta.records !== undefined) fields['records'] = meta.records;
   return fields;
 }
 

@@ -7,7 +7,7 @@ import { applyBatchSettings, checkBatchSettings, type BatchSettings } from './ba
 import type { ColumnMap } from '../manifest/columns.js';
 import { checkHeader } from '../manifest/manifest-file.js';
 import { createRowMapping, type RowMapping } from '../manifest/row-mapping.js';
-import { recordLabelOf } from '../manifest/manifest-format.js';
+import { recordLabelOf, recordLabelOfSource, type RecordLabel } from '../manifest/manifest-format.js';
 import { checkColumns, fileFormatOf, openManifestSource, type ManifestSource } from '../manifest/manifest-source.js';
 import { isS3Url } from '../storage/s3-url.js';
 import type { CaptionOptions } from '../results/caption-files.js';
@@ -130,6 +130,8 @@ export interface Rejection {
 
 export interface EnqueueSummary extends EnqueueProgress {
   manifest: string;
+  /** What the source's records are called in messages (`line 3`, `row 3`; a folder's are its files). */
+  records: RecordLabel;
   /** Rows whose key another row of this manifest already has (identical content): called once, answered for all. */
   shared: number;
   /** Rows whose id was enqueued before with other content: called again (the old answer is dropped). */
@@ -412,6 +414,7 @@ async function finishEnqueue(ctx: FalbatchContext, w: ChunkWriter, run: string, 
     batchKeys.meta,
     metaFields({
       manifest: options.manifestLabel ?? source.path,
+      records: summary.records,
       updatedAt: ctx.clock.now(),
       defaultEndpoint: config.endpoint,
       rows: summary.rows,
@@ -478,6 +481,7 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
   const summary: EnqueueSummary = {
     batch,
     manifest: options.manifestLabel ?? source.path,
+    records: recordLabelOfSource(source),
     rows: 0,
     added: 0,
     present: 0,
@@ -534,6 +538,8 @@ export async function enqueueManifest(ctx: FalbatchContext, options: EnqueueOpti
 export interface EnqueuePlan {
   batch: string;
   manifest: string;
+  /** As EnqueueSummary's. */
+  records: RecordLabel;
   rows: number;
   rejected: number;
   /** Rows that need no call: their caption files exist (`--captions`, mode skip). */
@@ -576,6 +582,7 @@ export async function planEnqueue(ctx: FalbatchContext, options: EnqueueOptions)
   const plan: EnqueuePlan = {
     batch,
     manifest: source.path,
+    records: recordLabelOfSource(source),
     rows: 0,
     rejected: 0,
     skipped: 0,

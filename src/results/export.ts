@@ -197,7 +197,7 @@ async function writeResults(
   const metadataLocal = metadataUpload === undefined || metadataFolder === undefined ? undefined : join(metadataUpload, HF_METADATA_FILE);
   const keys = ctx.keys.batch(batch);
   const extras = extraNames(meta.extras);
-  const recordLabel = recordLabelOf(meta.manifest);
+  const recordLabel = meta.records ?? recordLabelOf(meta.manifest);
   const columns = [...OUTPUT_COLUMNS, ...extras];
   const counts = { rows: 0, ok: 0, failed: 0, rejected: 0, skipped: 0, pending: 0 };
   // '' : the batch has no caption files.

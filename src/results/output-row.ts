@@ -1,3 +1,4 @@
+import type { RecordLabel } from '../manifest/manifest-format.js';
 import type { RowEntry } from '../queue/batch-rows.js';
 import type { ExportStatus, RowResult } from './row-result.js';
 
@@ -66,8 +67,8 @@ export function outputRow(
   result: RowResult | undefined,
   extras: readonly string[],
   caption?: string,
-  /** What the manifest's records are numbered by: lines, or rows of a Parquet file. */
-  recordLabel: 'line' | 'row' = 'line',
+  /** What the manifest's records are numbered by: lines, rows of a Parquet file, or files (named by the reason itself). */
+  recordLabel: RecordLabel = 'line',
 ): { row: OutputRow; status: ExportStatus } {
   const status = exportStatusOf(entry, result);
   const ended = status === 'ok' || status === 'failed';
@@ -76,7 +77,13 @@ export function outputRow(
     status,
     output: status === 'skipped' ? (caption ?? null) : (result?.output ?? null),
     error:
-      entry.rejected !== undefined ? `${recordLabel} ${entry.line}: ${entry.rejected}` : entry.skipped !== undefined ? entry.skipped : (result?.error ?? null),
+      entry.rejected !== undefined
+        ? recordLabel === 'file'
+          ? entry.rejected
+          : `${recordLabel} ${entry.line}: ${entry.rejected}`
+        : entry.skipped !== undefined
+          ? entry.skipped
+          : (result?.error ?? null),
     attempts: result?.attempts ?? 0,
     request_id: result?.request_id ?? null,
     endpoint: entry.endpoint,
