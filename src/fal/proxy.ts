@@ -76,11 +76,19 @@ function bypassed(rules: Bypass[] | 'all', hostname: string, port: string): bool
   );
 }
 
+/** localhost, 127.0.0.0/8 and ::1: this machine, wherever it is asked from. */
+function isLoopback(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  return host === 'localhost' || host.endsWith('.localhost') || /^127(\.\d{1,3}){3}$/.test(host) || host === '::1' || /^::ffff:127\./.test(host);
+}
+
 /**
  * HTTPS_PROXY, HTTP_PROXY and NO_PROXY (either case, lower case first), as other Node tools read
  * them: a https target goes through HTTPS_PROXY, a http one through HTTP_PROXY, unless NO_PROXY
  * names its host (`example.com` is the host and its subdomains, `.example.com` only the subdomains,
- * `host:port` that port only, `*` every host). ConfigError for a proxy URL falbatch cannot use.
+ * `host:port` that port only, `*` every host). A loopback target (`--emulate`'s emulator, a local
+ * FAL_BASE_URL) is reached directly when the proxy is on another machine, as Go's clients do: that
+ * proxy's 127.0.0.1 is itself, never this machine. ConfigError for a proxy URL falbatch cannot use.
  */
 export function proxySettings(env: NodeJS.ProcessEnv): ProxySettings {
   const https = variable(env, 'HTTPS_PROXY');
@@ -91,6 +99,7 @@ export function proxySettings(env: NodeJS.ProcessEnv): ProxySettings {
     proxyFor: (scheme, hostname, port) => {
       const proxy = proxies[scheme];
       if (proxy === undefined) return undefined;
+      if (isLoopback(hostname) && !isLoopback(proxy.hostname)) return undefined;
       return bypassed(rules, hostname, port || (scheme === 'https:' ? '443' : '80')) ? undefined : proxy;
     },
   };

@@ -254,3 +254,13 @@ it('reads NO_PROXY as other tools do: hosts, domains, ports, IPv6, *', () => {
   expect(route('*', 'http:', 'anything')).toBe('direct');
   expect(route('', 'http:', 'anything')).toBe('p:1');
 });
+
+it("reaches this machine's loopback directly when the proxy is elsewhere (its 127.0.0.1 is not ours), through a proxy on this machine", () => {
+  const route = (proxy: string, host: string): string =>
+    proxySettings({ HTTP_PROXY: proxy, HTTPS_PROXY: proxy }).proxyFor('http:', host, '8080')?.display ?? 'direct';
+  for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', 'api.localhost', '::1']) expect(route('http://proxy.corp:3128', host)).toBe('direct');
+  expect(route('http://proxy.corp:3128', '10.0.0.5')).toBe('proxy.corp:3128');
+  expect(route('http://proxy.corp:3128', '127.example.com')).toBe('proxy.corp:3128');
+  expect(route('http://127.0.0.1:3128', '127.0.0.1')).toBe('127.0.0.1:3128');
+  expect(route('http://localhost:3128', 'localhost')).toBe('localhost:3128');
+});
